@@ -1,0 +1,15 @@
+// npm run bench -- <name> [--json]: runs bench/<name>.ts. Each benchmark prints a table, or
+// with --json one JSON object per line.
+import '../node/shim.js'
+import { readdirSync } from 'node:fs'
+
+const here = new URL('.', import.meta.url)
+const available = readdirSync(here).filter(f => f.endsWith('.js') && f !== 'main.js').map(f => f.slice(0, -3)).sort()
+const [name, ...args] = process.argv.slice(2)
+
+if (name === undefined || !available.includes(name)) {
+  console.error(`usage: npm run bench -- <${available.join('|')}> [--json]${name === undefined ? '' : `\nunknown benchmark '${name}'`}`)
+  process.exit(2)
+}
+const bench = await import(new URL(`${name}.js`, here).href) as { run(args: string[]): Promise<void> }
+await bench.run(args)

@@ -1,0 +1,16 @@
+{
+  "targets": [
+    {
+      "target_name": "swarmtrain_native",
+      "sources": ["native/src/addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "conditions": [
+        ["target_arch=='x64'", { "cflags_cc": ["-march=x86-64-v2"] }]
+      ]
+    }
+  ]
+}
