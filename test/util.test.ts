@@ -1,0 +1,36 @@
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Rng, hashString } from '../node/util/random.js'
+import { writeFileAtomic } from '../node/util/fs.js'
+
+test('Rng is reproducible, resumable and roughly uniform', () => {
+  const a = new Rng(42)
+  const b = new Rng(42)
+  const xs = Array.from({ length: 5 }, () => a.next())
+  assert.equal(xs, Array.from({ length: 5 }, () => b.next()))
+  assert.not.equal(xs, Array.from({ length: 5 }, () => new Rng(43).next()))
+  const saved = a.state()
+  const next = [a.next(), a.normal()]
+  const c = new Rng(0)
+  c.restore(saved)
+  assert.equal([c.next(), c.normal()], next)
+  let sum = 0
+  for (let i = 0; i < 10000; i++) sum += a.next()
+  assert.ok(Math.abs(sum / 10000 - 0.5) < 0.02)
+  assert.throws(() => c.restore([1, 2, 3]), /four uint32/)
+  assert.not.equal(hashString('wte'), hashString('wpe'))
+})
+
+test('writeFileAtomic replaces the file and leaves no temporary behind', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'swarmtrain-fs-'))
+  const path = join(dir, 'state.bin')
+  await writeFileAtomic(path, 'one')
+  await writeFileAtomic(path, new Uint8Array([116, 119, 111]))
+  assert.is(readFileSync(path, 'utf8'), 'two')
+  assert.equal(readdirSync(dir), ['state.bin'])
+})
+
+test.run()
