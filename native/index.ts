@@ -1,28 +1,73 @@
 // The native kernels, loaded from the addon built by binding.gyp. If the addon cannot load
-// (not built, wrong platform), the JavaScript reference is used and one warning is printed.
+// (not built, wrong platform, out of date), the JavaScript reference is used and one warning is
+// printed. Every kernel works in place on caller-supplied typed arrays (zero copy).
+//
+// The *Async variants run on the libuv thread pool (two threads inside) so the event loop stays
+// free; use them from about 1M elements. While one runs, the JavaScript side must not read,
+// write or transfer any of the arrays passed to it, until the promise settles.
 import { createRequire } from 'node:module'
 import * as reference from './reference.js'
-import type { AdamWOptions } from './reference.js'
+import type { AdamWOptions, OuterStepOptions } from './reference.js'
+import type { CompressOptions } from './format.js'
 
-export type { AdamWOptions }
+export type { AdamWOptions, OuterStepOptions, CompressOptions }
+export { chunkCount, kForDensity, payloadSize, readHeader, DEFAULT_CHUNK, type PayloadHeader, type ValueBits } from './format.js'
 
 export interface Kernels {
   axpy(dst: Float32Array, src: Float32Array, weight: number): void
-  adamw(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, options: AdamWOptions): void
   sumSquares(x: Float32Array): number
+  adamw(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, options: AdamWOptions): void
+  outerStep(param: Float32Array, grad: Float32Array, momentumBuffer: Float32Array | null, options: OuterStepOptions): void
+  compress(e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, options: CompressOptions): number
+  decodeAccumulate(dst: Float32Array, payload: Uint8Array, weight: number): void
+  payloadNorm(payload: Uint8Array): number
+  f32ToF16(src: Float32Array, dst: Uint16Array): void
+  f16ToF32(src: Uint16Array, dst: Float32Array): void
+  f32ToBf16(src: Float32Array, dst: Uint16Array): void
+  bf16ToF32(src: Uint16Array, dst: Float32Array): void
+  f32ToInt8(src: Float32Array, dst: Int8Array, scales: Float32Array, rowLength: number): void
+  int8ToF32(src: Int8Array, scales: Float32Array, dst: Float32Array, rowLength: number): void
+  axpyAsync(dst: Float32Array, src: Float32Array, weight: number): Promise<void>
+  sumSquaresAsync(x: Float32Array): Promise<number>
+  adamwAsync(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, options: AdamWOptions): Promise<void>
+  outerStepAsync(param: Float32Array, grad: Float32Array, momentumBuffer: Float32Array | null, options: OuterStepOptions): Promise<void>
+  compressAsync(e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, options: CompressOptions): Promise<number>
+  decodeAccumulateAsync(dst: Float32Array, payload: Uint8Array, weight: number): Promise<void>
+  /** The code path in use: 'avx2' (AVX2, FMA, F16C) or 'portable'; 'js' for the reference. */
+  simdLevel(): string
+  /** Allows (true) or forbids (false) the AVX2 path, e.g. to test the portable one; returns simdLevel(). */
+  setSimd(enabled: boolean): string
 }
 
-function load(): { kernels: Kernels, isNative: boolean } {
-  if (process.env.SWARMTRAIN_NATIVE === '0') return { kernels: reference, isNative: false }
+const kernelNames = ['axpy', 'sumSquares', 'adamw', 'outerStep', 'compress', 'decodeAccumulate', 'payloadNorm',
+  'f32ToF16', 'f16ToF32', 'f32ToBf16', 'bf16ToF32', 'f32ToInt8', 'int8ToF32', 'axpyAsync', 'sumSquaresAsync',
+  'adamwAsync', 'outerStepAsync', 'compressAsync', 'decodeAccumulateAsync', 'simdLevel', 'setSimd'] as const
+
+// The reference as a Kernels: the async variants run it inline (the fallback blocks the loop).
+const referenceKernels: Kernels = {
+  ...reference,
+  axpyAsync: async (...args) => reference.axpy(...args),
+  sumSquaresAsync: async (...args) => reference.sumSquares(...args),
+  adamwAsync: async (...args) => reference.adamw(...args),
+  outerStepAsync: async (...args) => reference.outerStep(...args),
+  compressAsync: async (...args) => reference.compress(...args),
+  decodeAccumulateAsync: async (...args) => reference.decodeAccumulate(...args),
+  simdLevel: () => 'js',
+  setSimd: () => 'js'
+}
+
+function load (): { kernels: Kernels, isNative: boolean } {
+  if (process.env.SWARMTRAIN_NATIVE === '0') return { kernels: referenceKernels, isNative: false }
   try {
     const require = createRequire(import.meta.url)
     // dist/native/index.js -> build/Release at the package root
-    const addon = require('../../build/Release/swarmtrain_native.node') as Partial<Kernels>
-    // Kernels the addon does not have yet fall back to the reference one by one.
-    return { kernels: { ...reference, ...addon } as Kernels, isNative: true }
+    const addon = require('../../build/Release/swarmtrain_native.node') as Record<string, unknown>
+    const missing = kernelNames.filter(name => typeof addon[name] !== 'function')
+    if (missing.length > 0) throw new Error(`the addon is out of date (no ${missing.join(', ')}): run npx node-gyp rebuild`)
+    return { kernels: addon as unknown as Kernels, isNative: true }
   } catch (err) {
     process.emitWarning(`swarmtrain: native addon unavailable, using the JavaScript reference (${(err as Error).message.split('\n')[0]})`)
-    return { kernels: reference, isNative: false }
+    return { kernels: referenceKernels, isNative: false }
   }
 }
 
@@ -30,5 +75,10 @@ const loaded = load()
 
 /** True when the C++ addon is in use, false when the JavaScript reference stands in. */
 export const isNative = loaded.isNative
-export const { axpy, adamw, sumSquares } = loaded.kernels
+export const {
+  axpy, sumSquares, adamw, outerStep, compress, decodeAccumulate, payloadNorm,
+  f32ToF16, f16ToF32, f32ToBf16, bf16ToF32, f32ToInt8, int8ToF32,
+  axpyAsync, sumSquaresAsync, adamwAsync, outerStepAsync, compressAsync, decodeAccumulateAsync,
+  simdLevel, setSimd
+} = loaded.kernels
 export { reference }
