@@ -1,3 +1,4 @@
+import { UserError } from '../errors.js'
 // The shape of a GPT and how it is cut into pipeline stages. Everything that builds graphs,
 // allocates parameters or assigns peers to stages reads these types.
 
@@ -54,4 +55,17 @@ export interface StageGraphs {
   params: ParamSpec[]
   forward: Uint8Array
   backward: Uint8Array
+}
+
+/** A model shape that cannot be built (bad numbers from a command line, manifest or checkpoint). */
+export class ModelConfigError extends UserError {
+  override name = 'ModelConfigError'
+}
+
+/** Throws ModelConfigError unless every size is a positive integer and nHeads divides dModel. */
+export function checkModelConfig (c: ModelConfig): void {
+  for (const key of ['vocabSize', 'dModel', 'nLayers', 'nHeads', 'seqLen'] as const) {
+    if (!Number.isSafeInteger(c[key]) || c[key] < 1) throw new ModelConfigError(`model ${key} must be a positive integer, got ${c[key]}`)
+  }
+  if (c.dModel % c.nHeads !== 0) throw new ModelConfigError(`model nHeads (${c.nHeads}) must divide dModel (${c.dModel})`)
 }
