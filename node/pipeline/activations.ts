@@ -3,7 +3,7 @@
 // checked shape and byte length with protocols/stage-codec.ts `checkTensor`.
 import { DType, type Tensor } from '../../protocols/stage-codec.js'
 import type { FloatTensor, TokenTensor } from '../runtime/tensor.js'
-import { f16ToF32, f32ToF16, int8ToF32, f32ToInt8 } from './half.js'
+import { f16ToF32, f32ToF16, f32ToInt8, int8ToF32 } from '../../native/index.js'
 
 export type WireDType = 'f32' | 'f16' | 'int8'
 
@@ -23,7 +23,7 @@ export function encodeActivations (values: Float32Array, shape: number[], dtype:
     case DType.INT8: {
       const q = new Int8Array(values.length)
       const scales = new Float32Array(values.length / rowLength)
-      f32ToInt8(values, rowLength, q, scales)
+      f32ToInt8(values, q, scales, rowLength)
       return { dtype, shape, data: bytesOf(q), scales: bytesOf(scales) }
     }
     case DType.I32:
@@ -45,7 +45,7 @@ export function decodeActivations (t: Tensor): FloatTensor {
     case DType.INT8: {
       out = new Float32Array(t.data.byteLength)
       const rowLength = t.shape[t.shape.length - 1]
-      int8ToF32(new Int8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), view(t.scales, Float32Array), rowLength, out)
+      int8ToF32(new Int8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), view(t.scales, Float32Array), out, rowLength)
       break
     }
     case DType.I32:
