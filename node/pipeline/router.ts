@@ -1,0 +1,170 @@
+// Chooses which replica of a stage serves the next call. Pure bookkeeping, no I/O: the caller
+// reports every call's start and outcome and asks for the replica with the least expected busy
+// time. Per peer it keeps moving averages of the server's compute time per unit of work and of
+// the queue other callers keep there; untried peers go first (with one probe in flight at a
+// time) so newcomers are measured early; failed peers are banned with exponential backoff.
+import { Rng } from '../util/random.js'
+
+export interface RouterInit {
+  /** Weight of the newest sample in the moving averages. */
+  smoothing?: number
+  /** First ban after a failure; doubles with every consecutive failure up to banMaxMs. */
+  banBaseMs?: number
+  banMaxMs?: number
+  /** Chance of calling a random eligible replica instead of the best, to keep estimates fresh. */
+  exploration?: number
+  /** Floor and multiplier of the per-call timeout computed from the expected busy time. */
+  minTimeoutMs?: number
+  timeoutFactor?: number
+  /** Timeout while nothing is known about a peer. */
+  unknownTimeoutMs?: number
+  seed?: number
+  now?: () => number
+}
+
+/** What a finished call teaches the router about a peer. */
+export interface CallOutcome {
+  /** Work units of the call (e.g. tokens times a per-kind cost), to normalize compute time. */
+  work: number
+  /** Compute time and queue length reported by the server. */
+  computeMs: number
+  queueLength: number
+}
+
+interface PeerStats {
+  /** Calls this node has in flight to the peer. */
+  inFlight: number
+  /** Moving averages: server compute ms per work unit, and the queue other callers keep there. */
+  msPerWork?: number
+  othersQueue: number
+  calls: number
+  failures: number
+  bannedUntil: number
+}
+
+export class Router {
+  private readonly peers = new Map<string, PeerStats>()
+  private readonly rng: Rng
+  private readonly now: () => number
+  private readonly smoothing: number
+  private readonly banBaseMs: number
+  private readonly banMaxMs: number
+  private readonly exploration: number
+  private readonly minTimeoutMs: number
+  private readonly timeoutFactor: number
+  private readonly unknownTimeoutMs: number
+
+  constructor (init: RouterInit = {}) {
+    this.smoothing = init.smoothing ?? 0.2
+    this.banBaseMs = init.banBaseMs ?? 1000
+    this.banMaxMs = init.banMaxMs ?? 60_000
+    this.exploration = init.exploration ?? 0.02
+    this.minTimeoutMs = init.minTimeoutMs ?? 5000
+    this.timeoutFactor = init.timeoutFactor ?? 5
+    this.unknownTimeoutMs = init.unknownTimeoutMs ?? 60_000
+    this.rng = new Rng(init.seed ?? Date.now())
+    this.now = init.now ?? Date.now
+  }
+
+  /**
+   * The replica to call for `work` units among `candidates`, skipping banned peers and those in
+   * `exclude` (already failed for this call). Undefined when none is eligible.
+   */
+  choose (candidates: Iterable<string>, work: number, exclude: ReadonlySet<string> = new Set()): string | undefined {
+    const now = this.now()
+    const eligible = [...new Set(candidates)].filter(p => !exclude.has(p) && (this.peers.get(p)?.bannedUntil ?? 0) <= now)
+    if (eligible.length === 0) return undefined
+    const untried = eligible.filter(p => this.peers.get(p)?.msPerWork === undefined)
+    const probe = untried.find(p => (this.peers.get(p)?.inFlight ?? 0) === 0)
+    if (probe !== undefined) return probe
+    const known = eligible.filter(p => this.peers.get(p)?.msPerWork !== undefined)
+    // Only probes in flight and nothing measured yet: spread over the untried ones.
+    if (known.length === 0) return this.leastLoaded(untried)
+    if (known.length > 1 && this.rng.next() < this.exploration) return known[this.rng.int(known.length)]
+    let best = known[0]
+    let bestTime = Infinity
+    for (const p of known) {
+      const t = this.expectedBusyMs(p, work)
+      if (t < bestTime) { best = p; bestTime = t }
+    }
+    return best
+  }
+
+  /** Expected time until a call of `work` units sent now to `peer` completes. */
+  expectedBusyMs (peer: string, work: number): number {
+    const s = this.peers.get(peer)
+    if (s?.msPerWork === undefined) return Infinity
+    return s.msPerWork * work * (s.inFlight + s.othersQueue + 1)
+  }
+
+  /** How long to wait for a call before giving up on the peer. */
+  timeoutMs (peer: string, work: number): number {
+    const expected = this.expectedBusyMs(peer, work)
+    if (!Number.isFinite(expected)) return this.unknownTimeoutMs
+    return Math.max(this.minTimeoutMs, this.timeoutFactor * expected)
+  }
+
+  started (peer: string): void {
+    this.stats(peer).inFlight++
+  }
+
+  succeeded (peer: string, outcome: CallOutcome): void {
+    const s = this.stats(peer)
+    s.inFlight = Math.max(0, s.inFlight - 1)
+    s.calls++
+    s.failures = 0
+    const a = this.smoothing
+    const msPerWork = outcome.computeMs / Math.max(outcome.work, 1e-9)
+    // The server's queue included our own calls in flight; what remains is other callers' load.
+    const others = Math.max(0, outcome.queueLength - s.inFlight)
+    if (s.msPerWork === undefined) {
+      s.msPerWork = msPerWork
+      s.othersQueue = others
+    } else {
+      s.msPerWork += a * (msPerWork - s.msPerWork)
+      s.othersQueue += a * (others - s.othersQueue)
+    }
+  }
+
+  /** A call failed or timed out: ban the peer for base * 2^(consecutive failures - 1), capped. */
+  failed (peer: string): void {
+    const s = this.stats(peer)
+    s.inFlight = Math.max(0, s.inFlight - 1)
+    s.failures++
+    s.bannedUntil = this.now() + Math.min(this.banMaxMs, this.banBaseMs * 2 ** (s.failures - 1))
+  }
+
+  /** The peer answered "busy": no ban, but count its queue as full for a while. */
+  busy (peer: string, queueLength: number): void {
+    const s = this.stats(peer)
+    s.inFlight = Math.max(0, s.inFlight - 1)
+    s.othersQueue = Math.max(s.othersQueue, queueLength)
+  }
+
+  isBanned (peer: string): boolean {
+    return (this.peers.get(peer)?.bannedUntil ?? 0) > this.now()
+  }
+
+  /** Calls completed by each peer (for reporting). */
+  callCounts (): Map<string, number> {
+    return new Map([...this.peers].map(([p, s]) => [p, s.calls]))
+  }
+
+  /** Forgets a peer that left (its stats would mislead if the id came back much later). */
+  forget (peer: string): void {
+    this.peers.delete(peer)
+  }
+
+  private leastLoaded (peers: string[]): string {
+    return peers.reduce((a, b) => (this.stats(b).inFlight < this.stats(a).inFlight ? b : a))
+  }
+
+  private stats (peer: string): PeerStats {
+    let s = this.peers.get(peer)
+    if (s === undefined) {
+      s = { inFlight: 0, othersQueue: 0, calls: 0, failures: 0, bannedUntil: 0 }
+      this.peers.set(peer, s)
+    }
+    return s
+  }
+}
