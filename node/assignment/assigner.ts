@@ -1,0 +1,121 @@
+// Self-assignment: on start, join the weakest stage that fits in memory (or the pinned one);
+// then, at randomized intervals, re-read the swarm and move if Petals' rule says it clearly
+// helps. Randomized intervals keep two replicas of a crowded stage from moving together.
+import { logger } from '@libp2p/logger'
+import type { StageRegistry, SwarmView } from '../registry/registry.js'
+import { Rng } from '../util/random.js'
+import { chooseStage, rebalanceMove, type Move, type StageLoad } from './policy.js'
+
+const log = logger('swarmtrain:assignment')
+
+export interface AssignerComponents {
+  registry: StageRegistry
+}
+
+export interface AssignerInit {
+  nStages: number
+  /** This node's measured (or given) tokens/s. */
+  throughput: number
+  freeMemory: number
+  /** Bytes a stage needs to train here; stages needing more than freeMemory are never chosen. */
+  stageMemory: (stage: number) => number
+  /** `--stage N`: serve this stage and never move. */
+  pinnedStage?: number
+  /** Mean time between rebalancing checks; each wait is uniform in [0.5, 1.5] times this. */
+  rebalanceMs: number
+  seed: string
+}
+
+export interface StageMove extends Move {
+  at: number
+}
+
+export interface StageChangeDetail {
+  stage: number
+  /** Undefined for the initial choice. */
+  move?: StageMove
+}
+
+/** Emits `stage` (CustomEvent<StageChangeDetail>) on the initial choice and on every move. */
+export class StageAssigner extends EventTarget {
+  private readonly registry: StageRegistry
+  private readonly init: AssignerInit
+  private readonly rng: Rng
+  private current?: number
+  private timer?: NodeJS.Timeout
+  private running = false
+  private checking?: Promise<void>
+  readonly moves: StageMove[] = []
+
+  constructor (components: AssignerComponents, init: AssignerInit) {
+    super()
+    this.registry = components.registry
+    this.init = init
+    this.rng = new Rng(init.seed)
+  }
+
+  get stage (): number | undefined {
+    return this.current
+  }
+
+  get pinned (): boolean {
+    return this.init.pinnedStage !== undefined
+  }
+
+  /** Picks the initial stage from a fresh view, announces it and starts rebalancing. */
+  async start (): Promise<number> {
+    this.running = true
+    let stage = this.init.pinnedStage
+    if (stage === undefined) {
+      const view = await this.registry.refresh()
+      stage = chooseStage(loads(view), s => this.fits(s), n => this.rng.int(n))
+      if (stage === undefined) throw new RangeError('no stage fits in this machine\'s free memory')
+    }
+    this.current = stage
+    log('joining stage %d', stage)
+    await this.registry.update({ stage, throughput: this.init.throughput, freeMemory: this.init.freeMemory })
+    this.dispatchEvent(new CustomEvent<StageChangeDetail>('stage', { detail: { stage } }))
+    if (this.init.pinnedStage === undefined) this.schedule()
+    return stage
+  }
+
+  async stop (): Promise<void> {
+    this.running = false
+    clearTimeout(this.timer)
+    await this.checking
+  }
+
+  private fits (stage: number): boolean {
+    return this.init.stageMemory(stage) <= this.init.freeMemory
+  }
+
+  private schedule (): void {
+    if (!this.running) return
+    const wait = this.init.rebalanceMs * (0.5 + this.rng.next())
+    this.timer = setTimeout(() => {
+      this.checking = this.check().catch(err => { log.error('rebalance check failed: %e', err) }).finally(() => {
+        this.checking = undefined
+        this.schedule()
+      })
+    }, wait)
+  }
+
+  private async check (): Promise<void> {
+    if (this.current === undefined) return
+    const view = await this.registry.refresh()
+    if (!this.running) return
+    const move = rebalanceMove(loads(view), this.current, this.init.throughput, s => this.fits(s))
+    if (move === undefined) return
+    const record: StageMove = { ...move, at: Date.now() }
+    // Visible to operators without debug logging: a move changes what this node computes.
+    console.log(`moving from stage ${move.from} to stage ${move.to}: weakest stage ${move.before.toFixed(1)} -> ${move.after.toFixed(1)} tokens/s`)
+    this.current = move.to
+    this.moves.push(record)
+    await this.registry.update({ stage: move.to })
+    this.dispatchEvent(new CustomEvent<StageChangeDetail>('stage', { detail: { stage: move.to, move: record } }))
+  }
+}
+
+export function loads (view: SwarmView): StageLoad[] {
+  return view.stages.map(s => ({ stage: s.stage, throughput: s.throughput, servers: s.peers.length }))
+}

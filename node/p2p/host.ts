@@ -1,0 +1,76 @@
+// The libp2p host of a swarmtrain node: TCP, noise, yamux, identify, ping, a kad-dht private
+// to the run, bootstrap peers, pnet when a swarm key is given, a persistent identity, and a
+// connection monitor tuned to notice a hung peer within seconds.
+import { noise } from '@chainsafe/libp2p-noise'
+import { bootstrap } from '@libp2p/bootstrap'
+import { identify } from '@libp2p/identify'
+import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type ValidateFn } from '@libp2p/kad-dht'
+import { ping, type Ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import type { Identify } from '@libp2p/identify'
+import type { PrivateKey } from '@libp2p/interface'
+import { dhtProtocol } from '../../protocols/ids.js'
+import { version } from '../version.js'
+
+// A type alias, not an interface: libp2p's ServiceMap needs an index signature.
+export type HostServices = {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+}
+
+export type Host = Libp2p<HostServices>
+
+export interface HostInit {
+  privateKey: PrivateKey
+  runId: string
+  listen: string[]
+  announce?: string[]
+  bootstrap?: string[]
+  /** pnet pre-shared key (swarm.key bytes): only peers with the same key can connect. */
+  swarmKey?: Uint8Array
+  /** DHT record validators and selectors by key namespace (`/<namespace>/...`). */
+  validators?: Record<string, ValidateFn>
+  selectors?: Record<string, SelectFn>
+  /** Connection monitor: ping every `pingIntervalMs`, abort after `pingTimeoutMs` without an answer. */
+  pingIntervalMs?: number
+  pingTimeoutMs?: number
+  dialTimeoutMs?: number
+}
+
+export async function createHost (init: HostInit): Promise<Host> {
+  const pingTimeout = init.pingTimeoutMs ?? 4000
+  return await createLibp2p({
+    privateKey: init.privateKey,
+    nodeInfo: { userAgent: `swarmtrain/${version}` },
+    addresses: { listen: init.listen, announce: init.announce ?? [] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    ...(init.swarmKey === undefined ? {} : { connectionProtector: preSharedKey({ psk: init.swarmKey }) }),
+    peerDiscovery: (init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
+    connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 },
+    connectionMonitor: {
+      pingInterval: init.pingIntervalMs ?? 3000,
+      pingTimeout: { minTimeout: pingTimeout, maxTimeout: pingTimeout },
+      abortConnectionOnPingFailure: true
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: dhtProtocol(init.runId),
+        logPrefix: 'swarmtrain:dht',
+        // Every peer of a run is a server: runs are small and often on one LAN or machine.
+        clientMode: false,
+        peerInfoMapper: passthroughMapper,
+        initialQuerySelfInterval: 0,
+        validators: init.validators ?? {},
+        selectors: init.selectors ?? {}
+      })
+    }
+  })
+}

@@ -1,0 +1,65 @@
+// The node's persistent identity (a libp2p Ed25519 key) and the optional swarm key (pnet
+// pre-shared key). Both live in the node directory, readable by the owner only.
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { generateKey } from '@libp2p/pnet'
+import type { PrivateKey } from '@libp2p/interface'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { writeFileAtomic } from '../util/fs.js'
+import { IdentityKeyError, SwarmKeyError } from './errors.js'
+
+export const IDENTITY_FILE = 'identity.key'
+export const SWARM_KEY_FILE = 'swarm.key'
+
+async function readIfExists (path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+/** Loads the node's identity key from `dir`, creating it (mode 0600) on first use. */
+export async function loadOrCreateIdentity (dir: string): Promise<PrivateKey> {
+  const path = join(dir, IDENTITY_FILE)
+  const bytes = await readIfExists(path)
+  if (bytes !== undefined) {
+    try {
+      return privateKeyFromProtobuf(bytes)
+    } catch (err) {
+      throw new IdentityKeyError(`${path} is not a libp2p private key (${(err as Error).message}); move it away to create a new identity`)
+    }
+  }
+  const key = await generateKeyPair('Ed25519')
+  await writeFileAtomic(path, privateKeyToProtobuf(key), 0o600)
+  return key
+}
+
+/** A fresh pnet swarm key in the standard `/key/swarm/psk/1.0.0/` text format. */
+export function newSwarmKey (): Uint8Array {
+  const key = new Uint8Array(95)
+  generateKey(key)
+  return key
+}
+
+export async function writeSwarmKey (path: string, key: Uint8Array): Promise<void> {
+  await writeFileAtomic(path, key, 0o600)
+}
+
+/** Reads a swarm key file and checks its format, so a bad file fails at start, not at the first dial. */
+export async function readSwarmKey (path: string): Promise<Uint8Array> {
+  const bytes = await readIfExists(path)
+  if (bytes === undefined) throw new SwarmKeyError(`no swarm key at ${path}`)
+  const lines = bytes.toString('utf8').split(/\r?\n|\r/)
+  if (lines[0] !== '/key/swarm/psk/1.0.0/' || lines[1] !== '/base16/' || !/^[0-9a-fA-F]{64}$/.test(lines[2] ?? '')) {
+    throw new SwarmKeyError(`${path} is not a swarm key (expected '/key/swarm/psk/1.0.0/', '/base16/' and 64 hex digits)`)
+  }
+  return new Uint8Array(bytes)
+}
+
+/** The swarm key in `dir` if the run is private, else undefined. */
+export async function findSwarmKey (dir: string): Promise<Uint8Array | undefined> {
+  const path = join(dir, SWARM_KEY_FILE)
+  return (await readIfExists(path)) === undefined ? undefined : await readSwarmKey(path)
+}

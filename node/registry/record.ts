@@ -1,0 +1,145 @@
+// Signed, expiring peer info records: what a peer tells the swarm about itself. Readers trust
+// a record only if its signature matches the peer id in its DHT key, it has not expired, and
+// every field is in range.
+import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import * as Digest from 'multiformats/hashes/digest'
+import { MAX_BYTES } from '../../protocols/ids.js'
+import { PeerInfo, SignedPeerInfo } from '../../protocols/registry.js'
+
+/** Signatures cover this tag plus the encoded PeerInfo, so they cannot be replayed elsewhere. */
+const SIGNATURE_DOMAIN = new TextEncoder().encode('swarmtrain/peer-info/1:')
+/** Records claiming to be issued further in the future than this are refused (clock skew). */
+const MAX_CLOCK_SKEW_MS = 60_000
+/** And records may not live longer than this. */
+const MAX_TTL_MS = 3_600_000
+/** DHT key namespace: keys are `/swarmtrain/<runId>/info/<peerId>`. */
+export const RECORD_NAMESPACE = 'swarmtrain'
+
+export interface PeerInfoRecord {
+  peerId: string
+  stage: number
+  /** Tokens per second on its stage. */
+  throughput: number
+  queueLength: number
+  freeMemory: number
+  round: number
+  version: string
+  /** Unix milliseconds. */
+  issuedAt: number
+  expiresAt: number
+}
+
+/** An info record that is unsigned, forged, expired, malformed or for another run. */
+export class InfoRecordError extends Error {
+  override name = 'InfoRecordError'
+}
+
+export function infoKey (runId: string, peerId: PeerId | string): Uint8Array {
+  return new TextEncoder().encode(`/${RECORD_NAMESPACE}/${runId}/info/${peerId.toString()}`)
+}
+
+function signedPayload (info: Uint8Array): Uint8Array {
+  const out = new Uint8Array(SIGNATURE_DOMAIN.length + info.length)
+  out.set(SIGNATURE_DOMAIN)
+  out.set(info, SIGNATURE_DOMAIN.length)
+  return out
+}
+
+/** Encodes and signs `record` with the key of `record.peerId`. */
+export async function signInfoRecord (record: PeerInfoRecord, runId: string, privateKey: PrivateKey, peerId: PeerId): Promise<Uint8Array> {
+  if (record.peerId !== peerId.toString()) throw new RangeError('a peer signs only its own info record')
+  const info = PeerInfo.encode({
+    runId,
+    peerId: peerId.toMultihash().bytes,
+    stage: record.stage,
+    throughput: record.throughput,
+    queueLength: record.queueLength,
+    freeMemory: BigInt(Math.max(0, Math.floor(record.freeMemory))),
+    round: BigInt(record.round),
+    version: record.version,
+    issuedAt: BigInt(record.issuedAt),
+    expiresAt: BigInt(record.expiresAt)
+  })
+  const signature = await privateKey.sign(signedPayload(info))
+  return SignedPeerInfo.encode({ info, signature: new Uint8Array(signature) })
+}
+
+export interface VerifyOptions {
+  runId: string
+  nStages: number
+  now?: number
+}
+
+/** Parses a `/swarmtrain/<runId>/info/<peerId>` key, or throws InfoRecordError. */
+export function parseInfoKey (key: Uint8Array): { runId: string, peerId: PeerId } {
+  const match = /^\/swarmtrain\/([a-z0-9]+)\/info\/([1-9A-HJ-NP-Za-km-z]{1,100})$/.exec(new TextDecoder().decode(key))
+  if (match === null) throw new InfoRecordError('not an info record key')
+  try {
+    return { runId: match[1], peerId: peerIdFromString(match[2]) }
+  } catch {
+    throw new InfoRecordError('info record key holds no valid peer id')
+  }
+}
+
+/** Decodes and checks a signed info record stored under `key`; throws InfoRecordError. */
+export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, options: VerifyOptions): Promise<PeerInfoRecord> {
+  const { runId, peerId } = parseInfoKey(key)
+  if (runId !== options.runId) throw new InfoRecordError(`info record of another run (${runId})`)
+  if (value.byteLength > MAX_BYTES.infoRecord) throw new InfoRecordError(`info record of ${value.byteLength} bytes exceeds ${MAX_BYTES.infoRecord}`)
+  let signed: SignedPeerInfo
+  let info: PeerInfo
+  try {
+    signed = SignedPeerInfo.decode(value)
+    info = PeerInfo.decode(signed.info)
+  } catch (err) {
+    throw new InfoRecordError(`malformed info record: ${(err as Error).message}`)
+  }
+  if (signed.signature.byteLength === 0) throw new InfoRecordError('unsigned info record')
+  let signer: PeerId
+  try {
+    signer = peerIdFromMultihash(Digest.decode(info.peerId))
+  } catch {
+    throw new InfoRecordError('info record holds no valid peer id')
+  }
+  if (!signer.equals(peerId)) throw new InfoRecordError(`info record of ${signer.toString()} stored under ${peerId.toString()}`)
+  if (signer.publicKey === undefined) throw new InfoRecordError('info record peer id does not embed its public key')
+  if (!await signer.publicKey.verify(signedPayload(signed.info), signed.signature)) throw new InfoRecordError('info record signature does not verify')
+  if (info.runId !== options.runId) throw new InfoRecordError(`info record signed for another run (${info.runId})`)
+  const now = options.now ?? Date.now()
+  const issuedAt = Number(info.issuedAt)
+  const expiresAt = Number(info.expiresAt)
+  if (expiresAt <= now) throw new InfoRecordError(`info record expired ${now - expiresAt} ms ago`)
+  if (issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InfoRecordError('info record issued in the future')
+  if (expiresAt <= issuedAt || expiresAt - issuedAt > MAX_TTL_MS) throw new InfoRecordError('info record lifetime out of range')
+  if (info.stage >= options.nStages) throw new InfoRecordError(`info record stage ${info.stage} out of range (run has ${options.nStages})`)
+  if (!Number.isFinite(info.throughput) || info.throughput < 0 || info.throughput > 1e12) throw new InfoRecordError('info record throughput out of range')
+  if (info.freeMemory > BigInt(Number.MAX_SAFE_INTEGER) || info.round > BigInt(Number.MAX_SAFE_INTEGER)) throw new InfoRecordError('info record counter out of range')
+  if (!/^[\w.+-]{1,32}$/.test(info.version)) throw new InfoRecordError('info record version malformed')
+  return {
+    peerId: signer.toString(),
+    stage: info.stage,
+    throughput: info.throughput,
+    queueLength: info.queueLength,
+    freeMemory: Number(info.freeMemory),
+    round: Number(info.round),
+    version: info.version,
+    issuedAt,
+    expiresAt
+  }
+}
+
+/** Of several valid records for one key, the most recently issued wins. */
+export function newestRecord (values: Uint8Array[]): number {
+  let best = 0
+  let bestIssued = -1n
+  values.forEach((value, i) => {
+    try {
+      const issued = PeerInfo.decode(SignedPeerInfo.decode(value).info).issuedAt
+      if (issued > bestIssued) { best = i; bestIssued = issued }
+    } catch {
+      // invalid records were already refused by the validator; never pick one
+    }
+  })
+  return best
+}
