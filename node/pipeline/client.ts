@@ -1,0 +1,154 @@
+// The caller's side of the stage protocol: one long-lived stream per peer (a new stream per call
+// costs several milliseconds), requests multiplexed on it by id, replies matched as they come,
+// in any order. A call fails with a StageCallError on timeout, on an error reply, or when its
+// stream dies (a killed peer looks like a clean close, so every pending call is failed then);
+// choosing another replica is the caller's job.
+import { logger } from '@libp2p/logger'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
+import { StageRequest, StageResponse, decodeResponse } from '../../protocols/stage-codec.js'
+
+const log = logger('swarmtrain:pipeline:client')
+
+export type StageCallFailure = 'timeout' | 'closed' | 'dial' | 'busy' | 'refused'
+
+/** A stage call that did not produce a result; `reason` tells the router how to treat the peer. */
+export class StageCallError extends Error {
+  override name = 'StageCallError'
+  constructor (message: string, readonly reason: StageCallFailure, readonly queueLength = 0) {
+    super(message)
+  }
+}
+
+export interface StageClientComponents {
+  dialer: { dialProtocol(peer: PeerId, protocols: string | string[], options?: AbortOptions): Promise<Stream> }
+}
+
+export interface StageClientInit {
+  protocol: string
+  /** Largest response accepted. */
+  maxMessageBytes: number
+  dialTimeoutMs?: number
+}
+
+export class StageClient {
+  private readonly channels = new Map<string, Promise<Channel>>()
+  private readonly dialer: StageClientComponents['dialer']
+  private readonly init: Required<StageClientInit>
+
+  constructor (components: StageClientComponents, init: StageClientInit) {
+    this.dialer = components.dialer
+    this.init = { dialTimeoutMs: 10_000, ...init }
+  }
+
+  /** Sends one request to `peer` and resolves with its OK response (error replies reject). */
+  async call (peer: string, request: Omit<StageRequest, 'id'>, timeoutMs: number): Promise<StageResponse> {
+    const channel = await this.channel(peer)
+    const response = await channel.request(request, timeoutMs)
+    if (response.status === StageResponse.Status.OK) return response
+    const reason = response.status === StageResponse.Status.BUSY ? 'busy' : 'refused'
+    throw new StageCallError(`${peer} answered ${response.status}: ${response.error}`, reason, response.queueLength)
+  }
+
+  /** Closes every stream; pending calls fail. */
+  async stop (): Promise<void> {
+    const channels = await Promise.allSettled(this.channels.values())
+    this.channels.clear()
+    for (const c of channels) if (c.status === 'fulfilled') c.value.close()
+  }
+
+  private async channel (peer: string): Promise<Channel> {
+    let channel = this.channels.get(peer)
+    if (channel === undefined) {
+      channel = this.open(peer)
+      this.channels.set(peer, channel)
+      // A failed dial is not cached: the next call dials again (the router decides when).
+      channel.catch(() => this.channels.delete(peer))
+    }
+    return await channel
+  }
+
+  private async open (peer: string): Promise<Channel> {
+    let stream: Stream
+    try {
+      stream = await this.dialer.dialProtocol(peerIdFromString(peer), this.init.protocol, { signal: AbortSignal.timeout(this.init.dialTimeoutMs) })
+    } catch (err) {
+      throw new StageCallError(`cannot open a stage stream to ${peer}: ${(err as Error).message}`, 'dial')
+    }
+    log('opened a stage stream to %s', peer)
+    return new Channel(stream, this.init.maxMessageBytes, () => this.channels.delete(peer))
+  }
+}
+
+interface Pending {
+  resolve: (response: StageResponse) => void
+  reject: (err: Error) => void
+  timer: ReturnType<typeof setTimeout>
+}
+
+/** One stream to one peer with its calls in flight. */
+class Channel {
+  private readonly lp: LengthPrefixedStream<Stream>
+  private readonly pending = new Map<number, Pending>()
+  private nextId = 1
+  private closed: StageCallError | undefined
+
+  constructor (private readonly stream: Stream, maxMessageBytes: number, private readonly onClose: () => void) {
+    this.lp = lpStream(stream, { maxDataLength: maxMessageBytes, maxBufferSize: 2 * maxMessageBytes })
+    void this.readReplies()
+  }
+
+  async request (request: Omit<StageRequest, 'id'>, timeoutMs: number): Promise<StageResponse> {
+    if (this.closed !== undefined) throw this.closed
+    const id = this.nextId
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1
+    const reply = new Promise<StageResponse>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
+        reject(new StageCallError(`no reply within ${Math.round(timeoutMs)} ms`, 'timeout'))
+      }, timeoutMs)
+      this.pending.set(id, { resolve, reject, timer })
+    })
+    try {
+      await this.lp.write(StageRequest.encode({ ...request, id }))
+    } catch (err) {
+      this.fail(new StageCallError(`stream failed: ${(err as Error).message}`, 'closed'))
+    }
+    return await reply
+  }
+
+  close (): void {
+    this.fail(new StageCallError('client stopped', 'closed'))
+  }
+
+  private async readReplies (): Promise<void> {
+    try {
+      while (true) {
+        const response = decodeResponse((await this.lp.read()).subarray())
+        const call = this.pending.get(response.id)
+        // id 0: the server refused the stream itself (e.g. an oversized message) and closes it.
+        if (response.id === 0) throw new Error(`${response.status}: ${response.error}`)
+        if (call === undefined) continue // timed out already
+        this.pending.delete(response.id)
+        clearTimeout(call.timer)
+        call.resolve(response)
+      }
+    } catch (err) {
+      this.fail(new StageCallError(`stream closed: ${(err as Error).message}`, 'closed'))
+    }
+  }
+
+  /** Fails every pending call and retires the stream: the next call to this peer opens a new one. */
+  private fail (err: StageCallError): void {
+    if (this.closed !== undefined) return
+    this.closed = err
+    this.onClose()
+    for (const call of this.pending.values()) {
+      clearTimeout(call.timer)
+      call.reject(err)
+    }
+    this.pending.clear()
+    this.stream.abort(err)
+  }
+}

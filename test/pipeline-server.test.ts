@@ -1,0 +1,240 @@
+// The stage server and client over in-memory libp2p stream pairs, against a fake engine whose
+// outputs are easy to predict: request handling, multiplexing, error replies, and retries.
+import '../node/shim.js'
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { lpStream, streamPair } from '@libp2p/utils'
+import type { Connection, PeerId, Stream, StreamHandler } from '@libp2p/interface'
+import { DType, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
+import { encodeActivations, encodeTokens } from '../node/pipeline/activations.js'
+import { SwarmStage } from '../node/pipeline/caller.js'
+import { StageClient } from '../node/pipeline/client.js'
+import { Router } from '../node/pipeline/router.js'
+import { StageServer } from '../node/pipeline/server.js'
+import type { StageCompute } from '../node/pipeline/service.js'
+import type { FloatTensor, Tensor, TokenTensor } from '../node/runtime/tensor.js'
+
+const D = 4
+const runId = 'testrun'
+
+/**
+ * Stage 0 of 2 maps token v to a row of v/10 (gx: none); stage 1 of 2 has loss = mean(x) and
+ * gx = 2 * x. `delay(x)` lets a test order or stall the calls.
+ */
+class FakeEngine implements StageCompute {
+  accumulatedTokens = 0
+  steps = 0
+  calls = 0
+  constructor (readonly stage: number, readonly delay: (x: Tensor) => number = () => 0) {}
+
+  private async wait (x: Tensor): Promise<void> {
+    this.calls++
+    const ms = this.delay(x)
+    await new Promise(resolve => setTimeout(resolve, ms))
+  }
+
+  async forward (x: Tensor): Promise<FloatTensor> {
+    await this.wait(x)
+    const data = new Float32Array(x.data.length * D)
+    for (let i = 0; i < x.data.length; i++) data.fill(Number(x.data[i]) / 10, i * D, i * D + D)
+    return { data, shape: [...x.shape, D] }
+  }
+
+  async backward (x: Tensor, gy: FloatTensor): Promise<FloatTensor | undefined> {
+    await this.wait(x)
+    assert.is(gy.data.length, x.data.length * D)
+    this.accumulatedTokens += x.shape[0] * x.shape[1]
+    return undefined
+  }
+
+  async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
+    const loss = await this.loss(x, targets)
+    this.accumulatedTokens += x.shape[0] * x.shape[1]
+    return { loss, gx: { data: (x.data as Float32Array).map(v => 2 * v), shape: x.shape } }
+  }
+
+  async loss (x: Tensor, targets: TokenTensor): Promise<number> {
+    await this.wait(x)
+    assert.is(targets.data.length * D, x.data.length)
+    return (x.data as Float32Array).reduce((a, b) => a + b, 0) / x.data.length
+  }
+
+  async step (): Promise<{ lr: number, gradNorm: number }> {
+    this.steps++
+    this.accumulatedTokens = 0
+    return { lr: 0, gradNorm: 0 }
+  }
+}
+
+/** A server reachable through fake dials; `kill()` aborts its streams as a dead process would. */
+class FakePeer {
+  readonly streams: Stream[] = []
+  readonly server: StageServer
+  handler?: StreamHandler
+  constructor (readonly id: PeerId, readonly engine: FakeEngine, extra: { maxQueue?: number, concurrency?: number, stepTokens?: number } = {}) {
+    const registrar = {
+      handle: async (_: string, handler: StreamHandler) => { this.handler = handler },
+      unhandle: async () => { this.handler = undefined }
+    }
+    this.server = new StageServer({ registrar, engine }, { runId, stage: engine.stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64, stepTokens: extra.stepTokens ?? 1000, ...extra })
+  }
+
+  async accept (): Promise<Stream> {
+    const [outbound, inbound] = await streamPair()
+    if (this.handler === undefined) throw new Error('connection refused')
+    this.streams.push(inbound)
+    void this.handler(inbound, {} as Connection)
+    return outbound
+  }
+
+  kill (): void {
+    for (const s of this.streams) s.abort(new Error('killed'))
+    this.handler = undefined
+  }
+}
+
+async function peers (...engines: FakeEngine[]): Promise<FakePeer[]> {
+  const out: FakePeer[] = []
+  for (const e of engines) {
+    const p = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), e)
+    await p.server.start()
+    out.push(p)
+  }
+  return out
+}
+
+function clientFor (ps: FakePeer[]): { client: StageClient, dials: () => number } {
+  let dials = 0
+  const dialer = {
+    dialProtocol: async (peer: PeerId) => {
+      dials++
+      const p = ps.find(x => x.id.equals(peer))
+      if (p === undefined) throw new Error('unknown peer')
+      return await p.accept()
+    }
+  }
+  return { client: new StageClient({ dialer }, { protocol: ps[0].server.protocol, maxMessageBytes: ps[0].server.maxMessageBytes }), dials: () => dials }
+}
+
+const tokens = (values: number[]): TokenTensor => ({ data: BigInt64Array.from(values.map(BigInt)), shape: [1, values.length] })
+
+test('forward and backward calls travel as float16 and come back matched by id, in any order', async () => {
+  // Calls with larger tokens take less time, so replies arrive in reverse order.
+  const [peer] = await peers(new FakeEngine(0, x => 60 - Number(x.data[0]) * 5))
+  const { client, dials } = clientFor([peer])
+  const router = new Router()
+  const stage = new SwarmStage({ client, router, replicas: { replicas: () => [peer.id.toString()] } }, { stage: 0, nStages: 2, dModel: D })
+  const ys = await Promise.all([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(v => stage.forward(tokens([v, v]))))
+  for (const [i, y] of ys.entries()) {
+    assert.equal(y.shape, [1, 2, D])
+    for (const value of y.data) assert.ok(Math.abs(value - (i + 1) / 10) < 1e-3, `${value} vs ${(i + 1) / 10}`)
+  }
+  assert.is(dials(), 1, 'one stream carries every call')
+  assert.is(await stage.backward(tokens([1, 2]), { data: new Float32Array(2 * D), shape: [1, 2, D] }), undefined)
+  assert.equal(peer.server.stats().forward, 10)
+  assert.equal(peer.server.stats().backward, 1)
+  assert.ok(stage.stats.computeMs > 0)
+  await client.stop()
+})
+
+test('the last stage returns loss and gx; gradients trigger an optimizer step at the target batch', async () => {
+  const engine = new FakeEngine(1)
+  const p = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), engine, { stepTokens: 8 })
+  await p.server.start()
+  const { client } = clientFor([p])
+  const stage = new SwarmStage({ client, router: new Router(), replicas: { replicas: () => [p.id.toString()] } }, { stage: 1, nStages: 2, dModel: D, wireDType: DType.INT8 })
+  const x: FloatTensor = { data: Float32Array.from({ length: 3 * D }, (_, i) => i / 4), shape: [1, 3, D] }
+  const { loss, gx } = await stage.lossBackward(x, tokens([1, 2, 3]))
+  assert.ok(Math.abs(loss - 1.375) < 0.01, `loss ${loss}`)
+  assert.ok(gx !== undefined)
+  for (let i = 0; i < x.data.length; i++) assert.ok(Math.abs(gx.data[i] - 2 * x.data[i]) < 0.05, 'int8 within a step of its scale')
+  assert.is(engine.steps, 0)
+  await stage.lossBackward(x, tokens([1, 2, 3]))
+  await stage.lossBackward(x, tokens([1, 2, 3]))
+  await new Promise(resolve => setTimeout(resolve, 10))
+  assert.is(engine.steps, 1, 'a step after 9 >= 8 tokens')
+  assert.ok(Math.abs(await stage.loss(x, tokens([1, 2, 3])) - loss) < 1e-6)
+  await client.stop()
+})
+
+test('malformed, wrong and oversized requests get error replies; the server keeps serving', async () => {
+  const [peer] = await peers(new FakeEngine(0))
+  const lp = lpStream(await peer.accept())
+  const ask = async (bytes: Uint8Array): Promise<StageResponse> => {
+    await lp.write(bytes)
+    return decodeResponse((await lp.read()).subarray())
+  }
+  const x = encodeTokens(tokens([1, 2]))
+  const cases: Array<[string, Partial<StageRequest>]> = [
+    ['wrong stage', { stage: 1, x }],
+    ['missing x', { stage: 0 }],
+    ['wrong dtype', { stage: 0, x: encodeActivations(new Float32Array(2 * D), [1, 2, D], DType.F16) }],
+    ['token outside the vocabulary', { stage: 0, x: encodeTokens(tokens([1, 999])) }],
+    ['too long a sequence', { stage: 0, x: encodeTokens(tokens([1, 2, 3, 4, 5, 6, 7, 8, 9])) }],
+    ['bytes that do not match the shape', { stage: 0, x: { ...x, shape: [1, 3] } }],
+    ['a token reply dtype', { stage: 0, x, replyDtype: DType.I32 }]
+  ]
+  for (const [i, [what, request]] of cases.entries()) {
+    const r = await ask(StageRequest.encode({ ...request, id: 100 + i }))
+    assert.is(r.status, StageResponse.Status.BAD_REQUEST, what)
+    assert.is(r.id, 100 + i, what)
+    assert.ok(r.error.length > 0)
+  }
+  const garbage = await ask(Uint8Array.from([0x08, 42, 0x22, 0xff, 0xff, 0xff, 0x0f]))
+  assert.is(garbage.status, StageResponse.Status.BAD_REQUEST)
+  assert.is(garbage.id, 42, 'the id is recovered from undecodable bytes')
+  const ok = await ask(StageRequest.encode({ id: 7, stage: 0, x, replyDtype: DType.F16 }))
+  assert.is(ok.status, StageResponse.Status.OK)
+  assert.equal(ok.y?.shape, [1, 2, D])
+
+  const huge = new Uint8Array(peer.server.maxMessageBytes + 1)
+  await lp.write(huge).catch(() => {})
+  const refused = decodeResponse((await lp.read()).subarray())
+  assert.is(refused.status, StageResponse.Status.TOO_LARGE)
+  // That stream is closed; a new one is served as before.
+  const lp2 = lpStream(await peer.accept())
+  await lp2.write(StageRequest.encode({ id: 8, stage: 0, x, replyDtype: DType.F16 }))
+  assert.is(decodeResponse((await lp2.read()).subarray()).status, StageResponse.Status.OK)
+  assert.ok(peer.server.stats().errors >= cases.length + 2)
+})
+
+test('a full queue answers BUSY and the caller goes to another replica', async () => {
+  const slow = new FakeEngine(0, () => 50)
+  const fast = new FakeEngine(0, () => 5)
+  const ps = [new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), slow, { maxQueue: 0, concurrency: 1 }),
+    new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), fast, { maxQueue: 64 })]
+  for (const p of ps) await p.server.start()
+  const { client } = clientFor(ps)
+  const router = new Router({ exploration: 0 })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { stage: 0, nStages: 2, dModel: D })
+  await Promise.all(Array.from({ length: 8 }, () => stage.forward(tokens([3]))))
+  assert.is(stage.stats.calls, 8)
+  assert.ok(ps[0].server.stats().busy >= 1, 'the one-slot server refused some calls')
+  assert.ok(stage.stats.retries.busy >= 1)
+  assert.is(slow.calls + fast.calls, 8, 'every call computed exactly once')
+  await client.stop()
+})
+
+test('a replica that dies mid-call or hangs: its calls are retried elsewhere and counted', async () => {
+  const dying = new FakeEngine(0, () => 100)
+  const hanging = new FakeEngine(0, () => 1500)
+  const healthy = new FakeEngine(0, () => 5)
+  const ps = await peers(dying, hanging, healthy)
+  const { client } = clientFor(ps)
+  const router = new Router({ exploration: 0, unknownTimeoutMs: 300, banBaseMs: 10_000 })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { stage: 0, nStages: 2, dModel: D })
+  const calls = Array.from({ length: 6 }, (_, i) => stage.forward(tokens([i + 1])))
+  setTimeout(() => ps[0].kill(), 30)
+  const ys = await Promise.all(calls)
+  for (const [i, y] of ys.entries()) assert.ok(Math.abs(y.data[0] - (i + 1) / 10) < 1e-3)
+  assert.ok(stage.stats.retries.closed >= 1, `closed retries: ${stage.stats.retries.closed}`)
+  assert.ok(stage.stats.retries.timeout >= 1, `timeout retries: ${stage.stats.retries.timeout}`)
+  assert.ok(router.isBanned(ps[0].id.toString()) && router.isBanned(ps[1].id.toString()))
+  assert.is(healthy.calls, 6, 'the healthy replica computed every call in the end')
+  await client.stop()
+  ps[1].kill()
+})
+
+test.run()
