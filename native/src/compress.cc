@@ -1,0 +1,328 @@
+// Error feedback + exact chunked top-k + 2/8-bit quantization, and the checked decoder.
+// Definition (bit for bit): native/compress-reference.ts. Payload layout: native/format.ts.
+//
+// Speed: the work is one pass over e and delta (the memory-bandwidth floor), so the pass also
+// picks candidates: elements with |e| >= a per-chunk threshold hint carried from the previous
+// call. When at least kc candidates come out, the top kc of the chunk are among them (the kc-th
+// largest is >= the hint), and the exact cut runs on those few only. Otherwise (first call,
+// or a hint too high) the cut runs on the whole chunk. Hints change speed, never the result.
+#include "kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <numeric>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace swarmtrain {
+namespace {
+
+constexpr uint32_t kMagic = 0x43545753;  // 'SWTC'
+constexpr uint8_t kVersion = 1;
+constexpr uint16_t kMaxF16 = 0x7bff;
+constexpr float kMaxFloat = 3.4028234663852886e38f;
+// Next hint: the magnitude at rank kHintRank * kc, lowered a little since error feedback
+// decays the values that were not sent.
+constexpr uint32_t kHintRank = 2;
+constexpr float kHintFactor = 0.9f;
+
+uint16_t scale_bits(double x) {
+  const uint16_t h = f32_to_f16(float(x));
+  return h > kMaxF16 ? kMaxF16 : h;
+}
+
+uint32_t chunk_length(const Shape& s, size_t c) {
+  const size_t start = c * size_t(s.chunk);
+  return uint32_t(std::min<size_t>(s.chunk, s.n - start));
+}
+
+// e = beta * e + d over one chunk; appends offsets with |e| >= hint to cand. Returns the count;
+// clears `finite` if a result is not finite (NaN never passes a comparison, so it must be caught).
+size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand, bool& finite) {
+  size_t count = 0;
+  bool ok = true;
+  for (uint32_t i = 0; i < len; i++) {
+    const float scaled = beta * e[i];
+    const float v = scaled + d[i];
+    e[i] = v;
+    const float a = std::fabs(v);
+    ok &= a <= kMaxFloat;
+    cand[count] = uint16_t(i);
+    count += a >= hint;
+  }
+  finite = ok;
+  return count;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand, bool& finite) {
+  const __m256 vbeta = _mm256_set1_ps(beta), vhint = _mm256_set1_ps(hint), vmax = _mm256_set1_ps(kMaxFloat);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  size_t count = 0;
+  uint32_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    const __m256 v = _mm256_add_ps(_mm256_mul_ps(vbeta, _mm256_loadu_ps(e + i)), _mm256_loadu_ps(d + i));
+    _mm256_storeu_ps(e + i, v);
+    const __m256 a = _mm256_and_ps(v, abs_mask);
+    ok = _mm256_and_ps(ok, _mm256_cmp_ps(a, vmax, _CMP_LE_OQ));
+    unsigned mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(a, vhint, _CMP_GE_OQ)));
+    while (mask != 0) {
+      cand[count++] = uint16_t(i + __builtin_ctz(mask));
+      mask &= mask - 1;
+    }
+  }
+  bool tail_ok = true;
+  const size_t tail = pass_portable(beta, e + i, d + i, len - i, hint, cand + count, tail_ok);
+  for (size_t j = count; j < count + tail; j++) cand[j] = uint16_t(cand[j] + i);  // tail offsets are relative
+  count += tail;
+  finite = tail_ok && _mm256_movemask_ps(ok) == 0xff;
+  return count;
+}
+#endif
+
+// The 2-bit magnitudes: midrange split, then Lloyd iterations (as in the reference).
+void two_levels(const float* e, const uint16_t* picked, uint32_t kc, double& lo_out, double& hi_out) {
+  double mn = INFINITY, mx = 0;
+  for (uint32_t j = 0; j < kc; j++) {
+    const double a = std::fabs(e[picked[j]]);
+    if (a < mn) mn = a;
+    if (a > mx) mx = a;
+  }
+  double lo = mn, hi = mx;
+  for (int iter = 0; iter < 3; iter++) {
+    const double mid = (lo + hi) / 2;
+    double sum_lo = 0, sum_hi = 0;
+    uint32_t n_lo = 0, n_hi = 0;
+    for (uint32_t j = 0; j < kc; j++) {
+      const double a = std::fabs(e[picked[j]]);
+      if (a >= mid) { sum_hi += a; n_hi++; } else { sum_lo += a; n_lo++; }
+    }
+    hi = sum_hi / n_hi;
+    lo = n_lo > 0 ? sum_lo / n_lo : hi;
+  }
+  lo_out = lo;
+  hi_out = hi;
+}
+
+// Writes one chunk record for the picked offsets (ascending) and leaves the error in e.
+void quantize_chunk(float* e, const uint16_t* picked, uint32_t kc, uint32_t bits, uint8_t* out) {
+  uint8_t* offsets = out + (bits == 2 ? 4 : 2);
+  const size_t offset_bytes = (size_t(kc) * 12 + 7) / 8;
+  uint8_t* values = offsets + offset_bytes;
+  std::memset(offsets, 0, offset_bytes + (size_t(kc) * bits + 7) / 8);
+  for (uint32_t j = 0; j + 1 < kc; j += 2) {
+    const uint32_t a = picked[j], b = picked[j + 1];
+    uint8_t* p = offsets + size_t(j) * 3 / 2;
+    p[0] = uint8_t(a);
+    p[1] = uint8_t((a >> 8) | ((b & 0xf) << 4));
+    p[2] = uint8_t(b >> 4);
+  }
+  if (kc % 2 == 1) {
+    uint8_t* p = offsets + size_t(kc - 1) * 3 / 2;
+    p[0] = uint8_t(picked[kc - 1]);
+    p[1] = uint8_t(picked[kc - 1] >> 8);
+  }
+  if (bits == 2) {
+    double lo, hi;
+    two_levels(e, picked, kc, lo, hi);
+    const uint16_t lo_bits = scale_bits(lo), hi_bits = scale_bits(hi);
+    out[0] = uint8_t(lo_bits); out[1] = uint8_t(lo_bits >> 8);
+    out[2] = uint8_t(hi_bits); out[3] = uint8_t(hi_bits >> 8);
+    const float lo_f = f16_to_f32(lo_bits), hi_f = f16_to_f32(hi_bits);
+    for (uint32_t j = 0; j < kc; j++) {
+      float& v = e[picked[j]];
+      const double a = std::fabs(v);
+      const bool high = a - lo_f > hi_f - a;
+      const float level = high ? hi_f : lo_f;
+      const bool negative = v < 0;
+      values[j >> 2] |= uint8_t((unsigned(negative) | (unsigned(high) << 1)) << ((j & 3) * 2));
+      v = v - (negative ? -level : level);
+    }
+  } else {
+    float mx = 0;
+    for (uint32_t j = 0; j < kc; j++) mx = std::max(mx, std::fabs(e[picked[j]]));
+    const uint16_t step_bits = scale_bits(double(mx) / 127);
+    out[0] = uint8_t(step_bits); out[1] = uint8_t(step_bits >> 8);
+    const float step = f16_to_f32(step_bits);
+    for (uint32_t j = 0; j < kc; j++) {
+      float& v = e[picked[j]];
+      int q = step == 0 ? 0 : int(std::min(127.0, std::floor(std::fabs(double(v)) / step + 0.5)));
+      if (v < 0) q = -q;
+      values[j] = uint8_t(int8_t(q));
+      const float dequant = float(q) * step;
+      v = v - dequant;
+    }
+  }
+}
+
+struct Scratch {
+  uint16_t cand[kMaxChunk];
+  uint16_t picked[kMaxChunk];
+  float mag[kMaxChunk];
+};
+
+// Exact top kc of the chunk among cand[0..count) (ascending offsets, a superset of the top kc):
+// fills picked in ascending order and returns the next hint.
+float select_top(const float* e, Scratch& s, size_t count, uint32_t kc) {
+  for (size_t j = 0; j < count; j++) s.mag[j] = std::fabs(e[s.cand[j]]);
+  std::nth_element(s.mag, s.mag + kc - 1, s.mag + count, std::greater<float>());
+  const float t = s.mag[kc - 1];
+  uint32_t ties = 0;  // how many values equal to t are kept
+  for (uint32_t j = 0; j < kc; j++) ties += s.mag[j] == t;
+  const size_t rank = std::min<size_t>(count, size_t(kc) * kHintRank);
+  if (rank > kc) std::nth_element(s.mag + kc, s.mag + rank - 1, s.mag + count, std::greater<float>());
+  const float next_hint = s.mag[rank - 1] * kHintFactor;
+  for (size_t j = 0, m = 0; m < kc; j++) {
+    const float a = std::fabs(e[s.cand[j]]);
+    if (a > t || (a == t && ties > 0)) {
+      if (a == t) ties--;
+      s.picked[m++] = s.cand[j];
+    }
+  }
+  return next_hint;
+}
+
+}  // namespace
+
+size_t chunk_bytes(uint32_t kc, uint32_t bits) {
+  return (bits == 2 ? 4 : 2) + (size_t(kc) * 12 + 7) / 8 + (size_t(kc) * bits + 7) / 8;
+}
+
+size_t chunk_count(const Shape& s) { return (size_t(s.n) + s.chunk - 1) / s.chunk; }
+
+size_t payload_size(const Shape& s) {
+  const size_t full = s.n / s.chunk, rest = s.n - full * s.chunk;
+  return kHeaderBytes + full * chunk_bytes(s.k, s.bits) + (rest > 0 ? chunk_bytes(std::min<uint32_t>(s.k, uint32_t(rest)), s.bits) : 0);
+}
+
+size_t chunk_offset(const Shape& s, size_t c) { return kHeaderBytes + c * chunk_bytes(s.k, s.bits); }
+
+void write_header(const Shape& s, uint8_t* out) {
+  const uint8_t header[kHeaderBytes] = {
+    uint8_t(kMagic), uint8_t(kMagic >> 8), uint8_t(kMagic >> 16), uint8_t(kMagic >> 24),
+    kVersion, uint8_t(s.bits), uint8_t(s.chunk), uint8_t(s.chunk >> 8), uint8_t(s.k), uint8_t(s.k >> 8), 0, 0,
+    uint8_t(s.n), uint8_t(s.n >> 8), uint8_t(s.n >> 16), uint8_t(s.n >> 24)};
+  std::memcpy(out, header, kHeaderBytes);
+}
+
+void compress_chunks(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
+  Scratch scratch;
+#if defined(__x86_64__)
+  const auto pass = use_avx2() ? pass_avx2 : pass_portable;
+#else
+  const auto pass = pass_portable;
+#endif
+  for (size_t c = c0; c < c1; c++) {
+    const size_t start = c * s.chunk;
+    const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
+    float* ec = e + start;
+    // A hint that is not a positive finite number means "no hint" (a comparison with NaN fails).
+    const float hint = hints[c] > 0 && hints[c] <= kMaxFloat ? hints[c] : 0.0f;
+    bool finite = true;
+    size_t count = pass(beta, ec, delta + start, len, hint, scratch.cand, finite);
+    if (!finite) throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
+    if (count < kc) {  // hint too high: cut over the whole chunk
+      std::iota(scratch.cand, scratch.cand + len, uint16_t(0));
+      count = len;
+    }
+    hints[c] = select_top(ec, scratch, count, kc);
+    quantize_chunk(ec, scratch.picked, kc, s.bits, out + chunk_offset(s, c));
+  }
+}
+
+Shape read_header(const uint8_t* p, size_t size) {
+  if (size < kHeaderBytes) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes is shorter than the header");
+  auto u16 = [&](size_t at) { return uint32_t(p[at]) | uint32_t(p[at + 1]) << 8; };
+  const uint32_t magic = u16(0) | u16(2) << 16;
+  if (magic != kMagic) throw std::range_error("invalid payload: bad magic");
+  if (p[4] != kVersion) throw std::range_error("invalid payload: unsupported version " + std::to_string(p[4]));
+  Shape s{u16(12) | u16(14) << 16, u16(6), u16(8), p[5]};
+  if (s.bits != 2 && s.bits != 8) throw std::range_error("invalid payload: value bits " + std::to_string(s.bits));
+  if (s.chunk < 1 || s.chunk > kMaxChunk) throw std::range_error("invalid payload: chunk " + std::to_string(s.chunk));
+  if (s.k < 1 || s.k > s.chunk) throw std::range_error("invalid payload: k " + std::to_string(s.k) + " for chunk " + std::to_string(s.chunk));
+  if (u16(10) != 0) throw std::range_error("invalid payload: reserved field is not zero");
+  const size_t expected = payload_size(s);
+  if (size != expected) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes, expected " + std::to_string(expected));
+  return s;
+}
+
+namespace {
+
+inline uint32_t read_offset(const uint8_t* offsets, uint32_t j) {
+  const uint8_t* b = offsets + size_t(j) * 3 / 2;
+  return (j & 1) == 0 ? uint32_t(b[0]) | (uint32_t(b[1] & 0xf) << 8) : uint32_t(b[0] >> 4) | (uint32_t(b[1]) << 4);
+}
+
+// Calls fn(offset in the chunk, value) for each value of a checked chunk record, in order.
+template <typename Fn>
+void for_each_value(const Shape& s, const uint8_t* p, size_t c, Fn fn) {
+  const uint8_t* rec = p + chunk_offset(s, c);
+  const uint32_t kc = std::min(s.k, chunk_length(s, c));
+  const uint8_t* offsets = rec + (s.bits == 2 ? 4 : 2);
+  const uint8_t* values = offsets + (size_t(kc) * 12 + 7) / 8;
+  if (s.bits == 2) {
+    const float levels[2] = {f16_to_f32(uint16_t(rec[0] | rec[1] << 8)), f16_to_f32(uint16_t(rec[2] | rec[3] << 8))};
+    for (uint32_t j = 0; j < kc; j++) {
+      const unsigned code = (values[j >> 2] >> ((j & 3) * 2)) & 3;
+      const float level = levels[code >> 1];
+      fn(read_offset(offsets, j), (code & 1) ? -level : level);
+    }
+  } else {
+    const float step = f16_to_f32(uint16_t(rec[0] | rec[1] << 8));
+    for (uint32_t j = 0; j < kc; j++) fn(read_offset(offsets, j), float(int8_t(values[j])) * step);
+  }
+}
+
+[[noreturn]] void bad_chunk(size_t c, const char* what) {
+  throw std::range_error("invalid payload: chunk " + std::to_string(c) + " " + what);
+}
+
+}  // namespace
+
+void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1) {
+  for (size_t c = c0; c < c1; c++) {
+    const uint8_t* rec = p + chunk_offset(s, c);
+    const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
+    const uint32_t scale0 = rec[0] | rec[1] << 8;
+    if (scale0 > kMaxF16) bad_chunk(c, "has a negative or non-finite scale");
+    if (s.bits == 2) {
+      const uint32_t scale1 = rec[2] | rec[3] << 8;
+      if (scale1 > kMaxF16) bad_chunk(c, "has a negative or non-finite scale");
+      if (scale0 > scale1) bad_chunk(c, "has its low magnitude above the high one");  // same order as the values
+    }
+    const uint8_t* offsets = rec + (s.bits == 2 ? 4 : 2);
+    const size_t offset_bytes = (size_t(kc) * 12 + 7) / 8, value_bytes = (size_t(kc) * s.bits + 7) / 8;
+    const uint8_t* values = offsets + offset_bytes;
+    if (kc % 2 == 1 && (offsets[offset_bytes - 1] & 0xf0) != 0) bad_chunk(c, "has non-zero padding bits");
+    if (s.bits == 2 && kc % 4 != 0 && (values[value_bytes - 1] >> ((kc % 4) * 2)) != 0) bad_chunk(c, "has non-zero padding bits");
+    int64_t previous = -1;
+    for (uint32_t j = 0; j < kc; j++) {
+      const uint32_t o = read_offset(offsets, j);
+      if (o >= len) bad_chunk(c, "has an offset beyond its length");
+      if (int64_t(o) <= previous) bad_chunk(c, "has offsets out of order");
+      previous = o;
+      if (s.bits == 8 && values[j] == 0x80) bad_chunk(c, "has the value -128");
+    }
+  }
+}
+
+void accumulate_chunks(const Shape& s, const uint8_t* p, float* dst, float w, size_t c0, size_t c1) {
+  for (size_t c = c0; c < c1; c++) {
+    float* d = dst + c * s.chunk;
+    for_each_value(s, p, c, [&](uint32_t o, float v) { const float scaled = w * v; d[o] += scaled; });
+  }
+}
+
+double payload_sum_squares(const Shape& s, const uint8_t* p) {
+  double sum = 0;
+  for (size_t c = 0, chunks = chunk_count(s); c < chunks; c++)
+    for_each_value(s, p, c, [&](uint32_t, float v) { sum += double(v) * v; });
+  return sum;
+}
+
+}  // namespace swarmtrain

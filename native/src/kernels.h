@@ -1,0 +1,127 @@
+// The kernels, free of N-API: plain pointers and sizes in, results out. addon.cc checks the
+// JavaScript arguments and calls these. Each kernel has a JavaScript reference in native/*.ts
+// that defines its result; float arithmetic follows it step for step (no FMA contraction).
+//
+// Errors: std::invalid_argument becomes a TypeError, std::range_error a RangeError.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace swarmtrain {
+
+// ---- runtime dispatch ----
+
+// True when the AVX2 path (AVX2 + FMA + F16C) is in use: the CPU has it and it is not disabled
+// (setSimd(false), or SWARMTRAIN_NATIVE_PORTABLE=1 at load).
+bool use_avx2();
+void set_simd(bool enabled);
+
+// ---- fp16 / bf16 scalars (bit exact with F16C, round to nearest even) ----
+
+inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+
+inline uint16_t f32_to_f16(float f) {
+  const uint32_t x = f32_bits(f);
+  const uint32_t sign = (x >> 16) & 0x8000;
+  const uint32_t abs = x & 0x7fffffff;
+  if (abs > 0x7f800000) return uint16_t(sign | 0x7e00 | ((abs >> 13) & 0x3ff));  // quiet NaN
+  if (abs >= 0x477ff000) return uint16_t(sign | 0x7c00);                         // to infinity
+  if (abs >= 0x38800000) {                                                       // normal
+    const uint32_t m = abs - 0x38000000;
+    return uint16_t(sign | ((m + 0xfff + ((m >> 13) & 1)) >> 13));
+  }
+  if (abs < 0x33000000) return uint16_t(sign);
+  const uint32_t e = abs >> 23, mant = (abs & 0x7fffff) | 0x800000, shift = 126 - e;
+  uint32_t r = mant >> shift;
+  const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if (rem > half || (rem == half && (r & 1))) r++;
+  return uint16_t(sign | r);
+}
+
+inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e == 0) {
+    if (m == 0) return bits_f32(sign);
+    return bits_f32(sign | f32_bits(float(m) * 5.9604644775390625e-8f));
+  }
+  if (e == 31) return bits_f32(sign | 0x7f800000 | (m << 13) | (m ? 0x400000 : 0));
+  return bits_f32(sign | ((e + 112) << 23) | (m << 13));
+}
+
+inline uint16_t f32_to_bf16(float f) {
+  const uint32_t x = f32_bits(f);
+  if ((x & 0x7fffffff) > 0x7f800000) return uint16_t((x >> 16) | 0x40);
+  return uint16_t((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+// ---- two threads ----
+
+// Runs fn(begin, end) over [0, units) split in two halves, one on a new thread. Rethrows the
+// first exception (the lower half's first, so errors name the first bad unit).
+template <typename Fn>
+void run_two_threads(size_t units, Fn fn) {
+  if (units < 2) { fn(size_t(0), units); return; }
+  const size_t mid = units / 2;
+  std::exception_ptr second;
+  std::thread helper([&] { try { fn(mid, units); } catch (...) { second = std::current_exception(); } });
+  std::exception_ptr first;
+  try { fn(size_t(0), mid); } catch (...) { first = std::current_exception(); }
+  helper.join();
+  if (first) std::rethrow_exception(first);
+  if (second) std::rethrow_exception(second);
+}
+
+// ---- optimizer (optim.cc) ----
+
+void axpy(float* dst, const float* src, float w, size_t begin, size_t end);
+double sum_squares(const float* x, size_t begin, size_t end);
+
+struct AdamW { double lr, beta1, beta2, eps, weight_decay, c1, c2, grad_scale; };
+void adamw(const AdamW& o, float* param, const float* grad, float* m, float* v, size_t begin, size_t end);
+
+struct OuterStep { double lr, momentum; bool nesterov; };
+void outer_step(const OuterStep& o, float* param, const float* grad, float* buf, size_t begin, size_t end);
+
+// ---- compression (compress.cc), payload layout in native/format.ts ----
+
+constexpr size_t kHeaderBytes = 16;
+constexpr uint32_t kMaxChunk = 4096;
+
+struct Shape { uint32_t n, chunk, k, bits; };
+
+size_t chunk_bytes(uint32_t kc, uint32_t bits);
+size_t payload_size(const Shape& s);
+size_t chunk_count(const Shape& s);
+size_t chunk_offset(const Shape& s, size_t c);  // byte offset of chunk c's record
+
+void write_header(const Shape& s, uint8_t* out);
+// Chunks [c0, c1): error feedback, top-k, quantization. Throws range_error on non-finite values.
+void compress_chunks(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1);
+
+// Checks the header and total size; throws range_error naming the problem.
+Shape read_header(const uint8_t* p, size_t size);
+// Checks the records of chunks [c0, c1).
+void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1);
+// dst += w * decode, over chunks [c0, c1) of a checked payload.
+void accumulate_chunks(const Shape& s, const uint8_t* p, float* dst, float w, size_t c0, size_t c1);
+// Sum of squares of the decoded values of a checked payload, in payload order.
+double payload_sum_squares(const Shape& s, const uint8_t* p);
+
+// ---- activation codecs (codecs.cc) ----
+
+void f32_to_f16_array(const float* src, uint16_t* dst, size_t n);
+void f16_to_f32_array(const uint16_t* src, float* dst, size_t n);
+void f32_to_bf16_array(const float* src, uint16_t* dst, size_t n);
+void bf16_to_f32_array(const uint16_t* src, float* dst, size_t n);
+// Throws range_error on non-finite input (before writing the offending row).
+void f32_to_int8_rows(const float* src, int8_t* dst, float* scales, size_t rows, size_t row_length);
+void int8_to_f32_rows(const int8_t* src, const float* scales, float* dst, size_t rows, size_t row_length);
+
+}  // namespace swarmtrain
