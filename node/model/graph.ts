@@ -30,6 +30,7 @@ export interface TapeEntry {
 
 const opset = 17
 const msOpset = 1
+const msDomain = 'com.microsoft'
 /** Large enough that exp() underflows to exactly 0, small enough not to overflow float32 sums. */
 const maskValue = -1e9
 /** GELU's tanh form: 0.5 x (1 + tanh(c (x + k x^3))). */
@@ -261,7 +262,7 @@ export class Graph {
       alpha: { kind: 'float', value: alpha },
       transA: { kind: 'int', value: transA ? 1 : 0 },
       transB: { kind: 'int', value: transB ? 1 : 0 }
-    }, 'com.microsoft')
+    }, msDomain)
   }
 
   add (a: Tensor, b: Tensor): Tensor { return this.elementwise('add', 'Add', a, b) }
@@ -344,13 +345,16 @@ export class Graph {
     return out
   }
 
-  /** GELU, tanh form (com.microsoft FastGelu: one kernel, in float32 and float64). */
+  /**
+   * GELU, tanh form. float32 uses com.microsoft FastGelu (one kernel); its float64 kernel is only
+   * float-accurate, so float64 graphs (and portable ones) spell the formula out.
+   */
   gelu (x: Tensor): Tensor {
-    const out = this.portable
+    const out = this.portable || this.dtype === 'float64'
       ? this.binary('Mul', this.binary('Mul', x, this.constant(0.5)), this.binary('Add', this.constant(1),
         this.unary('Tanh', this.binary('Mul', x, this.binary('Add', this.constant(geluC),
           this.binary('Mul', this.binary('Mul', x, x), this.constant(geluC * geluK)))))))
-      : this.node1('FastGelu', [x], 'float', x.shape, {}, 'com.microsoft')
+      : this.node1('FastGelu', [x], 'float', x.shape, {}, msDomain)
     this.record('gelu', [x], [out])
     return out
   }
@@ -390,7 +394,7 @@ export class Graph {
       inputs: this.inputs,
       outputs: this.outputs,
       initializers: [...this.initializers.values()].filter(t => needed.has(t.name as string))
-    }, { opset, msOpset, producer: 'swarmtrain' })
+    }, { opset, msOpset: kept.some(n => n.domain === msDomain) ? msOpset : undefined, producer: 'swarmtrain' })
   }
 }
 
