@@ -74,13 +74,13 @@ export class Graph {
   private fresh (hint: string): string { return `${hint}_${this.counter++}` }
 
   /** Emits one ONNX node and returns handles for its outputs. */
-  node (opType: string, inputs: Array<Tensor | undefined>, outputs: Array<{ elem: Elem, shape: readonly Dim[] }>, attrs: Record<string, AttrValue> = {}, domain?: string): Tensor[] {
+  node (opType: string, inputs: Tensor[], outputs: Array<{ elem: Elem, shape: readonly Dim[] }>, attrs: Record<string, AttrValue> = {}, domain?: string): Tensor[] {
     const handles = outputs.map(o => ({ name: this.fresh(opType), elem: o.elem, shape: o.shape }))
-    this.nodes.push({ opType, domain, name: this.fresh(`n_${opType}`), inputs: inputs.map(t => t?.name ?? ''), outputs: handles.map(t => t.name), attrs })
+    this.nodes.push({ opType, domain, name: this.fresh(`n_${opType}`), inputs: inputs.map(t => t.name), outputs: handles.map(t => t.name), attrs })
     return handles
   }
 
-  private node1 (opType: string, inputs: Array<Tensor | undefined>, elem: Elem, shape: readonly Dim[], attrs: Record<string, AttrValue> = {}, domain?: string): Tensor {
+  private node1 (opType: string, inputs: Tensor[], elem: Elem, shape: readonly Dim[], attrs: Record<string, AttrValue> = {}, domain?: string): Tensor {
     return this.node(opType, inputs, [{ elem, shape }], attrs, domain)[0]
   }
 
@@ -100,10 +100,9 @@ export class Graph {
   }
 
   /** A named initializer (a constant baked into the model, e.g. an exported weight). */
-  initializer (name: string, shape: number[], values: Float32Array | Float64Array, grad = false): Tensor {
+  initializer (name: string, shape: number[], values: Float32Array | Float64Array): Tensor {
     const data = this.dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values)
     this.initializers.set(name, { name, elemType: this.floatType, dims: shape, data })
-    if (grad) this.differentiable.add(name)
     return { name, elem: 'float', shape }
   }
 
@@ -130,7 +129,7 @@ export class Graph {
   }
 
   /** Returns the cached tensor for `key`, building it on first use. */
-  memo (key: string, build: () => Tensor): Tensor {
+  private memo (key: string, build: () => Tensor): Tensor {
     let t = this.cache.get(key)
     if (t === undefined) {
       t = build()
@@ -171,7 +170,7 @@ export class Graph {
     return this.node1('ReduceMean', [t], t.elem, shape, { axes: { kind: 'ints', value: axes }, keepdims: { kind: 'int', value: keepdims ? 1 : 0 } })
   }
 
-  /** Elementwise ops without tape (for use inside gradient rules). */
+  /** An elementwise op that is never recorded on the tape (plumbing inside composite ops and rules). */
   binary (opType: 'Add' | 'Sub' | 'Mul' | 'Div', a: Tensor, b: Tensor): Tensor {
     return this.node1(opType, [a, b], a.elem, broadcastShape(a.shape, b.shape))
   }
@@ -191,6 +190,7 @@ export class Graph {
     return this.node1('ConstantOfShape', [this.shapeOf(t)], 'float', t.shape, { value: { kind: 'tensor', value: this.scalarTensor(0) } })
   }
 
+  /** A float tensor of runtime shape `shape` filled with `value`. */
   fill (shape: Tensor, staticShape: readonly Dim[], value: number): Tensor {
     return this.node1('ConstantOfShape', [shape], 'float', staticShape, { value: { kind: 'tensor', value: this.scalarTensor(value) } })
   }
@@ -215,14 +215,6 @@ export class Graph {
     return this.node1('ScatterElements', [data, indices, updates], data.elem, data.shape, { axis: { kind: 'int', value: 1 }, reduction: { kind: 'string', value: 'add' } })
   }
 
-  /** Rows 0..n-1 of `t` where n is `t`'s own runtime size along `like`'s axis `axis` (e.g. mask[:T, :T]). */
-  sliceLike (t: Tensor, like: Tensor, axes: number[], likeAxes: number[]): Tensor {
-    const ends = likeAxes.length === 1 ? this.shapeOf(like, likeAxes[0], likeAxes[0] + 1) : this.node1('Concat', likeAxes.map(a => this.shapeOf(like, a, a + 1)), 'int64', [likeAxes.length], { axis: { kind: 'int', value: 0 } })
-    const shape = [...t.shape]
-    axes.forEach((a, i) => { shape[a] = like.shape[likeAxes[i]] })
-    return this.node1('Slice', [t, this.ints(axes.map(() => 0)), ends, this.ints(axes)], t.elem, shape)
-  }
-
   /** 0, 1, ..., n-1 (int64) where n is `like.shape[axis]` at runtime. */
   arange (like: Tensor, axis: number): Tensor {
     const n = this.node1('Gather', [this.shapeOf(like), this.ints(axis)], 'int64', [])
@@ -239,8 +231,8 @@ export class Graph {
     return out
   }
 
-  /** The node behind `matmul` (also used by its gradient rule): MatMul when plain, else FusedMatMul. */
-  matmulNode (a: Tensor, b: Tensor, { transA, transB, alpha }: MatMulAttrs): Tensor {
+  /** MatMul when plain, else FusedMatMul (or, portable, Transpose + MatMul + Mul). */
+  private matmulNode (a: Tensor, b: Tensor, { transA, transB, alpha }: MatMulAttrs): Tensor {
     if (a.shape.length < 2 || b.shape.length < 2) throw new RangeError('matmul needs rank >= 2')
     if (b.shape.length > 2 && b.shape.length !== a.shape.length) throw new RangeError('matmul: batched b must match a\'s rank')
     if (transA && a.shape.length > 2 && b.shape.length === 2) throw new RangeError('matmul: transA of a batched a against a 2-D b is not supported')
@@ -331,16 +323,20 @@ export class Graph {
     return y
   }
 
-  /** Softmax over the last axis of attention scores [.., T, T] with key positions after the query masked out. */
+  /**
+   * Softmax over the last axis of attention scores [.., T, T], keys after the query masked out
+   * by adding a large negative constant: a [seqLen, seqLen] initializer sliced to [T, T] once
+   * per graph (every attention in a graph shares T).
+   */
   causalSoftmax (scores: Tensor, seqLen: number): Tensor {
     const r = scores.shape.length
     const mask = this.memo(`mask:${seqLen}`, () => {
       const values = new Float64Array(seqLen * seqLen)
       for (let i = 0; i < seqLen; i++) for (let j = i + 1; j < seqLen; j++) values[i * seqLen + j] = maskValue
-      return this.initializer(this.fresh('causal_mask'), [seqLen, seqLen], values)
+      const full = this.initializer(this.fresh('causal_mask'), [seqLen, seqLen], values)
+      return this.node1('Slice', [full, this.ints([0, 0]), this.shapeOf(scores, r - 2, r), this.ints([0, 1])], 'float', scores.shape.slice(r - 2))
     })
-    const sliced = this.memo(`mask:${seqLen}:sliced`, () => this.sliceLike(mask, scores, [0, 1], [r - 2, r - 1]))
-    const out = this.node1('Softmax', [this.binary('Add', scores, sliced)], 'float', scores.shape, { axis: { kind: 'int', value: -1 } })
+    const out = this.node1('Softmax', [this.binary('Add', scores, mask)], 'float', scores.shape, { axis: { kind: 'int', value: -1 } })
     this.record('causalSoftmax', [scores], [out])
     return out
   }
