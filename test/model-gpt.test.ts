@@ -183,6 +183,23 @@ test('causality: changing token t changes no logit before t, and some at or afte
   }
 })
 
+test('causality of a stage graph: changing the input at position t changes no output before t', async () => {
+  const graphs = buildStageGraphs(tiny, stageLayout(tiny, 1, 3), 'float64')
+  const s = await session(graphs.forward)
+  const d = tiny.dModel
+  const params = paramFeeds('float64', graphs.params, perturbedParams(graphs.params, 2))
+  const x = wave(B * T * d, 8)
+  const y = async (input: number[]): Promise<Float64Array> => read((await s.run({ x: floats('float64', input, [B, T, d]), ...params })).y)
+  const base = await y(x)
+  for (let t = 0; t < T; t++) {
+    const changed = x.map((v, i) => i >= t * d && i < (t + 1) * d ? v + 0.5 : v)
+    const out = await y(changed)
+    const diff = out.map((v, i) => Math.abs(v - base[i]))
+    assert.is(Math.max(0, ...diff.subarray(0, t * d)), 0, `position ${t} leaked into earlier outputs`)
+    assert.ok(Math.max(...diff.subarray(t * d, (t + 1) * d)) > 1e-3, `position ${t} has no effect`)
+  }
+})
+
 test('chained float32 stage graphs, the single-stage graph and the exported model agree (1e-5)', async () => {
   const dtype = 'float32'
   const specs = modelParams(tiny)
