@@ -1,0 +1,84 @@
+// The inner optimizer: AdamW with decoupled weight decay on matrices only, global-norm
+// gradient clipping, and a linear-warmup + cosine learning-rate schedule.
+import { adamw } from '../../native/index.js'
+import type { ParamSpec } from '../model/config.js'
+
+export interface OptimizerConfig {
+  /** Peak learning rate, reached at the end of warmup. */
+  lr: number
+  /** Learning rate at the end of the cosine decay (and after it). */
+  minLr: number
+  warmupSteps: number
+  /** Steps of the whole schedule: warmup, then cosine down to minLr. */
+  totalSteps: number
+  beta1: number
+  beta2: number
+  eps: number
+  /** Decoupled weight decay, applied to parameters whose spec has `decay: true`. */
+  weightDecay: number
+  /** Gradients are scaled down so their global L2 norm is at most this (0: no clipping). */
+  clipNorm: number
+  /** Sequences per microbatch (one chain call). */
+  batchSize: number
+  /** Microbatches whose gradients are averaged into one optimizer step. */
+  microbatches: number
+}
+
+export const defaultOptimizerConfig: OptimizerConfig = {
+  lr: 3e-3,
+  minLr: 3e-4,
+  warmupSteps: 50,
+  totalSteps: 1500,
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  weightDecay: 0.1,
+  clipNorm: 1.0,
+  batchSize: 16,
+  microbatches: 1
+}
+
+/** The learning rate of 1-based step `step`. */
+export function learningRate (config: OptimizerConfig, step: number): number {
+  if (step <= config.warmupSteps) return config.lr * step / Math.max(1, config.warmupSteps)
+  const progress = Math.min(1, (step - config.warmupSteps) / Math.max(1, config.totalSteps - config.warmupSteps))
+  return config.minLr + 0.5 * (config.lr - config.minLr) * (1 + Math.cos(Math.PI * progress))
+}
+
+/** AdamW moments over one flat parameter vector laid out as `params` (spec order). */
+export class AdamW {
+  readonly m: Float32Array
+  readonly v: Float32Array
+  /** Steps taken so far; the next step is number `step + 1` (for bias correction and the schedule). */
+  step = 0
+
+  constructor (readonly config: OptimizerConfig, private readonly params: readonly ParamSpec[], size: number) {
+    this.m = new Float32Array(size)
+    this.v = new Float32Array(size)
+  }
+
+  /**
+   * One step on `weights` from summed gradients `grads`: `gradScale` turns the sum into the
+   * mean (times the clipping factor). Returns the learning rate used.
+   */
+  update (weights: Float32Array, grads: Float32Array, gradScale: number): number {
+    this.step++
+    const lr = learningRate(this.config, this.step)
+    const { beta1, beta2, eps, weightDecay } = this.config
+    let offset = 0
+    for (const spec of this.params) {
+      const n = spec.shape.reduce((a, b) => a * b, 1)
+      const slice = (a: Float32Array) => a.subarray(offset, offset + n)
+      adamw(slice(weights), slice(grads), slice(this.m), slice(this.v), {
+        lr, beta1, beta2, eps, weightDecay: spec.decay ? weightDecay : 0, step: this.step, gradScale
+      })
+      offset += n
+    }
+    return lr
+  }
+}
+
+/** The factor that scales a gradient of global norm `norm` down to `clipNorm` (1 when it is within). */
+export function clipFactor (norm: number, clipNorm: number): number {
+  return clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1
+}

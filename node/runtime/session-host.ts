@@ -1,0 +1,135 @@
+// The main-thread side of a session worker: starts it, sends it one request at a time, and
+// lets main-thread work that touches the shared buffers (an optimizer step) queue between
+// requests, so it never overlaps a run.
+import { Worker } from 'node:worker_threads'
+import { logger } from '@libp2p/logger'
+
+const log = logger('swarmtrain:runtime')
+
+export interface WireTensor {
+  data: Float32Array | BigInt64Array
+  shape: number[]
+}
+
+/** Where a parameter sits in the flat weight (and gradient) vector. */
+export interface ParamSlot {
+  name: string
+  offset: number
+  size: number
+  shape: number[]
+}
+
+export interface WorkerInit {
+  graphs: Record<string, Uint8Array>
+  params: ParamSlot[]
+  weights: SharedArrayBuffer
+  /** When given, `grad.<name>` outputs of runs that ask for it are accumulated here. */
+  grads?: SharedArrayBuffer
+  threads: number
+}
+
+export interface HostRequest {
+  id: number
+  graph: string
+  feeds: Record<string, WireTensor>
+  fetch: string[]
+  weightsVersion: number
+  /** Accumulate the run's `grad.*` outputs into the shared gradients with this weight. */
+  accumulate?: number
+}
+
+export interface HostReply {
+  id: number
+  outputs: Record<string, WireTensor>
+  transfer: ArrayBuffer[]
+}
+
+type Reply = { id: number, outputs: Record<string, WireTensor> } | { id: number, error: string }
+type Ready = { ready: true, inputs: Record<string, string[]>, outputs: Record<string, string[]> } | { ready: false, error: string }
+
+/** The worker died or was closed; every pending and later request fails with this. */
+export class SessionClosedError extends Error {
+  override name = 'SessionClosedError'
+}
+
+/** A request the worker (onnxruntime) refused, e.g. inputs of the wrong shape. */
+export class SessionRunError extends Error {
+  override name = 'SessionRunError'
+}
+
+export class SessionHost {
+  private nextId = 0
+  private readonly pending = new Map<number, { resolve(o: Record<string, WireTensor>): void, reject(e: Error): void }>()
+  private tail: Promise<unknown> = Promise.resolve()
+  private closed?: Error
+  private version = 0
+
+  private constructor (private readonly worker: Worker, readonly inputs: Record<string, string[]>, readonly outputs: Record<string, string[]>) {
+    worker.on('message', (reply: Reply) => {
+      const call = this.pending.get(reply.id)
+      if (call === undefined) return
+      this.pending.delete(reply.id)
+      if ('error' in reply) call.reject(new SessionRunError(reply.error))
+      else call.resolve(reply.outputs)
+    })
+    const fail = (err: Error) => {
+      this.closed ??= err
+      for (const call of this.pending.values()) call.reject(this.closed)
+      this.pending.clear()
+    }
+    worker.on('error', err => { log.error('session worker failed: %s', err.message); fail(new SessionClosedError(`session worker failed: ${err.message}`)) })
+    worker.on('exit', code => fail(new SessionClosedError(`session worker exited (code ${code})`)))
+  }
+
+  static async create (init: WorkerInit): Promise<SessionHost> {
+    const worker = new Worker(new URL('./session-worker.js', import.meta.url), { workerData: init })
+    let onMessage!: (m: Ready) => void
+    let onError!: (err: Error) => void
+    let onExit!: (code: number) => void
+    const ready = await new Promise<Ready>((resolve, reject) => {
+      onMessage = resolve
+      onError = reject
+      onExit = code => reject(new SessionClosedError(`session worker exited during start (code ${code})`))
+      worker.once('message', onMessage).once('error', onError).once('exit', onExit)
+    }).finally(() => {
+      // Not removeAllListeners: Worker keeps internal listeners of its own.
+      worker.off('message', onMessage).off('error', onError).off('exit', onExit)
+    })
+    if (!ready.ready) {
+      await worker.terminate()
+      throw new SessionRunError(`cannot load the graphs: ${ready.error}`)
+    }
+    return new SessionHost(worker, ready.inputs, ready.outputs)
+  }
+
+  /** Runs `graph` with `feeds` (params are added by the worker) and returns the `fetch` outputs. */
+  run (graph: string, feeds: Record<string, WireTensor>, fetch: string[], accumulate?: number): Promise<Record<string, WireTensor>> {
+    return this.exclusive(() => {
+      if (this.closed !== undefined) throw this.closed
+      const id = this.nextId++
+      const reply = new Promise<Record<string, WireTensor>>((resolve, reject) => this.pending.set(id, { resolve, reject }))
+      const request: HostRequest = { id, graph, feeds, fetch, weightsVersion: this.version, accumulate }
+      this.worker.postMessage(request)
+      return reply
+    })
+  }
+
+  /**
+   * Runs `fn` between requests: the worker is idle and no request is pending, so `fn` may
+   * read the gradients and read or write the weights. Set `weightsChanged` when it wrote them.
+   */
+  exclusive<T> (fn: () => T | Promise<T>, weightsChanged = false): Promise<T> {
+    const result = this.tail.then(async () => {
+      const value = await fn()
+      if (weightsChanged) this.version++
+      return value
+    })
+    this.tail = result.catch(() => {})
+    return result
+  }
+
+  async close (): Promise<void> {
+    this.closed ??= new SessionClosedError('session closed')
+    await this.worker.terminate()
+  }
+}

@@ -1,0 +1,49 @@
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { reference } from '../native/index.js'
+import type { ParamSpec } from '../node/model/config.js'
+import { AdamW, clipFactor, defaultOptimizerConfig, learningRate } from '../node/runtime/optimizer.js'
+
+const config = { ...defaultOptimizerConfig, lr: 1e-2, minLr: 1e-3, warmupSteps: 10, totalSteps: 110 }
+
+test('the schedule warms up linearly, then decays along a cosine to minLr', () => {
+  assert.is(learningRate(config, 1), 1e-3)
+  assert.is(learningRate(config, 10), 1e-2)
+  assert.ok(Math.abs(learningRate(config, 60) - 5.5e-3) < 1e-12)
+  assert.ok(Math.abs(learningRate(config, 110) - 1e-3) < 1e-12)
+  assert.ok(Math.abs(learningRate(config, 500) - 1e-3) < 1e-12)
+  for (let s = 11; s < 110; s++) assert.ok(learningRate(config, s + 1) < learningRate(config, s))
+})
+
+test('clipFactor scales only norms above the limit', () => {
+  assert.is(clipFactor(0.5, 1), 1)
+  assert.is(clipFactor(4, 1), 0.25)
+  assert.is(clipFactor(4, 0), 1)
+})
+
+test('AdamW decays matrices only and matches the reference kernel slice by slice', () => {
+  const params: ParamSpec[] = [
+    { name: 'w', shape: [2, 2], init: { kind: 'normal', std: 1 }, decay: true },
+    { name: 'b', shape: [2], init: { kind: 'zeros' }, decay: false }
+  ]
+  const weights = Float32Array.from([1, -1, 2, 0.5, 1, 1])
+  const grads = Float32Array.from([0, 0, 0, 0, 0, 0])
+  const adam = new AdamW(config, params, 6)
+  adam.update(weights, grads, 1)
+  // Zero gradient: the matrix shrinks by lr * wd, the bias does not move.
+  const shrink = 1 - 1e-3 * config.weightDecay
+  assert.equal(Array.from(weights), Array.from(Float32Array.from([shrink, -shrink, 2 * shrink, 0.5 * shrink, 1, 1])))
+
+  const w2 = weights.slice()
+  const g = Float32Array.from([1, 2, 3, 4, 5, 6])
+  adam.update(weights, g, 0.5)
+  const m = new Float32Array(6)
+  const v = new Float32Array(6)
+  const o = { lr: learningRate(config, 2), beta1: config.beta1, beta2: config.beta2, eps: config.eps, step: 2, gradScale: 0.5 }
+  reference.adamw(w2.subarray(0, 4), g.subarray(0, 4), m.subarray(0, 4), v.subarray(0, 4), { ...o, weightDecay: config.weightDecay })
+  reference.adamw(w2.subarray(4), g.subarray(4), m.subarray(4), v.subarray(4), { ...o, weightDecay: 0 })
+  for (let i = 0; i < 6; i++) assert.ok(Math.abs(weights[i] - w2[i]) < 1e-6, `param ${i}: ${weights[i]} vs ${w2[i]}`)
+  assert.is(adam.step, 2)
+})
+
+test.run()
