@@ -21,7 +21,7 @@ test('clipFactor scales only norms above the limit', () => {
   assert.is(clipFactor(4, 0), 1)
 })
 
-test('AdamW decays matrices only and matches the reference kernel slice by slice', () => {
+test('AdamW decays matrices only and matches the reference kernel slice by slice', async () => {
   const params: ParamSpec[] = [
     { name: 'w', shape: [2, 2], init: { kind: 'normal', std: 1 }, decay: true },
     { name: 'b', shape: [2], init: { kind: 'zeros' }, decay: false }
@@ -29,14 +29,14 @@ test('AdamW decays matrices only and matches the reference kernel slice by slice
   const weights = Float32Array.from([1, -1, 2, 0.5, 1, 1])
   const grads = Float32Array.from([0, 0, 0, 0, 0, 0])
   const adam = new AdamW(config, params, 6)
-  adam.update(weights, grads, 1)
+  await adam.update(weights, grads, 1)
   // Zero gradient: the matrix shrinks by lr * wd, the bias does not move.
   const shrink = 1 - 1e-3 * config.weightDecay
   assert.equal(Array.from(weights), Array.from(Float32Array.from([shrink, -shrink, 2 * shrink, 0.5 * shrink, 1, 1])))
 
   const w2 = weights.slice()
   const g = Float32Array.from([1, 2, 3, 4, 5, 6])
-  adam.update(weights, g, 0.5)
+  await adam.update(weights, g, 0.5)
   const m = new Float32Array(6)
   const v = new Float32Array(6)
   const o = { lr: learningRate(config, 2), beta1: config.beta1, beta2: config.beta2, eps: config.eps, step: 2, gradScale: 0.5 }

@@ -1,6 +1,6 @@
 // The inner optimizer: AdamW with decoupled weight decay on matrices only, global-norm
 // gradient clipping, and a linear-warmup + cosine learning-rate schedule.
-import { adamw } from '../../native/index.js'
+import { adamwAsync } from '../../native/index.js'
 import type { ParamSpec } from '../model/config.js'
 
 export interface OptimizerConfig {
@@ -59,9 +59,10 @@ export class AdamW {
 
   /**
    * One step on `weights` from summed gradients `grads`: `gradScale` turns the sum into the
-   * mean (times the clipping factor). Returns the learning rate used.
+   * mean (times the clipping factor). Returns the learning rate used. The native kernel runs
+   * off the main thread; nothing may touch the arrays until the promise settles.
    */
-  update (weights: Float32Array, grads: Float32Array, gradScale: number): number {
+  async update (weights: Float32Array, grads: Float32Array, gradScale: number): Promise<number> {
     this.step++
     const lr = learningRate(this.config, this.step)
     const { beta1, beta2, eps, weightDecay } = this.config
@@ -69,7 +70,7 @@ export class AdamW {
     for (const spec of this.params) {
       const n = spec.shape.reduce((a, b) => a * b, 1)
       const slice = (a: Float32Array) => a.subarray(offset, offset + n)
-      adamw(slice(weights), slice(grads), slice(this.m), slice(this.v), {
+      await adamwAsync(slice(weights), slice(grads), slice(this.m), slice(this.v), {
         lr, beta1, beta2, eps, weightDecay: spec.decay ? weightDecay : 0, step: this.step, gradScale
       })
       offset += n

@@ -1,0 +1,204 @@
+// One pipeline stage, ready to train: its forward and backward graphs in a worker thread, its
+// parameters in one flat shared Float32Array, a gradient accumulator and AdamW. A StageEngine
+// is a StageCaller (node/pipeline/chain.ts); the stage server serves one over the network.
+import { availableParallelism } from 'node:os'
+import { sumSquaresAsync } from '../../native/index.js'
+import { buildStageGraphs, initParams } from '../model/index.js'
+import type { ModelConfig, ParamSpec, StageLayout } from '../model/config.js'
+import { AdamW, clipFactor, defaultOptimizerConfig, type OptimizerConfig } from './optimizer.js'
+import { SessionHost, type ParamSlot } from './session-host.js'
+import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from './tensor.js'
+
+export interface StageEngineInit {
+  model: ModelConfig
+  layout: StageLayout
+  optimizer?: OptimizerConfig
+  /** Parameter init seed (also used by the model for per-parameter streams). */
+  seed?: number
+  /** onnxruntime intra-op threads; defaults to the machine's cores. */
+  threads?: number
+}
+
+/** The AdamW state of a stage, as a checkpoint stores it. */
+export interface OptimizerState {
+  step: number
+  m: Float32Array
+  v: Float32Array
+}
+
+/** A call may not carry more tokens than this (bounds the memory a peer can make us allocate). */
+export const maxCallTokens = 1 << 16
+
+export class StageEngine {
+  /** All parameters, flat, in `params` order (the worker reads them; write via `updateWeights`). */
+  readonly weights: Float32Array
+  private readonly grads: Float32Array
+  private readonly adam: AdamW
+  private tokens = 0
+
+  private constructor (
+    readonly model: ModelConfig,
+    readonly layout: StageLayout,
+    readonly params: readonly ParamSpec[],
+    readonly optimizer: OptimizerConfig,
+    private readonly host: SessionHost,
+    weights: SharedArrayBuffer,
+    grads: SharedArrayBuffer
+  ) {
+    this.weights = new Float32Array(weights)
+    this.grads = new Float32Array(grads)
+    this.adam = new AdamW(optimizer, params, this.weights.length)
+  }
+
+  static async create (init: StageEngineInit): Promise<StageEngine> {
+    const { model, layout } = init
+    const graphs = buildStageGraphs(model, layout, 'float32')
+    const slots: ParamSlot[] = []
+    let size = 0
+    for (const p of graphs.params) {
+      const n = p.shape.reduce((a, b) => a * b, 1)
+      slots.push({ name: p.name, offset: size, size: n, shape: p.shape })
+      size += n
+    }
+    const weights = new SharedArrayBuffer(size * 4)
+    const grads = new SharedArrayBuffer(size * 4)
+    initParams(graphs.params, init.seed ?? 0, new Float32Array(weights))
+    const host = await SessionHost.create({
+      graphs: { forward: graphs.forward, backward: graphs.backward },
+      params: slots,
+      weights,
+      grads,
+      threads: init.threads ?? availableParallelism()
+    })
+    return new StageEngine(model, layout, graphs.params, init.optimizer ?? defaultOptimizerConfig, host, weights, grads)
+  }
+
+  get isFirst (): boolean { return this.layout.stage === 0 }
+  get isLast (): boolean { return this.layout.stage === this.layout.nStages - 1 }
+
+  /** Tokens whose gradients are accumulated and not yet stepped on. */
+  get accumulatedTokens (): number { return this.tokens }
+
+  /** Stage output activations for stage input `x` (every stage but the last). */
+  async forward (x: Tensor): Promise<FloatTensor> {
+    if (this.isLast) throw new TensorError('the last stage has no forward output; call loss or lossBackward')
+    this.checkInput(x)
+    const out = await this.host.run('forward', { x }, ['y'])
+    return out.y as FloatTensor
+  }
+
+  /** Accumulates this stage's gradients for input `x` and output gradient `gy`; returns the input gradient (none on stage 0). */
+  async backward (x: Tensor, gy: FloatTensor): Promise<FloatTensor | undefined> {
+    if (this.isLast) throw new TensorError('the last stage takes targets, not an output gradient; call lossBackward')
+    const [b, t] = this.checkInput(x)
+    checkShape('gy', gy, 'float32', [b, t, this.model.dModel])
+    const out = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], b * t)
+    this.tokens += b * t
+    return out.gx as FloatTensor | undefined
+  }
+
+  /** Last stage: mean cross-entropy (nats per token) of `x` against `targets`; accumulates gradients. */
+  async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
+    const [b, t] = this.checkLast(x, targets)
+    const out = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], b * t)
+    this.tokens += b * t
+    return { loss: out.loss.data[0] as number, gx: out.gx as FloatTensor | undefined }
+  }
+
+  /** Last stage: mean cross-entropy without gradients (evaluation). */
+  async loss (x: Tensor, targets: TokenTensor): Promise<number> {
+    this.checkLast(x, targets)
+    const out = await this.host.run('forward', { x, targets }, ['loss'])
+    return out.loss.data[0] as number
+  }
+
+  /** Squared L2 norm of the mean accumulated gradient (to combine stages into one global norm). */
+  gradNormSquared (): Promise<number> {
+    return this.host.exclusive(async () => this.tokens === 0 ? 0 : await sumSquaresAsync(this.grads) / (this.tokens * this.tokens))
+  }
+
+  /**
+   * One AdamW step on the mean of the accumulated gradients, clipped by `gradNorm` (the global
+   * norm across stages, in local training) or else by this stage's own norm (in the swarm each
+   * stage clips its own slice). Zeroes the accumulator. Returns the learning rate and the norm used.
+   */
+  step (gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
+    return this.host.exclusive(async () => {
+      if (this.tokens === 0) throw new Error('step without accumulated gradients')
+      const norm = gradNorm ?? Math.sqrt(await sumSquaresAsync(this.grads)) / this.tokens
+      const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens)
+      this.grads.fill(0)
+      this.tokens = 0
+      return { lr, gradNorm: norm }
+    }, true)
+  }
+
+  /** Steps taken so far (the schedule position). */
+  get steps (): number { return this.adam.step }
+
+  /** A copy of the optimizer state, taken between calls. */
+  optimizerState (): Promise<OptimizerState> {
+    return this.host.exclusive(() => ({ step: this.adam.step, m: this.adam.m.slice(), v: this.adam.v.slice() }))
+  }
+
+  /** Replaces weights and optimizer state (resume, or joining a stage), dropping accumulated gradients. */
+  loadState (weights: Float32Array, state: OptimizerState): Promise<void> {
+    for (const [name, a] of [['weights', weights], ['m', state.m], ['v', state.v]] as const) {
+      if (a.length !== this.weights.length) throw new TensorError(`${name} has ${a.length} values, the stage has ${this.weights.length}`)
+    }
+    return this.host.exclusive(() => {
+      this.weights.set(weights)
+      this.adam.m.set(state.m)
+      this.adam.v.set(state.v)
+      this.adam.step = state.step
+      this.grads.fill(0)
+      this.tokens = 0
+    }, true)
+  }
+
+  /** Changes the weights in place between calls (e.g. an outer averaging step). */
+  updateWeights (fn: (weights: Float32Array) => void): Promise<void> {
+    return this.host.exclusive(() => fn(this.weights), true)
+  }
+
+  close (): Promise<void> {
+    return this.host.close()
+  }
+
+  /** Validates a stage input; returns [batch, time]. */
+  private checkInput (x: Tensor): [number, number] {
+    if (this.isFirst) {
+      checkShape('x', x, 'int64', [-1, -1])
+      checkTokens('x', x as TokenTensor, this.model.vocabSize)
+    } else {
+      checkShape('x', x, 'float32', [-1, -1, this.model.dModel])
+    }
+    const [b, t] = x.shape
+    if (b < 1 || t < 1 || t > this.model.seqLen) throw new TensorError(`x has shape [${x.shape.join(', ')}]: need batch >= 1 and 1 <= time <= ${this.model.seqLen}`)
+    if (b * t > maxCallTokens) throw new TensorError(`x has ${b * t} tokens; at most ${maxCallTokens} per call`)
+    return [b, t]
+  }
+
+  private checkLast (x: Tensor, targets: TokenTensor): [number, number] {
+    if (!this.isLast) throw new TensorError('only the last stage computes the loss')
+    const [b, t] = this.checkInput(x)
+    checkShape('targets', targets, 'int64', [b, t])
+    checkTokens('targets', targets, this.model.vocabSize)
+    return [b, t]
+  }
+}
+
+/** `want` dims of -1 match any size. */
+function checkShape (name: string, x: Tensor, type: 'int64' | 'float32', want: number[]): void {
+  const ok = type === 'int64' ? x.data instanceof BigInt64Array : x.data instanceof Float32Array
+  if (!ok) throw new TensorError(`${name} must be ${type}`)
+  if (!Array.isArray(x.shape) || x.shape.length !== want.length || x.shape.some((d, i) => !Number.isSafeInteger(d) || d < 0 || (want[i] !== -1 && d !== want[i]))) {
+    throw new TensorError(`${name} has shape [${String(x.shape)}], expected [${want.map(d => d === -1 ? '?' : d).join(', ')}]`)
+  }
+  if (x.data.length !== x.shape.reduce((a, b) => a * b, 1)) throw new TensorError(`${name} has ${x.data.length} values for shape [${x.shape.join(', ')}]`)
+}
+
+function checkTokens (name: string, x: TokenTensor, vocabSize: number): void {
+  const limit = BigInt(vocabSize)
+  for (const v of x.data) if (v < 0n || v >= limit) throw new TensorError(`${name} holds token id ${v}, outside [0, ${vocabSize})`)
+}

@@ -1,0 +1,129 @@
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { stageLayout, type ModelConfig } from '../node/model/index.js'
+import { evaluateMicrobatch, trainMicrobatch } from '../node/pipeline/chain.js'
+import { BatchSampler } from '../node/data/sampler.js'
+import { encode } from '../node/data/tokenizer.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
+import { StageEngine } from '../node/runtime/stage-engine.js'
+import { TensorError } from '../node/runtime/tensor.js'
+
+const model: ModelConfig = { vocabSize: 256, dModel: 32, nLayers: 2, nHeads: 2, seqLen: 16 }
+const optimizer = { ...defaultOptimizerConfig, warmupSteps: 0, lr: 1e-2 }
+const text = encode('It was the best of times, it was the worst of times, it was the age of wisdom. '.repeat(20))
+
+function engines (nStages: number): Promise<StageEngine[]> {
+  return Promise.all(Array.from({ length: nStages }, (_, s) => StageEngine.create({ model, layout: stageLayout(model, s, nStages), optimizer, seed: 3, threads: 1 })))
+}
+
+async function trainStep (stages: StageEngine[], batch: ReturnType<BatchSampler['next']>): Promise<number> {
+  const loss = await trainMicrobatch(stages, batch)
+  const squares = await Promise.all(stages.map(e => e.gradNormSquared()))
+  const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0))
+  for (const e of stages) await e.step(norm)
+  return loss
+}
+
+function concat (arrays: Float32Array[]): Float32Array {
+  const out = new Float32Array(arrays.reduce((n, a) => n + a.length, 0))
+  let at = 0
+  for (const a of arrays) { out.set(a, at); at += a.length }
+  return out
+}
+
+test('two chained stages compute what one whole-model stage computes', async () => {
+  const one = await engines(1)
+  const two = await engines(2)
+  try {
+    // Same seed, so the same initial parameters whatever the split.
+    assert.equal(concat(two.map(e => e.weights)), one[0].weights)
+    const a = new BatchSampler(text, 16, 4, 1)
+    const b = new BatchSampler(text, 16, 4, 1)
+    for (let i = 0; i < 3; i++) {
+      const l1 = await trainStep(one, a.next())
+      const l2 = await trainStep(two, b.next())
+      assert.ok(Math.abs(l1 - l2) < 1e-4, `step ${i}: loss ${l1} vs ${l2}`)
+    }
+    const w1 = one[0].weights
+    const w2 = concat(two.map(e => e.weights))
+    let maxDiff = 0
+    for (let i = 0; i < w1.length; i++) maxDiff = Math.max(maxDiff, Math.abs(w1[i] - w2[i]))
+    assert.ok(maxDiff < 1e-4, `weights differ by ${maxDiff}`)
+    assert.ok(one[0].steps === 3 && two[1].steps === 3)
+  } finally {
+    await Promise.all([...one, ...two].map(e => e.close()))
+  }
+})
+
+test('training lowers the loss; evaluation accumulates nothing', async () => {
+  const stages = await engines(2)
+  try {
+    const sampler = new BatchSampler(text, 16, 8, 2)
+    const probe = sampler.next()
+    const before = await evaluateMicrobatch(stages, probe)
+    assert.ok(Math.abs(before - Math.log(256)) < 0.3, `initial loss ${before}`)
+    assert.is(stages[0].accumulatedTokens, 0)
+    for (let i = 0; i < 30; i++) await trainStep(stages, sampler.next())
+    const after = await evaluateMicrobatch(stages, probe)
+    assert.ok(after < before - 1.5, `loss ${before} -> ${after}`)
+    await trainMicrobatch(stages, probe)
+    assert.is(stages[1].accumulatedTokens, 8 * 16)
+    await assert.not.throws(async () => await stages[0].step())
+  } finally {
+    await Promise.all(stages.map(e => e.close()))
+  }
+})
+
+test('weights changed between calls are used by the next call; state loads back', async () => {
+  const [engine] = await engines(1)
+  try {
+    const batch = new BatchSampler(text, 16, 2, 5).next()
+    const saved = engine.weights.slice()
+    await engine.updateWeights(w => w.fill(0))
+    // All-zero weights give zero logits: the loss is exactly ln(256).
+    assert.ok(Math.abs(await engine.loss(batch.x, batch.targets) - Math.log(256)) < 1e-5)
+    const state = { step: 7, m: new Float32Array(saved.length).fill(0.5), v: new Float32Array(saved.length).fill(0.25) }
+    await engine.loadState(saved, state)
+    const back = await engine.optimizerState()
+    assert.equal(back, state)
+    assert.is(engine.steps, 7)
+    assert.ok(Math.abs(await engine.loss(batch.x, batch.targets) - Math.log(256)) > 1e-3)
+  } finally {
+    await engine.close()
+  }
+})
+
+test('bad tensors are refused with TensorError before reaching onnxruntime', async () => {
+  const [first, last] = await engines(2)
+  try {
+    const tokens = (data: number[], shape: number[]) => ({ data: BigInt64Array.from(data.map(BigInt)), shape })
+    const x = tokens([1, 2, 3, 4], [1, 4])
+    const bad: Array<[() => Promise<unknown>, RegExp]> = [
+      [() => first.forward({ data: new Float32Array(4), shape: [1, 4] }), /x must be int64/],
+      [() => first.forward(tokens([1, 2, 3], [1, 4])), /3 values for shape/],
+      [() => first.forward(tokens([1, 2, 256, 4], [1, 4])), /token id 256/],
+      [() => first.forward(tokens(new Array(17).fill(1), [1, 17])), /time <= 16/],
+      [() => first.forward(tokens([1, 2], [2])), /expected \[\?, \?\]/],
+      [() => first.backward(x, { data: new Float32Array(4 * 31), shape: [1, 4, 31] }), /gy has shape/],
+      [() => last.forward({ data: new Float32Array(4 * 32), shape: [1, 4, 32] }), /no forward output/],
+      [() => last.lossBackward({ data: new Float32Array(4 * 32), shape: [1, 4, 32] }, tokens([1, 2], [1, 2])), /targets has shape/],
+      [() => first.loss(x, x), /only the last stage/],
+      [() => first.step(), /without accumulated gradients/]
+    ]
+    for (const [call, message] of bad) {
+      try {
+        await call()
+        assert.unreachable(String(message))
+      } catch (err) {
+        assert.match((err as Error).message, message)
+        if (!/accumulated/.test(String(message))) assert.instance(err, TensorError)
+      }
+    }
+    // The engine still works after refusing bad input.
+    assert.equal((await first.forward(x)).shape, [1, 4, 32])
+  } finally {
+    await Promise.all([first, last].map(e => e.close()))
+  }
+})
+
+test.run()
