@@ -32,8 +32,8 @@ export interface SwarmStageComponents {
   client: StageClient
   router: Router
   replicas: ReplicaSource
-  /** This node's own service for this stage, when it serves it. */
-  local?: { peer: string, caller: StageCaller }
+  /** This node's peer id and its own service for a stage, when it serves that stage now. */
+  local?: { peer: string, service: (stage: number) => StageCaller | undefined }
 }
 
 export interface SwarmStageInit {
@@ -58,7 +58,7 @@ export class SwarmStage implements StageCaller {
   private readonly init: Required<SwarmStageInit>
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
-    this.init = { wireDType: DType.F16, giveUpMs: 120_000, retryPauseMs: 200, ...init }
+    this.init = { ...init, wireDType: init.wireDType ?? DType.F16, giveUpMs: init.giveUpMs ?? 120_000, retryPauseMs: init.retryPauseMs ?? 200 }
   }
 
   async forward (x: Tensor): Promise<FloatTensor> {
@@ -82,7 +82,10 @@ export class SwarmStage implements StageCaller {
   }
 
   private async call (backward: boolean, x: Tensor, extra: FloatTensor | TokenTensor | undefined, onLocal: (c: StageCaller) => Promise<{ y?: FloatTensor, loss?: number }>): Promise<{ y?: FloatTensor, loss?: number }> {
-    const { router, replicas, local } = this.components
+    const { router, replicas } = this.components
+    const own = this.components.local
+    const localCaller = own?.service(this.init.stage)
+    const local = localCaller === undefined || own === undefined ? undefined : { peer: own.peer, caller: localCaller }
     const tokens = x.shape[0] * x.shape[1]
     const units = work(tokens, backward)
     const deadline = Date.now() + this.init.giveUpMs

@@ -39,7 +39,7 @@ export class StageClient {
 
   constructor (components: StageClientComponents, init: StageClientInit) {
     this.dialer = components.dialer
-    this.init = { dialTimeoutMs: 10_000, ...init }
+    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? 10_000 }
   }
 
   /** Sends one request to `peer` and resolves with its OK response (error replies reject). */
@@ -125,7 +125,7 @@ class Channel {
   private async readReplies (): Promise<void> {
     try {
       while (true) {
-        const response = decodeResponse((await this.lp.read()).subarray())
+        const response = decodeResponse((await this.lp.read()).slice()) // copied: the chunks' memory is reused by the transport
         const call = this.pending.get(response.id)
         // id 0: the server refused the stream itself (e.g. an oversized message) and closes it.
         if (response.id === 0) throw new Error(`${response.status}: ${response.error}`)

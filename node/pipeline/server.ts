@@ -16,6 +16,11 @@ export function stageProtocol (runId: string): string {
   return protocolId(runId, STAGE_PROTOCOL_NAME, STAGE_PROTOCOL_VERSION)
 }
 
+/** Largest message on a stage stream: x and gy of the largest microbatch as float32, plus framing. */
+export function stageMessageLimit (maxTokens: number, dModel: number): number {
+  return messageBytesFor(2 * maxTokens * dModel)
+}
+
 export interface StageServerComponents {
   registrar: {
     handle(protocol: string, handler: StreamHandler, options?: StreamHandlerOptions): Promise<void>
@@ -31,7 +36,6 @@ export interface StageServerInit extends StageServiceInit {
 export class StageServer {
   readonly protocol: string
   readonly service: StageService
-  /** Largest request accepted: x and gy of the largest microbatch as float32, plus framing. */
   readonly maxMessageBytes: number
   private readonly registrar: StageServerComponents['registrar']
   private readonly streams = new Set<Stream>()
@@ -40,7 +44,7 @@ export class StageServer {
     this.protocol = stageProtocol(init.runId)
     this.registrar = components.registrar
     this.service = new StageService(components, init)
-    this.maxMessageBytes = messageBytesFor(2 * init.maxTokens * init.dModel)
+    this.maxMessageBytes = stageMessageLimit(init.maxTokens, init.dModel)
   }
 
   async start (): Promise<void> {
@@ -76,7 +80,7 @@ export class StageServer {
       while (true) {
         let message: Uint8Array
         try {
-          message = (await lp.read()).subarray()
+          message = (await lp.read()).slice() // copied: the chunks' memory is reused by the transport
         } catch (err) {
           const name = (err as Error).name
           if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError') {

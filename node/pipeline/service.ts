@@ -69,7 +69,7 @@ export class StageService implements StageCaller {
 
   constructor (components: { engine: StageCompute }, init: StageServiceInit) {
     this.engine = components.engine
-    this.init = { concurrency: 2, maxQueue: 16, slowdown: 1, ...init }
+    this.init = { ...init, concurrency: init.concurrency ?? 2, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1 }
   }
 
   load (): StageLoad {

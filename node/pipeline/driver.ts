@@ -1,0 +1,140 @@
+// The driver: pushes microbatches from this node's data shard through the pipeline, several at
+// a time so that every stage has work, and evaluates the validation loss now and then. A
+// microbatch, once issued, is followed until it completes (the stage callers retry on other
+// replicas), so `issued` and `completed` only differ by what is in flight.
+import { logger } from '@libp2p/logger'
+import { BatchSampler, evenBatches, type TokenBatch } from '../data/sampler.js'
+import { evaluateMicrobatch, trainMicrobatch, type StageCaller } from './chain.js'
+
+const log = logger('swarmtrain:pipeline:driver')
+
+export interface DriverComponents {
+  /** One caller per stage, in order. */
+  stages: readonly StageCaller[]
+}
+
+export interface DriverInit {
+  train: Uint8Array
+  validation: Uint8Array
+  seqLen: number
+  batchSize: number
+  /** Microbatches in flight (default: stages + 1, so each stage has one while one is between them). */
+  inFlight?: number
+  /** Seeds this node's shard of random windows. */
+  seed: number | string
+  /** Evaluate after every this many completed microbatches (0: never). */
+  evalEvery?: number
+  /** Validation microbatches per evaluation (the same ones each time). */
+  evalBatches?: number
+  /** Stop issuing after this many microbatches (default: run until stopped). */
+  maxMicrobatches?: number
+  onProgress?: (report: DriverReport) => void
+}
+
+export interface DriverReport {
+  kind: 'train' | 'validation'
+  /** Mean loss in nats per token (per byte for the byte-level model). */
+  loss: number
+  completed: number
+  /** Training tokens per second since the driver started. */
+  tokensPerSecond: number
+}
+
+export interface DriverStats {
+  issued: number
+  completed: number
+  /** Microbatches whose calls gave up (no replica answered for a long time): counted, never silent. */
+  failed: number
+  /** Moving average of the training loss, and the latest validation loss. */
+  trainLoss?: number
+  validationLoss?: number
+  validations: number[]
+  tokens: number
+}
+
+export class Driver {
+  readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0 }
+  private readonly stages: readonly StageCaller[]
+  private readonly init: Required<Omit<DriverInit, 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'maxMicrobatches' | 'onProgress'>
+  private readonly sampler: BatchSampler
+  private readonly evalSet: TokenBatch[]
+  private running = false
+  private workers: Array<Promise<void>> = []
+  private evaluating?: Promise<void>
+  private startedAt = 0
+  private evaluatedAt = -1
+  private readonly finished = Promise.withResolvers<void>()
+
+  constructor (components: DriverComponents, init: DriverInit) {
+    this.stages = components.stages
+    this.init = { ...init, inFlight: init.inFlight ?? components.stages.length + 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? 4 }
+    this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
+    this.evalSet = this.init.evalEvery > 0 ? evenBatches(init.validation, init.seqLen, init.batchSize, this.init.evalBatches) : []
+  }
+
+  start (): void {
+    if (this.running) return
+    this.running = true
+    this.startedAt = Date.now()
+    this.workers = Array.from({ length: this.init.inFlight }, () => this.work())
+    void this.finish()
+  }
+
+  /** Resolves when maxMicrobatches have completed (or after stop). */
+  get done (): Promise<void> {
+    return this.finished.promise
+  }
+
+  /** After a bounded run, one last evaluation so the run ends with a validation loss. */
+  private async finish (): Promise<void> {
+    await Promise.all(this.workers)
+    await this.evaluating
+    if (this.running && this.evalSet.length > 0 && this.evaluatedAt !== this.stats.completed) await this.evaluate().catch(err => { log.error('evaluation failed: %e', err) })
+    this.running = false
+    this.finished.resolve()
+  }
+
+  /** Stops issuing; resolves when every microbatch in flight has completed. */
+  async stop (): Promise<void> {
+    this.running = false
+    await Promise.all(this.workers)
+    await this.evaluating
+  }
+
+  /** Mean validation loss over the fixed validation microbatches. */
+  async evaluate (): Promise<number> {
+    let sum = 0
+    for (const batch of this.evalSet) sum += await evaluateMicrobatch(this.stages, batch)
+    const loss = sum / this.evalSet.length
+    this.evaluatedAt = this.stats.completed
+    this.stats.validationLoss = loss
+    this.stats.validations.push(loss)
+    log('validation loss %s after %d microbatches', loss.toFixed(4), this.stats.completed)
+    this.init.onProgress?.({ kind: 'validation', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
+    return loss
+  }
+
+  private async work (): Promise<void> {
+    while (this.running && (this.init.maxMicrobatches === undefined || this.stats.issued < this.init.maxMicrobatches)) {
+      const batch = this.sampler.next()
+      this.stats.issued++
+      try {
+        const loss = await trainMicrobatch(this.stages, batch)
+        this.stats.completed++
+        this.stats.tokens += batch.x.data.length
+        this.stats.trainLoss = this.stats.trainLoss === undefined ? loss : 0.9 * this.stats.trainLoss + 0.1 * loss
+        this.init.onProgress?.({ kind: 'train', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
+        if (this.init.evalEvery > 0 && this.stats.completed % this.init.evalEvery === 0 && this.evaluating === undefined) {
+          this.evaluating = this.evaluate().catch(err => { log.error('evaluation failed: %e', err) }).then(() => { this.evaluating = undefined })
+        }
+      } catch (err) {
+        this.stats.failed++
+        log.error('microbatch failed: %e', err)
+      }
+    }
+  }
+
+  private tokensPerSecond (): number {
+    return this.stats.tokens / Math.max(1e-3, (Date.now() - this.startedAt) / 1000)
+  }
+}

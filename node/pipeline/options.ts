@@ -1,0 +1,58 @@
+// The pipeline's command-line options (for `start`, `join` and `demo`) and its progress lines.
+import { intOption, numberOption } from '../cli/args.js'
+import { UsageError } from '../cli/errors.js'
+import { wireDTypes, type WireDType } from './activations.js'
+import type { DriverReport } from './driver.js'
+import type { PipelineOptions } from './swarm.js'
+
+export const pipelineCliOptions = {
+  'no-drive': { type: 'boolean' },
+  wire: { type: 'string' },
+  'in-flight': { type: 'string' },
+  'max-microbatches': { type: 'string' },
+  'eval-every': { type: 'string' },
+  threads: { type: 'string' },
+  'test-slowdown': { type: 'string' }
+} as const
+
+export const pipelineCliHelp = `pipeline:
+  --no-drive          only serve this node's stage; do not train on this node's data
+  --wire f16|int8|f32 activation encoding on the wire (default f16)
+  --in-flight N       microbatches this node keeps in flight (default stages + 1)
+  --max-microbatches N  stop driving after N microbatches (default: never)
+  --eval-every N      validation loss every N microbatches (default 50)
+  --threads N         onnxruntime threads for this node's stage (default: all cores)
+  --test-slowdown X   (tests) compute X times slower, like a slower machine`
+
+export interface PipelineCliValues {
+  'no-drive'?: boolean
+  wire?: string
+  'in-flight'?: string
+  'max-microbatches'?: string
+  'eval-every'?: string
+  threads?: string
+  'test-slowdown'?: string
+}
+
+export function pipelineOptionsFrom (values: PipelineCliValues): PipelineOptions {
+  const wire = values.wire ?? 'f16'
+  if (!Object.hasOwn(wireDTypes, wire)) throw new UsageError(`--wire must be f16, int8 or f32, got '${wire}'`)
+  const optional = (name: keyof PipelineCliValues, min: number): number | undefined =>
+    values[name] === undefined ? undefined : intOption(name, values[name], 0, min)
+  return {
+    drive: values['no-drive'] !== true,
+    wire: wire as WireDType,
+    inFlight: optional('in-flight', 1),
+    maxMicrobatches: optional('max-microbatches', 1),
+    evalEvery: optional('eval-every', 0),
+    threads: optional('threads', 1),
+    slowdown: numberOption('test-slowdown', values['test-slowdown'], 1, 1, 1000),
+    onProgress: printProgress
+  }
+}
+
+/** One line per validation and every 10th microbatch: `microbatch 120  loss 2.4512  1843 tokens/s`. */
+export function printProgress (report: DriverReport): void {
+  if (report.kind === 'validation') console.log(`microbatch ${report.completed}  validation loss ${report.loss.toFixed(4)} nats/byte`)
+  else if (report.completed % 10 === 0) console.log(`microbatch ${report.completed}  loss ${report.loss.toFixed(4)}  ${report.tokensPerSecond.toFixed(0)} tokens/s`)
+}

