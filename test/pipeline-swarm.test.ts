@@ -1,0 +1,74 @@
+// The swarm trains across processes on 127.0.0.1: 2 stages x 2 replicas, a tiny model, one
+// driving node. Mid-run one replica is SIGKILLed; another computes 4x slower on purpose.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
+import type { CallStats } from '../node/pipeline/caller.js'
+import type { DriverStats } from '../node/pipeline/driver.js'
+
+/** Unigram entropy of the Brown corpus in nats per byte: below it the model uses context. */
+const UNIGRAM_ENTROPY = 3.08
+const MICROBATCHES = 240
+
+interface PipelineStatus {
+  stage: number
+  driver?: DriverStats
+  calls: CallStats[]
+  routed: Record<string, number>
+  server: { forward: number, backward: number, steps: number }
+}
+
+async function pipeline (swarm: TestSwarm, node: NodeProcess): Promise<PipelineStatus> {
+  return (await swarm.status(node)).services.pipeline as PipelineStatus
+}
+
+test('2 stages x 2 replicas train below the unigram entropy; a killed replica loses no microbatch; a slow one gets fewer calls', async () => {
+  const swarm = new TestSwarm()
+  try {
+    const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--private'])
+    const common = ['--capacity', '1000', '--threads', '1']
+    const a = await swarm.start('a', seed, [...common, '--stage', '0', '--max-microbatches', String(MICROBATCHES), '--eval-every', '40'])
+    const join = ['--bootstrap', a.address, '--no-drive']
+    const b = await swarm.start('b', swarm.clone(seed, 'b'), [...common, ...join, '--stage', '0'])
+    const c = await swarm.start('c', swarm.clone(seed, 'c'), [...common, ...join, '--stage', '1'])
+    const d = await swarm.start('d', swarm.clone(seed, 'd'), [...common, ...join, '--stage', '1', '--test-slowdown', '4'])
+
+    // The driver waits for a replica of every stage, then trains; kill b once it has served a share.
+    await waitFor('the driver to be a quarter through and b to have served', 120_000, async () => {
+      const [da, sb] = [await pipeline(swarm, a), await pipeline(swarm, b)]
+      return (da.driver?.completed ?? 0) >= MICROBATCHES / 4 && sb.server.forward > 0 ? true : undefined
+    })
+    await swarm.kill(b)
+
+    const final = await waitFor('the driver to finish', 240_000, async () => {
+      const s = await pipeline(swarm, a)
+      return s.driver !== undefined && s.driver.completed + s.driver.failed >= MICROBATCHES && s.driver.validations.length > 0 && s.driver.validationLoss !== undefined && s.driver.completed === s.driver.issued ? s : undefined
+    })
+    const driver = final.driver as DriverStats
+    assert.is(driver.issued, MICROBATCHES)
+    assert.is(driver.completed, MICROBATCHES, 'every issued microbatch completed')
+    assert.is(driver.failed, 0)
+    const last = driver.validations[driver.validations.length - 1]
+    assert.ok(last < UNIGRAM_ENTROPY, `validation loss ${last} should fall below ${UNIGRAM_ENTROPY} (all: ${driver.validations.map(v => v.toFixed(3)).join(', ')})`)
+
+    // Calls that b never answered went to another replica and were counted by reason.
+    const stage0 = final.calls[0]
+    const retries = Object.values(stage0.retries).reduce((x, y) => x + y, 0)
+    assert.ok(retries >= 1, `stage 0 retries after the kill: ${JSON.stringify(stage0.retries)}`)
+    assert.ok(typeof stage0.retries.timeout === 'number')
+    assert.ok(stage0.local > 0, 'the driver served its own stage without the network')
+
+    // The slowed replica of stage 1 got proportionally fewer calls.
+    const toC = final.routed[c.peerId] ?? 0
+    const toD = final.routed[d.peerId] ?? 0
+    assert.ok(toC > 0 && toD > 0, `both stage-1 replicas were used: c ${toC}, d ${toD}`)
+    assert.ok(toD < 0.6 * toC, `the 4x slower replica got ${toD} calls vs ${toC}`)
+    const [sc, sd] = [await pipeline(swarm, c), await pipeline(swarm, d)]
+    console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}`)
+    assert.ok(sc.server.steps > 0 && sd.server.steps > 0, 'both stage-1 replicas took optimizer steps')
+  } finally {
+    await swarm.close()
+  }
+})
+
+test.run()
