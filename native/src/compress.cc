@@ -24,10 +24,13 @@ constexpr uint32_t kMagic = 0x43545753;  // 'SWTC'
 constexpr uint8_t kVersion = 1;
 constexpr uint16_t kMaxF16 = 0x7bff;
 constexpr float kMaxFloat = 3.4028234663852886e38f;
-// Next hint: the magnitude at rank kHintRank * kc, lowered a little since error feedback
-// decays the values that were not sent.
+#define ST_INLINE inline __attribute__((always_inline))
+// The next hint is the magnitude at rank kHintRank * kc (rank based: error feedback piles values
+// just under the cutoff, so a fraction of the cutoff would let far too many through). When
+// fewer than kc values reach a hint, the chunk is scanned again with the hint lowered by
+// kRetryFactor (it is in cache by then), then whole.
 constexpr uint32_t kHintRank = 2;
-constexpr float kHintFactor = 0.9f;
+constexpr float kRetryFactor = 0.75f;
 
 uint16_t scale_bits(double x) {
   const uint16_t h = f32_to_f16(float(x));
@@ -41,16 +44,21 @@ uint32_t chunk_length(const Shape& s, size_t c) {
 
 // e = beta * e + d over one chunk; appends offsets with |e| >= hint to cand. Returns the count;
 // clears `finite` if a result is not finite (NaN never passes a comparison, so it must be caught).
-size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand, bool& finite) {
+// With update false, only collects (e is already updated: a second look with a lower hint).
+template <bool update>
+ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand, bool& finite) {
   size_t count = 0;
   bool ok = true;
   for (uint32_t i = 0; i < len; i++) {
-    const float scaled = beta * e[i];
-    const float v = scaled + d[i];
-    e[i] = v;
+    float v = e[i];
+    if (update) {
+      const float scaled = beta * v;
+      v = scaled + d[i];
+      e[i] = v;
+    }
     const float a = std::fabs(v);
     ok &= a <= kMaxFloat;
-    cand[count] = uint16_t(i);
+    cand[count] = i;
     count += a >= hint;
   }
   finite = ok;
@@ -58,27 +66,42 @@ size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float h
 }
 
 #if defined(__x86_64__)
+// For each 8-bit lane mask, the indices of its set bits first.
+struct CompactTable {
+  alignas(32) uint32_t lanes[256][8];
+  CompactTable() {
+    for (unsigned m = 0; m < 256; m++)
+      for (unsigned lane = 0, j = 0; lane < 8; lane++)
+        if (m & (1u << lane)) lanes[m][j++] = lane;
+  }
+};
+const CompactTable kCompact;
+
+template <bool update>
 __attribute__((target("avx2,fma")))
-size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand, bool& finite) {
+size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand, bool& finite) {
   const __m256 vbeta = _mm256_set1_ps(beta), vhint = _mm256_set1_ps(hint), vmax = _mm256_set1_ps(kMaxFloat);
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
   size_t count = 0;
   uint32_t i = 0;
   for (; i + 8 <= len; i += 8) {
-    const __m256 v = _mm256_add_ps(_mm256_mul_ps(vbeta, _mm256_loadu_ps(e + i)), _mm256_loadu_ps(d + i));
-    _mm256_storeu_ps(e + i, v);
+    __m256 v = _mm256_loadu_ps(e + i);
+    if (update) {
+      v = _mm256_add_ps(_mm256_mul_ps(vbeta, v), _mm256_loadu_ps(d + i));
+      _mm256_storeu_ps(e + i, v);
+    }
     const __m256 a = _mm256_and_ps(v, abs_mask);
     ok = _mm256_and_ps(ok, _mm256_cmp_ps(a, vmax, _CMP_LE_OQ));
-    unsigned mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(a, vhint, _CMP_GE_OQ)));
-    while (mask != 0) {
-      cand[count++] = uint16_t(i + __builtin_ctz(mask));
-      mask &= mask - 1;
-    }
+    const unsigned mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(a, vhint, _CMP_GE_OQ)));
+    // Branch-free compaction: store the lanes' offsets, selected ones first, keep popcount.
+    const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompact.lanes[mask]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + count), _mm256_add_epi32(lanes, _mm256_set1_epi32(int(i))));
+    count += __builtin_popcount(mask);
   }
   bool tail_ok = true;
-  const size_t tail = pass_portable(beta, e + i, d + i, len - i, hint, cand + count, tail_ok);
-  for (size_t j = count; j < count + tail; j++) cand[j] = uint16_t(cand[j] + i);  // tail offsets are relative
+  const size_t tail = pass_portable<update>(beta, e + i, d + i, len - i, hint, cand + count, tail_ok);
+  for (size_t j = count; j < count + tail; j++) cand[j] += i;  // tail offsets are relative
   count += tail;
   finite = tail_ok && _mm256_movemask_ps(ok) == 0xff;
   return count;
@@ -86,7 +109,7 @@ size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint,
 #endif
 
 // The 2-bit magnitudes: midrange split, then Lloyd iterations (as in the reference).
-void two_levels(const float* e, const uint16_t* picked, uint32_t kc, double& lo_out, double& hi_out) {
+ST_INLINE void two_levels(const float* e, const uint16_t* picked, uint32_t kc, double& lo_out, double& hi_out) {
   double mn = INFINITY, mx = 0;
   for (uint32_t j = 0; j < kc; j++) {
     const double a = std::fabs(e[picked[j]]);
@@ -97,20 +120,23 @@ void two_levels(const float* e, const uint16_t* picked, uint32_t kc, double& lo_
   for (int iter = 0; iter < 3; iter++) {
     const double mid = (lo + hi) / 2;
     double sum_lo = 0, sum_hi = 0;
-    uint32_t n_lo = 0, n_hi = 0;
+    uint32_t n_hi = 0;
     for (uint32_t j = 0; j < kc; j++) {
       const double a = std::fabs(e[picked[j]]);
-      if (a >= mid) { sum_hi += a; n_hi++; } else { sum_lo += a; n_lo++; }
+      const bool high = a >= mid;  // branch free: adding +0.0 leaves a sum unchanged
+      sum_hi += high ? a : 0.0;
+      sum_lo += high ? 0.0 : a;
+      n_hi += high;
     }
     hi = sum_hi / n_hi;
-    lo = n_lo > 0 ? sum_lo / n_lo : hi;
+    lo = n_hi < kc ? sum_lo / (kc - n_hi) : hi;
   }
   lo_out = lo;
   hi_out = hi;
 }
 
 // Writes one chunk record for the picked offsets (ascending) and leaves the error in e.
-void quantize_chunk(float* e, const uint16_t* picked, uint32_t kc, uint32_t bits, uint8_t* out) {
+ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, uint32_t kc, uint32_t bits, uint8_t* out) {
   uint8_t* offsets = out + (bits == 2 ? 4 : 2);
   const size_t offset_bytes = (size_t(kc) * 12 + 7) / 8;
   uint8_t* values = offsets + offset_bytes;
@@ -161,30 +187,61 @@ void quantize_chunk(float* e, const uint16_t* picked, uint32_t kc, uint32_t bits
 }
 
 struct Scratch {
-  uint16_t cand[kMaxChunk];
+  uint32_t cand[kMaxChunk + 8];  // + 8: the vector compaction stores whole vectors
+  int32_t mag[kMaxChunk];        // |e| as bits: ordered like the values (finite, non-negative)
   uint16_t picked[kMaxChunk];
-  float mag[kMaxChunk];
 };
+
+// How many of mag[0..count) are >= t; branch free, so it vectorizes.
+ST_INLINE uint32_t count_at_least(const int32_t* mag, size_t count, int32_t t) {
+  uint32_t c = 0;
+  for (size_t j = 0; j < count; j++) c += mag[j] >= t;
+  return c;
+}
+
+// The smallest of mag[0..count) that is >= t (there is one).
+ST_INLINE int32_t min_at_least(const int32_t* mag, size_t count, int32_t t) {
+  int32_t m = INT32_MAX;
+  for (size_t j = 0; j < count; j++) m = std::min(m, mag[j] >= t ? mag[j] : INT32_MAX);
+  return m;
+}
+
+// The r-th largest of mag[0..count), 1 <= r <= count: the largest t with at least r values >= t,
+// found bit by bit with branch-free counting passes (nth_element's branches mispredict), and
+// finished early once exactly r values are >= t: then it is the smallest of those.
+ST_INLINE int32_t rank_value(const int32_t* mag, size_t count, size_t r) {
+  int32_t t = 0;
+  for (int32_t bit = 1 << 30; bit != 0; bit >>= 1) {
+    const uint32_t c = count_at_least(mag, count, t | bit);
+    if (c >= r) {
+      t |= bit;
+      if (c == r) return min_at_least(mag, count, t);
+    }
+  }
+  return t;
+}
 
 // Exact top kc of the chunk among cand[0..count) (ascending offsets, a superset of the top kc):
 // fills picked in ascending order and returns the next hint.
-float select_top(const float* e, Scratch& s, size_t count, uint32_t kc) {
-  for (size_t j = 0; j < count; j++) s.mag[j] = std::fabs(e[s.cand[j]]);
-  std::nth_element(s.mag, s.mag + kc - 1, s.mag + count, std::greater<float>());
-  const float t = s.mag[kc - 1];
-  uint32_t ties = 0;  // how many values equal to t are kept
-  for (uint32_t j = 0; j < kc; j++) ties += s.mag[j] == t;
+ST_INLINE float select_top(const float* e, Scratch& s, size_t count, uint32_t kc) {
+  for (size_t j = 0; j < count; j++) s.mag[j] = int32_t(f32_bits(e[s.cand[j]]) & 0x7fffffff);
+  const int32_t t = rank_value(s.mag, count, kc);
+  uint32_t ties = kc - count_at_least(s.mag, count, t + 1);  // values equal to t that are kept
   const size_t rank = std::min<size_t>(count, size_t(kc) * kHintRank);
-  if (rank > kc) std::nth_element(s.mag + kc, s.mag + rank - 1, s.mag + count, std::greater<float>());
-  const float next_hint = s.mag[rank - 1] * kHintFactor;
-  for (size_t j = 0, m = 0; m < kc; j++) {
-    const float a = std::fabs(e[s.cand[j]]);
-    if (a > t || (a == t && ties > 0)) {
-      if (a == t) ties--;
-      s.picked[m++] = s.cand[j];
-    }
+  int32_t next = t;
+  if (rank == count) {
+    for (size_t j = 0; j < count; j++) next = std::min(next, s.mag[j]);
+  } else {
+    next = rank_value(s.mag, count, rank);
   }
-  return next_hint;
+  for (size_t j = 0, m = 0; j < count; j++) {
+    const int32_t a = s.mag[j];
+    const bool take = a > t || (a == t && ties > 0);
+    ties -= a == t && take;
+    s.picked[m] = uint16_t(s.cand[j]);
+    m += take;
+  }
+  return bits_f32(uint32_t(next));
 }
 
 }  // namespace
@@ -210,13 +267,14 @@ void write_header(const Shape& s, uint8_t* out) {
   std::memcpy(out, header, kHeaderBytes);
 }
 
-void compress_chunks(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
+namespace {
+
+// Chunks [c0, c1), with the given pass; compiled once per code path so everything it inlines
+// (selection, quantization) is vectorized for that path.
+template <size_t (*pass)(float, float*, const float*, uint32_t, float, uint32_t*, bool&),
+          size_t (*collect)(float, float*, const float*, uint32_t, float, uint32_t*, bool&)>
+ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
   Scratch scratch;
-#if defined(__x86_64__)
-  const auto pass = use_avx2() ? pass_avx2 : pass_portable;
-#else
-  const auto pass = pass_portable;
-#endif
   for (size_t c = c0; c < c1; c++) {
     const size_t start = c * s.chunk;
     const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
@@ -226,13 +284,38 @@ void compress_chunks(const Shape& s, float beta, float* e, const float* delta, f
     bool finite = true;
     size_t count = pass(beta, ec, delta + start, len, hint, scratch.cand, finite);
     if (!finite) throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
-    if (count < kc) {  // hint too high: cut over the whole chunk
-      std::iota(scratch.cand, scratch.cand + len, uint16_t(0));
-      count = len;
+    // Hint too high: look again (the chunk is in cache) with lower thresholds, then take all.
+    for (float lower = hint * kRetryFactor; count < kc; lower *= kRetryFactor) {
+      if (lower < hint * 0.01f) {
+        std::iota(scratch.cand, scratch.cand + len, 0u);
+        count = len;
+      } else {
+        count = collect(beta, ec, nullptr, len, lower, scratch.cand, finite);
+      }
     }
     hints[c] = select_top(ec, scratch, count, kc);
     quantize_chunk(ec, scratch.picked, kc, s.bits, out + chunk_offset(s, c));
   }
+}
+
+void compress_portable(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
+  compress_range<pass_portable<true>, pass_portable<false>>(s, beta, e, delta, hints, out, c0, c1);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+void compress_avx2(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
+  compress_range<pass_avx2<true>, pass_avx2<false>>(s, beta, e, delta, hints, out, c0, c1);
+}
+#endif
+
+}  // namespace
+
+void compress_chunks(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
+#if defined(__x86_64__)
+  if (use_avx2()) return compress_avx2(s, beta, e, delta, hints, out, c0, c1);
+#endif
+  compress_portable(s, beta, e, delta, hints, out, c0, c1);
 }
 
 Shape read_header(const uint8_t* p, size_t size) {

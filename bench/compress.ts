@@ -1,0 +1,113 @@
+// npm run bench -- compress [--json] [--sizes 1,16,64] [--bits 2|8]
+// The compress kernel (error feedback + top-k at density 1/64 + quantization) against the plain
+// `e += delta` pass over the same arrays (the memory-bandwidth floor, native, same threads),
+// measured in the same run, and against the JS reference; then AdamW native vs JS.
+// The timed calls are the async ones (two threads), as used from ~1M elements; the sync
+// (one thread) figures are in the table too. Compression is timed in steady state: the first
+// calls, which set up the per-chunk threshold hints, are run before the clock starts.
+import { parse } from '../node/cli/args.js'
+import { UsageError } from '../node/cli/errors.js'
+import { Rng } from '../node/util/random.js'
+import * as native from '../native/index.js'
+import { DEFAULT_CHUNK, kForDensity } from '../native/format.js'
+
+const DENSITY = 1 / 64
+const BETA = 0.95
+
+function normal (n: number, rng: Rng): Float32Array {
+  const a = new Float32Array(n)
+  for (let i = 0; i < n; i++) a[i] = rng.normal()
+  return a
+}
+
+async function timeMs (fn: () => unknown): Promise<number> {
+  const t = process.hrtime.bigint()
+  await fn()
+  return Number(process.hrtime.bigint() - t) / 1e6
+}
+
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[s.length >> 1]
+}
+
+export async function run (args: string[]): Promise<void> {
+  const { values } = parse(args, { json: { type: 'boolean' }, sizes: { type: 'string' }, bits: { type: 'string' } })
+  const sizes = (values.sizes ?? '1,16,64').split(',').map(s => Number(s))
+  if (sizes.some(s => !(s > 0 && s <= 1024))) throw new UsageError(`--sizes must be millions of elements, e.g. 1,16,64; got '${values.sizes}'`)
+  const bits = Number(values.bits ?? 2)
+  if (bits !== 2 && bits !== 8) throw new UsageError(`--bits must be 2 or 8, got '${values.bits}'`)
+  if (!native.isNative) console.error('warning: the native addon is not loaded; native figures are the JS reference')
+
+  const chunk = DEFAULT_CHUNK
+  const options = { beta: BETA, chunk, k: kForDensity(DENSITY, chunk), bits: bits as 2 | 8 }
+  const rng = new Rng(1)
+  const rows: string[][] = []
+  for (const millions of sizes) {
+    const n = Math.round(millions * 2 ** 20)
+    const deltas = [normal(n, rng), normal(n, rng)]
+    const e = new Float32Array(n)
+    const floorE = new Float32Array(n)
+    const hints = new Float32Array(native.chunkCount(n, chunk))
+    const out = new Uint8Array(native.payloadSize(n, chunk, options.k, options.bits))
+    for (let i = 0; i < 4; i++) await native.compressAsync(e, deltas[i % 2], hints, out, options) // warm-up: hints
+
+    const repeats = n >= 32 * 2 ** 20 ? 5 : 9
+    const t = { sync: [] as number[], async: [] as number[], floorSync: [] as number[], floorAsync: [] as number[] }
+    for (let r = 0; r < repeats; r++) {
+      const delta = deltas[r % 2]
+      t.floorAsync.push(await timeMs(() => native.axpyAsync(floorE, delta, 1)))
+      t.async.push(await timeMs(() => native.compressAsync(e, delta, hints, out, options)))
+      t.floorSync.push(await timeMs(() => native.axpy(floorE, delta, 1)))
+      t.sync.push(await timeMs(() => native.compress(e, delta, hints, out, options)))
+    }
+    const jsE = e.slice()
+    const jsMs = await timeMs(() => native.reference.compress(jsE, deltas[0], hints, out, options))
+
+    // AdamW over the same arrays: param = e, grad = delta, m and v reuse the other buffers.
+    floorE.fill(0)
+    jsE.fill(0)
+    const adamOptions = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 1, gradScale: 1 }
+    const adamNative: number[] = []
+    for (let r = 0; r < 3; r++) adamNative.push(await timeMs(() => native.adamwAsync(e, deltas[0], floorE, jsE, { ...adamOptions, step: r + 1 })))
+    const adamJs = await timeMs(() => native.reference.adamw(e, deltas[0], floorE, jsE, { ...adamOptions, step: 4 }))
+
+    const ms = median(t.async)
+    const floorMs = median(t.floorAsync)
+    const result = {
+      bench: 'compress',
+      n,
+      ms: round(ms),
+      floor_ms: round(floorMs),
+      js_ms: round(jsMs),
+      ratio_to_floor: round(ms / floorMs),
+      speedup_vs_js: round(jsMs / ms),
+      compression_ratio: round(4 * n / out.length),
+      sync_ms: round(median(t.sync)),
+      sync_floor_ms: round(median(t.floorSync)),
+      adamw_ms: round(median(adamNative)),
+      adamw_js_ms: round(adamJs),
+      adamw_speedup_vs_js: round(adamJs / median(adamNative)),
+      simd: native.simdLevel()
+    }
+    if (values.json === true) console.log(JSON.stringify(result))
+    else {
+      rows.push([`${millions}M`, fmt(ms), fmt(floorMs), fmt(ms / floorMs), fmt(result.sync_ms), fmt(result.sync_floor_ms), fmt(result.sync_ms / result.sync_floor_ms),
+        fmt(jsMs), fmt(jsMs / ms), fmt(result.compression_ratio), fmt(result.adamw_ms), fmt(adamJs), fmt(result.adamw_speedup_vs_js)])
+    }
+  }
+  if (values.json !== true) {
+    console.log(`compress: density 1/64 (k ${options.k} of ${chunk}), ${bits}-bit values, beta ${BETA}; ${native.simdLevel()} path; medians, ms`)
+    const header = ['n', '2 threads', 'floor', 'ratio', '1 thread', 'floor', 'ratio', 'JS ref', 'speedup', 'size ratio', 'adamw', 'adamw JS', 'speedup']
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
+    for (const row of [header, ...rows]) console.log(row.map((c, i) => c.padStart(widths[i])).join('  '))
+  }
+}
+
+function round (x: number): number {
+  return Math.round(x * 1000) / 1000
+}
+
+function fmt (x: number): string {
+  return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)
+}
