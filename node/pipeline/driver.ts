@@ -50,10 +50,12 @@ export interface DriverStats {
   validationLoss?: number
   validations: number[]
   tokens: number
+  /** A bounded run (maxMicrobatches) has finished, final validation included. */
+  done: boolean
 }
 
 export class Driver {
-  readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0 }
+  readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, done: false }
   private readonly stages: readonly StageCaller[]
   private readonly init: Required<Omit<DriverInit, 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'maxMicrobatches' | 'onProgress'>
   private readonly sampler: BatchSampler
@@ -91,6 +93,7 @@ export class Driver {
     await this.evaluating
     if (this.running && this.evalSet.length > 0 && this.evaluatedAt !== this.stats.completed) await this.evaluate().catch(err => { log.error('evaluation failed: %e', err) })
     this.running = false
+    this.stats.done = true
     this.finished.resolve()
   }
 
