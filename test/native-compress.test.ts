@@ -1,0 +1,198 @@
+// Compression: the addon against the JS reference (bit exact, both code paths), the
+// error-feedback invariant, exactly k per chunk, the size target, async = sync, bad arguments.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import * as native from '../native/index.js'
+import { chunkBytes, HEADER_BYTES, kForDensity, type CompressOptions } from '../native/format.js'
+import { Rng } from '../node/util/random.js'
+
+const { reference } = native
+const paths = native.isNative ? [true, false] : [false]
+
+function gaussian (n: number, rng: Rng, scale = 1): Float32Array {
+  const a = new Float32Array(n)
+  for (let i = 0; i < n; i++) a[i] = rng.normal() * scale
+  return a
+}
+
+function bytesEqual (a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+}
+
+/** The in-chunk offsets of every chunk record, read straight from the documented layout. */
+function offsetsPerChunk (payload: Uint8Array, n: number, o: CompressOptions): number[][] {
+  const result: number[][] = []
+  for (let start = 0, pos = HEADER_BYTES; start < n; start += o.chunk) {
+    const kc = Math.min(o.k, n - start)
+    const at = pos + (o.bits === 2 ? 4 : 2)
+    const offsets: number[] = []
+    for (let j = 0; j < kc; j++) {
+      const b = at + ((j * 12) >> 3)
+      offsets.push(j % 2 === 0 ? payload[b] | ((payload[b + 1] & 0xf) << 8) : (payload[b] >> 4) | (payload[b + 1] << 4))
+    }
+    result.push(offsets)
+    pos += chunkBytes(kc, o.bits)
+  }
+  return result
+}
+
+const shapes: Array<[number, CompressOptions]> = [
+  [20000, { beta: 0.95, chunk: 4096, k: 64, bits: 2 }], // last chunk shorter
+  [20000, { beta: 0.9, chunk: 4096, k: 64, bits: 8 }],
+  [1000, { beta: 1, chunk: 100, k: 7, bits: 2 }], // odd k: padding nibbles and code bits
+  [999, { beta: 0.5, chunk: 128, k: 128, bits: 8 }], // k = chunk: everything kept
+  [70, { beta: 0.95, chunk: 64, k: 10, bits: 2 }], // last chunk of 6 < k
+  [5, { beta: 0, chunk: 4096, k: 64, bits: 2 }], // one short chunk
+  [3001, { beta: 0.95, chunk: 16, k: 3, bits: 8 }],
+  [9000, { beta: 0.95, chunk: 1, k: 1, bits: 2 }]
+]
+
+for (const simd of paths) {
+  test(`compress matches the reference bit for bit over several steps (${simd ? 'avx2 if available' : 'portable'})`, () => {
+    if (native.isNative) native.setSimd(simd)
+    const rng = new Rng(7)
+    for (const [n, o] of shapes) {
+      const e1 = gaussian(n, rng)
+      const e2 = e1.slice()
+      const hints = new Float32Array(native.chunkCount(n, o.chunk))
+      const size = native.payloadSize(n, o.chunk, o.k, o.bits)
+      const out1 = new Uint8Array(size + 3) // larger than needed is fine
+      const out2 = new Uint8Array(size)
+      for (let step = 0; step < 6; step++) {
+        // Heavy tails and a drifting scale exercise the threshold hints (too high and too low).
+        const delta = gaussian(n, rng, step === 3 ? 0.01 : step === 4 ? 50 : 1)
+        for (let i = 0; i < n; i += 97) delta[i] *= 30
+        assert.is(native.compress(e1, delta, hints, out1, o), size)
+        assert.is(reference.compress(e2, delta, new Float32Array(hints.length), out2, o), size)
+        assert.ok(bytesEqual(out1.subarray(0, size), out2), `payload differs: n ${n} ${JSON.stringify(o)} step ${step}`)
+        assert.ok(bytesEqual(e1, e2), `e differs: n ${n} ${JSON.stringify(o)} step ${step}`)
+      }
+      assert.is(native.payloadNorm(out1.subarray(0, size)), reference.payloadNorm(out2))
+      const d1 = gaussian(n, rng)
+      const d2 = d1.slice()
+      native.decodeAccumulate(d1, out2, -0.7)
+      reference.decodeAccumulate(d2, out2, -0.7)
+      assert.ok(bytesEqual(d1, d2), 'decodeAccumulate differs')
+    }
+    if (native.isNative) native.setSimd(true)
+  })
+}
+
+test('error feedback invariant: beta * e_old + delta == e_new + decoded, element by element', () => {
+  const rng = new Rng(3)
+  for (const bits of [2, 8] as const) {
+    const n = 50000
+    const o = { beta: 0.9, chunk: 4096, k: kForDensity(1 / 64), bits }
+    const e = gaussian(n, rng)
+    const hints = new Float32Array(native.chunkCount(n, o.chunk))
+    const out = new Uint8Array(native.payloadSize(n, o.chunk, o.k, bits))
+    for (let step = 0; step < 3; step++) {
+      const before = e.slice()
+      const delta = gaussian(n, rng)
+      native.compress(e, delta, hints, out, o)
+      const decoded = new Float32Array(n)
+      native.decodeAccumulate(decoded, out, 1)
+      let sent = 0
+      for (let i = 0; i < n; i++) {
+        const updated = Math.fround(Math.fround(Math.fround(o.beta) * before[i]) + delta[i])
+        if (decoded[i] !== 0) sent++
+        // e_new = updated - decoded in float32: the identity holds to one rounding of updated.
+        assert.ok(Math.abs(updated - (e[i] + decoded[i])) <= Math.abs(updated) * 2 ** -23, `element ${i}`)
+        if (decoded[i] === 0) assert.is(e[i], updated) // unsent values are kept whole
+      }
+      assert.ok(sent > 0.9 * o.k * native.chunkCount(n, o.chunk), 'most picks decode to non-zero values')
+    }
+  }
+})
+
+test('exactly k per chunk, the largest magnitudes, ties to the lower offset, short last chunk', () => {
+  const rng = new Rng(11)
+  const n = 4096 * 3 + 100
+  const o = { beta: 1, chunk: 4096, k: 64, bits: 2 as const }
+  const e = new Float32Array(n)
+  const delta = gaussian(n, rng)
+  const updated = delta.slice()
+  const out = new Uint8Array(native.payloadSize(n, o.chunk, o.k, o.bits))
+  native.compress(e, delta, new Float32Array(4), out, o)
+  const chunks = offsetsPerChunk(out, n, o)
+  assert.equal(chunks.map(c => c.length), [64, 64, 64, 64])
+  chunks.forEach((offsets, c) => {
+    const start = c * o.chunk
+    const len = Math.min(o.chunk, n - start)
+    const picked = new Set(offsets)
+    const minPicked = Math.min(...offsets.map(j => Math.abs(updated[start + j])))
+    for (let j = 0; j < len; j++) if (!picked.has(j)) assert.ok(Math.abs(updated[start + j]) <= minPicked)
+    assert.equal(offsets, [...offsets].sort((a, b) => a - b))
+  })
+  // All magnitudes equal: the lowest offsets win, in every chunk.
+  const flat = new Float32Array(n).map((_, i) => (i % 3 === 0 ? -1 : 1))
+  native.compress(new Float32Array(n), flat, new Float32Array(4), out, { ...o, k: 5 })
+  const tied = offsetsPerChunk(out.subarray(0, native.payloadSize(n, o.chunk, 5, 2)), n, { ...o, k: 5 })
+  assert.equal(tied, [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+})
+
+test('density 1/64 with 2-bit values: at least 140x smaller than dense float32, framing included', () => {
+  for (const n of [2 ** 20, 16 * 2 ** 20, 1e6 + 7]) {
+    const size = native.payloadSize(n, 4096, kForDensity(1 / 64), 2)
+    assert.ok(4 * n / size >= 140, `n ${n}: ratio ${4 * n / size}`)
+  }
+})
+
+test('async variants give the same results as the sync ones', async () => {
+  const rng = new Rng(5)
+  const n = 300000
+  const o = { beta: 0.95, chunk: 4096, k: 64, bits: 2 as const }
+  const e1 = gaussian(n, rng)
+  const e2 = e1.slice()
+  const h1 = new Float32Array(native.chunkCount(n, o.chunk))
+  const h2 = h1.slice()
+  const size = native.payloadSize(n, o.chunk, o.k, o.bits)
+  const out1 = new Uint8Array(size)
+  const out2 = new Uint8Array(size)
+  for (let step = 0; step < 3; step++) {
+    const delta = gaussian(n, rng)
+    assert.is(await native.compressAsync(e1, delta, h1, out1, o), size)
+    native.compress(e2, delta, h2, out2, o)
+    assert.ok(bytesEqual(out1, out2) && bytesEqual(e1, e2))
+  }
+  const d1 = gaussian(n, rng)
+  const d2 = d1.slice()
+  await native.decodeAccumulateAsync(d1, out1, 2)
+  native.decodeAccumulate(d2, out1, 2)
+  assert.ok(bytesEqual(d1, d2))
+})
+
+test('bad arguments raise TypeError or RangeError, also as async rejections', async () => {
+  const n = 10000
+  const o = { beta: 0.9, chunk: 4096, k: 64, bits: 2 as const }
+  const e = new Float32Array(n)
+  const d = new Float32Array(n)
+  const h = new Float32Array(3)
+  const out = new Uint8Array(native.payloadSize(n, 4096, 64, 2))
+  for (const impl of [native, reference]) {
+    assert.throws(() => impl.compress(e, d, h, out, { ...o, k: 0 }), (err: Error) => err instanceof RangeError && /k/.test(err.message))
+    assert.throws(() => impl.compress(e, d, h, out, { ...o, k: 4097 }), RangeError)
+    assert.throws(() => impl.compress(e, d, h, out, { ...o, chunk: 5000 }), RangeError)
+    assert.throws(() => impl.compress(e, d, h, out, { ...o, bits: 4 as 2 }), RangeError)
+    assert.throws(() => impl.compress(e, d, h, out, { ...o, beta: NaN }), RangeError)
+    assert.throws(() => impl.compress(e, d, h, out, { ...o, beta: 1.5 }), RangeError)
+    assert.throws(() => impl.compress(e, new Float32Array(n - 1), h, out, o), RangeError)
+    assert.throws(() => impl.compress(e, d, new Float32Array(2), out, o), /hints/)
+    assert.throws(() => impl.compress(e, d, h, out.subarray(1), o), /out/)
+    assert.throws(() => impl.compress(e, new Float64Array(n) as unknown as Float32Array, h, out, o), TypeError)
+    assert.throws(() => impl.compress(e, d, h, out, null as unknown as CompressOptions), TypeError)
+    const bad = new Float32Array(n)
+    bad[5000] = NaN
+    assert.throws(() => impl.compress(new Float32Array(n), bad, new Float32Array(3), out, o), /non-finite/)
+    bad[5000] = Infinity
+    assert.throws(() => impl.compress(new Float32Array(n), bad, new Float32Array(3), out, o), /non-finite/)
+    assert.throws(() => impl.decodeAccumulate(new Float32Array(5), out, 1), RangeError) // wrong dst length
+    assert.throws(() => impl.decodeAccumulate(e, out, NaN), RangeError)
+  }
+  await native.compressAsync(e, d, h, out, { ...o, k: 0 }).then(() => assert.unreachable(), (err: Error) => assert.instance(err, RangeError))
+  const bad = new Float32Array(n).fill(NaN)
+  await native.compressAsync(new Float32Array(n), bad, h, out, o).then(() => assert.unreachable(), (err: Error) => assert.match(err.message, /non-finite/))
+  await native.decodeAccumulateAsync(e, new Uint8Array(3), 1).then(() => assert.unreachable(), (err: Error) => assert.instance(err, RangeError))
+})
+
+test.run()
