@@ -128,8 +128,9 @@ function quantizeChunk (e: Float32Array, start: number, picked: Uint16Array, kc:
 }
 
 /**
- * Two magnitudes for the 2-bit code: split at the midrange, then two Lloyd iterations
- * (each level the mean of the magnitudes nearer to it). Sums in float64, offset order.
+ * Two magnitudes for the 2-bit code: split at the midrange, then up to three Lloyd iterations
+ * (each level the mean of the magnitudes nearer to it), stopping at a fixed point. Sums in
+ * float64 as four partial sums by position mod 4, combined (s0 + s1) + (s2 + s3).
  */
 function twoLevels (e: Float32Array, start: number, picked: Uint16Array, kc: number): [number, number] {
   let min = Infinity
@@ -141,15 +142,20 @@ function twoLevels (e: Float32Array, start: number, picked: Uint16Array, kc: num
   }
   let lo = min
   let hi = max
+  let lastHigh = -1
   for (let iter = 0; iter < 3; iter++) {
     const mid = (lo + hi) / 2
-    let sumLo = 0; let nLo = 0; let sumHi = 0; let nHi = 0
+    const sumLo = [0, 0, 0, 0]
+    const sumHi = [0, 0, 0, 0]
+    let nHi = 0
     for (let j = 0; j < kc; j++) {
       const a = Math.abs(e[start + picked[j]])
-      if (a >= mid) { sumHi += a; nHi++ } else { sumLo += a; nLo++ }
+      if (a >= mid) { sumHi[j & 3] += a; nHi++ } else sumLo[j & 3] += a
     }
-    hi = sumHi / nHi
-    lo = nLo > 0 ? sumLo / nLo : hi
+    if (nHi === lastHigh) break // the high group is the nHi largest: same count, same split
+    lastHigh = nHi
+    hi = ((sumHi[0] + sumHi[1]) + (sumHi[2] + sumHi[3])) / nHi
+    lo = nHi < kc ? ((sumLo[0] + sumLo[1]) + (sumLo[2] + sumLo[3])) / (kc - nHi) : hi
   }
   return [lo, hi]
 }

@@ -108,39 +108,59 @@ size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint,
 }
 #endif
 
-// The 2-bit magnitudes: midrange split, then Lloyd iterations (as in the reference).
-ST_INLINE void two_levels(const float* e, const uint16_t* picked, uint32_t kc, double& lo_out, double& hi_out) {
-  double mn = INFINITY, mx = 0;
-  for (uint32_t j = 0; j < kc; j++) {
-    const double a = std::fabs(e[picked[j]]);
-    if (a < mn) mn = a;
-    if (a > mx) mx = a;
+typedef double v4d __attribute__((vector_size(32)));
+typedef int64_t v4l __attribute__((vector_size(32)));
+
+// The 2-bit magnitudes (as in the reference): midrange split, then up to three Lloyd
+// iterations (each level the mean of the magnitudes nearer to it), stopping at a fixed point.
+// Sums in float64, as four partial sums by offset mod 4, combined (s0 + s1) + (s2 + s3).
+ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double& hi_out) {
+  float mn = mag[0], mx = mag[0];
+  for (uint32_t j = 1; j < kc; j++) {
+    mn = std::min(mn, mag[j]);
+    mx = std::max(mx, mag[j]);
   }
   double lo = mn, hi = mx;
+  uint32_t last_n_hi = UINT32_MAX;
   for (int iter = 0; iter < 3; iter++) {
     const double mid = (lo + hi) / 2;
-    double sum_lo = 0, sum_hi = 0;
-    uint32_t n_hi = 0;
-    for (uint32_t j = 0; j < kc; j++) {
-      const double a = std::fabs(e[picked[j]]);
-      const bool high = a >= mid;  // branch free: adding +0.0 leaves a sum unchanged
-      sum_hi += high ? a : 0.0;
-      sum_lo += high ? 0.0 : a;
-      n_hi += high;
+    // Four lanes = the four partial sums. Branch free (the split is unpredictable): the high
+    // part of a is a or +0.0 by a mask, the low part a minus that, both exact, and adding +0.0
+    // leaves a sum unchanged: the same sums as the reference's if/else.
+    const v4d mid4 = {mid, mid, mid, mid};
+    v4d hi4 = {0, 0, 0, 0}, lo4 = {0, 0, 0, 0};
+    v4l n_hi4 = {0, 0, 0, 0};
+    uint32_t j = 0;
+    for (; j + 4 <= kc; j += 4) {
+      const v4d a = {mag[j], mag[j + 1], mag[j + 2], mag[j + 3]};
+      const v4l high = a >= mid4;
+      const v4d part = v4d(v4l(a) & high);
+      hi4 += part;
+      lo4 += a - part;
+      n_hi4 -= high;
     }
-    hi = sum_hi / n_hi;
-    lo = n_hi < kc ? sum_lo / (kc - n_hi) : hi;
+    for (; j < kc; j++) {
+      const double a = mag[j];
+      if (a >= mid) { hi4[j & 3] += a; n_hi4[j & 3]++; } else { lo4[j & 3] += a; }
+    }
+    const uint32_t n_hi = uint32_t(n_hi4[0] + n_hi4[1] + n_hi4[2] + n_hi4[3]);
+    const double sum_hi[4] = {hi4[0], hi4[1], hi4[2], hi4[3]}, sum_lo[4] = {lo4[0], lo4[1], lo4[2], lo4[3]};
+    // The high group is the n_hi largest magnitudes: the same count means the same split.
+    if (n_hi == last_n_hi) break;
+    last_n_hi = n_hi;
+    hi = ((sum_hi[0] + sum_hi[1]) + (sum_hi[2] + sum_hi[3])) / n_hi;
+    lo = n_hi < kc ? ((sum_lo[0] + sum_lo[1]) + (sum_lo[2] + sum_lo[3])) / (kc - n_hi) : hi;
   }
   lo_out = lo;
   hi_out = hi;
 }
 
-// Writes one chunk record for the picked offsets (ascending) and leaves the error in e.
-ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, uint32_t kc, uint32_t bits, uint8_t* out) {
+// Writes one chunk record for the picked offsets (ascending, with their magnitudes) and leaves
+// the quantization error in e.
+ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
   uint8_t* offsets = out + (bits == 2 ? 4 : 2);
   const size_t offset_bytes = (size_t(kc) * 12 + 7) / 8;
   uint8_t* values = offsets + offset_bytes;
-  std::memset(offsets, 0, offset_bytes + (size_t(kc) * bits + 7) / 8);
   for (uint32_t j = 0; j + 1 < kc; j += 2) {
     const uint32_t a = picked[j], b = picked[j + 1];
     uint8_t* p = offsets + size_t(j) * 3 / 2;
@@ -155,23 +175,30 @@ ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, uint32_t kc, uin
   }
   if (bits == 2) {
     double lo, hi;
-    two_levels(e, picked, kc, lo, hi);
+    two_levels(mag, kc, lo, hi);
     const uint16_t lo_bits = scale_bits(lo), hi_bits = scale_bits(hi);
     out[0] = uint8_t(lo_bits); out[1] = uint8_t(lo_bits >> 8);
     out[2] = uint8_t(hi_bits); out[3] = uint8_t(hi_bits >> 8);
     const float lo_f = f16_to_f32(lo_bits), hi_f = f16_to_f32(hi_bits);
+    const uint32_t lo_level = f32_bits(lo_f), hi_level = f32_bits(hi_f);
+    unsigned codes = 0;
     for (uint32_t j = 0; j < kc; j++) {
       float& v = e[picked[j]];
-      const double a = std::fabs(v);
-      const bool high = a - lo_f > hi_f - a;
-      const float level = high ? hi_f : lo_f;
-      const bool negative = v < 0;
-      values[j >> 2] |= uint8_t((unsigned(negative) | (unsigned(high) << 1)) << ((j & 3) * 2));
-      v = v - (negative ? -level : level);
+      const double a = mag[j];
+      const uint32_t high = a - lo_f > hi_f - a, negative = v < 0;
+      // Bit selects rather than branches (unpredictable): dequant = +-level.
+      const uint32_t level = (lo_level & (high - 1)) | (hi_level & (0 - high));
+      v = v - bits_f32(level | (negative << 31));
+      codes |= (negative | (high << 1)) << ((j & 3) * 2);
+      if ((j & 3) == 3) {
+        values[j >> 2] = uint8_t(codes);
+        codes = 0;
+      }
     }
+    if (kc % 4 != 0) values[kc >> 2] = uint8_t(codes);
   } else {
     float mx = 0;
-    for (uint32_t j = 0; j < kc; j++) mx = std::max(mx, std::fabs(e[picked[j]]));
+    for (uint32_t j = 0; j < kc; j++) mx = std::max(mx, mag[j]);
     const uint16_t step_bits = scale_bits(double(mx) / 127);
     out[0] = uint8_t(step_bits); out[1] = uint8_t(step_bits >> 8);
     const float step = f16_to_f32(step_bits);
@@ -190,6 +217,7 @@ struct Scratch {
   uint32_t cand[kMaxChunk + 8];  // + 8: the vector compaction stores whole vectors
   int32_t mag[kMaxChunk];        // |e| as bits: ordered like the values (finite, non-negative)
   uint16_t picked[kMaxChunk];
+  float picked_mag[kMaxChunk];
 };
 
 // How many of mag[0..count) are >= t; branch free, so it vectorizes.
@@ -206,12 +234,16 @@ ST_INLINE int32_t min_at_least(const int32_t* mag, size_t count, int32_t t) {
   return m;
 }
 
-// The r-th largest of mag[0..count), 1 <= r <= count: the largest t with at least r values >= t,
-// found bit by bit with branch-free counting passes (nth_element's branches mispredict), and
-// finished early once exactly r values are >= t: then it is the smallest of those.
-ST_INLINE int32_t rank_value(const int32_t* mag, size_t count, size_t r) {
-  int32_t t = 0;
-  for (int32_t bit = 1 << 30; bit != 0; bit >>= 1) {
+// The r-th largest of mag[0..count), 1 <= r <= count, all of them in [lo, hi]: the largest t
+// with at least r values >= t, found bit by bit below the bits lo and hi share, with
+// branch-free counting passes (nth_element's branches mispredict), and finished early once
+// exactly r values are >= t: then it is the smallest of those.
+ST_INLINE int32_t rank_value(const int32_t* mag, size_t count, size_t r, int32_t lo, int32_t hi) {
+  const uint32_t differ = uint32_t(lo ^ hi);
+  if (differ == 0) return lo;
+  const int top = 31 - __builtin_clz(differ);
+  int32_t t = hi & ~int32_t((2u << top) - 1);  // <= lo: all count
+  for (int32_t bit = 1 << top; bit != 0; bit >>= 1) {
     const uint32_t c = count_at_least(mag, count, t | bit);
     if (c >= r) {
       t |= bit;
@@ -224,21 +256,23 @@ ST_INLINE int32_t rank_value(const int32_t* mag, size_t count, size_t r) {
 // Exact top kc of the chunk among cand[0..count) (ascending offsets, a superset of the top kc):
 // fills picked in ascending order and returns the next hint.
 ST_INLINE float select_top(const float* e, Scratch& s, size_t count, uint32_t kc) {
-  for (size_t j = 0; j < count; j++) s.mag[j] = int32_t(f32_bits(e[s.cand[j]]) & 0x7fffffff);
-  const int32_t t = rank_value(s.mag, count, kc);
+  int32_t lo = INT32_MAX, hi = 0;
+  for (size_t j = 0; j < count; j++) {
+    const int32_t a = int32_t(f32_bits(e[s.cand[j]]) & 0x7fffffff);
+    s.mag[j] = a;
+    lo = std::min(lo, a);
+    hi = std::max(hi, a);
+  }
+  const int32_t t = rank_value(s.mag, count, kc, lo, hi);
   uint32_t ties = kc - count_at_least(s.mag, count, t + 1);  // values equal to t that are kept
   const size_t rank = std::min<size_t>(count, size_t(kc) * kHintRank);
-  int32_t next = t;
-  if (rank == count) {
-    for (size_t j = 0; j < count; j++) next = std::min(next, s.mag[j]);
-  } else {
-    next = rank_value(s.mag, count, rank);
-  }
+  const int32_t next = rank == count ? lo : rank_value(s.mag, count, rank, lo, t);
   for (size_t j = 0, m = 0; j < count; j++) {
     const int32_t a = s.mag[j];
     const bool take = a > t || (a == t && ties > 0);
     ties -= a == t && take;
     s.picked[m] = uint16_t(s.cand[j]);
+    s.picked_mag[m] = bits_f32(uint32_t(a));
     m += take;
   }
   return bits_f32(uint32_t(next));
@@ -294,7 +328,7 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       }
     }
     hints[c] = select_top(ec, scratch, count, kc);
-    quantize_chunk(ec, scratch.picked, kc, s.bits, out + chunk_offset(s, c));
+    quantize_chunk(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
   }
 }
 
