@@ -42,13 +42,13 @@ uint32_t chunk_length(const Shape& s, size_t c) {
   return uint32_t(std::min<size_t>(s.chunk, s.n - start));
 }
 
-// e = beta * e + d over one chunk; appends offsets with |e| >= hint to cand. Returns the count;
-// clears `finite` if a result is not finite (NaN never passes a comparison, so it must be caught).
+// e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand and returns
+// their count. NaN and infinities are always candidates, so checking the candidates for them
+// checks the chunk (a NaN must never be selected silently).
 // With update false, only collects (e is already updated: a second look with a lower hint).
 template <bool update>
-ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand, bool& finite) {
+ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand) {
   size_t count = 0;
-  bool ok = true;
   for (uint32_t i = 0; i < len; i++) {
     float v = e[i];
     if (update) {
@@ -56,12 +56,9 @@ ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t le
       v = scaled + d[i];
       e[i] = v;
     }
-    const float a = std::fabs(v);
-    ok &= a <= kMaxFloat;
     cand[count] = i;
-    count += a >= hint;
+    count += !(std::fabs(v) < hint);
   }
-  finite = ok;
   return count;
 }
 
@@ -79,10 +76,9 @@ const CompactTable kCompact;
 
 template <bool update>
 __attribute__((target("avx2,fma")))
-size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand, bool& finite) {
-  const __m256 vbeta = _mm256_set1_ps(beta), vhint = _mm256_set1_ps(hint), vmax = _mm256_set1_ps(kMaxFloat);
+size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand) {
+  const __m256 vbeta = _mm256_set1_ps(beta), vhint = _mm256_set1_ps(hint);
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
   size_t count = 0;
   uint32_t i = 0;
   for (; i + 8 <= len; i += 8) {
@@ -92,18 +88,15 @@ size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint,
       _mm256_storeu_ps(e + i, v);
     }
     const __m256 a = _mm256_and_ps(v, abs_mask);
-    ok = _mm256_and_ps(ok, _mm256_cmp_ps(a, vmax, _CMP_LE_OQ));
-    const unsigned mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(a, vhint, _CMP_GE_OQ)));
+    const unsigned mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(a, vhint, _CMP_NLT_UQ)));
     // Branch-free compaction: store the lanes' offsets, selected ones first, keep popcount.
     const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompact.lanes[mask]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + count), _mm256_add_epi32(lanes, _mm256_set1_epi32(int(i))));
     count += __builtin_popcount(mask);
   }
-  bool tail_ok = true;
-  const size_t tail = pass_portable<update>(beta, e + i, d + i, len - i, hint, cand + count, tail_ok);
+  const size_t tail = pass_portable<update>(beta, e + i, d + i, len - i, hint, cand + count);
   for (size_t j = count; j < count + tail; j++) cand[j] += i;  // tail offsets are relative
   count += tail;
-  finite = tail_ok && _mm256_movemask_ps(ok) == 0xff;
   return count;
 }
 #endif
@@ -253,9 +246,10 @@ ST_INLINE int32_t rank_value(const int32_t* mag, size_t count, size_t r, int32_t
   return t;
 }
 
-// Exact top kc of the chunk among cand[0..count) (ascending offsets, a superset of the top kc):
-// fills picked in ascending order and returns the next hint.
-ST_INLINE float select_top(const float* e, Scratch& s, size_t count, uint32_t kc) {
+// Exact top kc of the chunk among cand[0..count) (ascending offsets, a superset of the top kc
+// and of the non-finite values): fills picked in ascending order and sets the next hint.
+// Returns false, selecting nothing, if a candidate is not finite.
+ST_INLINE bool select_top(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) {
   int32_t lo = INT32_MAX, hi = 0;
   for (size_t j = 0; j < count; j++) {
     const int32_t a = int32_t(f32_bits(e[s.cand[j]]) & 0x7fffffff);
@@ -263,19 +257,29 @@ ST_INLINE float select_top(const float* e, Scratch& s, size_t count, uint32_t kc
     lo = std::min(lo, a);
     hi = std::max(hi, a);
   }
+  if (hi > 0x7f7fffff) return false;  // infinity or NaN
   const int32_t t = rank_value(s.mag, count, kc, lo, hi);
-  uint32_t ties = kc - count_at_least(s.mag, count, t + 1);  // values equal to t that are kept
   const size_t rank = std::min<size_t>(count, size_t(kc) * kHintRank);
   const int32_t next = rank == count ? lo : rank_value(s.mag, count, rank, lo, t);
-  for (size_t j = 0, m = 0; j < count; j++) {
-    const int32_t a = s.mag[j];
-    const bool take = a > t || (a == t && ties > 0);
-    ties -= a == t && take;
-    s.picked[m] = uint16_t(s.cand[j]);
-    s.picked_mag[m] = bits_f32(uint32_t(a));
-    m += take;
+  if (count_at_least(s.mag, count, t) == kc) {  // the usual case: no tie to break at t
+    for (size_t j = 0, m = 0; j < count; j++) {
+      const int32_t a = s.mag[j];
+      s.picked[m] = uint16_t(s.cand[j]);
+      s.picked_mag[m] = bits_f32(uint32_t(a));
+      m += a >= t;
+    }
+  } else {  // keep the values above t, and the first of those equal to t (lower offsets)
+    for (size_t j = 0, m = 0, ties = kc - count_at_least(s.mag, count, t + 1); j < count; j++) {
+      const int32_t a = s.mag[j];
+      const bool take = a > t || (a == t && ties > 0);
+      ties -= a == t && take;
+      s.picked[m] = uint16_t(s.cand[j]);
+      s.picked_mag[m] = bits_f32(uint32_t(a));
+      m += take;
+    }
   }
-  return bits_f32(uint32_t(next));
+  hint = bits_f32(uint32_t(next));
+  return true;
 }
 
 }  // namespace
@@ -305,8 +309,8 @@ namespace {
 
 // Chunks [c0, c1), with the given pass; compiled once per code path so everything it inlines
 // (selection, quantization) is vectorized for that path.
-template <size_t (*pass)(float, float*, const float*, uint32_t, float, uint32_t*, bool&),
-          size_t (*collect)(float, float*, const float*, uint32_t, float, uint32_t*, bool&)>
+template <size_t (*pass)(float, float*, const float*, uint32_t, float, uint32_t*),
+          size_t (*collect)(float, float*, const float*, uint32_t, float, uint32_t*)>
 ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
   Scratch scratch;
   for (size_t c = c0; c < c1; c++) {
@@ -315,19 +319,18 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
     float* ec = e + start;
     // A hint that is not a positive finite number means "no hint" (a comparison with NaN fails).
     const float hint = hints[c] > 0 && hints[c] <= kMaxFloat ? hints[c] : 0.0f;
-    bool finite = true;
-    size_t count = pass(beta, ec, delta + start, len, hint, scratch.cand, finite);
-    if (!finite) throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
+    size_t count = pass(beta, ec, delta + start, len, hint, scratch.cand);
     // Hint too high: look again (the chunk is in cache) with lower thresholds, then take all.
     for (float lower = hint * kRetryFactor; count < kc; lower *= kRetryFactor) {
       if (lower < hint * 0.01f) {
         std::iota(scratch.cand, scratch.cand + len, 0u);
         count = len;
       } else {
-        count = collect(beta, ec, nullptr, len, lower, scratch.cand, finite);
+        count = collect(beta, ec, nullptr, len, lower, scratch.cand);
       }
     }
-    hints[c] = select_top(ec, scratch, count, kc);
+    if (!select_top(ec, scratch, count, kc, hints[c]))
+      throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
     quantize_chunk(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
   }
 }
