@@ -1,7 +1,19 @@
 // The swarm trains across processes on 127.0.0.1: 2 stages x 2 replicas, a tiny model, one
 // driving node. Mid-run one replica is SIGKILLed; another computes 4x slower on purpose.
+import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import { join as joinPath } from 'node:path'
+import { DType, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
+import { readManifest, runIdOf } from '../node/manifest/manifest.js'
+import { createHost } from '../node/p2p/host.js'
+import { readSwarmKey } from '../node/p2p/keys.js'
+import { encodeActivations } from '../node/pipeline/activations.js'
+import { stageMessageLimit, stageProtocol } from '../node/pipeline/server.js'
 import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
 import type { CallStats } from '../node/pipeline/caller.js'
 import type { DriverStats } from '../node/pipeline/driver.js'
@@ -15,14 +27,39 @@ interface PipelineStatus {
   driver?: DriverStats
   calls: CallStats[]
   routed: Record<string, number>
-  server: { forward: number, backward: number, steps: number }
+  server: { forward: number, backward: number, steps: number, errors: number }
+}
+
+/** Sends malformed, wrong and oversized requests to `node`'s stage server from an outside host; returns the replies' statuses. */
+async function probeBadRequests (dir: string, node: NodeProcess): Promise<string[]> {
+  const manifest = await readManifest(dir)
+  const runId = runIdOf(manifest)
+  const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'], swarmKey: await readSwarmKey(joinPath(dir, 'swarm.key')) })
+  try {
+    await host.dial(multiaddr(node.address))
+    const lp = lpStream(await host.dialProtocol(peerIdFromString(node.peerId), stageProtocol(runId)), { maxDataLength: 1 << 20 })
+    const ask = async (bytes: Uint8Array): Promise<StageResponse> => {
+      await lp.write(bytes)
+      return decodeResponse((await lp.read()).slice())
+    }
+    const statuses: string[] = []
+    statuses.push((await ask(Uint8Array.from([0x08, 5, 0x22, 0xff, 0xff, 0xff]))).status)
+    const wrongWidth = encodeActivations(new Float32Array(4 * 7), [1, 4, 7], DType.F16)
+    statuses.push((await ask(StageRequest.encode({ id: 6, stage: 1, x: wrongWidth, replyDtype: DType.F16 }))).status)
+    const limit = stageMessageLimit(manifest.optimizer.batchSize * manifest.model.seqLen, manifest.model.dModel)
+    await lp.write(new Uint8Array(limit + 1000)).catch(() => {})
+    statuses.push((decodeResponse((await lp.read()).slice())).status)
+    return statuses
+  } finally {
+    await host.stop()
+  }
 }
 
 async function pipeline (swarm: TestSwarm, node: NodeProcess): Promise<PipelineStatus> {
   return (await swarm.status(node)).services.pipeline as PipelineStatus
 }
 
-test('2 stages x 2 replicas train below the unigram entropy; a killed replica loses no microbatch; a slow one gets fewer calls', async () => {
+test('2 stages x 2 replicas train below the unigram entropy; a killed replica loses no microbatch; a slow one gets fewer calls; bad requests get errors', async () => {
   const swarm = new TestSwarm()
   try {
     const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--private'])
@@ -39,6 +76,11 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
       return (da.driver?.completed ?? 0) >= MICROBATCHES / 4 && sb.server.forward > 0 ? true : undefined
     })
     await swarm.kill(b)
+
+    // Bad requests from outside get error replies; c keeps serving the driver afterwards.
+    const statuses = await probeBadRequests(seed, c)
+    assert.equal(statuses, [StageResponse.Status.BAD_REQUEST, StageResponse.Status.BAD_REQUEST, StageResponse.Status.TOO_LARGE])
+    const servedBefore = (await pipeline(swarm, c)).server.backward
 
     const final = await waitFor('the driver to finish', 240_000, async () => {
       const s = await pipeline(swarm, a)
@@ -66,6 +108,7 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     const [sc, sd] = [await pipeline(swarm, c), await pipeline(swarm, d)]
     console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}`)
     assert.ok(sc.server.steps > 0 && sd.server.steps > 0, 'both stage-1 replicas took optimizer steps')
+    assert.ok(sc.server.errors >= 3 && sc.server.backward > servedBefore, `c answered the bad requests (${sc.server.errors} errors) and served on (${servedBefore} -> ${sc.server.backward})`)
   } finally {
     await swarm.close()
   }

@@ -9,6 +9,7 @@ import { decodeActivations, encodeActivations, encodeTokens } from './activation
 import type { StageCaller } from './chain.js'
 import { StageCallError, type StageClient, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
+import { BusyError } from './service.js'
 
 const log = logger('swarmtrain:pipeline:caller')
 
@@ -126,8 +127,8 @@ export class SwarmStage implements StageCaller {
         this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
         return result
       } catch (err) {
-        const reason: StageCallFailure = err instanceof StageCallError ? err.reason : 'refused'
-        if (reason === 'busy') router.busy(peer, (err as StageCallError).queueLength)
+        const reason: StageCallFailure = err instanceof StageCallError ? err.reason : err instanceof BusyError ? 'busy' : 'refused'
+        if (reason === 'busy') router.busy(peer, err instanceof StageCallError ? err.queueLength : 0)
         else router.failed(peer)
         if (peer === local?.peer) log.error('stage %d: own service failed a call: %e', this.init.stage, err)
         else log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)

@@ -36,7 +36,7 @@ export interface DriverReport {
   /** Mean loss in nats per token (per byte for the byte-level model). */
   loss: number
   completed: number
-  /** Training tokens per second since the driver started. */
+  /** Training tokens per second over the last microbatches (so waiting for peers at the start does not count). */
   tokensPerSecond: number
 }
 
@@ -63,7 +63,8 @@ export class Driver {
   private running = false
   private workers: Array<Promise<void>> = []
   private evaluating?: Promise<void>
-  private startedAt = 0
+  /** Completion times and tokens of the most recent microbatches, for the recent rate. */
+  private readonly recent: Array<{ at: number, tokens: number }> = []
   private evaluatedAt = -1
   private readonly finished = Promise.withResolvers<void>()
 
@@ -77,7 +78,6 @@ export class Driver {
   start (): void {
     if (this.running) return
     this.running = true
-    this.startedAt = Date.now()
     this.workers = Array.from({ length: this.init.inFlight }, () => this.work())
     void this.finish()
   }
@@ -125,6 +125,8 @@ export class Driver {
         const loss = await trainMicrobatch(this.stages, batch)
         this.stats.completed++
         this.stats.tokens += batch.x.data.length
+        this.recent.push({ at: Date.now(), tokens: batch.x.data.length })
+        if (this.recent.length > 20) this.recent.shift()
         this.stats.trainLoss = this.stats.trainLoss === undefined ? loss : 0.9 * this.stats.trainLoss + 0.1 * loss
         this.init.onProgress?.({ kind: 'train', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
         if (this.init.evalEvery > 0 && this.stats.completed % this.init.evalEvery === 0 && this.evaluating === undefined) {
@@ -138,6 +140,8 @@ export class Driver {
   }
 
   private tokensPerSecond (): number {
-    return this.stats.tokens / Math.max(1e-3, (Date.now() - this.startedAt) / 1000)
+    if (this.recent.length < 2) return 0
+    const tokens = this.recent.slice(1).reduce((a, r) => a + r.tokens, 0)
+    return tokens / Math.max(1e-3, (this.recent[this.recent.length - 1].at - this.recent[0].at) / 1000)
   }
 }

@@ -228,6 +228,7 @@ export class StageService implements StageCaller {
   }
 }
 
-class BusyError extends Error {
+/** The queue is full: the caller should try another replica. */
+export class BusyError extends Error {
   override name = 'BusyError'
 }

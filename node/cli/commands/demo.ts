@@ -1,4 +1,4 @@
-// swarmtrain demo: a private swarm of a few daemons on 127.0.0.1, each its own process, trains
+// swarmtrain demo: a swarm of a few daemons on 127.0.0.1, each its own process, trains
 // the default model (split in 2 stages) on the bundled Brown corpus. One node drives; its
 // progress lines are shown. Bounded: stops after --microbatches and removes everything it made.
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -15,16 +15,20 @@ import { UserError } from '../../errors.js'
 
 export const summary = 'train on this machine in a local private swarm of a few daemons (bounded)'
 
-export const usage = `usage: swarmtrain demo [--nodes N] [--microbatches M] [--tiny]
+export const usage = `usage: swarmtrain demo [--nodes N] [--microbatches M] [--tiny] [--private]
 
-Starts N daemons on 127.0.0.1 in a private swarm (a fresh swarm key), the default model split
+Starts N daemons listening on 127.0.0.1 only, the default model split
 into 2 stages with N/2 replicas each; one node drives microbatches from the Brown corpus and
 prints its loss and validation loss (nats per byte; the corpus's unigram entropy is 3.08).
 Stops after M microbatches, or on Ctrl-C, and removes the temporary node directories.
 
   --nodes N          daemons (default 4, at least 2)
-  --microbatches M   microbatches to train (default 150)
-  --tiny             a small model (d_model 64, 2 layers, 32-byte context) for a quick look`
+  --microbatches M   microbatches to train (default 100)
+  --tiny             a small model (d_model 64, 2 layers, 32-byte context) for a quick look
+  --private          also give the swarm a fresh pre-shared key (pnet). Off by default: the
+                     pnet of libp2p 3 (@libp2p/pnet 3.0.27, xsalsa20) grows its WebAssembly
+                     memory with traffic and aborts the process after ~30 MB-sized messages
+                     (fixed upstream in js-libp2p PR #3585, not yet released)`
 
 /** A daemon of the demo that failed to start or died. */
 class DemoError extends UserError {
@@ -36,14 +40,15 @@ const timers = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '2000'
 
 interface Daemon {
   child: ChildProcess
+  stderr: () => string
   address: string
   controlPort: number
 }
 
 export async function run (argv: string[]): Promise<number> {
-  const { values } = parse(argv, { nodes: { type: 'string' }, microbatches: { type: 'string' }, tiny: { type: 'boolean' } })
+  const { values } = parse(argv, { nodes: { type: 'string' }, microbatches: { type: 'string' }, tiny: { type: 'boolean' }, private: { type: 'boolean' } })
   const nodes = intOption('nodes', values.nodes, 4, 2, 16)
-  const microbatches = intOption('microbatches', values.microbatches, 150, 1)
+  const microbatches = intOption('microbatches', values.microbatches, 100, 1)
   const manifest = defaultManifest()
   manifest.nStages = 2
   if (values.tiny === true) {
@@ -52,18 +57,18 @@ export async function run (argv: string[]): Promise<number> {
   }
 
   const root = await mkdtemp(join(tmpdir(), 'swarmtrain-demo-'))
-  const key = newSwarmKey()
+  const key = values.private === true ? newSwarmKey() : undefined
   const daemons: Daemon[] = []
   let interrupted = false
   const onSignal = (): void => { interrupted = true }
   process.once('SIGINT', onSignal)
   try {
-    console.log(`demo run ${runIdOf(manifest)}: ${nodes} daemons, model d${manifest.model.dModel} L${manifest.model.nLayers} T${manifest.model.seqLen}, 2 stages, private swarm in ${root}`)
+    console.log(`demo run ${runIdOf(manifest)}: ${nodes} daemons, model d${manifest.model.dModel} L${manifest.model.nLayers} T${manifest.model.seqLen}, 2 stages, ${key === undefined ? 'loopback' : 'private'} swarm in ${root}`)
     for (let i = 0; i < nodes; i++) {
       const dir = join(root, `node${i}`)
       await mkdir(dir)
       await writeManifest(dir, manifest)
-      await writeSwarmKey(join(dir, SWARM_KEY_FILE), key)
+      if (key !== undefined) await writeSwarmKey(join(dir, SWARM_KEY_FILE), key)
       const args = ['--stage', String(i % 2), '--capacity', '1000', '--threads', '1']
       if (i === 0) args.push('--max-microbatches', String(microbatches), '--eval-every', String(Math.max(10, Math.round(microbatches / 6))))
       else args.push('--no-drive', '--bootstrap', daemons[0].address)
@@ -73,7 +78,8 @@ export async function run (argv: string[]): Promise<number> {
     while (!interrupted) {
       await new Promise(resolve => setTimeout(resolve, 1000))
       if (interrupted) break
-      if (daemons.some(d => d.child.exitCode !== null || d.child.signalCode !== null)) throw new DemoError('a daemon of the demo exited early')
+      const dead = daemons.findIndex(d => d.child.exitCode !== null || d.child.signalCode !== null)
+      if (dead >= 0) throw new DemoError(`node ${dead} exited early: ${lastLine(daemons[dead].stderr())}`)
       const driver = await driverStats(daemons[0]).catch(() => undefined)
       if (driver?.done === true) {
         console.log(`done: ${driver.completed} microbatches, ${driver.failed} failed, final validation loss ${driver.validationLoss?.toFixed(4) ?? '-'} nats/byte`)
@@ -111,9 +117,14 @@ async function startDaemon (dir: string, args: string[], echo: boolean): Promise
     })
     child.once('close', () => resolve(false))
   })
-  if (!ready) throw new DemoError(`a daemon did not start: ${stderr.trim().split('\n').pop() ?? 'no output'}`)
+  if (!ready) throw new DemoError(`a daemon did not start: ${lastLine(stderr)}`)
   const field = (prefix: string): string => lines.find(l => l.startsWith(prefix))?.slice(prefix.length).trim() ?? ''
-  return { child, address: field('listening'), controlPort: Number(/:(\d+)\/status/.exec(field('status'))?.[1]) }
+  return { child, stderr: () => stderr, address: field('listening'), controlPort: Number(/:(\d+)\/status/.exec(field('status'))?.[1]) }
+}
+
+/** The message of a daemon's last error (Node.js ends a crash with its version line). */
+function lastLine (text: string): string {
+  return text.trim().split('\n').filter(l => l.trim() !== '' && !l.startsWith('Node.js v')).slice(-3).join(' | ') || 'no output'
 }
 
 async function stopDaemon (child: ChildProcess): Promise<void> {
