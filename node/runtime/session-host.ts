@@ -3,13 +3,9 @@
 // requests, so it never overlaps a run.
 import { Worker } from 'node:worker_threads'
 import { logger } from '@libp2p/logger'
+import type { Tensor } from './tensor.js'
 
 const log = logger('swarmtrain:runtime')
-
-export interface WireTensor {
-  data: Float32Array | BigInt64Array
-  shape: number[]
-}
 
 /** Where a parameter sits in the flat weight (and gradient) vector. */
 export interface ParamSlot {
@@ -31,7 +27,7 @@ export interface WorkerInit {
 export interface HostRequest {
   id: number
   graph: string
-  feeds: Record<string, WireTensor>
+  feeds: Record<string, Tensor>
   fetch: string[]
   weightsVersion: number
   /** Accumulate the run's `grad.*` outputs into the shared gradients with this weight. */
@@ -40,11 +36,11 @@ export interface HostRequest {
 
 export interface HostReply {
   id: number
-  outputs: Record<string, WireTensor>
+  outputs: Record<string, Tensor>
   transfer: ArrayBuffer[]
 }
 
-type Reply = { id: number, outputs: Record<string, WireTensor> } | { id: number, error: string }
+type Reply = { id: number, outputs: Record<string, Tensor> } | { id: number, error: string }
 type Ready = { ready: true, inputs: Record<string, string[]>, outputs: Record<string, string[]> } | { ready: false, error: string }
 
 /** The worker died or was closed; every pending and later request fails with this. */
@@ -59,7 +55,7 @@ export class SessionRunError extends Error {
 
 export class SessionHost {
   private nextId = 0
-  private readonly pending = new Map<number, { resolve(o: Record<string, WireTensor>): void, reject(e: Error): void }>()
+  private readonly pending = new Map<number, { resolve(o: Record<string, Tensor>): void, reject(e: Error): void }>()
   private tail: Promise<unknown> = Promise.resolve()
   private closed?: Error
   private version = 0
@@ -103,11 +99,11 @@ export class SessionHost {
   }
 
   /** Runs `graph` with `feeds` (params are added by the worker) and returns the `fetch` outputs. */
-  run (graph: string, feeds: Record<string, WireTensor>, fetch: string[], accumulate?: number): Promise<Record<string, WireTensor>> {
+  run (graph: string, feeds: Record<string, Tensor>, fetch: string[], accumulate?: number): Promise<Record<string, Tensor>> {
     return this.exclusive(() => {
       if (this.closed !== undefined) throw this.closed
       const id = this.nextId++
-      const reply = new Promise<Record<string, WireTensor>>((resolve, reject) => this.pending.set(id, { resolve, reject }))
+      const reply = new Promise<Record<string, Tensor>>((resolve, reject) => this.pending.set(id, { resolve, reject }))
       const request: HostRequest = { id, graph, feeds, fetch, weightsVersion: this.version, accumulate }
       this.worker.postMessage(request)
       return reply

@@ -6,7 +6,8 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
 import { axpy } from '../../native/index.js'
-import type { HostRequest, HostReply, WorkerInit, WireTensor } from './session-host.js'
+import type { HostRequest, HostReply, WorkerInit } from './session-host.js'
+import type { Tensor } from './tensor.js'
 
 const init = workerData as WorkerInit
 const port = parentPort!
@@ -52,7 +53,7 @@ async function run (req: HostRequest): Promise<HostReply> {
   const accumulate = req.accumulate !== undefined && grads !== undefined
   const fetch = accumulate ? [...req.fetch, ...session.outputNames.filter(n => gradSlices.has(n))] : req.fetch
   const results = await session.run(feeds, fetch)
-  const outputs: Record<string, WireTensor> = {}
+  const outputs: Record<string, Tensor> = {}
   const transfer: ArrayBuffer[] = []
   for (const name of req.fetch) {
     const data = results[name].data as Float32Array
