@@ -15,7 +15,7 @@ export interface ModelConfig {
   seqLen: number
 }
 
-export const defaultModelConfig: ModelConfig = { vocabSize: 256, dModel: 256, nLayers: 4, nHeads: 4, seqLen: 128 }
+export const defaultModelConfig: ModelConfig = { vocabSize: 256, dModel: 192, nLayers: 4, nHeads: 6, seqLen: 128 }
 
 export type DType = 'float32' | 'float64'
 

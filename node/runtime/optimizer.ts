@@ -24,9 +24,11 @@ export interface OptimizerConfig {
   microbatches: number
 }
 
+// With the default model (d192, 4 layers) on the Brown corpus, validation loss falls below 2.0
+// nats per byte after ~550 steps of 16 x 128 bytes (see the report of train --local).
 export const defaultOptimizerConfig: OptimizerConfig = {
-  lr: 3e-3,
-  minLr: 3e-4,
+  lr: 4e-3,
+  minLr: 4e-4,
   warmupSteps: 50,
   totalSteps: 1500,
   beta1: 0.9,
