@@ -66,7 +66,6 @@ export class Driver {
   /** Completion times and tokens of the most recent microbatches, for the recent rate. */
   private readonly recent: Array<{ at: number, tokens: number }> = []
   private evaluatedAt = -1
-  private readonly finished = Promise.withResolvers<void>()
 
   constructor (components: DriverComponents, init: DriverInit) {
     this.stages = components.stages
@@ -82,11 +81,6 @@ export class Driver {
     void this.finish()
   }
 
-  /** Resolves when maxMicrobatches have completed (or after stop). */
-  get done (): Promise<void> {
-    return this.finished.promise
-  }
-
   /** After a bounded run, one last evaluation so the run ends with a validation loss. */
   private async finish (): Promise<void> {
     await Promise.all(this.workers)
@@ -94,7 +88,6 @@ export class Driver {
     if (this.running && this.evalSet.length > 0 && this.evaluatedAt !== this.stats.completed) await this.evaluate().catch(err => { log.error('evaluation failed: %e', err) })
     this.running = false
     this.stats.done = true
-    this.finished.resolve()
   }
 
   /** Stops issuing; resolves when every microbatch in flight has completed. */

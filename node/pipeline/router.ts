@@ -150,11 +150,6 @@ export class Router {
     return new Map([...this.peers].map(([p, s]) => [p, s.calls]))
   }
 
-  /** Forgets a peer that left (its stats would mislead if the id came back much later). */
-  forget (peer: string): void {
-    this.peers.delete(peer)
-  }
-
   private leastLoaded (peers: string[]): string {
     return peers.reduce((a, b) => (this.stats(b).inFlight < this.stats(a).inFlight ? b : a))
   }
