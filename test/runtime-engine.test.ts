@@ -105,6 +105,8 @@ test('bad tensors are refused with TensorError before reaching onnxruntime', asy
       [() => first.forward(tokens(new Array(17).fill(1), [1, 17])), /time <= 16/],
       [() => first.forward(tokens([1, 2], [2])), /expected \[\?, \?\]/],
       [() => first.backward(x, { data: new Float32Array(4 * 31), shape: [1, 4, 31] }), /gy has shape/],
+      [() => first.backward(x, { data: new Float32Array(4 * 32).fill(Number.NaN), shape: [1, 4, 32] }), /gy holds a non-finite value \(NaN\)/],
+      [() => last.loss({ data: new Float32Array(4 * 32).fill(-Infinity), shape: [1, 4, 32] }, x), /x holds a non-finite value/],
       [() => last.forward({ data: new Float32Array(4 * 32), shape: [1, 4, 32] }), /no forward output/],
       [() => last.lossBackward({ data: new Float32Array(4 * 32), shape: [1, 4, 32] }, tokens([1, 2], [1, 2])), /targets has shape/],
       [() => first.loss(x, x), /only the last stage/],

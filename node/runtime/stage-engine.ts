@@ -92,6 +92,7 @@ export class StageEngine {
     if (this.isLast) throw new TensorError('the last stage takes targets, not an output gradient; call lossBackward')
     const [b, t] = this.checkInput(x)
     checkShape('gy', gy, 'float32', [b, t, this.model.dModel])
+    checkFinite('gy', gy)
     const out = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], b * t)
     this.tokens += b * t
     return out.gx as FloatTensor | undefined
@@ -172,6 +173,7 @@ export class StageEngine {
       checkTokens('x', x as TokenTensor, this.model.vocabSize)
     } else {
       checkShape('x', x, 'float32', [-1, -1, this.model.dModel])
+      checkFinite('x', x as FloatTensor)
     }
     const [b, t] = x.shape
     if (b < 1 || t < 1 || t > this.model.seqLen) throw new TensorError(`x has shape [${x.shape.join(', ')}]: need batch >= 1 and 1 <= time <= ${this.model.seqLen}`)
@@ -201,4 +203,9 @@ function checkShape (name: string, x: Tensor, type: 'int64' | 'float32', want: n
 function checkTokens (name: string, x: TokenTensor, vocabSize: number): void {
   const limit = BigInt(vocabSize)
   for (const v of x.data) if (v < 0n || v >= limit) throw new TensorError(`${name} holds token id ${v}, outside [0, ${vocabSize})`)
+}
+
+/** One NaN or infinity from a peer would poison the accumulated gradients and then the weights. */
+function checkFinite (name: string, x: FloatTensor): void {
+  for (const v of x.data) if (!Number.isFinite(v)) throw new TensorError(`${name} holds a non-finite value (${v})`)
 }
