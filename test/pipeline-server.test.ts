@@ -10,7 +10,7 @@ import type { Connection, PeerId, Stream, StreamHandler } from '@libp2p/interfac
 import { DType, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
 import { encodeActivations, encodeTokens } from '../node/pipeline/activations.js'
 import { SwarmStage } from '../node/pipeline/caller.js'
-import { StageClient } from '../node/pipeline/client.js'
+import { StageClient, StageClientStoppedError } from '../node/pipeline/client.js'
 import { Router } from '../node/pipeline/router.js'
 import { StageServer } from '../node/pipeline/server.js'
 import type { StageCompute } from '../node/pipeline/service.js'
@@ -137,6 +137,13 @@ test('forward and backward calls travel as float16 and come back matched by id, 
   assert.equal(peer.server.stats().backward, 1)
   assert.ok(stage.stats.computeMs > 0)
   await client.stop()
+  // A stopped client ends calls at once instead of retrying them.
+  try {
+    await stage.forward(tokens([1]))
+    assert.unreachable()
+  } catch (err) {
+    assert.instance(err, StageClientStoppedError)
+  }
 })
 
 test('the last stage returns loss and gx; gradients trigger an optimizer step at the target batch', async () => {

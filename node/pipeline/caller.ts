@@ -7,7 +7,7 @@ import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
 import { decodeActivations, encodeActivations, encodeTokens } from './activations.js'
 import type { StageCaller } from './chain.js'
-import { StageCallError, type StageClient, type StageCallFailure } from './client.js'
+import { StageCallError, StageClientStoppedError, type StageClient, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
 import { BusyError } from './service.js'
 
@@ -127,6 +127,7 @@ export class SwarmStage implements StageCaller {
         this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
         return result
       } catch (err) {
+        if (err instanceof StageClientStoppedError) throw err
         const reason: StageCallFailure = err instanceof StageCallError ? err.reason : err instanceof BusyError ? 'busy' : 'refused'
         if (reason === 'busy') router.busy(peer, err instanceof StageCallError ? err.queueLength : 0)
         else router.failed(peer)

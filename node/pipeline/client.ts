@@ -13,6 +13,11 @@ const log = logger('swarmtrain:pipeline:client')
 
 export type StageCallFailure = 'timeout' | 'closed' | 'dial' | 'busy' | 'refused'
 
+/** The client was stopped (the node is shutting down): calls end instead of being retried. */
+export class StageClientStoppedError extends Error {
+  override name = 'StageClientStoppedError'
+}
+
 /** A stage call that did not produce a result; `reason` tells the router how to treat the peer. */
 export class StageCallError extends Error {
   override name = 'StageCallError'
@@ -36,6 +41,7 @@ export class StageClient {
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly dialer: StageClientComponents['dialer']
   private readonly init: Required<StageClientInit>
+  private stopped = false
 
   constructor (components: StageClientComponents, init: StageClientInit) {
     this.dialer = components.dialer
@@ -44,8 +50,11 @@ export class StageClient {
 
   /** Sends one request to `peer` and resolves with its OK response (error replies reject). */
   async call (peer: string, request: Omit<StageRequest, 'id'>, timeoutMs: number): Promise<StageResponse> {
+    if (this.stopped) throw new StageClientStoppedError('the stage client is stopped')
     const channel = await this.channel(peer)
-    const response = await channel.request(request, timeoutMs)
+    const response = await channel.request(request, timeoutMs).catch(err => {
+      throw this.stopped ? new StageClientStoppedError('the stage client is stopped') : err
+    })
     if (response.status === StageResponse.Status.OK) return response
     const reason = response.status === StageResponse.Status.BUSY ? 'busy' : 'refused'
     throw new StageCallError(`${peer} answered ${response.status}: ${response.error}`, reason, response.queueLength)
@@ -53,6 +62,7 @@ export class StageClient {
 
   /** Closes every stream; pending calls fail. */
   async stop (): Promise<void> {
+    this.stopped = true
     const channels = await Promise.allSettled(this.channels.values())
     this.channels.clear()
     for (const c of channels) if (c.status === 'fulfilled') c.value.close()

@@ -18,6 +18,9 @@ import { StageServer, stageMessageLimit, stageProtocol } from './server.js'
 
 const log = logger('swarmtrain:pipeline')
 
+/** How long stopping waits for the driver's microbatches in flight before cutting them off. */
+const STOP_DRAIN_MS = 20_000
+
 export interface PipelineOptions {
   /** Drive microbatches from this node's data (false: only serve). */
   drive: boolean
@@ -106,8 +109,11 @@ export class PipelineService implements SwarmService, ReplicaSource {
   async stop (): Promise<void> {
     this.components.assigner.removeEventListener('stage', this.onStage)
     clearInterval(this.loadTimer)
-    await this.driver?.stop()
+    // Microbatches in flight get a bounded time to complete; then the client stops and they end.
+    const drained = this.driver?.stop()
+    await Promise.race([drained, new Promise(resolve => setTimeout(resolve, STOP_DRAIN_MS).unref())])
     await this.client.stop()
+    await drained
     await this.moving
     await this.unserve()
   }
