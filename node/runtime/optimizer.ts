@@ -25,7 +25,7 @@ export interface OptimizerConfig {
 }
 
 // With the default model (d192, 4 layers) on the Brown corpus, validation loss falls below 2.0
-// nats per byte after ~550 steps of 16 x 128 bytes (see the report of train --local).
+// nats per byte after ~600 steps of 16 x 128 bytes: ~4 minutes on 2 busy cores.
 export const defaultOptimizerConfig: OptimizerConfig = {
   lr: 4e-3,
   minLr: 4e-4,
