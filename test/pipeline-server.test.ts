@@ -207,6 +207,32 @@ test('malformed, wrong and oversized requests get error replies; the server keep
   assert.ok(peer.server.stats().errors >= cases.length + 2)
 })
 
+test('a backward goes to the replica that computed its forward', async () => {
+  const seen: Array<Map<number, string[]>> = [new Map(), new Map()]
+  const engines = [0, 1].map(i => {
+    const e = new FakeEngine(0, x => {
+      const v = Number(x.data[0])
+      seen[i].set(v, [...(seen[i].get(v) ?? []), x.data.length === 1 ? 'forward' : 'backward'])
+      return 2
+    })
+    return e
+  })
+  const ps = await peers(...engines)
+  const { client } = clientFor(ps)
+  const stage = new SwarmStage({ client, router: new Router({ exploration: 0 }), replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { stage: 0, nStages: 2, dModel: D })
+  // Several microbatches at once so that both replicas serve forwards; backward inputs are
+  // marked by length (2 tokens) but carry the forward's first token.
+  await Promise.all(Array.from({ length: 8 }, async (_, i) => {
+    const x = tokens([i + 1])
+    await stage.forward(x)
+    x.data = BigInt64Array.from([BigInt(i + 1), 0n]); x.shape = [1, 2]
+    await stage.backward(x, { data: new Float32Array(2 * D), shape: [1, 2, D] })
+  }))
+  assert.ok(seen[0].size > 0 && seen[1].size > 0, 'both replicas served')
+  for (const m of seen) for (const [v, calls] of m) assert.equal(calls, ['forward', 'backward'], `microbatch ${v}`)
+  await client.stop()
+})
+
 test('a full queue answers BUSY and the caller goes to another replica', async () => {
   const slow = new FakeEngine(0, () => 50)
   const fast = new FakeEngine(0, () => 5)

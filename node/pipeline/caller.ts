@@ -57,6 +57,8 @@ function work (tokens: number, backward: boolean): number {
 export class SwarmStage implements StageCaller {
   readonly stats: CallStats = { calls: 0, local: 0, retries: { timeout: 0, closed: 0, dial: 0, busy: 0, refused: 0 }, computeMs: 0, overheadMs: 0 }
   private readonly init: Required<SwarmStageInit>
+  /** Which replica computed the forward of a stage input (the chain passes the same object to backward). */
+  private readonly forwardPeer = new WeakMap<Tensor, string>()
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
     this.init = { ...init, wireDType: init.wireDType ?? DType.F16, giveUpMs: init.giveUpMs ?? 120_000, retryPauseMs: init.retryPauseMs ?? 200 }
@@ -92,11 +94,16 @@ export class SwarmStage implements StageCaller {
     const deadline = Date.now() + this.init.giveUpMs
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
+    // A backward goes back to the replica that computed the forward while it is healthy: its
+    // recomputation then matches the activations the later stages saw (replicas drift apart
+    // between averaging rounds).
+    let affinity = backward ? this.forwardPeer.get(x) : undefined
     this.stats.calls++
     while (true) {
       const candidates = replicas.replicas(this.init.stage)
       if (local !== undefined) candidates.push(local.peer)
-      let peer = router.choose(candidates, units, tried)
+      let peer = affinity !== undefined && candidates.includes(affinity) && !router.isBanned(affinity) ? affinity : router.choose(candidates, units, tried)
+      affinity = undefined
       if (peer === undefined && tried.size > 0) {
         // Every replica failed this call once: try them again (bans still apply).
         tried.clear()
@@ -116,6 +123,7 @@ export class SwarmStage implements StageCaller {
           router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0 })
           this.stats.local++
           this.stats.computeMs += ms
+          if (!backward) this.forwardPeer.set(x, peer)
           return out
         }
         request ??= this.request(backward, x, extra)
@@ -125,6 +133,7 @@ export class SwarmStage implements StageCaller {
         router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
         this.stats.computeMs += response.computeMs
         this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
+        if (!backward) this.forwardPeer.set(x, peer)
         return result
       } catch (err) {
         if (err instanceof StageClientStoppedError) throw err

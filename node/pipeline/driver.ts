@@ -24,7 +24,7 @@ export interface DriverInit {
   seed: number | string
   /** Evaluate after every this many completed microbatches (0: never). */
   evalEvery?: number
-  /** Validation microbatches per evaluation (the same ones each time). */
+  /** Validation microbatches per evaluation, the same ones each time (default: enough for 8192 tokens, at least 4). */
   evalBatches?: number
   /** Stop issuing after this many microbatches (default: run until stopped). */
   maxMicrobatches?: number
@@ -69,7 +69,7 @@ export class Driver {
 
   constructor (components: DriverComponents, init: DriverInit) {
     this.stages = components.stages
-    this.init = { ...init, inFlight: init.inFlight ?? components.stages.length + 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? 4 }
+    this.init = { ...init, inFlight: init.inFlight ?? components.stages.length + 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
     this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
     this.evalSet = this.init.evalEvery > 0 ? evenBatches(init.validation, init.seqLen, init.batchSize, this.init.evalBatches) : []
   }
