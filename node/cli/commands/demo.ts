@@ -13,7 +13,7 @@ import type { DriverStats } from '../../pipeline/driver.js'
 import { intOption, parse } from '../args.js'
 import { UserError } from '../../errors.js'
 
-export const summary = 'train on this machine in a local private swarm of a few daemons (bounded)'
+export const summary = 'train on this machine: a few daemons on 127.0.0.1 form a swarm (bounded)'
 
 export const usage = `usage: swarmtrain demo [--nodes N] [--microbatches M] [--tiny] [--private]
 
