@@ -22,12 +22,14 @@ export function dhtProtocol (runId: string): string {
 }
 
 export const MANIFEST_PROTOCOL = { name: 'manifest', version: 1 } as const
+export const INFO_PROTOCOL = { name: 'info', version: 1 } as const
 
 /** Largest accepted message, in bytes, per protocol or record. */
 export const MAX_BYTES = {
   manifestRequest: 256,
   /** A manifest is a few hundred bytes of JSON; 64 KiB leaves room for growth. */
   manifestResponse: 64 * 1024,
+  infoRequest: 256,
   /** A signed info record: ~150 bytes of fields plus a 64-byte signature. */
   infoRecord: 1024
 } as const

@@ -410,3 +410,92 @@ export namespace SignedPeerInfo {
     return streamMessage(buf, SignedPeerInfo.codec(), opts)
   }
 }
+
+export interface InfoRequest {
+  runId: string
+}
+
+export namespace InfoRequest {
+  let _codec: Codec<InfoRequest>
+
+  export const codec = (): Codec<InfoRequest> => {
+    if (_codec == null) {
+      _codec = message<InfoRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.runId != null && obj.runId !== '')) {
+          w.uint32(10)
+          w.string(obj.runId)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          runId: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.runId = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.runId`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface InfoRequestRunIdFieldEvent {
+    field: '$.runId'
+    value: string
+  }
+
+  export function encode (obj: Partial<InfoRequest>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, InfoRequest.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InfoRequest>): InfoRequest {
+    return decodeMessage(buf, InfoRequest.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InfoRequest>): Generator<InfoRequestRunIdFieldEvent> {
+    return streamMessage(buf, InfoRequest.codec(), opts)
+  }
+}

@@ -3,8 +3,8 @@
 // helps. Randomized intervals keep two replicas of a crowded stage from moving together.
 import { logger } from '@libp2p/logger'
 import type { StageRegistry, SwarmView } from '../registry/registry.js'
-import { Rng } from '../util/random.js'
-import { chooseStage, rebalanceMove, type Move, type StageLoad } from './policy.js'
+import { Rng, hashString } from '../util/random.js'
+import { chooseStage, rebalanceMove, type Move, type Server, type StageLoad } from './policy.js'
 
 const log = logger('swarmtrain:assignment')
 
@@ -24,6 +24,8 @@ export interface AssignerInit {
   /** Mean time between rebalancing checks; each wait is uniform in [0.5, 1.5] times this. */
   rebalanceMs: number
   seed: string
+  /** This node's peer id, to find itself in the registry's view. */
+  peerId: string
 }
 
 export interface StageMove extends Move {
@@ -100,12 +102,30 @@ export class StageAssigner extends EventTarget {
     }, wait)
   }
 
+  private decide (view: SwarmView): Move | undefined {
+    const me = this.init.peerId
+    return rebalanceMove(servers(view), this.init.nStages, me, (server, stage) => server.id !== me || this.fits(stage))
+  }
+
   private async check (): Promise<void> {
     if (this.current === undefined) return
     const view = await this.registry.refresh()
+    if (this.decide(view) === undefined) return
+    // Several servers usually see the same worthwhile move; if they all took it they would just
+    // move the imbalance (or empty a stage). So one moves at a time: among the willing, the one
+    // with the least hash of (peer id, time slot). Nodes with the same view agree on it; the
+    // slot rotates the choice in case that one cannot move (pinned, or gone).
+    const all = servers(view)
+    const slot = Math.floor(Date.now() / (2 * this.init.rebalanceMs))
+    const willing = all.filter(s => rebalanceMove(all, this.init.nStages, s.id, () => true) !== undefined)
+    const chosen = willing.reduce<Server | undefined>((best, s) => best === undefined || hashString(`${s.id}:${slot}`) < hashString(`${best.id}:${slot}`) ? s : best, undefined)
+    if (chosen !== undefined && chosen.id !== this.init.peerId) return
+    // Other replicas may have seen the same imbalance: wait a random moment and look again,
+    // so that whoever moves first is seen by the others before they decide.
+    await new Promise(resolve => setTimeout(resolve, this.rng.next() * this.init.rebalanceMs / 2))
     if (!this.running) return
-    const move = rebalanceMove(loads(view), this.current, this.init.throughput, s => this.fits(s))
-    if (move === undefined) return
+    const move = this.decide(await this.registry.refresh())
+    if (move === undefined || !this.running) return
     const record: StageMove = { ...move, at: Date.now() }
     // Visible to operators without debug logging: a move changes what this node computes.
     console.log(`moving from stage ${move.from} to stage ${move.to}: weakest stage ${move.before.toFixed(1)} -> ${move.after.toFixed(1)} tokens/s`)
@@ -114,6 +134,11 @@ export class StageAssigner extends EventTarget {
     await this.registry.update({ stage: move.to })
     this.dispatchEvent(new CustomEvent<StageChangeDetail>('stage', { detail: { stage: move.to, move: record } }))
   }
+}
+
+/** The servers in a view; memory of other peers is not modelled (they check their own fit). */
+export function servers (view: SwarmView): Server[] {
+  return view.stages.flatMap(s => s.peers.map(p => ({ id: p.peerId, stage: s.stage, throughput: p.throughput })))
 }
 
 export function loads (view: SwarmView): StageLoad[] {

@@ -27,25 +27,92 @@ export function chooseStage (stages: readonly StageLoad[], fits: (stage: number)
 export interface Move {
   from: number
   to: number
-  /** The weakest stage's throughput now, and after the move. */
+  /** The weakest stage's throughput now, and once the swarm has settled after the move. */
   before: number
   after: number
 }
 
+/** One server as the registry sees it. */
+export interface Server {
+  id: string
+  stage: number
+  /** Tokens/s. */
+  throughput: number
+}
+
+export type Fits = (server: Server, stage: number) => boolean
+
+/** Stage loads of `servers` over `nStages` stages. */
+export function stageLoads (servers: readonly Server[], nStages: number): StageLoad[] {
+  const loads = Array.from({ length: nStages }, (_, stage) => ({ stage, throughput: 0, servers: 0 }))
+  for (const s of servers) {
+    loads[s.stage].throughput += s.throughput
+    loads[s.stage].servers++
+  }
+  return loads
+}
+
 /**
- * The move that raises the weakest stage's throughput the most, if it beats the current
- * bottleneck by more than 1/BALANCE_QUALITY; never leaves `from` without a server.
+ * Whether server `me` should move, and where: Petals' rule. For each stage it could move to,
+ * simulate the move and then let every server greedily re-choose until nobody would (one move
+ * alone cannot fix a swarm with two weak stages, e.g. 1, 4, 1 servers); move only if the
+ * weakest stage of the settled swarm beats today's weakest by more than 1/BALANCE_QUALITY.
+ * The move itself must also raise the stage throughputs sorted from the weakest up, so moves
+ * can never cycle. Never leaves a stage without a server.
  */
-export function rebalanceMove (stages: readonly StageLoad[], from: number, throughput: number, fits: (stage: number) => boolean): Move | undefined {
-  const current = stages.find(s => s.stage === from)
-  if (current === undefined || current.servers <= 1) return undefined
-  const before = Math.min(...stages.map(s => s.throughput))
+export function rebalanceMove (servers: readonly Server[], nStages: number, me: string, fits: Fits): Move | undefined {
+  const self = servers.find(s => s.id === me)
+  if (self === undefined) return undefined
+  const loads = stageLoads(servers, nStages)
+  if (loads[self.stage].servers <= 1) return undefined
+  const now = sorted(loads.map(l => l.throughput))
+  const before = now[0]
   let best: Move | undefined
-  for (const target of stages) {
-    if (target.stage === from || !fits(target.stage)) continue
-    const after = Math.min(...stages.map(s =>
-      s.stage === from ? s.throughput - throughput : s.stage === target.stage ? s.throughput + throughput : s.throughput))
-    if (best === undefined || after > best.after) best = { from, to: target.stage, before, after }
+  for (let to = 0; to < nStages; to++) {
+    if (to === self.stage || !fits(self, to)) continue
+    const moved = servers.map(s => s.id === me ? { ...s, stage: to } : { ...s })
+    if (compare(sorted(stageLoads(moved, nStages).map(l => l.throughput)), now) <= 0) continue
+    const after = Math.min(...stageLoads(settle(moved, nStages, fits), nStages).map(l => l.throughput))
+    if (best === undefined || after > best.after) best = { from: self.stage, to, before, after }
   }
   return best !== undefined && best.after * BALANCE_QUALITY > best.before ? best : undefined
+}
+
+/**
+ * Lets servers (in id order) greedily move to the weakest stage that fits whenever that
+ * raises the stage throughputs sorted from the weakest up; each such move raises that vector,
+ * so this ends. Mutates and returns `servers`.
+ */
+export function settle (servers: Server[], nStages: number, fits: Fits, maxRounds = 100): Server[] {
+  const order = [...servers].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  for (let round = 0; round < maxRounds; round++) {
+    let moved = false
+    for (const s of order) {
+      const loads = stageLoads(servers, nStages)
+      if (loads[s.stage].servers <= 1) continue
+      const now = sorted(loads.map(l => l.throughput))
+      let bestStage = -1
+      let bestAfter = now
+      for (let to = 0; to < nStages; to++) {
+        if (to === s.stage || !fits(s, to)) continue
+        const after = sorted(loads.map(l => l.stage === s.stage ? l.throughput - s.throughput : l.stage === to ? l.throughput + s.throughput : l.throughput))
+        if (compare(after, bestAfter) > 0) { bestStage = to; bestAfter = after }
+      }
+      if (bestStage >= 0) { s.stage = bestStage; moved = true }
+    }
+    if (!moved) break
+  }
+  return servers
+}
+
+function sorted (values: number[]): number[] {
+  return values.sort((a, b) => a - b)
+}
+
+/** Lexicographic order; throughputs within a millionth of each other count as equal (sums of measured rates). */
+function compare (a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) {
+    if (Math.abs(a[i] - b[i]) > 1e-6 * Math.max(Math.abs(a[i]), Math.abs(b[i]))) return a[i] - b[i]
+  }
+  return 0
 }

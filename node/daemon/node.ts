@@ -4,7 +4,7 @@
 // components and started after the node has chosen its stage; it hears of moves through the
 // assigner's `stage` event.
 import { logger } from '@libp2p/logger'
-import type { PrivateKey } from '@libp2p/interface'
+import { KEEP_ALIVE, type PrivateKey } from '@libp2p/interface'
 import { freemem } from 'node:os'
 import { join } from 'node:path'
 import { stageMemoryBytes } from '../assignment/memory.js'
@@ -12,7 +12,7 @@ import { StageAssigner, type StageMove } from '../assignment/assigner.js'
 import { serveManifest } from '../manifest/exchange.js'
 import { runIdOf, type RunManifest } from '../manifest/manifest.js'
 import { PeerRefusedError } from '../p2p/errors.js'
-import { createHost, type Host } from '../p2p/host.js'
+import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
 import { loadOrCreateIdentity } from '../p2p/keys.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
@@ -115,7 +115,8 @@ export class SwarmNode {
         stageMemory: stage => stageMemoryBytes(manifest, stage),
         pinnedStage: this.init.stage,
         rebalanceMs: this.timing.rebalanceMs,
-        seed: `${host.peerId.toString()}:${Date.now()}`
+        seed: `${host.peerId.toString()}:${Date.now()}`,
+        peerId: host.peerId.toString()
       })
       const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner }
       const services = new Map(Object.entries(this.init.services ?? {}).map(([name, factory]) => [name, factory(components)]))
@@ -164,8 +165,12 @@ export class SwarmNode {
     const failures: string[] = []
     const results = await Promise.all(list.map(async address => {
       try {
-        const { runs } = await dialAndIdentify(host, address, this.timing.dialTimeoutMs)
-        if (runs.has(this.runId)) return true
+        const { peerId, runs } = await dialAndIdentify(host, address, this.timing.dialTimeoutMs)
+        if (runs.has(this.runId)) {
+          // libp2p redials keep-alive peers when the connection drops (e.g. a ping timeout under load).
+          await host.peerStore.merge(peerId, { tags: { [`${KEEP_ALIVE}-bootstrap`]: { value: 1 } } })
+          return true
+        }
         failures.push(`${address} serves run ${[...runs].join(', ')} but this node's manifest gives run ${this.runId} (a different swarm.json: use 'swarmtrain join' to fetch theirs)`)
       } catch (err) {
         failures.push((err as Error).message)
@@ -174,6 +179,7 @@ export class SwarmNode {
     }))
     if (!results.includes(true)) throw new PeerRefusedError(`no bootstrap peer accepted this node: ${failures.join('; ')}`)
     for (const failure of failures) log.error('bootstrap: %s', failure)
+    if (!await waitForRoutingPeers(host, this.timing.dialTimeoutMs)) log.error('bootstrap: no peer entered the DHT routing table')
   }
 
   /** The swarm as this node sees it: the status JSON. */

@@ -4,7 +4,7 @@
 //   SWARMTRAIN_REFRESH_MS        republish + re-read the swarm   (default 30000)
 //   SWARMTRAIN_REBALANCE_MS      mean time between move checks   (default 120000)
 //   SWARMTRAIN_PING_INTERVAL_MS  connection monitor ping period  (default 3000)
-//   SWARMTRAIN_PING_TIMEOUT_MS   ...and its timeout              (default 4000)
+//   SWARMTRAIN_PING_TIMEOUT_MS   ...and its timeout              (default 5000)
 //   SWARMTRAIN_DIAL_TIMEOUT_MS   dial + identify of a peer       (default 10000)
 import { UserError } from '../errors.js'
 
@@ -22,7 +22,7 @@ export const defaultTiming: Timing = {
   refreshMs: 30_000,
   rebalanceMs: 120_000,
   pingIntervalMs: 3000,
-  pingTimeoutMs: 4000,
+  pingTimeoutMs: 5000,
   dialTimeoutMs: 10_000
 }
 

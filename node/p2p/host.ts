@@ -4,7 +4,7 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
-import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type ValidateFn } from '@libp2p/kad-dht'
+import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
@@ -42,7 +42,7 @@ export interface HostInit {
 }
 
 export async function createHost (init: HostInit): Promise<Host> {
-  const pingTimeout = init.pingTimeoutMs ?? 4000
+  const pingTimeout = init.pingTimeoutMs ?? 5000
   return await createLibp2p({
     privateKey: init.privateKey,
     nodeInfo: { userAgent: `swarmtrain/${version}` },
@@ -68,9 +68,36 @@ export async function createHost (init: HostInit): Promise<Host> {
         clientMode: false,
         peerInfoMapper: passthroughMapper,
         initialQuerySelfInterval: 0,
+        // The first node of a run is alone: its queries must end at once, not wait for peers.
+        allowQueryWithZeroPeers: true,
         validators: init.validators ?? {},
         selectors: init.selectors ?? {}
       })
     }
   })
+}
+
+/** A host with no DHT, for one-off exchanges before the node knows its run (e.g. `join`). */
+export async function createClientHost (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dialTimeoutMs?: number }): Promise<Libp2p<{ identify: Identify }>> {
+  return await createLibp2p({
+    privateKey: init.privateKey,
+    nodeInfo: { userAgent: `swarmtrain/${version}` },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    ...(init.swarmKey === undefined ? {} : { connectionProtector: preSharedKey({ psk: init.swarmKey }) }),
+    connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 },
+    services: { identify: identify() }
+  })
+}
+
+/**
+ * Waits (up to `timeoutMs`) until the DHT routing table holds a peer, so the first queries of
+ * a node that just dialed its bootstrap peers see the swarm instead of an empty table.
+ */
+export async function waitForRoutingPeers (host: Host, timeoutMs: number): Promise<boolean> {
+  const table = (host.services.dht as Partial<SingleKadDHT>).routingTable
+  const deadline = Date.now() + timeoutMs
+  while (table !== undefined && table.size === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+  return table === undefined || table.size > 0
 }

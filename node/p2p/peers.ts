@@ -51,12 +51,9 @@ export async function dialAndIdentify (host: Libp2p, address: string, timeoutMs:
     try {
       connection = await host.dial(ma, { signal })
     } catch (err) {
+      // A swarm key mismatch looks like a failed handshake or a timeout, never like a refusal.
       const e = err as Error
-      const hint = /Encryption|pnet|psk|nonce|Unsupported protocol|multistream|InvalidCryptoExchange/i.test(`${e.name} ${e.message}`) ||
-        e.name === 'AbortError' || e.name === 'TimeoutError'
-        ? ' (is it running, and do both sides use the same swarm key, or none?)'
-        : ''
-      throw new PeerRefusedError(`cannot connect to ${address}: ${e.name}: ${e.message}${hint}`)
+      throw new PeerRefusedError(`cannot connect to ${address}: ${e.name}: ${e.message} (is it running, and do both sides use the same swarm key, or none?)`)
     }
     const known = await host.peerStore.get(connection.remotePeer).catch(() => undefined)
     let protocols = known?.protocols ?? []

@@ -2,13 +2,23 @@
 // signed, expiring info record, refreshes both periodically, and reads the swarm's view
 // (who serves which stage, with what throughput). A departed node drops out of the view once
 // its info record expires; a node that moved is counted on the stage its newest record names.
+//
+// Reading: candidates are the providers of every stage, connected peers and peers seen
+// before. Each is asked for its record directly (/swarmtrain/<run>/info/1: one round trip);
+// the DHT copy is the fallback for peers we cannot reach. Either way the record is verified
+// the same way, so where it came from does not matter.
 import { logger } from '@libp2p/logger'
-import type { PeerId, PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import type { SelectFn, ValidateFn } from '@libp2p/kad-dht'
 import { CID } from 'multiformats/cid'
+import type { Uint8ArrayList } from 'uint8arraylist'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { INFO_PROTOCOL, MAX_BYTES, protocolId } from '../../protocols/ids.js'
+import { InfoRequest } from '../../protocols/registry.js'
 import type { Host } from '../p2p/host.js'
+import { MessageStream } from '../p2p/messages.js'
 import { version } from '../version.js'
 import { RECORD_NAMESPACE, infoKey, newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from './record.js'
 
@@ -24,7 +34,7 @@ export interface RegistryInit {
   nStages: number
   /** How long a published info record stays valid. */
   recordTtlMs: number
-  /** How often the record is republished and the view re-read (must be well under the TTL). */
+  /** How often the record is re-signed and the view re-read (must be well under the TTL). */
   refreshMs: number
   /** Bound on each DHT query. */
   queryTimeoutMs?: number
@@ -64,6 +74,13 @@ export async function stageCid (runId: string, stage: number): Promise<CID> {
   return CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(`swarmtrain/${runId}/stage/${stage}`)))
 }
 
+/** Raw bytes through MessageStream: a signed record is verified, not decoded, by the reader. */
+const rawBytes = { encode: (b: Uint8Array) => b, decode: (b: Uint8Array | Uint8ArrayList) => b.subarray() }
+
+export function infoProtocol (runId: string): string {
+  return protocolId(runId, INFO_PROTOCOL.name, INFO_PROTOCOL.version)
+}
+
 export class StageRegistry {
   private readonly host: Host
   private readonly privateKey: PrivateKey
@@ -71,11 +88,19 @@ export class StageRegistry {
   private readonly init: Required<RegistryInit>
   private local?: LocalInfo
   private localRecord?: PeerInfoRecord
+  private signed?: Uint8Array
+  private putAt = 0
   private providedStage?: number
   private providedAt = 0
-  private timer?: NodeJS.Timeout
-  private running = false
-  private refreshing?: Promise<void>
+  private timers: NodeJS.Timeout[] = []
+  /** Background DHT work (put, provide, findProviders, get per peer): one of each at a time. */
+  private readonly background = new Map<string, Promise<void>>()
+  private reading?: Promise<SwarmView>
+  private discoveredAt = 0
+  /** Peers found through provider records or connections, with when they were last found. */
+  private readonly candidates = new Map<string, number>()
+  /** The newest valid record seen per peer: a lookup that misses once does not drop a live peer. */
+  private readonly known = new Map<string, PeerInfoRecord>()
   private current: SwarmView
 
   constructor (components: RegistryComponents, init: RegistryInit) {
@@ -86,125 +111,205 @@ export class StageRegistry {
     this.current = { stages: emptyStages(init.nStages), updatedAt: 0 }
   }
 
-  /** The last view read from the DHT (this node included). */
+  /** The last view read (this node included). */
   get view (): SwarmView {
     return this.current
   }
 
-  /** This node's record as last published. */
+  /** This node's record as last signed. */
   get self (): PeerInfoRecord | undefined {
     return this.localRecord
   }
 
+  /**
+   * Serves this node's record; every refreshMs re-signs it and re-reads the swarm. Slow DHT
+   * work runs in the background, so neither the record nor the view waits for a DHT query.
+   */
   async start (): Promise<void> {
-    this.running = true
-    this.schedule()
+    await this.host.handle(infoProtocol(this.init.runId), async (stream: Stream) => { await this.serveInfo(stream) })
+    this.timers = [
+      setInterval(() => { this.publish().catch(err => { log.error('publish failed: %e', err) }) }, this.init.refreshMs),
+      setInterval(() => { this.refresh().catch(err => { log.error('read failed: %e', err) }) }, this.init.refreshMs)
+    ]
+    this.discover()
   }
 
   async stop (): Promise<void> {
-    this.running = false
-    clearTimeout(this.timer)
-    await this.refreshing
+    for (const timer of this.timers) clearInterval(timer)
+    this.timers = []
+    await this.host.unhandle(infoProtocol(this.init.runId))
+    await Promise.allSettled([this.reading, ...this.background.values()])
   }
 
   /**
-   * Sets what this node announces and publishes it at once when the stage changed (otherwise
-   * at the next refresh). The pipeline reports queue length and measured throughput here;
-   * averaging reports its round.
+   * Sets what this node announces; a stage change is signed and stored in the DHT at once,
+   * anything else with the next refresh. The pipeline reports queue length and measured
+   * throughput here; averaging reports its round.
    */
   async update (info: Partial<LocalInfo>): Promise<void> {
     const next = { stage: 0, throughput: 0, queueLength: 0, freeMemory: 0, round: 0, ...this.local, ...info }
     const moved = this.local?.stage !== next.stage
     this.local = next
-    if (moved) await this.publish()
+    if (!moved) return
+    this.putAt = 0
+    await this.publish()
   }
 
-  /** Reads the swarm's view now (between the periodic reads). */
+  /** Reads the swarm's view: a read that starts after this call (callers at once share it). */
   async refresh (): Promise<SwarmView> {
-    this.current = await this.readView()
-    return this.current
+    if (this.reading !== undefined) await this.reading.catch(() => {})
+    this.reading ??= this.readView().then(view => {
+      this.current = view
+      return view
+    }).finally(() => { this.reading = undefined })
+    return await this.reading
   }
 
-  private schedule (): void {
-    if (!this.running) return
-    this.timer = setTimeout(() => {
-      this.refreshing = this.tick().finally(() => { this.refreshing = undefined; this.schedule() })
-    }, this.init.refreshMs)
+  /** Runs `task` under `name` unless a task of that name is still running. */
+  private inBackground (name: string, task: () => Promise<void>): void {
+    if (this.background.has(name)) return
+    this.background.set(name, task().catch(err => { log('%s failed: %e', name, err) }).finally(() => { this.background.delete(name) }))
   }
 
-  private async tick (): Promise<void> {
+  private async serveInfo (stream: Stream): Promise<void> {
+    const messages = new MessageStream(stream, MAX_BYTES.infoRequest)
     try {
-      await this.publish()
-      await this.refresh()
+      const request = await messages.read(InfoRequest, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })
+      if (request.runId !== this.init.runId || this.signed === undefined) throw new Error(`no record for run ${request.runId}`)
+      await messages.write(rawBytes, this.signed)
+      await stream.close()
     } catch (err) {
-      log.error('refresh failed: %e', err)
+      log('info request failed: %e', err)
+      stream.abort(err as Error)
     }
   }
 
-  /** Signs and stores a fresh info record; re-provides the stage when it changed or is getting old. */
+  /**
+   * Re-signs this node's record; stores it in the DHT every third of its lifetime (at once
+   * after a move); re-provides the stage when it changed or is getting old.
+   */
   private async publish (): Promise<void> {
     if (this.local === undefined) return
     const now = Date.now()
     const record: PeerInfoRecord = { ...this.local, peerId: this.peerId.toString(), version, issuedAt: now, expiresAt: now + this.init.recordTtlMs }
+    const signed = await signInfoRecord(record, this.init.runId, this.privateKey, this.peerId)
+    this.signed = signed
     this.localRecord = record
-    const value = await signInfoRecord(record, this.init.runId, this.privateKey, this.peerId)
-    const dht = this.host.services.dht
-    const signal = AbortSignal.timeout(this.init.queryTimeoutMs)
-    await drain(dht.put(infoKey(this.init.runId, this.peerId), value, { signal }), 'put')
-    // Provider records cannot be withdrawn; readers trust the stage in the newest info record.
+    if (now - this.putAt >= this.init.recordTtlMs / 3) {
+      this.putAt = now
+      this.inBackground('put', async () => {
+        await drain(this.host.services.dht.put(infoKey(this.init.runId, this.peerId), signed, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) }))
+      })
+    }
     if (this.providedStage !== record.stage || now - this.providedAt > 10 * this.init.refreshMs) {
-      if (this.providedStage !== undefined && this.providedStage !== record.stage) await dht.cancelReprovide(await stageCid(this.init.runId, this.providedStage))
-      await drain(dht.provide(await stageCid(this.init.runId, record.stage), { signal: AbortSignal.timeout(this.init.queryTimeoutMs) }), 'provide')
-      this.providedStage = record.stage
-      this.providedAt = now
+      this.inBackground('provide', async () => { await this.provide(record.stage) })
     }
   }
 
-  private async readView (): Promise<SwarmView> {
+  /** Provider records cannot be withdrawn; readers trust the stage in the newest info record. */
+  private async provide (stage: number): Promise<void> {
     const dht = this.host.services.dht
-    const candidates = new Set<string>()
-    // Connected peers are candidates too: a peer is visible before its provider record spreads.
-    for (const conn of this.host.getConnections()) candidates.add(conn.remotePeer.toString())
-    await Promise.all(Array.from({ length: this.init.nStages }, async (_, stage) => {
-      const cid = await stageCid(this.init.runId, stage)
-      try {
+    if (this.providedStage !== undefined && this.providedStage !== stage) await dht.cancelReprovide(await stageCid(this.init.runId, this.providedStage))
+    this.providedStage = stage
+    this.providedAt = Date.now()
+    await drain(dht.provide(await stageCid(this.init.runId, stage), { signal: AbortSignal.timeout(this.init.queryTimeoutMs) }))
+  }
+
+  /** Looks up every stage's providers (in the background) to find peers we are not connected to. */
+  private discover (): void {
+    this.inBackground('discover', async () => {
+      const dht = this.host.services.dht
+      await Promise.all(Array.from({ length: this.init.nStages }, async (_, stage) => {
+        const cid = await stageCid(this.init.runId, stage)
         for await (const event of dht.findProviders(cid, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })) {
-          if (event.name === 'PROVIDER') for (const p of event.providers) candidates.add(p.id.toString())
+          if (event.name === 'PROVIDER') for (const p of event.providers) this.candidates.set(p.id.toString(), Date.now())
         }
-      } catch (err) {
-        log('findProviders for stage %d ended early: %e', stage, err)
-      }
-    }))
-    candidates.delete(this.peerId.toString())
-    const records = await Promise.all([...candidates].map(async id => await this.readRecord(id)))
+      }))
+    })
+  }
+
+  /**
+   * Asks every connected candidate for its record (one round trip each, in parallel); peers
+   * we are not connected to are looked up in the DHT in the background and counted once found.
+   */
+  private async readView (): Promise<SwarmView> {
     const now = Date.now()
-    const peers = records.filter((r): r is PeerInfoRecord => r !== undefined && r.expiresAt > now)
+    if (now - this.discoveredAt >= 3 * this.init.refreshMs) {
+      this.discoveredAt = now
+      this.discover()
+    }
+    for (const conn of this.host.getConnections()) this.candidates.set(conn.remotePeer.toString(), now)
+    this.candidates.delete(this.peerId.toString())
+    await Promise.all([...new Set([...this.candidates.keys(), ...this.known.keys()])].map(async id => {
+      const peer = peerIdFromString(id)
+      if (this.host.getConnections(peer).length > 0) {
+        try {
+          this.remember(await this.verify(id, await this.askPeer(peer), 'the peer'))
+          return
+        } catch (err) {
+          log('asking %s for its record failed: %e', id, err)
+        }
+      }
+      // Unconnected (or failing) peers may take a dial timeout: reach them in the background,
+      // dialing first (its addresses are in the peer store), then through the DHT.
+      this.inBackground(`reach ${id}`, async () => {
+        try {
+          this.remember(await this.verify(id, await this.askPeer(peer), 'the peer'))
+        } catch {
+          this.remember(await this.fromDht(id))
+        }
+      })
+    }))
+    const at = Date.now()
+    for (const [id, record] of this.known) if (record.expiresAt <= at) this.known.delete(id)
+    // Providers linger in the DHT after a peer left; forget candidates not seen for a while.
+    for (const [id, seen] of this.candidates) if (seen < at - 10 * this.init.recordTtlMs && !this.known.has(id)) this.candidates.delete(id)
+    const peers = [...this.known.values()]
     if (this.localRecord !== undefined) peers.push(this.localRecord)
     const stages = emptyStages(this.init.nStages)
     for (const peer of peers.sort((a, b) => a.peerId.localeCompare(b.peerId))) {
       stages[peer.stage].peers.push(peer)
       stages[peer.stage].throughput += peer.throughput
     }
-    return { stages, updatedAt: now }
+    return { stages, updatedAt: at }
   }
 
-  private async readRecord (peerId: string): Promise<PeerInfoRecord | undefined> {
-    const key = infoKey(this.init.runId, peerId)
-    let value: Uint8Array | undefined
+  private remember (record: PeerInfoRecord | undefined): void {
+    if (record === undefined) return
+    const cached = this.known.get(record.peerId)
+    if (cached === undefined || record.issuedAt > cached.issuedAt) this.known.set(record.peerId, record)
+  }
+
+  private async verify (peerId: string, value: Uint8Array, source: string): Promise<PeerInfoRecord> {
     try {
-      // The last VALUE event is the selector's pick among everything found.
-      for await (const event of this.host.services.dht.get(key, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })) {
-        if (event.name === 'VALUE') value = event.value
-      }
+      return await verifyInfoRecord(infoKey(this.init.runId, peerId), value, { runId: this.init.runId, nStages: this.init.nStages })
     } catch (err) {
-      log('get info of %s ended early: %e', peerId, err)
+      log('dropping info record of %s from %s: %e', peerId, source, err)
+      throw err
     }
-    if (value === undefined) return undefined
+  }
+
+  /** A peer's record from the DHT: the last VALUE event is the selector's pick among all found. */
+  private async fromDht (peerId: string): Promise<PeerInfoRecord | undefined> {
+    let value: Uint8Array | undefined
+    for await (const event of this.host.services.dht.get(infoKey(this.init.runId, peerId), { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })) {
+      if (event.name === 'VALUE') value = event.value
+    }
+    return value === undefined ? undefined : await this.verify(peerId, value, 'the DHT')
+  }
+
+  private async askPeer (peerId: PeerId): Promise<Uint8Array> {
+    const signal = AbortSignal.timeout(this.init.queryTimeoutMs)
+    const stream = await this.host.dialProtocol(peerId, infoProtocol(this.init.runId), { signal })
+    const messages = new MessageStream(stream, MAX_BYTES.infoRecord)
     try {
-      return await verifyInfoRecord(key, value, { runId: this.init.runId, nStages: this.init.nStages })
+      await messages.write(InfoRequest, { runId: this.init.runId }, { signal })
+      const value = await messages.read(rawBytes, { signal })
+      await stream.close({ signal })
+      return value
     } catch (err) {
-      log('dropping info record of %s: %e', peerId, err)
-      return undefined
+      stream.abort(err as Error)
+      throw err
     }
   }
 }
@@ -213,11 +318,7 @@ function emptyStages (n: number): StageView[] {
   return Array.from({ length: n }, (_, stage) => ({ stage, peers: [], throughput: 0 }))
 }
 
-async function drain (events: AsyncIterable<{ name: string }>, what: string): Promise<void> {
-  try {
-    for await (const _ of events) { /* the query runs as it is consumed */ }
-  } catch (err) {
-    // A put/provide that reached fewer peers than hoped is retried at the next refresh.
-    log('%s ended early: %e', what, err)
-  }
+/** Runs a DHT query to its end (queries run as they are consumed). */
+async function drain (events: AsyncIterable<{ name: string }>): Promise<void> {
+  for await (const _ of events) { /* nothing to collect */ }
 }

@@ -1,0 +1,111 @@
+// swarmtrain start: runs the daemon until SIGINT/SIGTERM.
+import { rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { measureCapacity } from '../../assignment/capacity.js'
+import { defaultNodeDir } from '../../daemon/dir.js'
+import { DAEMON_FILE, SwarmNode } from '../../daemon/node.js'
+import { timingFromEnv } from '../../daemon/timing.js'
+import { readManifest } from '../../manifest/manifest.js'
+import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
+import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../../pipeline/options.js'
+import { pipelineService } from '../../pipeline/swarm.js'
+import { intOption, numberOption, parse } from '../args.js'
+
+export const summary = 'run the daemon: join the swarm, pick a stage, serve status on 127.0.0.1'
+
+export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4171'
+
+/** Options shared by `start` and `join`. */
+export const startOptions = {
+  dir: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  bootstrap: { type: 'string', multiple: true },
+  announce: { type: 'string', multiple: true },
+  stage: { type: 'string' },
+  'control-port': { type: 'string' },
+  'swarm-key': { type: 'string' },
+  capacity: { type: 'string' },
+  'no-pipeline': { type: 'boolean' },
+  ...pipelineCliOptions
+} as const
+
+export const startHelp = `  --dir D             node directory with swarm.json (default $SWARMTRAIN_DIR or ~/.swarmtrain)
+  --listen MA         multiaddr to listen on, repeatable (default ${DEFAULT_LISTEN})
+  --bootstrap MA      peer to join through, /p2p/<id> included, repeatable
+  --announce MA       address to announce instead of the listen addresses, repeatable
+  --stage auto|N      serve stage N and never move (default auto: choose and rebalance)
+  --control-port P    port of the status server on 127.0.0.1 (default 0: any free port,
+                      recorded in D/${DAEMON_FILE} for 'swarmtrain status')
+  --swarm-key F       pre-shared key of a private swarm (default D/swarm.key if present)
+  --capacity TPS      skip the capacity probe: this node's tokens/s (for tests)
+  --no-pipeline       (tests) only discovery and stage assignment: no engine, no training
+${pipelineCliHelp}`
+
+export const usage = `usage: swarmtrain start [options]
+
+Runs the daemon: finds peers through the DHT, joins the weakest stage that fits, moves when
+that clearly balances the swarm, and stops cleanly on SIGINT/SIGTERM.
+
+${startHelp}`
+
+export interface StartOptions extends PipelineCliValues {
+  dir?: string
+  listen?: string[]
+  bootstrap?: string[]
+  announce?: string[]
+  stage?: string
+  'control-port'?: string
+  'swarm-key'?: string
+  capacity?: string
+  'no-pipeline'?: boolean
+}
+
+/** Starts a daemon from parsed start options and runs it until a signal. */
+export async function runDaemon (opts: StartOptions): Promise<number> {
+  const dir = opts.dir ?? defaultNodeDir()
+  const manifest = await readManifest(dir)
+  const stage = opts.stage === undefined || opts.stage === 'auto' ? undefined : intOption('stage', opts.stage, 0, 0, manifest.nStages - 1)
+  const controlPort = intOption('control-port', opts['control-port'], 0, 0, 65535)
+  const given = opts.capacity === undefined ? undefined : numberOption('capacity', opts.capacity, 0, 1e-3, 1e12)
+  const swarmKey = opts['swarm-key'] !== undefined ? await readSwarmKey(opts['swarm-key']) : await findSwarmKey(dir)
+  const timing = timingFromEnv()
+  const pipeline = pipelineOptionsFrom(opts)
+  const capacity = await measureCapacity(manifest, dir, given)
+  const node = new SwarmNode({
+    dir,
+    manifest,
+    listen: opts.listen ?? [DEFAULT_LISTEN],
+    announce: opts.announce,
+    bootstrap: opts.bootstrap,
+    swarmKey,
+    stage,
+    throughput: capacity.throughput,
+    controlPort,
+    timing,
+    services: opts['no-pipeline'] === true ? {} : { pipeline: pipelineService(pipeline) }
+  })
+  await node.start()
+  const status = node.status()
+  console.log(`peer id   ${status.peerId}`)
+  for (const address of status.addresses) console.log(`listening ${address}`)
+  console.log(`run       ${node.runId}${swarmKey === undefined ? '' : ' (private)'}`)
+  console.log(`capacity  ${capacity.throughput.toFixed(1)} tokens/s (${capacity.source})`)
+  console.log(`stage     ${status.stage ?? '-'}${status.pinned ? ' (pinned)' : ''}`)
+  console.log(`status    http://127.0.0.1:${node.controlPort}/status`)
+  console.log('ready')
+
+  const signal = await new Promise<NodeJS.Signals>(resolve => {
+    process.once('SIGINT', resolve)
+    process.once('SIGTERM', resolve)
+  })
+  console.log(`${signal}: stopping`)
+  await node.stop()
+  await rm(join(dir, DAEMON_FILE), { force: true })
+  console.log('stopped')
+  return 0
+}
+
+export async function run (argv: string[]): Promise<number> {
+  const { values } = parse(argv, startOptions)
+  return await runDaemon(values)
+}

@@ -1,0 +1,75 @@
+// swarmtrain status: the swarm as the local daemon sees it, from its 127.0.0.1 status server.
+import { readFile } from 'node:fs/promises'
+import { request } from 'node:http'
+import { join } from 'node:path'
+import { UserError } from '../../errors.js'
+import { defaultNodeDir } from '../../daemon/dir.js'
+import { DAEMON_FILE, type NodeStatus } from '../../daemon/node.js'
+import { intOption, parse } from '../args.js'
+
+export const summary = "show the swarm as the local daemon sees it: peers, throughput, stage, round"
+
+export const usage = `usage: swarmtrain status [--json] [--dir D] [--control-port P]
+
+  --json            print the daemon's status JSON
+  --dir D           node directory of the daemon (its ${DAEMON_FILE} names the port)
+  --control-port P  ask the daemon on 127.0.0.1:P instead`
+
+/** The daemon is not running or not answering. */
+export class DaemonUnreachableError extends UserError {
+  override name = 'DaemonUnreachableError'
+}
+
+async function controlPort (dir: string, given?: string): Promise<number> {
+  if (given !== undefined) return intOption('control-port', given, 0, 1, 65535)
+  const path = join(dir, DAEMON_FILE)
+  try {
+    const port = (JSON.parse(await readFile(path, 'utf8')) as { controlPort?: unknown }).controlPort
+    if (typeof port === 'number' && Number.isInteger(port) && port > 0 && port < 65536) return port
+  } catch {}
+  throw new DaemonUnreachableError(`no running daemon found (no valid ${path}); start one or pass --control-port`)
+}
+
+async function fetchStatus (port: number): Promise<NodeStatus> {
+  return await new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/status', timeout: 5000 }, res => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => { if (body.length < 16 << 20) body += chunk })
+      res.on('end', () => {
+        try {
+          if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`)
+          resolve(JSON.parse(body) as NodeStatus)
+        } catch (err) {
+          reject(new DaemonUnreachableError(`bad answer from 127.0.0.1:${port}/status: ${(err as Error).message}`))
+        }
+      })
+    })
+    req.on('timeout', () => { req.destroy(new Error('timed out')) })
+    req.on('error', err => { reject(new DaemonUnreachableError(`no daemon answers on 127.0.0.1:${port} (${err.message})`)) })
+    req.end()
+  })
+}
+
+function table (s: NodeStatus): string {
+  const short = (id: string): string => `${id.slice(0, 8)}…${id.slice(-6)}`
+  const lines = [
+    `peer ${s.peerId}  run ${s.runId}  version ${s.version}`,
+    `stage ${s.stage ?? '-'}${s.pinned ? ' (pinned)' : ''}  round ${s.round}  throughput ${s.throughput.toFixed(1)} tokens/s  connections ${s.connections}`,
+    '',
+    'stage  peers  tokens/s  members'
+  ]
+  for (const stage of s.stages) {
+    const members = stage.peers.map(p => `${short(p.peerId)}${p.peerId === s.peerId ? '*' : ''} (${p.throughput.toFixed(0)}/s, q${p.queueLength}, r${p.round}, v${p.version})`).join(', ')
+    lines.push(`${String(stage.stage).padStart(5)}  ${String(stage.peers.length).padStart(5)}  ${stage.throughput.toFixed(1).padStart(8)}  ${members || '(no server)'}`)
+  }
+  for (const m of s.moves) lines.push(`moved ${new Date(m.at).toISOString()}: stage ${m.from} -> ${m.to} (weakest ${m.before.toFixed(1)} -> ${m.after.toFixed(1)} tokens/s)`)
+  return lines.join('\n')
+}
+
+export async function run (argv: string[]): Promise<number> {
+  const { values } = parse(argv, { json: { type: 'boolean' }, dir: { type: 'string' }, 'control-port': { type: 'string' } })
+  const status = await fetchStatus(await controlPort(values.dir ?? defaultNodeDir(), values['control-port']))
+  console.log(values.json === true ? JSON.stringify(status, null, 2) : table(status))
+  return 0
+}

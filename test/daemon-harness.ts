@@ -1,0 +1,175 @@
+// Multi-process swarms for the daemon tests: each node is a `swarmtrain start` child process
+// with its own directory, listening on 127.0.0.1 port 0, with fast test timers. Every child
+// is killed in close(), so a failing test leaks no process.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { cpSync, mkdtempSync, rmSync } from 'node:fs'
+import { request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { NodeStatus } from '../node/daemon/node.js'
+
+export const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'node', 'cli', 'main.js')
+
+/**
+ * Test timers (see node/daemon/timing.ts): records live 6 s and are republished every second,
+ * so a dead node drops out within seconds; generous enough for a loaded 2-core machine.
+ */
+export const fastTimers = {
+  SWARMTRAIN_RECORD_TTL_MS: '6000',
+  SWARMTRAIN_REFRESH_MS: '1000',
+  SWARMTRAIN_REBALANCE_MS: '2000',
+  SWARMTRAIN_DIAL_TIMEOUT_MS: '5000'
+}
+
+export interface NodeProcess {
+  name: string
+  dir: string
+  child: ChildProcess
+  peerId: string
+  address: string
+  controlPort: number
+  output: string[]
+  /** Everything the node wrote to stderr (for failure messages; DEBUG=swarmtrain:* adds logs). */
+  stderr: () => string
+}
+
+export interface RunResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+export class TestSwarm {
+  readonly root = mkdtempSync(join(tmpdir(), 'swarmtrain-swarm-'))
+  readonly nodes: NodeProcess[] = []
+  private readonly children = new Set<ChildProcess>()
+
+  dir (name: string): string {
+    return join(this.root, name)
+  }
+
+  /** Runs a CLI command to completion (bounded). */
+  async run (args: string[], timeoutMs = 30_000): Promise<RunResult> {
+    const child = spawn(process.execPath, ['--no-warnings', cli, ...args], { env: { ...process.env, ...fastTimers }, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.children.add(child)
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => { stdout += c })
+    child.stderr.on('data', (c: Buffer) => { stderr += c })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+    clearTimeout(timer)
+    this.children.delete(child)
+    return { code, stdout, stderr }
+  }
+
+  /** `init` in a new node directory; returns the directory. */
+  async init (name: string, args: string[] = []): Promise<string> {
+    const dir = this.dir(name)
+    const result = await this.run(['init', '--dir', dir, ...args])
+    if (result.code !== 0) throw new Error(`init failed: ${result.stderr}`)
+    return dir
+  }
+
+  /** A node directory holding a copy of `from`'s manifest (and swarm key, if any), and its own identity. */
+  clone (from: string, name: string): string {
+    const dir = this.dir(name)
+    cpSync(from, dir, { recursive: true, filter: src => !/identity\.key|daemon\.json|capacity\.json/.test(src) })
+    return dir
+  }
+
+  /** Starts `swarmtrain start` in `dir` and waits for its ready line. */
+  async start (name: string, dir: string, args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
+    const child = spawn(process.execPath, ['--no-warnings', cli, 'start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], {
+      env: { ...process.env, ...fastTimers },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    this.children.add(child)
+    child.on('close', () => this.children.delete(child))
+    const output: string[] = []
+    let stderr = ''
+    child.stderr?.on('data', (c: Buffer) => { stderr += c })
+    const ready = await new Promise<boolean>(resolve => {
+      let buffered = ''
+      const timer = setTimeout(() => resolve(false), timeoutMs)
+      child.stdout?.on('data', (c: Buffer) => {
+        buffered += c
+        const lines = buffered.split('\n')
+        buffered = lines.pop() ?? ''
+        for (const line of lines) {
+          output.push(line)
+          if (line === 'ready') { clearTimeout(timer); resolve(true) }
+        }
+      })
+      child.on('close', () => { clearTimeout(timer); resolve(false) })
+    })
+    if (!ready) throw new Error(`node ${name} did not start: ${stderr.trim()}`)
+    const field = (prefix: string): string => output.find(l => l.startsWith(prefix))?.slice(prefix.length).trim() ?? ''
+    const node: NodeProcess = {
+      name,
+      dir,
+      child,
+      peerId: field('peer id'),
+      address: field('listening'),
+      controlPort: Number(/:(\d+)\/status/.exec(field('status'))?.[1]),
+      output,
+      stderr: () => stderr
+    }
+    this.nodes.push(node)
+    return node
+  }
+
+  /** One line per node: its stage, and the peers per stage in its view. */
+  static describe (statuses: NodeStatus[]): string {
+    return statuses.map(s => `\n  ${s.peerId.slice(-6)} stage ${s.stage} sees ${s.stages.map(st => `[${st.peers.map(p => p.peerId.slice(-6)).join(' ')}]`).join(' ')} moves ${s.moves.length} conns ${s.connections}`).join('')
+  }
+
+  async status (node: NodeProcess): Promise<NodeStatus> {
+    return await new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: node.controlPort, path: '/status', timeout: 5000 }, res => {
+        let body = ''
+        res.on('data', (c: Buffer) => { body += c })
+        res.on('end', () => { try { resolve(JSON.parse(body) as NodeStatus) } catch (err) { reject(err) } })
+      })
+      req.on('error', reject)
+      req.end()
+    })
+  }
+
+  /** Kills one node and waits for it to exit. */
+  async kill (node: NodeProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+    const index = this.nodes.indexOf(node)
+    if (index >= 0) this.nodes.splice(index, 1)
+    if (node.child.exitCode !== null || node.child.signalCode !== null) return node.child.exitCode
+    const closed = new Promise<number | null>(resolve => node.child.once('close', code => resolve(code)))
+    node.child.kill(signal)
+    return await closed
+  }
+
+  async close (): Promise<void> {
+    await Promise.all([...this.children].map(async child => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      const closed = new Promise(resolve => child.once('close', resolve))
+      child.kill('SIGKILL')
+      await closed
+    }))
+    rmSync(this.root, { recursive: true, force: true })
+  }
+}
+
+/** Polls `check` until it returns a value other than undefined, or throws after `timeoutMs` with the last reason and state. */
+export async function waitFor<T> (what: string, timeoutMs: number, check: () => Promise<T | undefined>, state: () => string = () => ''): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const value = await check()
+      if (value !== undefined) return value
+    } catch (err) {
+      last = err
+    }
+    await new Promise(resolve => setTimeout(resolve, 500))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? '' : `: ${String(last)}`} ${state()}`)
+}
