@@ -3,14 +3,16 @@
 //
 // Speed: the work is one pass over e and delta (the memory-bandwidth floor), so the pass also
 // picks candidates: elements with |e| >= a per-chunk threshold hint carried from the previous
-// call. When at least kc candidates come out, the top kc of the chunk are among them (the kc-th
-// largest is >= the hint), and the exact cut runs on those few only. Otherwise (first call,
-// or a hint too high) the cut runs on the whole chunk. Hints change speed, never the result.
+// call, compacted with their magnitudes (AVX2: a lookup table of lane permutations). When at
+// least kc candidates come out, the top kc of the chunk are among them (the kc-th largest is
+// >= the hint), and the exact cut runs on those few only, by a branch-free search on the bits
+// of the magnitudes. Otherwise (first call, or a hint too high) the chunk, now in cache, is
+// scanned again with lower thresholds. Hints change speed, never the result.
+// Two-thread calls split the chunks in halves; every chunk record has a known place.
 #include "kernels.h"
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -42,9 +44,9 @@ uint32_t chunk_length(const Shape& s, size_t c) {
   return uint32_t(std::min<size_t>(s.chunk, s.n - start));
 }
 
-// e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand, and their
-// |e| (as bits) to mag, and returns their count. NaN and infinities are always candidates, so checking the candidates for them
-// checks the chunk (a NaN must never be selected silently).
+// e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand, their |e|
+// (as bits) to mag, and returns their count. NaN and infinities are always candidates, so
+// checking the candidates checks the chunk (a NaN must never be skipped silently).
 // With update false, only collects (e is already updated: a second look with a lower hint).
 template <bool update>
 ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand, int32_t* mag) {
@@ -113,7 +115,7 @@ typedef int64_t v4l __attribute__((vector_size(32)));
 
 // The 2-bit magnitudes (as in the reference): midrange split, then up to three Lloyd
 // iterations (each level the mean of the magnitudes nearer to it), stopping at a fixed point.
-// Sums in float64, as four partial sums by offset mod 4, combined (s0 + s1) + (s2 + s3).
+// Sums in float64, as four partial sums by position mod 4, combined (s0 + s1) + (s2 + s3).
 ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double& hi_out) {
   float mn = mag[0], mx = mag[0];
   for (uint32_t j = 1; j < kc; j++) {
