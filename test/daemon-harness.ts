@@ -81,7 +81,16 @@ export class TestSwarm {
 
   /** Starts `swarmtrain start` in `dir` and waits for its ready line. */
   async start (name: string, dir: string, args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
-    const child = spawn(process.execPath, ['--no-warnings', cli, 'start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], {
+    return await this.launch(name, dir, ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], timeoutMs)
+  }
+
+  /** Runs `swarmtrain join address` into `dir` and waits for the daemon's ready line. */
+  async join (name: string, dir: string, address: string, args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
+    return await this.launch(name, dir, ['join', address, '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], timeoutMs)
+  }
+
+  private async launch (name: string, dir: string, args: string[], timeoutMs: number): Promise<NodeProcess> {
+    const child = spawn(process.execPath, ['--no-warnings', cli, ...args], {
       env: { ...process.env, ...fastTimers },
       stdio: ['ignore', 'pipe', 'pipe']
     })
