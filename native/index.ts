@@ -3,8 +3,17 @@
 // printed. Every kernel works in place on caller-supplied typed arrays (zero copy).
 //
 // The *Async variants run on the libuv thread pool (two threads inside) so the event loop stays
-// free; use them from about 1M elements. While one runs, the JavaScript side must not read,
+// free; use them from ASYNC_MIN_ELEMENTS on. While one runs, the JavaScript side must not read,
 // write or transfer any of the arrays passed to it, until the promise settles.
+//
+// Compression (definitions in compress-reference.ts, payload layout in format.ts), per stage:
+//   const o = { beta: 0.95, chunk: DEFAULT_CHUNK, k: kForDensity(1 / 64), bits: 2 }
+//   e = new Float32Array(n); hints = new Float32Array(chunkCount(n, o.chunk))   // kept across rounds
+//   out = new Uint8Array(payloadSize(n, o.chunk, o.k, o.bits))                  // reused
+//   const bytes = await compressAsync(e, delta, hints, out, o)   // e <- beta e + delta - sent
+//   receiver: readHeader(p) checks the size before anything else; decodeAccumulate(dst, p, w)
+//   checks the whole payload before touching dst (RangeError otherwise); payloadNorm(p) for clipping.
+// Non-finite values in e or delta make compress throw a RangeError with e partly updated.
 import { createRequire } from 'node:module'
 import * as reference from './reference.js'
 import type { AdamWOptions, OuterStepOptions } from './reference.js'
@@ -12,6 +21,9 @@ import type { CompressOptions } from './format.js'
 
 export type { AdamWOptions, OuterStepOptions, CompressOptions }
 export { chunkCount, kForDensity, payloadSize, readHeader, DEFAULT_CHUNK, type PayloadHeader, type ValueBits } from './format.js'
+
+/** From about this many elements, prefer the *Async variants (they keep the event loop free). */
+export const ASYNC_MIN_ELEMENTS = 1 << 20
 
 export interface Kernels {
   axpy(dst: Float32Array, src: Float32Array, weight: number): void
