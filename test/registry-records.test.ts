@@ -1,0 +1,118 @@
+// Info records: readers accept only signed, unexpired, well-formed records of their run, and
+// so does every DHT node that is asked to store one.
+import '../node/shim.js'
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { PeerInfo, SignedPeerInfo } from '../protocols/registry.js'
+import { InfoRecordError, infoKey, newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from '../node/registry/record.js'
+import { registryDhtConfig } from '../node/registry/registry.js'
+import { createHost } from '../node/p2p/host.js'
+
+const runId = 'abc123'
+const options = { runId, nStages: 3 }
+
+async function identity () {
+  const key = await generateKeyPair('Ed25519')
+  return { key, peerId: peerIdFromPrivateKey(key) }
+}
+
+function record (peerId: string, fields: Partial<PeerInfoRecord> = {}): PeerInfoRecord {
+  const now = Date.now()
+  return { peerId, stage: 1, throughput: 1234.5, queueLength: 2, freeMemory: 8e9, round: 7, version: '0.1.0', issuedAt: now, expiresAt: now + 60_000, ...fields }
+}
+
+async function rejects (promise: Promise<unknown>, pattern: RegExp): Promise<void> {
+  try {
+    await promise
+  } catch (err) {
+    assert.instance(err, InfoRecordError)
+    assert.match((err as Error).message, pattern)
+    return
+  }
+  assert.unreachable(`expected a rejection matching ${pattern}`)
+}
+
+test('a signed record round-trips with every field', async () => {
+  const { key, peerId } = await identity()
+  const r = record(peerId.toString())
+  const value = await signInfoRecord(r, runId, key, peerId)
+  assert.equal(await verifyInfoRecord(infoKey(runId, peerId), value, options), r)
+})
+
+test('unsigned, forged, expired, malformed and out-of-range records are rejected', async () => {
+  const { key, peerId } = await identity()
+  const other = await identity()
+  const k = infoKey(runId, peerId)
+  const good = await signInfoRecord(record(peerId.toString()), runId, key, peerId)
+  const { info, signature } = SignedPeerInfo.decode(good)
+
+  await rejects(verifyInfoRecord(k, SignedPeerInfo.encode({ info, signature: new Uint8Array(0) }), options), /unsigned/)
+  // Forged: fields changed after signing, or signed by another key.
+  const tampered = PeerInfo.encode({ ...PeerInfo.decode(info), throughput: 1e9 })
+  await rejects(verifyInfoRecord(k, SignedPeerInfo.encode({ info: tampered, signature }), options), /signature/)
+  const byOther = await other.key.sign(new Uint8Array([...new TextEncoder().encode('swarmtrain/peer-info/1:'), ...info]))
+  await rejects(verifyInfoRecord(k, SignedPeerInfo.encode({ info, signature: new Uint8Array(byOther) }), options), /signature/)
+  // Someone else's valid record stored under our key.
+  const theirs = await signInfoRecord(record(other.peerId.toString()), runId, other.key, other.peerId)
+  await rejects(verifyInfoRecord(k, theirs, options), /stored under/)
+  // Expired, or claiming a lifetime beyond the limit, or from the future.
+  const now = Date.now()
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { issuedAt: now - 10_000, expiresAt: now - 1 }), runId, key, peerId), options), /expired/)
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { expiresAt: now + 10 * 3_600_000 }), runId, key, peerId), options), /lifetime/)
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { issuedAt: now + 600_000, expiresAt: now + 660_000 }), runId, key, peerId), options), /future/)
+  // Malformed: garbage, truncated, oversized.
+  await rejects(verifyInfoRecord(k, new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x0f]), options), /malformed/)
+  await rejects(verifyInfoRecord(k, good.subarray(0, good.length - 10), options), /malformed|signature/)
+  await rejects(verifyInfoRecord(k, new Uint8Array(4096), options), /exceeds/)
+  // Out of range for this run.
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { stage: 3 }), runId, key, peerId), options), /stage 3 out of range/)
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { throughput: Number.NaN }), runId, key, peerId), options), /throughput/)
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { version: 'x'.repeat(100) }), runId, key, peerId), options), /version/)
+  await rejects(verifyInfoRecord(infoKey('otherrun', peerId), good, options), /another run/)
+  await rejects(verifyInfoRecord(infoKey(runId, peerId), await signInfoRecord(record(peerId.toString()), 'otherrun', key, peerId), options), /another run/)
+  await rejects(verifyInfoRecord(new TextEncoder().encode('/swarmtrain/abc123/info/not-a-peer'), good, options), /key/)
+})
+
+test('the selector prefers the newest record', async () => {
+  const { key, peerId } = await identity()
+  const older = await signInfoRecord(record(peerId.toString(), { issuedAt: Date.now() - 5000 }), runId, key, peerId)
+  const newer = await signInfoRecord(record(peerId.toString()), runId, key, peerId)
+  assert.is(newestRecord([older, newer]), 1)
+  assert.is(newestRecord([newer, older, new Uint8Array([1, 2, 3])]), 0)
+})
+
+test('DHT nodes refuse to store forged records and serve valid ones', async () => {
+  const dht = registryDhtConfig(runId, 3)
+  const hosts = await Promise.all([0, 1].map(async () => {
+    const { key } = await identity()
+    return { key, host: await createHost({ privateKey: key, runId, listen: ['/ip4/127.0.0.1/tcp/0'], ...dht }) }
+  }))
+  const [a, b] = hosts
+  try {
+    await a.host.dial(b.host.getMultiaddrs()[0])
+    const deadline = Date.now() + 10_000
+    while ((a.host.services.dht as unknown as { routingTable: { size: number } }).routingTable.size === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    const good = await signInfoRecord(record(a.host.peerId.toString()), runId, a.key, a.host.peerId)
+    for await (const _ of a.host.services.dht.put(infoKey(runId, a.host.peerId), good)) { /* run the query */ }
+    // b stored it and hands it out.
+    let found: Uint8Array | undefined
+    for await (const event of b.host.services.dht.get(infoKey(runId, a.host.peerId))) if (event.name === 'VALUE') found = event.value
+    assert.equal(found, good)
+    // A forged record for b's key (signed by a) is refused by b.
+    const forged = await signInfoRecord(record(a.host.peerId.toString()), runId, a.key, a.host.peerId)
+    const events: string[] = []
+    for await (const event of a.host.services.dht.put(infoKey(runId, b.host.peerId), forged)) events.push(event.name)
+    let stored: Uint8Array | undefined
+    try {
+      for await (const event of b.host.services.dht.get(infoKey(runId, b.host.peerId))) if (event.name === 'VALUE') stored = event.value
+    } catch {}
+    assert.is(stored, undefined)
+    assert.ok(events.includes('QUERY_ERROR'), `the put was answered with an error: ${events.join(' ')}`)
+  } finally {
+    await Promise.all(hosts.map(async h => { await h.host.stop() }))
+  }
+})
+
+test.run()
