@@ -80,18 +80,18 @@ export class TestSwarm {
   }
 
   /** Starts `swarmtrain start` in `dir` and waits for its ready line. */
-  async start (name: string, dir: string, args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
-    return await this.launch(name, dir, ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], timeoutMs)
+  async start (name: string, dir: string, args: string[], env: Record<string, string> = {}): Promise<NodeProcess> {
+    return await this.launch(name, dir, ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], env)
   }
 
   /** Runs `swarmtrain join address` into `dir` and waits for the daemon's ready line. */
-  async join (name: string, dir: string, address: string, args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
-    return await this.launch(name, dir, ['join', address, '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], timeoutMs)
+  async join (name: string, dir: string, address: string, args: string[]): Promise<NodeProcess> {
+    return await this.launch(name, dir, ['join', address, '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], {})
   }
 
-  private async launch (name: string, dir: string, args: string[], timeoutMs: number): Promise<NodeProcess> {
+  private async launch (name: string, dir: string, args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<NodeProcess> {
     const child = spawn(process.execPath, ['--no-warnings', cli, ...args], {
-      env: { ...process.env, ...fastTimers },
+      env: { ...process.env, ...fastTimers, ...env },
       stdio: ['ignore', 'pipe', 'pipe']
     })
     this.children.add(child)
