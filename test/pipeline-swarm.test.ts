@@ -20,7 +20,7 @@ import type { DriverStats } from '../node/pipeline/driver.js'
 
 /** Unigram entropy of the Brown corpus in nats per byte: below it the model uses context. */
 const UNIGRAM_ENTROPY = 3.08
-const MICROBATCHES = 240
+const MICROBATCHES = 360
 
 interface PipelineStatus {
   stage: number
@@ -64,7 +64,7 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
   try {
     const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--private'])
     const common = ['--capacity', '1000', '--threads', '1']
-    const a = await swarm.start('a', seed, [...common, '--stage', '0', '--max-microbatches', String(MICROBATCHES), '--eval-every', '40'])
+    const a = await swarm.start('a', seed, [...common, '--stage', '0', '--max-microbatches', String(MICROBATCHES), '--eval-every', '60'])
     const join = ['--bootstrap', a.address, '--no-drive']
     const b = await swarm.start('b', swarm.clone(seed, 'b'), [...common, ...join, '--stage', '0'])
     const c = await swarm.start('c', swarm.clone(seed, 'c'), [...common, ...join, '--stage', '1'])

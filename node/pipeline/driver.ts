@@ -112,6 +112,12 @@ export class Driver {
 
   private async work (): Promise<void> {
     while (this.running && (this.init.maxMicrobatches === undefined || this.stats.issued < this.init.maxMicrobatches)) {
+      // New microbatches wait while an evaluation runs: its calls then find the fastest replicas
+      // idle instead of spilling over to slow (or less trained) ones, so evaluations compare.
+      if (this.evaluating !== undefined) {
+        await this.evaluating
+        continue
+      }
       const batch = this.sampler.next()
       this.stats.issued++
       try {
