@@ -3,6 +3,7 @@
 // helps. Randomized intervals keep two replicas of a crowded stage from moving together.
 import { logger } from '@libp2p/logger'
 import type { StageRegistry, SwarmView } from '../registry/registry.js'
+import { UserError } from '../errors.js'
 import { Rng, hashString } from '../util/random.js'
 import { chooseStage, rebalanceMove, type Move, type Server, type StageLoad } from './policy.js'
 
@@ -71,7 +72,10 @@ export class StageAssigner extends EventTarget {
     if (stage === undefined) {
       const view = await this.registry.refresh()
       stage = chooseStage(loads(view), s => this.fits(s), n => this.rng.int(n))
-      if (stage === undefined) throw new RangeError('no stage fits in this machine\'s free memory')
+      if (stage === undefined) {
+        const least = Math.min(...Array.from({ length: this.init.nStages }, (_, s) => this.init.stageMemory(s)))
+        throw new NoStageFitsError(`no stage of this run fits in free memory: the smallest needs ${gib(least)}, ${gib(this.init.freeMemory)} free (pin one with --stage N to try anyway)`)
+      }
     }
     this.current = stage
     log('joining stage %d', stage)
@@ -120,8 +124,7 @@ export class StageAssigner extends EventTarget {
     const willing = all.filter(s => rebalanceMove(all, this.init.nStages, s.id, () => true) !== undefined)
     const chosen = willing.reduce<Server | undefined>((best, s) => best === undefined || hashString(`${s.id}:${slot}`) < hashString(`${best.id}:${slot}`) ? s : best, undefined)
     if (chosen !== undefined && chosen.id !== this.init.peerId) return
-    // Other replicas may have seen the same imbalance: wait a random moment and look again,
-    // so that whoever moves first is seen by the others before they decide.
+    // Act only on an imbalance that persists: wait a moment, then decide again on a fresh view.
     await new Promise(resolve => setTimeout(resolve, this.rng.next() * this.init.rebalanceMs / 2))
     if (!this.running) return
     const move = this.decide(await this.registry.refresh())
@@ -134,6 +137,15 @@ export class StageAssigner extends EventTarget {
     await this.registry.update({ stage: move.to })
     this.dispatchEvent(new CustomEvent<StageChangeDetail>('stage', { detail: { stage: move.to, move: record } }))
   }
+}
+
+/** This machine cannot hold any stage of the run. */
+export class NoStageFitsError extends UserError {
+  override name = 'NoStageFitsError'
+}
+
+function gib (bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`
 }
 
 /** The servers in a view; memory of other peers is not modelled (they check their own fit). */

@@ -100,7 +100,9 @@ export class SwarmNode {
       ...registryDhtConfig(runId, manifest.nStages),
       pingIntervalMs: this.timing.pingIntervalMs,
       pingTimeoutMs: this.timing.pingTimeoutMs,
-      dialTimeoutMs: this.timing.dialTimeoutMs
+      dialTimeoutMs: this.timing.dialTimeoutMs,
+      // The registry re-provides every 10 refreshes; three missed rounds and the record goes.
+      providerValidityMs: 30 * this.timing.refreshMs
     })
     try {
       const unguard = guardRun(host, runId)

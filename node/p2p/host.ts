@@ -39,6 +39,8 @@ export interface HostInit {
   pingIntervalMs?: number
   pingTimeoutMs?: number
   dialTimeoutMs?: number
+  /** How long this node keeps others' provider records (kad-dht's default is 48 h). */
+  providerValidityMs?: number
 }
 
 export async function createHost (init: HostInit): Promise<Host> {
@@ -71,7 +73,11 @@ export async function createHost (init: HostInit): Promise<Host> {
         // The first node of a run is alone: its queries must end at once, not wait for peers.
         allowQueryWithZeroPeers: true,
         validators: init.validators ?? {},
-        selectors: init.selectors ?? {}
+        selectors: init.selectors ?? {},
+        // Stage membership changes within minutes, so stale provider records should not linger.
+        ...(init.providerValidityMs === undefined
+          ? {}
+          : { reprovide: { validity: init.providerValidityMs, interval: init.providerValidityMs / 6, threshold: init.providerValidityMs / 2 } })
       })
     }
   })

@@ -101,6 +101,8 @@ export class StageRegistry {
   private readonly candidates = new Map<string, number>()
   /** The newest valid record seen per peer: a lookup that misses once does not drop a live peer. */
   private readonly known = new Map<string, PeerInfoRecord>()
+  /** Peers that answered neither directly nor through the DHT, and when: not retried for a while. */
+  private readonly unreachable = new Map<string, number>()
   private current: SwarmView
 
   constructor (components: RegistryComponents, init: RegistryInit) {
@@ -252,18 +254,24 @@ export class StageRegistry {
       }
       // Unconnected (or failing) peers may take a dial timeout: reach them in the background,
       // dialing first (its addresses are in the peer store), then through the DHT.
+      if ((this.unreachable.get(id) ?? -Infinity) > now - 10 * this.init.refreshMs) return
       this.inBackground(`reach ${id}`, async () => {
+        let record: PeerInfoRecord | undefined
         try {
-          this.remember(await this.verify(id, await this.askPeer(peer), 'the peer'))
+          record = await this.verify(id, await this.askPeer(peer), 'the peer')
         } catch {
-          this.remember(await this.fromDht(id))
+          record = await this.fromDht(id).catch(() => undefined)
         }
+        if (record === undefined) this.unreachable.set(id, Date.now())
+        else this.unreachable.delete(id)
+        this.remember(record)
       })
     }))
     const at = Date.now()
     for (const [id, record] of this.known) if (record.expiresAt <= at) this.known.delete(id)
     // Providers linger in the DHT after a peer left; forget candidates not seen for a while.
     for (const [id, seen] of this.candidates) if (seen < at - 10 * this.init.recordTtlMs && !this.known.has(id)) this.candidates.delete(id)
+    for (const [id, when] of this.unreachable) if (when < at - 10 * this.init.refreshMs) this.unreachable.delete(id)
     const peers = [...this.known.values()]
     if (this.localRecord !== undefined) peers.push(this.localRecord)
     const stages = emptyStages(this.init.nStages)
