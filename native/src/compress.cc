@@ -45,12 +45,12 @@ uint32_t chunk_length(const Shape& s, size_t c) {
   return uint32_t(std::min<size_t>(s.chunk, s.n - start));
 }
 
-// e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand, their |e|
-// (as bits) to mag, and returns their count. NaN and infinities are always candidates, so
+// e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand and returns
+// their count. NaN and infinities are always candidates, so
 // checking the candidates checks the chunk (a NaN must never be skipped silently).
 // With update false, only collects (e is already updated: a second look with a lower hint).
 template <bool update>
-ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand, int32_t* mag) {
+ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand) {
   size_t count = 0;
   for (uint32_t i = 0; i < len; i++) {
     float v = e[i];
@@ -59,10 +59,8 @@ ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t le
       v = scaled + d[i];
       e[i] = v;
     }
-    const float a = std::fabs(v);
-    cand[count] = i;
-    mag[count] = int32_t(f32_bits(a));
-    count += !(a < hint);
+    cand[count] = uint16_t(i);
+    count += !(std::fabs(v) < hint);
   }
   return count;
 }
@@ -70,7 +68,7 @@ ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t le
 #if defined(__x86_64__)
 // For each 8-bit lane mask, the indices of its set bits first.
 struct CompactTable {
-  alignas(32) uint32_t lanes[256][8];
+  alignas(16) uint16_t lanes[256][8];
   CompactTable() {
     for (unsigned m = 0; m < 256; m++)
       for (unsigned lane = 0, j = 0; lane < 8; lane++)
@@ -79,33 +77,40 @@ struct CompactTable {
 };
 const CompactTable kCompact;
 
+// Eight elements of the pass: update, compare, and a branch-free compaction (store the lanes'
+// offsets, selected ones first, and advance by how many were selected).
+template <bool update>
+__attribute__((target("avx2,fma"), always_inline)) inline
+void pass_eight(__m256 vbeta, __m256 vhint, float* e, const float* d, uint32_t i, uint16_t* cand, size_t& count) {
+  __m256 v = _mm256_loadu_ps(e + i);
+  if (update) {
+    v = _mm256_add_ps(_mm256_mul_ps(vbeta, v), _mm256_loadu_ps(d + i));
+    _mm256_storeu_ps(e + i, v);
+  }
+  const __m256 a = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  const unsigned mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(a, vhint, _CMP_NLT_UQ)));
+  const __m128i lanes = _mm_load_si128(reinterpret_cast<const __m128i*>(kCompact.lanes[mask]));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(cand + count), _mm_add_epi16(lanes, _mm_set1_epi16(short(i))));
+  count += __builtin_popcount(mask);
+}
+
 template <bool update>
 __attribute__((target("avx2,fma")))
-size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint32_t* cand, int32_t* mag) {
+size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand) {
   const __m256 vbeta = _mm256_set1_ps(beta), vhint = _mm256_set1_ps(hint);
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   size_t count = 0;
   uint32_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    __m256 v = _mm256_loadu_ps(e + i);
-    if (update) {
-      v = _mm256_add_ps(_mm256_mul_ps(vbeta, v), _mm256_loadu_ps(d + i));
-      _mm256_storeu_ps(e + i, v);
-    }
-    if (update && (i & 15) == 0) {  // bring in the next chunk meanwhile (see compress_range)
+  for (; i + 16 <= len; i += 16) {
+    if (update) {  // bring in the next chunk meanwhile: its pass then runs from cache
       _mm_prefetch(reinterpret_cast<const char*>(e + i + kAhead), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(d + i + kAhead), _MM_HINT_T0);
     }
-    const __m256 a = _mm256_and_ps(v, abs_mask);
-    const unsigned mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(a, vhint, _CMP_NLT_UQ)));
-    // Branch-free compaction: store the lanes' offsets, selected ones first, keep popcount.
-    const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompact.lanes[mask]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + count), _mm256_add_epi32(lanes, _mm256_set1_epi32(int(i))));
-    _mm256_storeu_ps(reinterpret_cast<float*>(mag + count), _mm256_permutevar8x32_ps(a, lanes));
-    count += __builtin_popcount(mask);
+    pass_eight<update>(vbeta, vhint, e, d, i, cand, count);
+    pass_eight<update>(vbeta, vhint, e, d, i + 8, cand, count);
   }
-  const size_t tail = pass_portable<update>(beta, e + i, d + i, len - i, hint, cand + count, mag + count);
-  for (size_t j = count; j < count + tail; j++) cand[j] += i;  // tail offsets are relative
+  for (; i + 8 <= len; i += 8) pass_eight<update>(vbeta, vhint, e, d, i, cand, count);
+  const size_t tail = pass_portable<update>(beta, e + i, d + i, len - i, hint, cand + count);
+  for (size_t j = count; j < count + tail; j++) cand[j] = uint16_t(cand[j] + i);  // tail offsets are relative
   count += tail;
   return count;
 }
@@ -217,8 +222,8 @@ ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag
 }
 
 struct Scratch {
-  uint32_t cand[kMaxChunk + 8];  // + 8: the vector compaction stores whole vectors
-  int32_t mag[kMaxChunk + 8];    // their |e| as bits: ordered like the values when finite
+  uint16_t cand[kMaxChunk + 8];  // + 8: the vector compaction stores whole vectors
+  int32_t mag[kMaxChunk];        // their |e| as bits: ordered like the values when finite
   uint16_t picked[kMaxChunk];
   float picked_mag[kMaxChunk];
 };
@@ -256,14 +261,16 @@ ST_INLINE int32_t rank_value(const int32_t* mag, size_t count, size_t r, int32_t
   return t;
 }
 
-// Exact top kc of the chunk among the candidates cand/mag[0..count) (ascending offsets, a
+// Exact top kc of the chunk among the candidates cand[0..count) (ascending offsets, a
 // superset of the top kc and of the non-finite values): fills picked in ascending order and
 // sets the next hint. Returns false, selecting nothing, if a candidate is not finite.
-ST_INLINE bool select_top(Scratch& s, size_t count, uint32_t kc, float& hint) {
+ST_INLINE bool select_top(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) {
   int32_t lo = INT32_MAX, hi = 0;
   for (size_t j = 0; j < count; j++) {
-    lo = std::min(lo, s.mag[j]);
-    hi = std::max(hi, s.mag[j]);
+    const int32_t a = int32_t(f32_bits(e[s.cand[j]]) & 0x7fffffff);
+    s.mag[j] = a;
+    lo = std::min(lo, a);
+    hi = std::max(hi, a);
   }
   if (hi > 0x7f7fffff) return false;  // infinity or NaN
   const int32_t t = rank_value(s.mag, count, kc, lo, hi);
@@ -272,7 +279,7 @@ ST_INLINE bool select_top(Scratch& s, size_t count, uint32_t kc, float& hint) {
   if (count_at_least(s.mag, count, t) == kc) {  // the usual case: no tie to break at t
     for (size_t j = 0, m = 0; j < count; j++) {
       const int32_t a = s.mag[j];
-      s.picked[m] = uint16_t(s.cand[j]);
+      s.picked[m] = s.cand[j];
       s.picked_mag[m] = bits_f32(uint32_t(a));
       m += a >= t;
     }
@@ -281,7 +288,7 @@ ST_INLINE bool select_top(Scratch& s, size_t count, uint32_t kc, float& hint) {
       const int32_t a = s.mag[j];
       const bool take = a > t || (a == t && ties > 0);
       ties -= a == t && take;
-      s.picked[m] = uint16_t(s.cand[j]);
+      s.picked[m] = s.cand[j];
       s.picked_mag[m] = bits_f32(uint32_t(a));
       m += take;
     }
@@ -317,8 +324,8 @@ namespace {
 
 // Chunks [c0, c1), with the given pass; compiled once per code path so everything it inlines
 // (selection, quantization) is vectorized for that path.
-template <size_t (*pass)(float, float*, const float*, uint32_t, float, uint32_t*, int32_t*),
-          size_t (*collect)(float, float*, const float*, uint32_t, float, uint32_t*, int32_t*)>
+template <size_t (*pass)(float, float*, const float*, uint32_t, float, uint16_t*),
+          size_t (*collect)(float, float*, const float*, uint32_t, float, uint16_t*)>
 ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
   Scratch scratch;
   for (size_t c = c0; c < c1; c++) {
@@ -327,16 +334,16 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
     float* ec = e + start;
     // A hint that is not a positive finite number means "no hint" (a comparison with NaN fails).
     const float hint = hints[c] > 0 && hints[c] <= kMaxFloat ? hints[c] : 0.0f;
-    size_t count = pass(beta, ec, delta + start, len, hint, scratch.cand, scratch.mag);
+    size_t count = pass(beta, ec, delta + start, len, hint, scratch.cand);
     // Hint too high: look again (the chunk is in cache) with lower thresholds, then take all.
     for (float lower = hint * kRetryFactor; count < kc; lower *= kRetryFactor) {
       if (lower < hint * 0.01f) {
-        count = collect(beta, ec, nullptr, len, 0.0f, scratch.cand, scratch.mag);
+        count = collect(beta, ec, nullptr, len, 0.0f, scratch.cand);
       } else {
-        count = collect(beta, ec, nullptr, len, lower, scratch.cand, scratch.mag);
+        count = collect(beta, ec, nullptr, len, lower, scratch.cand);
       }
     }
-    if (!select_top(scratch, count, kc, hints[c]))
+    if (!select_top(ec, scratch, count, kc, hints[c]))
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
     quantize_chunk(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
   }
