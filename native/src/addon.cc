@@ -7,7 +7,6 @@
 
 #include <cmath>
 #include <functional>
-#include <memory>
 #include <vector>
 
 #include "kernels.h"
