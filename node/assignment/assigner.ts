@@ -70,7 +70,7 @@ export class StageAssigner extends EventTarget {
     this.running = true
     let stage = this.init.pinnedStage
     if (stage === undefined) {
-      const view = await this.registry.refresh()
+      const view = await this.registry.refresh(true)
       stage = chooseStage(loads(view), s => this.fits(s), n => this.rng.int(n))
       if (stage === undefined) {
         const least = Math.min(...Array.from({ length: this.init.nStages }, (_, s) => this.init.stageMemory(s)))

@@ -157,20 +157,27 @@ export class StageRegistry {
     await this.publish()
   }
 
-  /** Reads the swarm's view: a read that starts after this call (callers at once share it). */
-  async refresh (): Promise<SwarmView> {
+  /**
+   * Reads the swarm's view: a read that starts after this call (callers at once share it).
+   * `complete` also waits for the provider lookup and for peers we are not connected to (each
+   * bounded by the query timeout): for a newcomer's first choice of stage.
+   */
+  async refresh (complete = false): Promise<SwarmView> {
     if (this.reading !== undefined) await this.reading.catch(() => {})
-    this.reading ??= this.readView().then(view => {
+    this.reading ??= this.readView(complete).then(view => {
       this.current = view
       return view
     }).finally(() => { this.reading = undefined })
     return await this.reading
   }
 
-  /** Runs `task` under `name` unless a task of that name is still running. */
-  private inBackground (name: string, task: () => Promise<void>): void {
-    if (this.background.has(name)) return
-    this.background.set(name, task().catch(err => { log('%s failed: %e', name, err) }).finally(() => { this.background.delete(name) }))
+  /** Runs `task` under `name` unless a task of that name is still running; returns the running one. */
+  private inBackground (name: string, task: () => Promise<void>): Promise<void> | undefined {
+    if (!this.background.has(name)) {
+      const running = task().catch(err => { log('%s failed: %e', name, err) }).finally(() => { this.background.delete(name) })
+      this.background.set(name, running)
+    }
+    return this.background.get(name)
   }
 
   private async serveInfo (stream: Stream): Promise<void> {
@@ -218,8 +225,8 @@ export class StageRegistry {
   }
 
   /** Looks up every stage's providers (in the background) to find peers we are not connected to. */
-  private discover (): void {
-    this.inBackground('discover', async () => {
+  private discover (): Promise<void> | undefined {
+    return this.inBackground('discover', async () => {
       const dht = this.host.services.dht
       await Promise.all(Array.from({ length: this.init.nStages }, async (_, stage) => {
         const cid = await stageCid(this.init.runId, stage)
@@ -232,14 +239,16 @@ export class StageRegistry {
 
   /**
    * Asks every connected candidate for its record (one round trip each, in parallel); peers
-   * we are not connected to are looked up in the DHT in the background and counted once found.
+   * we are not connected to are dialed, or looked up in the DHT, in the background and
+   * counted once found (or waited for, when `complete`).
    */
-  private async readView (): Promise<SwarmView> {
+  private async readView (complete: boolean): Promise<SwarmView> {
     const now = Date.now()
     if (now - this.discoveredAt >= 3 * this.init.refreshMs) {
       this.discoveredAt = now
       this.discover()
     }
+    if (complete) await this.background.get('discover')
     for (const conn of this.host.getConnections()) this.candidates.set(conn.remotePeer.toString(), now)
     this.candidates.delete(this.peerId.toString())
     await Promise.all([...new Set([...this.candidates.keys(), ...this.known.keys()])].map(async id => {
@@ -255,7 +264,7 @@ export class StageRegistry {
       // Unconnected (or failing) peers may take a dial timeout: reach them in the background,
       // dialing first (its addresses are in the peer store), then through the DHT.
       if ((this.unreachable.get(id) ?? -Infinity) > now - 10 * this.init.refreshMs) return
-      this.inBackground(`reach ${id}`, async () => {
+      const reaching = this.inBackground(`reach ${id}`, async () => {
         let record: PeerInfoRecord | undefined
         try {
           record = await this.verify(id, await this.askPeer(peer), 'the peer')
@@ -266,6 +275,7 @@ export class StageRegistry {
         else this.unreachable.delete(id)
         this.remember(record)
       })
+      if (complete) await reaching
     }))
     const at = Date.now()
     for (const [id, record] of this.known) if (record.expiresAt <= at) this.known.delete(id)
