@@ -44,7 +44,8 @@ const shapes: Array<[number, CompressOptions]> = [
   [70, { beta: 0.95, chunk: 64, k: 10, bits: 2 }], // last chunk of 6 < k
   [5, { beta: 0, chunk: 4096, k: 64, bits: 2 }], // one short chunk
   [3001, { beta: 0.95, chunk: 16, k: 3, bits: 8 }],
-  [9000, { beta: 0.95, chunk: 1, k: 1, bits: 2 }]
+  [9000, { beta: 0.95, chunk: 1, k: 1, bits: 2 }],
+  [2 * 4096 + 100, { beta: 0.5, chunk: 4096, k: 4096, bits: 8 }] // the largest chunk, all kept
 ]
 
 for (const simd of paths) {

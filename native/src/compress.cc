@@ -46,8 +46,8 @@ uint32_t chunk_length(const Shape& s, size_t c) {
 }
 
 // e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand and returns
-// their count. NaN and infinities are always candidates, so
-// checking the candidates checks the chunk (a NaN must never be skipped silently).
+// their count. NaN and infinities are always candidates, so checking the candidates checks the
+// chunk (a NaN must never be skipped silently).
 // With update false, only collects (e is already updated: a second look with a lower hint).
 template <bool update>
 ST_INLINE size_t pass_portable(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand) {
@@ -224,8 +224,8 @@ ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag
 struct Scratch {
   uint16_t cand[kMaxChunk + 8];  // + 8: the vector compaction stores whole vectors
   int32_t mag[kMaxChunk];        // their |e| as bits: ordered like the values when finite
-  uint16_t picked[kMaxChunk];
-  float picked_mag[kMaxChunk];
+  uint16_t picked[kMaxChunk + 1];  // + 1: the branch-free pick writes one past the last taken
+  float picked_mag[kMaxChunk + 1];
 };
 
 // How many of mag[0..count) are >= t; branch free, so it vectorizes.
