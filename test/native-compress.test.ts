@@ -163,6 +163,19 @@ test('async variants give the same results as the sync ones', async () => {
   assert.ok(bytesEqual(d1, d2))
 })
 
+test('compressAsync leaves the event loop free while it runs', async () => {
+  if (!native.isNative) return // the reference fallback runs inline
+  const n = 2 ** 21
+  const o = { beta: 0.95, chunk: 4096, k: 64, bits: 2 as const }
+  const e = gaussian(n, new Rng(6))
+  const out = new Uint8Array(native.payloadSize(n, o.chunk, o.k, o.bits))
+  let ticked = false
+  setImmediate(() => { ticked = true })
+  await native.compressAsync(e, e.slice(), new Float32Array(native.chunkCount(n, o.chunk)), out, o)
+  // A call that finished inline would resume here before any macrotask ran.
+  assert.ok(ticked, 'the event loop did not turn during compressAsync')
+})
+
 test('bad arguments raise TypeError or RangeError, also as async rejections', async () => {
   const n = 10000
   const o = { beta: 0.9, chunk: 4096, k: 64, bits: 2 as const }
