@@ -9,8 +9,16 @@
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-ffp-contract=off", "-fno-math-errno", "-pthread"],
       "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "OTHER_CPLUSPLUSFLAGS": ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+      },
       "conditions": [
-        ["target_arch=='x64'", { "cflags_cc": ["-march=x86-64-v2"] }]
+        ["target_arch=='x64'", {
+          "cflags_cc": ["-march=x86-64-v2"],
+          "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-march=x86-64-v2"] }
+        }]
       ]
     }
   ]
