@@ -80,4 +80,21 @@ test('6 nodes of unequal capacity balance the stages within the 1/0.75 rule', as
   }
 })
 
+test('a node finds peers it was never told about through the DHT (a chain of bootstraps)', async () => {
+  const swarm = new TestSwarm()
+  try {
+    const seedDir = await swarm.init('a', ['--stages', String(STAGES)])
+    const a = await swarm.start('a', seedDir, ['--no-pipeline', '--capacity', '100'])
+    const b = await swarm.start('b', swarm.clone(seedDir, 'b'), ['--no-pipeline', '--capacity', '100', '--bootstrap', a.address])
+    const c = await swarm.start('c', swarm.clone(seedDir, 'c'), ['--no-pipeline', '--capacity', '100', '--bootstrap', b.address])
+    let seen: NodeStatus[] = []
+    await waitFor('c to see a', 30_000, async () => {
+      seen = [await swarm.status(c)]
+      return seen[0].stages.some(s => s.peers.some(p => p.peerId === a.peerId)) ? true : undefined
+    }, () => TestSwarm.describe(seen))
+  } finally {
+    await swarm.close()
+  }
+})
+
 test.run()

@@ -89,6 +89,7 @@ test('a node survives bad frames on the manifest, info and DHT protocols', async
   try {
     const server = node.components.host
     await client.dial(server.getMultiaddrs()[0])
+    // Every framed protocol a node serves (identify speaks first and ping echoes raw bytes).
     const protocols = [manifestProtocol(node.runId), infoProtocol(node.runId), dhtProtocol(node.runId)]
     for (const protocol of protocols) {
       for (const [name, bytes] of Object.entries(frames)) {
