@@ -89,6 +89,8 @@ export class StageRegistry {
   private local?: LocalInfo
   private localRecord?: PeerInfoRecord
   private signed?: Uint8Array
+  /** Publishes may overlap (a move publishes at once): only the latest-started one is kept. */
+  private publishes = 0
   private putAt = 0
   private providedStage?: number
   private providedAt = 0
@@ -200,8 +202,10 @@ export class StageRegistry {
   private async publish (): Promise<void> {
     if (this.local === undefined) return
     const now = Date.now()
+    const sequence = ++this.publishes
     const record: PeerInfoRecord = { ...this.local, peerId: this.peerId.toString(), version, issuedAt: now, expiresAt: now + this.init.recordTtlMs }
     const signed = await signInfoRecord(record, this.init.runId, this.privateKey, this.peerId)
+    if (sequence !== this.publishes) return
     this.signed = signed
     this.localRecord = record
     if (now - this.putAt >= this.init.recordTtlMs / 3) {
