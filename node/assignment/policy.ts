@@ -85,10 +85,10 @@ export function rebalanceMove (servers: readonly Server[], nStages: number, me: 
  */
 export function settle (servers: Server[], nStages: number, fits: Fits, maxRounds = 100): Server[] {
   const order = [...servers].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  const loads = stageLoads(servers, nStages)
   for (let round = 0; round < maxRounds; round++) {
     let moved = false
     for (const s of order) {
-      const loads = stageLoads(servers, nStages)
       if (loads[s.stage].servers <= 1) continue
       const now = sorted(loads.map(l => l.throughput))
       let bestStage = -1
@@ -98,7 +98,14 @@ export function settle (servers: Server[], nStages: number, fits: Fits, maxRound
         const after = sorted(loads.map(l => l.stage === s.stage ? l.throughput - s.throughput : l.stage === to ? l.throughput + s.throughput : l.throughput))
         if (compare(after, bestAfter) > 0) { bestStage = to; bestAfter = after }
       }
-      if (bestStage >= 0) { s.stage = bestStage; moved = true }
+      if (bestStage >= 0) {
+        loads[s.stage].throughput -= s.throughput
+        loads[s.stage].servers--
+        loads[bestStage].throughput += s.throughput
+        loads[bestStage].servers++
+        s.stage = bestStage
+        moved = true
+      }
     }
     if (!moved) break
   }
