@@ -54,7 +54,8 @@ for (const simd of native.isNative ? [true, false] : [false]) {
   })
 }
 
-test('int8 with per-row scales matches the reference and stays within half a step', () => {
+for (const simd of native.isNative ? [true, false] : [false]) test(`int8 with per-row scales matches the reference and stays within half a step (${simd ? 'avx2 if available' : 'portable'})`, () => {
+  if (native.isNative) native.setSimd(simd)
   const rng = new Rng(8)
   const rows = 33
   const width = 257
@@ -72,6 +73,12 @@ test('int8 with per-row scales matches the reference and stays within half a ste
   assert.ok(same(y, y2))
   for (let i = 0; i < x.length; i++) assert.ok(Math.abs(y[i] - x[i]) <= s1[Math.floor(i / width)] * 0.5001)
   assert.is(s1[5], 0)
+  // Exact halves round to even: with max 127 the step is 1.
+  const halves = Float32Array.of(127, 0.5, 1.5, 2.5, -2.5, -0.5, 126.5, 3)
+  const h8 = new Int8Array(8)
+  native.f32ToInt8(halves, h8, new Float32Array(1), 8)
+  assert.equal(Array.from(h8), [127, 0, 2, 2, -2, -0, 126, 3])
+  if (native.isNative) native.setSimd(true)
 })
 
 test('bad arguments raise TypeError or RangeError', () => {
