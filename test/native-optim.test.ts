@@ -52,7 +52,7 @@ for (const simd of native.isNative ? [true, false] : [false]) {
 
 test('async variants match the sync ones', async () => {
   const rng = new Rng(2)
-  const n = 100003
+  const n = 300007 // above the two-thread split
   const g = gaussian(n, rng)
   const p1 = gaussian(n, rng); const m1 = new Float32Array(n); const v1 = new Float32Array(n)
   const p2 = p1.slice(); const m2 = m1.slice(); const v2 = v1.slice()

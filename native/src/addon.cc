@@ -161,11 +161,15 @@ Napi::Value Async(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// Async calls split their work over two threads from this many elements on; below, starting a
+// thread (tens of microseconds) would cost more than it saves.
+constexpr size_t kSplitElements = size_t(1) << 17;
+
 // Runs fn over [0, n) elements: on two threads in async calls (split at a multiple of 16 floats,
 // so the halves do not share a cache line), in one call otherwise.
 template <typename Fn>
 void over_elements(size_t n, bool two_threads, Fn fn) {
-  if (!two_threads || n < 4096) return fn(size_t(0), n);
+  if (!two_threads || n < kSplitElements) return fn(size_t(0), n);
   const size_t mid = (n / 2) & ~size_t(15);
   run_two_threads(2, [&](size_t part, size_t) { part == 0 ? fn(size_t(0), mid) : fn(mid, n); });
 }
@@ -269,7 +273,7 @@ Call prepare_compress(const Napi::CallbackInfo& info) {
   call.returns_number = true;
   call.run = [=](bool two) {
     write_header(s, out);
-    if (two) run_two_threads(chunks, [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
+    if (two && n >= kSplitElements) run_two_threads(chunks, [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
     else compress_chunks(s, beta, e, delta, hints, out, 0, chunks);
     return double(needed);
   };
@@ -289,7 +293,7 @@ Call prepare_decode_accumulate(const Napi::CallbackInfo& info) {
     check_chunks(s, p, 0, chunks);  // the whole payload, before dst is touched
     if (n != s.n) throw std::range_error("decodeAccumulate: dst has " + std::to_string(n) + " elements, the payload " + std::to_string(s.n));
     const float w = float(weight);
-    if (two) run_two_threads(chunks, [&](size_t c0, size_t c1) { accumulate_chunks(s, p, dst, w, c0, c1); });
+    if (two && n >= kSplitElements) run_two_threads(chunks, [&](size_t c0, size_t c1) { accumulate_chunks(s, p, dst, w, c0, c1); });
     else accumulate_chunks(s, p, dst, w, 0, chunks);
     return 0.0;
   };
