@@ -6,7 +6,7 @@ const f32 = new Float32Array(1)
 const u32 = new Uint32Array(f32.buffer)
 
 /** float32 bits -> float16 bits, round to nearest even; overflow gives infinity. */
-export function f32BitsToF16 (x: number): number {
+function f32BitsToF16 (x: number): number {
   const sign = (x >>> 16) & 0x8000
   const abs = x & 0x7fffffff
   if (abs > 0x7f800000) return sign | 0x7e00 | ((abs >>> 13) & 0x3ff) // NaN: quiet, payload truncated
@@ -27,7 +27,7 @@ export function f32BitsToF16 (x: number): number {
 }
 
 /** float16 bits -> float32 bits (exact). */
-export function f16ToF32Bits (h: number): number {
+function f16ToF32Bits (h: number): number {
   const sign = (h & 0x8000) << 16
   const e = (h >>> 10) & 0x1f
   const m = h & 0x3ff

@@ -12,7 +12,7 @@ function scaleBits (x: number): number {
   return h > MAX_F16 ? MAX_F16 : h
 }
 
-export function checkCompressArgs (e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, o: CompressOptions): number {
+function checkCompressArgs (e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, o: CompressOptions): number {
   if (!(e instanceof Float32Array) || !(delta instanceof Float32Array) || !(hints instanceof Float32Array)) throw new TypeError('compress: e, delta and hints must be Float32Array')
   if (!(out instanceof Uint8Array)) throw new TypeError('compress: out must be a Uint8Array')
   if (typeof o !== 'object' || o === null) throw new TypeError('compress: options must be an object')

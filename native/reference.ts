@@ -39,7 +39,7 @@ export interface AdamWOptions {
   gradScale: number
 }
 
-export function checkAdamWOptions (o: AdamWOptions): void {
+function checkAdamWOptions (o: AdamWOptions): void {
   if (typeof o !== 'object' || o === null) throw new TypeError('adamw: options must be an object')
   checkNumber('adamw: lr', o.lr, 0, Number.MAX_VALUE)
   checkNumber('adamw: beta1', o.beta1, 0, 0.9999999999)
