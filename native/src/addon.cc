@@ -162,17 +162,20 @@ Napi::Value Async(const Napi::CallbackInfo& info) {
 }
 
 // Async calls split their work over two threads from this many elements on; below, starting a
-// thread (tens of microseconds) would cost more than it saves.
+// thread (tens of microseconds) would cost more than it saves. Work is shared in blocks.
 constexpr size_t kSplitElements = size_t(1) << 17;
+constexpr size_t kBlockElements = size_t(1) << 16;
 
-// Runs fn over [0, n) elements: on two threads in async calls (split at a multiple of 16 floats,
-// so the halves do not share a cache line), in one call otherwise.
+// Runs fn(begin, end) over [0, n) elements: in blocks on two threads in async calls, in one
+// call otherwise.
 template <typename Fn>
 void over_elements(size_t n, bool two_threads, Fn fn) {
   if (!two_threads || n < kSplitElements) return fn(size_t(0), n);
-  const size_t mid = (n / 2) & ~size_t(15);
-  run_two_threads(2, [&](size_t part, size_t) { part == 0 ? fn(size_t(0), mid) : fn(mid, n); });
+  run_two_threads(n, kBlockElements, fn);
 }
+
+// Chunks per block when a chunked kernel is shared between two threads (~64K elements).
+size_t chunk_block(uint32_t chunk) { return std::max<size_t>(1, kBlockElements / chunk); }
 
 // ---- dense kernels ----
 
@@ -195,9 +198,13 @@ Call prepare_sum_squares(const Napi::CallbackInfo& info) {
   const float* x = a.f32(0, "x", n);
   call.returns_number = true;
   call.run = [=](bool two) {
-    double parts[2] = {0, 0};
-    over_elements(n, two, [&](size_t b, size_t e) { parts[b == 0 ? 0 : 1] = sum_squares(x, b, e); });
-    return parts[0] + parts[1];
+    if (!two || n < kSplitElements) return sum_squares(x, 0, n);
+    // Partial sums per block, added in block order: the same result whichever thread ran what.
+    std::vector<double> parts((n + kBlockElements - 1) / kBlockElements);
+    run_two_threads(n, kBlockElements, [&](size_t b, size_t e) { parts[b / kBlockElements] = sum_squares(x, b, e); });
+    double sum = 0;
+    for (double p : parts) sum += p;
+    return sum;
   };
   return call;
 }
@@ -273,7 +280,7 @@ Call prepare_compress(const Napi::CallbackInfo& info) {
   call.returns_number = true;
   call.run = [=](bool two) {
     write_header(s, out);
-    if (two && n >= kSplitElements) run_two_threads(chunks, [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
+    if (two && n >= kSplitElements) run_two_threads(chunks, chunk_block(chunk), [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
     else compress_chunks(s, beta, e, delta, hints, out, 0, chunks);
     return double(needed);
   };
@@ -293,7 +300,7 @@ Call prepare_decode_accumulate(const Napi::CallbackInfo& info) {
     check_chunks(s, p, 0, chunks);  // the whole payload, before dst is touched
     if (n != s.n) throw std::range_error("decodeAccumulate: dst has " + std::to_string(n) + " elements, the payload " + std::to_string(s.n));
     const float w = float(weight);
-    if (two && n >= kSplitElements) run_two_threads(chunks, [&](size_t c0, size_t c1) { accumulate_chunks(s, p, dst, w, c0, c1); });
+    if (two && n >= kSplitElements) run_two_threads(chunks, chunk_block(s.chunk), [&](size_t c0, size_t c1) { accumulate_chunks(s, p, dst, w, c0, c1); });
     else accumulate_chunks(s, p, dst, w, 0, chunks);
     return 0.0;
   };

@@ -5,6 +5,8 @@
 // Errors: std::invalid_argument becomes a TypeError, std::range_error a RangeError.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -63,19 +65,29 @@ inline uint16_t f32_to_bf16(float f) {
 
 // ---- two threads ----
 
-// Runs fn(begin, end) over [0, units) split in two halves, one on a new thread. Rethrows the
-// first exception (the lower half's first, so errors name the first bad unit).
+// Runs fn(begin, end) over [0, units) on two threads (this one and a new one), in blocks of
+// `block` units claimed from a shared counter: on a busy machine a thread that gets less CPU
+// just takes fewer blocks instead of holding up the other. Rethrows the first exception (the
+// other thread then stops claiming blocks).
 template <typename Fn>
-void run_two_threads(size_t units, Fn fn) {
-  if (units < 2) { fn(size_t(0), units); return; }
-  const size_t mid = units / 2;
-  std::exception_ptr second;
-  std::thread helper([&] { try { fn(mid, units); } catch (...) { second = std::current_exception(); } });
-  std::exception_ptr first;
-  try { fn(size_t(0), mid); } catch (...) { first = std::current_exception(); }
+void run_two_threads(size_t units, size_t block, Fn fn) {
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  auto work = [&](std::exception_ptr& error) {
+    try {
+      for (size_t b = next.fetch_add(block); b < units && !failed.load(std::memory_order_relaxed); b = next.fetch_add(block))
+        fn(b, std::min(units, b + block));
+    } catch (...) {
+      error = std::current_exception();
+      failed = true;
+    }
+  };
+  std::exception_ptr mine, theirs;
+  std::thread helper([&] { work(theirs); });
+  work(mine);
   helper.join();
-  if (first) std::rethrow_exception(first);
-  if (second) std::rethrow_exception(second);
+  if (mine) std::rethrow_exception(mine);
+  if (theirs) std::rethrow_exception(theirs);
 }
 
 // ---- optimizer (optim.cc) ----
