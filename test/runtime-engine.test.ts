@@ -93,6 +93,24 @@ test('weights changed between calls are used by the next call; state loads back'
   }
 })
 
+test('stage 0 gradients are reproducible on several threads (onnxruntime ScatterND-add races)', async () => {
+  const wide: ModelConfig = { vocabSize: 256, dModel: 64, nLayers: 2, nHeads: 2, seqLen: 128 }
+  // Every token the same: all embedding-gradient adds hit one row, the worst case for the race.
+  const x = { data: new BigInt64Array(32 * 128).fill(7n), shape: [32, 128] }
+  const gy = { data: Float32Array.from({ length: 32 * 128 * 64 }, (_, i) => Math.sin(i)), shape: [32, 128, 64] }
+  const norms = new Set<number>()
+  for (let i = 0; i < 3; i++) {
+    const engine = await StageEngine.create({ model: wide, layout: stageLayout(wide, 0, 2), seed: 1, threads: 2 })
+    try {
+      await engine.backward(x, gy)
+      norms.add(await engine.gradNormSquared())
+    } finally {
+      await engine.close()
+    }
+  }
+  assert.is(norms.size, 1, `different gradients from the same input: ${[...norms].join(', ')}`)
+})
+
 test('bad tensors are refused with TensorError before reaching onnxruntime', async () => {
   const [first, last] = await engines(2)
   try {

@@ -1,6 +1,7 @@
 // swarmtrain generate: continue a prompt with an exported model, sampling byte by byte with a
 // temperature (seeded, so a seed reproduces the text). The model runs in a worker thread.
 import { readFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
 import { UserError } from '../../errors.js'
 import { encode } from '../../data/tokenizer.js'
 import { initializerDims } from '../../runtime/onnx-info.js'
@@ -49,7 +50,7 @@ export async function run (argv: string[]): Promise<number> {
   if (context === undefined) throw new ModelFileError(`--model ${v.model}: not a model written by 'swarmtrain export' (no position embedding)`)
   let host: SessionHost
   try {
-    host = await SessionHost.create({ graphs: { model: bytes }, params: [], weights: new SharedArrayBuffer(0), threads: 2 })
+    host = await SessionHost.create({ graphs: { model: { model: bytes, threads: availableParallelism() } }, params: [], weights: new SharedArrayBuffer(0) })
   } catch (err) {
     if (err instanceof SessionRunError) throw new ModelFileError(`--model ${v.model}: ${err.message}`)
     throw err
