@@ -5,7 +5,7 @@
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UserError } from '../errors.js'
-import { checkModelConfig, type ModelConfig } from '../model/index.js'
+import { checkModelConfig, paramSize, type ModelConfig } from '../model/index.js'
 import { writeFileAtomic } from '../util/fs.js'
 import type { OptimizerConfig } from './optimizer.js'
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js'
@@ -48,7 +48,7 @@ export async function saveCheckpoint (dir: string, engines: readonly StageEngine
     const { m, v } = await engine.optimizerState()
     let offset = 0
     for (const p of engine.params) {
-      const n = p.shape.reduce((a, b) => a * b, 1)
+      const n = paramSize(p)
       tensors.push({ name: p.name, shape: p.shape, data: engine.weights.subarray(offset, offset + n) })
       moments.push({ name: `adamw.m.${p.name}`, shape: p.shape, data: m.subarray(offset, offset + n) })
       moments.push({ name: `adamw.v.${p.name}`, shape: p.shape, data: v.subarray(offset, offset + n) })
@@ -98,7 +98,7 @@ export async function restoreEngines (engines: readonly StageEngine[], checkpoin
     const v = new Float32Array(size)
     let offset = 0
     for (const p of engine.params) {
-      const n = p.shape.reduce((a, b) => a * b, 1)
+      const n = paramSize(p)
       for (const [map, out, kind] of [[checkpoint.weights, weights, ''], [checkpoint.m, m, 'adamw.m.'], [checkpoint.v, v, 'adamw.v.']] as const) {
         const values = map.get(p.name)
         if (values === undefined) throw new CheckpointError(`${what}: no tensor ${kind}${p.name}`)

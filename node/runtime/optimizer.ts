@@ -1,7 +1,7 @@
 // The inner optimizer: AdamW with decoupled weight decay on matrices only, global-norm
 // gradient clipping, and a linear-warmup + cosine learning-rate schedule.
 import { adamwAsync } from '../../native/index.js'
-import type { ParamSpec } from '../model/config.js'
+import { paramSize, type ParamSpec } from '../model/index.js'
 
 export interface OptimizerConfig {
   /** Peak learning rate, reached at the end of warmup. */
@@ -70,7 +70,7 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.config
     let offset = 0
     for (const spec of this.params) {
-      const n = spec.shape.reduce((a, b) => a * b, 1)
+      const n = paramSize(spec)
       const slice = (a: Float32Array) => a.subarray(offset, offset + n)
       await adamwAsync(slice(weights), slice(grads), slice(this.m), slice(this.v), {
         lr, beta1, beta2, eps, weightDecay: spec.decay ? weightDecay : 0, step: this.step, gradScale

@@ -3,8 +3,7 @@
 // is a StageCaller (node/pipeline/chain.ts); the stage server serves one over the network.
 import { availableParallelism } from 'node:os'
 import { sumSquaresAsync } from '../../native/index.js'
-import { buildStageGraphs, initParams } from '../model/index.js'
-import type { ModelConfig, ParamSpec, StageLayout } from '../model/config.js'
+import { buildStageGraphs, initParams, paramSize, type ModelConfig, type ParamSpec, type StageLayout } from '../model/index.js'
 import { AdamW, clipFactor, defaultOptimizerConfig, type OptimizerConfig } from './optimizer.js'
 import { SessionHost, type ParamSlot } from './session-host.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from './tensor.js'
@@ -56,7 +55,7 @@ export class StageEngine {
     const slots: ParamSlot[] = []
     let size = 0
     for (const p of graphs.params) {
-      const n = p.shape.reduce((a, b) => a * b, 1)
+      const n = paramSize(p)
       slots.push({ name: p.name, offset: size, size: n, shape: p.shape })
       size += n
     }
