@@ -261,6 +261,19 @@ ST_INLINE int32_t rank_value(const int32_t* mag, size_t count, size_t r, int32_t
   return t;
 }
 
+// About the r-th largest |e| of a chunk, from every 16th value (len >= 16 r).
+ST_INLINE float sampled_rank(const float* e, uint32_t len, size_t r, Scratch& s) {
+  const size_t m = len / 16;
+  int32_t lo = INT32_MAX, hi = 0;
+  for (size_t j = 0; j < m; j++) {
+    const int32_t a = int32_t(f32_bits(e[16 * j]) & 0x7fffffff);
+    s.mag[j] = a;
+    lo = std::min(lo, a);
+    hi = std::max(hi, a);
+  }
+  return bits_f32(uint32_t(rank_value(s.mag, m, std::max<size_t>(1, r / 16), lo, hi)));
+}
+
 // Exact top kc of the chunk among the candidates cand[0..count) (ascending offsets, a
 // superset of the top kc and of the non-finite values): fills picked in ascending order and
 // sets the next hint. Returns false, selecting nothing, if a candidate is not finite.
@@ -335,6 +348,12 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
     // A hint that is not a positive finite number means "no hint" (a comparison with NaN fails).
     const float hint = hints[c] > 0 && hints[c] <= kMaxFloat ? hints[c] : 0.0f;
     size_t count = pass(beta, ec, delta + start, len, hint, scratch.cand);
+    if (hint == 0 && len >= 32 * size_t(kc)) {
+      // No hint yet (a first call): keep only the values above an estimate of the magnitude at
+      // rank 2 kc, from every 16th value, as a hint would have; if too few pass, keep all.
+      const size_t fewer = collect(beta, ec, nullptr, len, sampled_rank(ec, len, 2 * kc, scratch), scratch.cand);
+      count = fewer >= kc ? fewer : collect(beta, ec, nullptr, len, 0.0f, scratch.cand);
+    }
     // Hint too high: look again (the chunk is in cache) with lower thresholds, then take all.
     for (float lower = hint * kRetryFactor; count < kc; lower *= kRetryFactor) {
       if (lower < hint * 0.01f) {
