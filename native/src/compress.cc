@@ -6,8 +6,9 @@
 // call, compacted with their magnitudes (AVX2: a lookup table of lane permutations). When at
 // least kc candidates come out, the top kc of the chunk are among them (the kc-th largest is
 // >= the hint), and the exact cut runs on those few only, by a branch-free search on the bits
-// of the magnitudes. Otherwise (first call, or a hint too high) the chunk, now in cache, is
-// scanned again with lower thresholds. Hints change speed, never the result.
+// of the magnitudes. Without a hint (first call) one is estimated from a sample of the chunk;
+// when a hint is too high, the chunk, now in cache, is scanned again with lower thresholds.
+// Hints change speed, never the result.
 // Two-thread calls split the chunks in halves; every chunk record has a known place.
 #include "kernels.h"
 
