@@ -47,7 +47,7 @@ test('a stage left empty by a killed node is refilled by a move', async () => {
   }
 })
 
-test('SIGTERM stops a daemon cleanly', async () => {
+test('SIGTERM stops a daemon cleanly; a second daemon in its directory is refused', async () => {
   const swarm = new TestSwarm()
   try {
     const dir = await swarm.init('solo', ['--stages', '2'])
@@ -55,6 +55,9 @@ test('SIGTERM stops a daemon cleanly', async () => {
     const status = await swarm.status(node)
     assert.is(status.stage, 1)
     assert.is(status.pinned, true)
+    const second = await swarm.run(['start', '--dir', dir, '--no-pipeline', '--capacity', '10', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    assert.is(second.code, 2)
+    assert.match(second.stderr, /a daemon \(pid \d+\) already runs in/)
     const code = await swarm.kill(node, 'SIGTERM')
     assert.is(code, 0)
     assert.ok(node.output.includes('stopped'))

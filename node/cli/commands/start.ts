@@ -1,5 +1,5 @@
 // swarmtrain start: runs the daemon until SIGINT/SIGTERM.
-import { rm } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { measureCapacity } from '../../assignment/capacity.js'
 import { defaultNodeDir } from '../../daemon/dir.js'
@@ -10,6 +10,7 @@ import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../../pipeline/options.js'
 import { pipelineService } from '../../pipeline/swarm.js'
 import { intOption, numberOption, parse } from '../args.js'
+import { UsageError } from '../errors.js'
 
 export const summary = 'run the daemon: join the swarm, pick a stage, serve status on 127.0.0.1'
 
@@ -60,10 +61,28 @@ export interface StartOptions extends PipelineCliValues {
   'no-pipeline'?: boolean
 }
 
+/** Two daemons with one identity would fight over the peer id: refuse while daemon.json names a live process. */
+async function refuseSecondDaemon (dir: string): Promise<void> {
+  let pid: unknown
+  try {
+    pid = (JSON.parse(await readFile(join(dir, DAEMON_FILE), 'utf8')) as { pid?: unknown }).pid
+  } catch {
+    return // none running (or a damaged file from a crash)
+  }
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return // the process is gone: a stale file from a crash
+  }
+  throw new UsageError(`a daemon (pid ${pid}) already runs in ${dir}; stop it first or use another --dir`)
+}
+
 /** Starts a daemon from parsed start options and runs it until a signal. */
 export async function runDaemon (opts: StartOptions): Promise<number> {
   const dir = opts.dir ?? defaultNodeDir()
   const manifest = await readManifest(dir)
+  await refuseSecondDaemon(dir)
   const stage = opts.stage === undefined || opts.stage === 'auto' ? undefined : intOption('stage', opts.stage, 0, 0, manifest.nStages - 1)
   const controlPort = intOption('control-port', opts['control-port'], 0, 0, 65535)
   const given = opts.capacity === undefined ? undefined : numberOption('capacity', opts.capacity, 0, 1e-3, 1e12)
