@@ -78,7 +78,7 @@ function load (): { kernels: Kernels, isNative: boolean } {
     if (missing.length > 0) throw new Error(`the addon is out of date (no ${missing.join(', ')}): run npx node-gyp rebuild`)
     return { kernels: addon as unknown as Kernels, isNative: true }
   } catch (err) {
-    process.emitWarning(`swarmtrain: native addon unavailable, using the JavaScript reference (${(err as Error).message.split('\n')[0]})`)
+    console.warn(`swarmtrain: native addon unavailable, using the JavaScript reference (${(err as Error).message.split('\n')[0]})`)
     return { kernels: referenceKernels, isNative: false }
   }
 }
