@@ -6,7 +6,6 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
-import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { createLibp2p, type Libp2p } from 'libp2p'
@@ -14,6 +13,7 @@ import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { dhtProtocol } from '../../protocols/ids.js'
 import { version } from '../version.js'
+import { privateNetwork } from './pnet.js'
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
 export type HostServices = {
@@ -52,7 +52,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    ...(init.swarmKey === undefined ? {} : { connectionProtector: preSharedKey({ psk: init.swarmKey }) }),
+    ...(init.swarmKey === undefined ? {} : { connectionProtector: privateNetwork({ swarmKey: init.swarmKey }) }),
     peerDiscovery: (init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
     connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 },
     connectionMonitor: {
@@ -91,7 +91,7 @@ export async function createClientHost (init: { privateKey: PrivateKey, swarmKey
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    ...(init.swarmKey === undefined ? {} : { connectionProtector: preSharedKey({ psk: init.swarmKey }) }),
+    ...(init.swarmKey === undefined ? {} : { connectionProtector: privateNetwork({ swarmKey: init.swarmKey }) }),
     connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 },
     services: { identify: identify() }
   })

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileAtomic } from '../util/fs.js'
 import { IdentityKeyError, SwarmKeyError } from './errors.js'
+import { decodeSwarmKey } from './pnet.js'
 
 export const IDENTITY_FILE = 'identity.key'
 export const SWARM_KEY_FILE = 'swarm.key'
@@ -51,8 +52,9 @@ export async function writeSwarmKey (path: string, key: Uint8Array): Promise<voi
 export async function readSwarmKey (path: string): Promise<Uint8Array> {
   const bytes = await readIfExists(path)
   if (bytes === undefined) throw new SwarmKeyError(`no swarm key at ${path}`)
-  const lines = bytes.toString('utf8').split(/\r?\n|\r/)
-  if (lines[0] !== '/key/swarm/psk/1.0.0/' || lines[1] !== '/base16/' || !/^[0-9a-fA-F]{64}$/.test(lines[2] ?? '')) {
+  try {
+    decodeSwarmKey(bytes)
+  } catch {
     throw new SwarmKeyError(`${path} is not a swarm key (expected '/key/swarm/psk/1.0.0/', '/base16/' and 64 hex digits)`)
   }
   return new Uint8Array(bytes)
