@@ -1,4 +1,4 @@
-// swarmtrain demo: a swarm of a few daemons on 127.0.0.1, each its own process, trains
+// swarmtrain demo: a private swarm (fresh pre-shared key) of a few daemons on 127.0.0.1, each its own process, trains
 // the default model (split in 2 stages) on the bundled Brown corpus. One node drives; its
 // progress lines are shown. Bounded: stops after --microbatches and removes everything it made.
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -13,22 +13,18 @@ import type { DriverStats } from '../../pipeline/driver.js'
 import { intOption, parse } from '../args.js'
 import { UserError } from '../../errors.js'
 
-export const summary = 'train on this machine: a few daemons on 127.0.0.1 form a swarm (bounded)'
+export const summary = 'train on this machine: a few daemons on 127.0.0.1 form a private swarm (bounded)'
 
-export const usage = `usage: swarmtrain demo [--nodes N] [--microbatches M] [--tiny] [--private]
+export const usage = `usage: swarmtrain demo [--nodes N] [--microbatches M] [--tiny]
 
-Starts N daemons listening on 127.0.0.1 only, the default model split
+Starts N daemons listening on 127.0.0.1 only, in a private swarm (a fresh pre-shared key), the default model split
 into 2 stages with N/2 replicas each; one node drives microbatches from the Brown corpus and
 prints its loss and validation loss (nats per byte; the corpus's unigram entropy is 3.08).
 Stops after M microbatches, or on Ctrl-C, and removes the temporary node directories.
 
   --nodes N          daemons (default 4, at least 2)
   --microbatches M   microbatches to train (default 100)
-  --tiny             a small model (d_model 64, 2 layers, 32-byte context) for a quick look
-  --private          also give the swarm a fresh pre-shared key (pnet). Off by default: the
-                     pnet of libp2p 3 (@libp2p/pnet 3.0.27, xsalsa20) grows its WebAssembly
-                     memory with traffic and aborts the process after ~30 MB-sized messages
-                     (fixed upstream in js-libp2p PR #3585, not yet released)`
+  --tiny             a small model (d_model 64, 2 layers, 32-byte context) for a quick look`
 
 /** A daemon of the demo that failed to start or died. */
 class DemoError extends UserError {
@@ -46,7 +42,7 @@ interface Daemon {
 }
 
 export async function run (argv: string[]): Promise<number> {
-  const { values } = parse(argv, { nodes: { type: 'string' }, microbatches: { type: 'string' }, tiny: { type: 'boolean' }, private: { type: 'boolean' } })
+  const { values } = parse(argv, { nodes: { type: 'string' }, microbatches: { type: 'string' }, tiny: { type: 'boolean' } })
   const nodes = intOption('nodes', values.nodes, 4, 2, 16)
   const microbatches = intOption('microbatches', values.microbatches, 100, 1)
   const manifest = defaultManifest()
@@ -57,18 +53,18 @@ export async function run (argv: string[]): Promise<number> {
   }
 
   const root = await mkdtemp(join(tmpdir(), 'swarmtrain-demo-'))
-  const key = values.private === true ? newSwarmKey() : undefined
+  const key = newSwarmKey()
   const daemons: Daemon[] = []
   let interrupted = false
   const onSignal = (): void => { interrupted = true }
   process.once('SIGINT', onSignal)
   try {
-    console.log(`demo run ${runIdOf(manifest)}: ${nodes} daemons, model d${manifest.model.dModel} L${manifest.model.nLayers} T${manifest.model.seqLen}, 2 stages, ${key === undefined ? 'loopback' : 'private'} swarm in ${root}`)
+    console.log(`demo run ${runIdOf(manifest)}: ${nodes} daemons, model d${manifest.model.dModel} L${manifest.model.nLayers} T${manifest.model.seqLen}, 2 stages, private swarm in ${root}`)
     for (let i = 0; i < nodes; i++) {
       const dir = join(root, `node${i}`)
       await mkdir(dir)
       await writeManifest(dir, manifest)
-      if (key !== undefined) await writeSwarmKey(join(dir, SWARM_KEY_FILE), key)
+      await writeSwarmKey(join(dir, SWARM_KEY_FILE), key)
       const args = ['--stage', String(i % 2), '--capacity', '1000', '--threads', '1']
       if (i === 0) args.push('--max-microbatches', String(microbatches), '--eval-every', String(Math.max(10, Math.round(microbatches / 6))))
       else args.push('--no-drive', '--bootstrap', daemons[0].address)
