@@ -14,6 +14,7 @@ export interface PeerInfo {
   version: string
   issuedAt: bigint
   expiresAt: bigint
+  servedThroughput: number
 }
 
 export namespace PeerInfo {
@@ -76,6 +77,11 @@ export namespace PeerInfo {
           w.uint64(obj.expiresAt)
         }
 
+        if ((obj.servedThroughput != null && obj.servedThroughput !== 0)) {
+          w.uint32(89)
+          w.double(obj.servedThroughput)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -90,7 +96,8 @@ export namespace PeerInfo {
           round: 0n,
           version: '',
           issuedAt: 0n,
-          expiresAt: 0n
+          expiresAt: 0n,
+          servedThroughput: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -137,6 +144,10 @@ export namespace PeerInfo {
             }
             case 10: {
               obj.expiresAt = reader.uint64()
+              break
+            }
+            case 11: {
+              obj.servedThroughput = reader.double()
               break
             }
             default: {
@@ -224,6 +235,13 @@ export namespace PeerInfo {
               }
               break
             }
+            case 11: {
+              yield {
+                field: `${prefix}.servedThroughput`,
+                value: reader.double()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -286,6 +304,11 @@ export namespace PeerInfo {
     value: bigint
   }
 
+  export interface PeerInfoServedThroughputFieldEvent {
+    field: '$.servedThroughput'
+    value: number
+  }
+
   export function encode (obj: Partial<PeerInfo>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, PeerInfo.codec())
   }
@@ -294,7 +317,7 @@ export namespace PeerInfo {
     return decodeMessage(buf, PeerInfo.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PeerInfo>): Generator<PeerInfoRunIdFieldEvent | PeerInfoPeerIdFieldEvent | PeerInfoStageFieldEvent | PeerInfoThroughputFieldEvent | PeerInfoQueueLengthFieldEvent | PeerInfoFreeMemoryFieldEvent | PeerInfoRoundFieldEvent | PeerInfoVersionFieldEvent | PeerInfoIssuedAtFieldEvent | PeerInfoExpiresAtFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PeerInfo>): Generator<PeerInfoRunIdFieldEvent | PeerInfoPeerIdFieldEvent | PeerInfoStageFieldEvent | PeerInfoThroughputFieldEvent | PeerInfoQueueLengthFieldEvent | PeerInfoFreeMemoryFieldEvent | PeerInfoRoundFieldEvent | PeerInfoVersionFieldEvent | PeerInfoIssuedAtFieldEvent | PeerInfoExpiresAtFieldEvent | PeerInfoServedThroughputFieldEvent> {
     return streamMessage(buf, PeerInfo.codec(), opts)
   }
 }

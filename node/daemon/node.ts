@@ -205,7 +205,7 @@ export class SwarmNode {
       stages: registry.view.stages.map(s => ({
         stage: s.stage,
         throughput: s.throughput,
-        peers: s.peers.map(p => ({ peerId: p.peerId, throughput: p.throughput, queueLength: p.queueLength, round: p.round, version: p.version, freeMemory: p.freeMemory, expiresAt: p.expiresAt }))
+        peers: s.peers.map(p => ({ peerId: p.peerId, throughput: p.throughput, servedThroughput: p.servedThroughput, queueLength: p.queueLength, round: p.round, version: p.version, freeMemory: p.freeMemory, expiresAt: p.expiresAt }))
       })),
       services: Object.fromEntries([...services.entries()].filter(([, s]) => s.status !== undefined).map(([name, s]) => [name, s.status?.()]))
     }
@@ -225,6 +225,6 @@ export interface NodeStatus {
   connections: number
   moves: StageMove[]
   viewUpdatedAt: number
-  stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, queueLength: number, round: number, version: string, freeMemory: number, expiresAt: number }> }>
+  stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, version: string, freeMemory: number, expiresAt: number }> }>
   services: Record<string, unknown>
 }

@@ -87,7 +87,9 @@ export class PipelineService implements SwarmService, ReplicaSource {
     assigner.addEventListener('stage', this.onStage)
     if (assigner.stage !== undefined) await this.serve(assigner.stage)
     this.loadTimer = setInterval(() => {
-      if (this.serving !== undefined) void registry.update({ queueLength: this.serving.server.load().queueLength })
+      if (this.serving === undefined) return
+      const load = this.serving.server.load()
+      void registry.update({ queueLength: load.queueLength, servedThroughput: load.tokensPerSecond })
     }, 1000)
     if (!this.options.drive) return
     const corpus = this.options.corpus ?? await loadCorpus(manifest.datasetId)

@@ -19,8 +19,10 @@ export const RECORD_NAMESPACE = 'swarmtrain'
 export interface PeerInfoRecord {
   peerId: string
   stage: number
-  /** Tokens per second on its stage. */
+  /** Tokens per second it can process on its stage (capacity: what assignment balances). */
   throughput: number
+  /** Tokens per second it served recently (load). */
+  servedThroughput: number
   queueLength: number
   freeMemory: number
   round: number
@@ -54,6 +56,7 @@ export async function signInfoRecord (record: PeerInfoRecord, runId: string, pri
     peerId: peerId.toMultihash().bytes,
     stage: record.stage,
     throughput: record.throughput,
+    servedThroughput: record.servedThroughput,
     queueLength: record.queueLength,
     freeMemory: BigInt(Math.max(0, Math.floor(record.freeMemory))),
     round: BigInt(record.round),
@@ -113,13 +116,16 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
   if (issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InfoRecordError('info record issued in the future')
   if (expiresAt <= issuedAt || expiresAt - issuedAt > MAX_TTL_MS) throw new InfoRecordError('info record lifetime out of range')
   if (info.stage >= options.nStages) throw new InfoRecordError(`info record stage ${info.stage} out of range (run has ${options.nStages})`)
-  if (!Number.isFinite(info.throughput) || info.throughput < 0 || info.throughput > 1e12) throw new InfoRecordError('info record throughput out of range')
+  for (const rate of [info.throughput, info.servedThroughput]) {
+    if (!Number.isFinite(rate) || rate < 0 || rate > 1e12) throw new InfoRecordError('info record throughput out of range')
+  }
   if (info.freeMemory > BigInt(Number.MAX_SAFE_INTEGER) || info.round > BigInt(Number.MAX_SAFE_INTEGER)) throw new InfoRecordError('info record counter out of range')
   if (!/^[\w.+-]{1,32}$/.test(info.version)) throw new InfoRecordError('info record version malformed')
   return {
     peerId: signer.toString(),
     stage: info.stage,
     throughput: info.throughput,
+    servedThroughput: info.servedThroughput,
     queueLength: info.queueLength,
     freeMemory: Number(info.freeMemory),
     round: Number(info.round),

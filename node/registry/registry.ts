@@ -43,7 +43,10 @@ export interface RegistryInit {
 /** What this node says about itself; the registry adds peer id, version and times. */
 export interface LocalInfo {
   stage: number
+  /** Capacity, tokens/s: what assignment balances. */
   throughput: number
+  /** Tokens/s served recently: load. */
+  servedThroughput: number
   queueLength: number
   freeMemory: number
   round: number
@@ -147,11 +150,11 @@ export class StageRegistry {
 
   /**
    * Sets what this node announces; a stage change is signed and stored in the DHT at once,
-   * anything else with the next refresh. The pipeline reports queue length and measured
+   * anything else with the next refresh. The pipeline reports queue length and served
    * throughput here; averaging reports its round.
    */
   async update (info: Partial<LocalInfo>): Promise<void> {
-    const next = { stage: 0, throughput: 0, queueLength: 0, freeMemory: 0, round: 0, ...this.local, ...info }
+    const next = { stage: 0, throughput: 0, servedThroughput: 0, queueLength: 0, freeMemory: 0, round: 0, ...this.local, ...info }
     const moved = this.local?.stage !== next.stage
     this.local = next
     if (!moved) return

@@ -60,7 +60,7 @@ function table (s: NodeStatus): string {
     'stage  peers  tokens/s  members'
   ]
   for (const stage of s.stages) {
-    const members = stage.peers.map(p => `${short(p.peerId)}${p.peerId === s.peerId ? '*' : ''} (${p.throughput.toFixed(0)}/s, q${p.queueLength}, r${p.round}, v${p.version})`).join(', ')
+    const members = stage.peers.map(p => `${short(p.peerId)}${p.peerId === s.peerId ? '*' : ''} (${p.throughput.toFixed(0)}/s, serving ${p.servedThroughput.toFixed(0)}/s, q${p.queueLength}, r${p.round}, v${p.version})`).join(', ')
     lines.push(`${String(stage.stage).padStart(5)}  ${String(stage.peers.length).padStart(5)}  ${stage.throughput.toFixed(1).padStart(8)}  ${members || '(no server)'}`)
   }
   for (const m of s.moves) lines.push(`moved ${new Date(m.at).toISOString()}: stage ${m.from} -> ${m.to} (weakest ${m.before.toFixed(1)} -> ${m.after.toFixed(1)} tokens/s)`)
