@@ -61,7 +61,9 @@ export async function run (argv: string[]): Promise<number> {
     process.stdout.write(v.prompt)
     for (let i = 0; i < count; i++) {
       const window = tokens.slice(-context)
-      const out = await host.run('model', { tokens: { data: BigInt64Array.from(window, BigInt), shape: [1, window.length] } }, ['logits'])
+      const out = await host.run('model', { tokens: { data: BigInt64Array.from(window, BigInt), shape: [1, window.length] } }, ['logits']).catch((err: Error) => {
+        throw err instanceof SessionRunError ? new ModelFileError(`--model ${v.model}: ${err.message}`) : err
+      })
       const vocab = out.logits.shape[2]
       const last = out.logits.data.subarray((window.length - 1) * vocab) as Float32Array
       const next = sample(last, temperature, rng)
