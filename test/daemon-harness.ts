@@ -3,13 +3,11 @@
 // is killed in close(), so a failing test leaks no process.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { cpSync, mkdtempSync, rmSync } from 'node:fs'
-import { request } from 'node:http'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import type { NodeStatus } from '../node/daemon/node.js'
+import { cliPath, type DaemonProcess, fetchStatus, spawnDaemon } from '../node/daemon/process.js'
 
-export const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'node', 'cli', 'main.js')
 
 /**
  * Test timers (see node/daemon/timing.ts): records live 6 s and are republished every second,
@@ -22,16 +20,10 @@ export const fastTimers = {
   SWARMTRAIN_DIAL_TIMEOUT_MS: '5000'
 }
 
-export interface NodeProcess {
+/** A daemon of the test swarm (its stderr is there for failure messages; DEBUG=swarmtrain:* adds logs). */
+export interface NodeProcess extends DaemonProcess {
   name: string
   dir: string
-  child: ChildProcess
-  peerId: string
-  address: string
-  controlPort: number
-  output: string[]
-  /** Everything the node wrote to stderr (for failure messages; DEBUG=swarmtrain:* adds logs). */
-  stderr: () => string
 }
 
 export interface RunResult {
@@ -51,7 +43,7 @@ export class TestSwarm {
 
   /** Runs a CLI command to completion (bounded). */
   async run (args: string[], timeoutMs = 30_000): Promise<RunResult> {
-    const child = spawn(process.execPath, ['--no-warnings', cli, ...args], { env: { ...process.env, ...fastTimers }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, ['--no-warnings', cliPath, ...args], { env: { ...process.env, ...fastTimers }, stdio: ['ignore', 'pipe', 'pipe'] })
     this.children.add(child)
     let stdout = ''
     let stderr = ''
@@ -90,41 +82,15 @@ export class TestSwarm {
   }
 
   private async launch (name: string, dir: string, args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<NodeProcess> {
-    const child = spawn(process.execPath, ['--no-warnings', cli, ...args], {
-      env: { ...process.env, ...fastTimers, ...env },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    this.children.add(child)
-    child.on('close', () => this.children.delete(child))
-    const output: string[] = []
-    let stderr = ''
-    child.stderr?.on('data', (c: Buffer) => { stderr += c })
-    const ready = await new Promise<boolean>(resolve => {
-      let buffered = ''
-      const timer = setTimeout(() => resolve(false), timeoutMs)
-      child.stdout?.on('data', (c: Buffer) => {
-        buffered += c
-        const lines = buffered.split('\n')
-        buffered = lines.pop() ?? ''
-        for (const line of lines) {
-          output.push(line)
-          if (line === 'ready') { clearTimeout(timer); resolve(true) }
-        }
-      })
-      child.on('close', () => { clearTimeout(timer); resolve(false) })
-    })
-    if (!ready) throw new Error(`node ${name} did not start: ${stderr.trim()}`)
-    const field = (prefix: string): string => output.find(l => l.startsWith(prefix))?.slice(prefix.length).trim() ?? ''
-    const node: NodeProcess = {
-      name,
-      dir,
-      child,
-      peerId: field('peer id'),
-      address: field('listening'),
-      controlPort: Number(/:(\d+)\/status/.exec(field('status'))?.[1]),
-      output,
-      stderr: () => stderr
+    let spawned: DaemonProcess
+    try {
+      spawned = await spawnDaemon({ args, env: { ...fastTimers, ...env }, timeoutMs })
+    } catch (err) {
+      throw new Error(`node ${name} did not start: ${(err as Error).message}`)
     }
+    this.children.add(spawned.child)
+    spawned.child.on('close', () => this.children.delete(spawned.child))
+    const node: NodeProcess = { name, dir, ...spawned }
     this.nodes.push(node)
     return node
   }
@@ -135,15 +101,7 @@ export class TestSwarm {
   }
 
   async status (node: NodeProcess): Promise<NodeStatus> {
-    return await new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: node.controlPort, path: '/status', timeout: 5000 }, res => {
-        let body = ''
-        res.on('data', (c: Buffer) => { body += c })
-        res.on('end', () => { try { resolve(JSON.parse(body) as NodeStatus) } catch (err) { reject(err) } })
-      })
-      req.on('error', reject)
-      req.end()
-    })
+    return await fetchStatus(node.controlPort)
   }
 
   /** Kills one node and waits for it to exit. */

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert'
 import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { cli } from './daemon-harness.js'
+import { cliPath as cli } from '../node/daemon/process.js'
 
 test('demo trains in a local swarm, prints progress, exits 0 and leaves nothing behind', async () => {
   const before = new Set(readdirSync(tmpdir()).filter(f => f.startsWith('swarmtrain-demo-')))

@@ -14,7 +14,6 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 import xsalsa20 from 'xsalsa20'
 
 const NONCE_LENGTH = 24
-const KEY_LENGTH = 32
 /** Small enough that xsalsa20's WebAssembly memory (640 KiB at start) never has to grow. */
 const XOR_CHUNK = 16 * 1024
 

@@ -1,12 +1,10 @@
 // swarmtrain demo: a private swarm (fresh pre-shared key) of a few daemons on 127.0.0.1, each its own process, trains
 // the default model (split in 2 stages) on the bundled Brown corpus. One node drives; its
 // progress lines are shown. Bounded: stops after --microbatches and removes everything it made.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, rm } from 'node:fs/promises'
-import { request } from 'node:http'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { type DaemonProcess, fetchStatus, lastError, spawnDaemon, stopDaemon } from '../../daemon/process.js'
 import { defaultManifest, runIdOf, writeManifest } from '../../manifest/manifest.js'
 import { SWARM_KEY_FILE, newSwarmKey, writeSwarmKey } from '../../p2p/keys.js'
 import type { DriverStats } from '../../pipeline/driver.js'
@@ -26,20 +24,12 @@ Stops after M microbatches, or on Ctrl-C, and removes the temporary node directo
   --microbatches M   microbatches to train (default 100)
   --tiny             a small model (d_model 64, 2 layers, 32-byte context) for a quick look`
 
-/** A daemon of the demo that failed to start or died. */
+/** A daemon of the demo died. */
 class DemoError extends UserError {
   override name = 'DemoError'
 }
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'main.js')
 const timers = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '2000', SWARMTRAIN_DIAL_TIMEOUT_MS: '5000' }
-
-interface Daemon {
-  child: ChildProcess
-  stderr: () => string
-  address: string
-  controlPort: number
-}
 
 export async function run (argv: string[]): Promise<number> {
   const { values } = parse(argv, { nodes: { type: 'string' }, microbatches: { type: 'string' }, tiny: { type: 'boolean' } })
@@ -54,7 +44,7 @@ export async function run (argv: string[]): Promise<number> {
 
   const root = await mkdtemp(join(tmpdir(), 'swarmtrain-demo-'))
   const key = newSwarmKey()
-  const daemons: Daemon[] = []
+  const daemons: DaemonProcess[] = []
   let interrupted = false
   const onSignal = (): void => { interrupted = true }
   process.once('SIGINT', onSignal)
@@ -68,14 +58,18 @@ export async function run (argv: string[]): Promise<number> {
       const args = ['--stage', String(i % 2), '--capacity', '1000', '--threads', '1']
       if (i === 0) args.push('--max-microbatches', String(microbatches), '--eval-every', String(Math.max(10, Math.round(microbatches / 6))))
       else args.push('--no-drive', '--bootstrap', daemons[0].address)
-      daemons.push(await startDaemon(dir, args, i === 0))
+      daemons.push(await spawnDaemon({
+        args: ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args],
+        env: timers,
+        onLine: i === 0 ? line => { if (line.startsWith('microbatch')) console.log(line) } : undefined
+      }))
       console.log(`node ${i}: stage ${i % 2}${i === 0 ? ', driving' : ''}`)
     }
     while (!interrupted) {
       await new Promise(resolve => setTimeout(resolve, 1000))
       if (interrupted) break
       const dead = daemons.findIndex(d => d.child.exitCode !== null || d.child.signalCode !== null)
-      if (dead >= 0) throw new DemoError(`node ${dead} exited early: ${lastLine(daemons[dead].stderr())}`)
+      if (dead >= 0) throw new DemoError(`node ${dead} exited early: ${lastError(daemons[dead].stderr())}`)
       const driver = await driverStats(daemons[0]).catch(() => undefined)
       if (driver?.done === true) {
         console.log(`done: ${driver.completed} microbatches, ${driver.failed} failed, final validation loss ${driver.validationLoss?.toFixed(4) ?? '-'} nats/byte`)
@@ -90,57 +84,7 @@ export async function run (argv: string[]): Promise<number> {
   }
 }
 
-/** Starts `swarmtrain start` in `dir`; waits for its ready line. The driver's progress lines are echoed. */
-async function startDaemon (dir: string, args: string[], echo: boolean): Promise<Daemon> {
-  const child = spawn(process.execPath, ['--no-warnings', cli, 'start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], {
-    env: { ...process.env, ...timers },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stderr = ''
-  child.stderr?.on('data', (c: Buffer) => { stderr += c })
-  const lines: string[] = []
-  const ready = await new Promise<boolean>(resolve => {
-    let buffered = ''
-    child.stdout?.on('data', (c: Buffer) => {
-      buffered += c
-      const parts = buffered.split('\n')
-      buffered = parts.pop() ?? ''
-      for (const line of parts) {
-        lines.push(line)
-        if (line === 'ready') resolve(true)
-        if (echo && line.startsWith('microbatch')) console.log(line)
-      }
-    })
-    child.once('close', () => resolve(false))
-  })
-  if (!ready) throw new DemoError(`a daemon did not start: ${lastLine(stderr)}`)
-  const field = (prefix: string): string => lines.find(l => l.startsWith(prefix))?.slice(prefix.length).trim() ?? ''
-  return { child, stderr: () => stderr, address: field('listening'), controlPort: Number(/:(\d+)\/status/.exec(field('status'))?.[1]) }
-}
-
-/** The message of a daemon's last error (Node.js ends a crash with its version line). */
-function lastLine (text: string): string {
-  return text.trim().split('\n').filter(l => l.trim() !== '' && !l.startsWith('Node.js v')).slice(-3).join(' | ') || 'no output'
-}
-
-async function stopDaemon (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const closed = new Promise(resolve => child.once('close', resolve))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-  await closed
-  clearTimeout(timer)
-}
-
-async function driverStats (d: Daemon): Promise<DriverStats | undefined> {
-  const status = await new Promise<{ services?: { pipeline?: { driver?: DriverStats } } }>((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: d.controlPort, path: '/status', timeout: 5000 }, res => {
-      let body = ''
-      res.on('data', (c: Buffer) => { body += c })
-      res.on('end', () => { try { resolve(JSON.parse(body)) } catch (err) { reject(err) } })
-    })
-    req.on('error', reject)
-    req.end()
-  })
+async function driverStats (d: DaemonProcess): Promise<DriverStats | undefined> {
+  const status = await fetchStatus(d.controlPort) as { services?: { pipeline?: { driver?: DriverStats } } }
   return status.services?.pipeline?.driver
 }

@@ -1,10 +1,9 @@
 // swarmtrain status: the swarm as the local daemon sees it, from its 127.0.0.1 status server.
 import { readFile } from 'node:fs/promises'
-import { request } from 'node:http'
 import { join } from 'node:path'
-import { UserError } from '../../errors.js'
 import { defaultNodeDir } from '../../daemon/dir.js'
 import { DAEMON_FILE, type NodeStatus } from '../../daemon/node.js'
+import { DaemonUnreachableError, fetchStatus } from '../../daemon/process.js'
 import { intOption, parse } from '../args.js'
 
 export const summary = "show the swarm as the local daemon sees it: peers, throughput, stage, round"
@@ -15,11 +14,6 @@ export const usage = `usage: swarmtrain status [--json] [--dir D] [--control-por
   --dir D           node directory of the daemon (its ${DAEMON_FILE} names the port)
   --control-port P  ask the daemon on 127.0.0.1:P instead`
 
-/** The daemon is not running or not answering. */
-export class DaemonUnreachableError extends UserError {
-  override name = 'DaemonUnreachableError'
-}
-
 async function controlPort (dir: string, given?: string): Promise<number> {
   if (given !== undefined) return intOption('control-port', given, 0, 1, 65535)
   const path = join(dir, DAEMON_FILE)
@@ -28,27 +22,6 @@ async function controlPort (dir: string, given?: string): Promise<number> {
     if (typeof port === 'number' && Number.isInteger(port) && port > 0 && port < 65536) return port
   } catch {}
   throw new DaemonUnreachableError(`no running daemon found (no valid ${path}); start one or pass --control-port`)
-}
-
-async function fetchStatus (port: number): Promise<NodeStatus> {
-  return await new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/status', timeout: 5000 }, res => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { if (body.length < 16 << 20) body += chunk })
-      res.on('end', () => {
-        try {
-          if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`)
-          resolve(JSON.parse(body) as NodeStatus)
-        } catch (err) {
-          reject(new DaemonUnreachableError(`bad answer from 127.0.0.1:${port}/status: ${(err as Error).message}`))
-        }
-      })
-    })
-    req.on('timeout', () => { req.destroy(new Error('timed out')) })
-    req.on('error', err => { reject(new DaemonUnreachableError(`no daemon answers on 127.0.0.1:${port} (${err.message})`)) })
-    req.end()
-  })
 }
 
 function table (s: NodeStatus): string {

@@ -1,0 +1,123 @@
+// A daemon as a child process, for whoever runs several on one machine (the demo, tests,
+// benchmarks) or talks to a running one (`swarmtrain status`). `swarmtrain start` prints
+// `peer id`, `listening` and `status` lines, then `ready`; the status server speaks JSON on
+// 127.0.0.1 only.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { request } from 'node:http'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { UserError } from '../errors.js'
+import type { NodeStatus } from './node.js'
+
+/** The command line's entry point, to spawn daemons with the same build. */
+export const cliPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js')
+
+/** Status answers larger than this are cut off (a daemon's status is a few KiB). */
+const MAX_STATUS_BYTES = 16 << 20
+
+/** The daemon is not running or not answering. */
+export class DaemonUnreachableError extends UserError {
+  override name = 'DaemonUnreachableError'
+}
+
+/** A daemon exited or never printed `ready`. */
+export class DaemonStartError extends UserError {
+  override name = 'DaemonStartError'
+}
+
+export interface DaemonProcess {
+  child: ChildProcess
+  peerId: string
+  /** Its first listen address, with /p2p/<peer id>: what others bootstrap from. */
+  address: string
+  controlPort: number
+  /** Every stdout line so far. */
+  output: string[]
+  /** Everything it wrote to stderr. */
+  stderr: () => string
+}
+
+export interface SpawnDaemonOptions {
+  /** Arguments after `swarmtrain`, e.g. ['start', '--dir', dir, ...]. */
+  args: string[]
+  env?: Record<string, string>
+  timeoutMs?: number
+  /** Called with every stdout line, e.g. to echo progress. */
+  onLine?: (line: string) => void
+}
+
+/** Spawns `swarmtrain <args>` and resolves once it prints `ready`; rejects if it exits or times out first. */
+export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonProcess> {
+  const child = spawn(process.execPath, ['--no-warnings', cliPath, ...options.args], {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const output: string[] = []
+  let stderr = ''
+  child.stderr?.on('data', (c: Buffer) => { stderr += c })
+  const ready = await new Promise<boolean>(resolve => {
+    let buffered = ''
+    const timer = setTimeout(() => resolve(false), options.timeoutMs ?? 60_000)
+    child.stdout?.on('data', (c: Buffer) => {
+      buffered += c
+      const lines = buffered.split('\n')
+      buffered = lines.pop() ?? ''
+      for (const line of lines) {
+        output.push(line)
+        options.onLine?.(line)
+        if (line === 'ready') { clearTimeout(timer); resolve(true) }
+      }
+    })
+    child.once('close', () => { clearTimeout(timer); resolve(false) })
+  })
+  if (!ready) {
+    await stopDaemon(child, 0)
+    throw new DaemonStartError(`a daemon did not start: ${lastError(stderr)}`)
+  }
+  const field = (prefix: string): string => output.find(l => l.startsWith(prefix))?.slice(prefix.length).trim() ?? ''
+  return {
+    child,
+    peerId: field('peer id'),
+    address: field('listening'),
+    controlPort: Number(/:(\d+)\/status/.exec(field('status'))?.[1]),
+    output,
+    stderr: () => stderr
+  }
+}
+
+/** Asks it to stop (SIGTERM), then kills it after `graceMs`; resolves when it has exited. */
+export async function stopDaemon (child: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const closed = new Promise(resolve => child.once('close', resolve))
+  child.kill(graceMs > 0 ? 'SIGTERM' : 'SIGKILL')
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
+  await closed
+  clearTimeout(timer)
+}
+
+/** The last few meaningful lines a process wrote to stderr (Node.js ends a crash with its version line). */
+export function lastError (stderr: string): string {
+  return stderr.trim().split('\n').filter(l => l.trim() !== '' && !l.startsWith('Node.js v')).slice(-3).join(' | ') || 'no output'
+}
+
+/** GET http://127.0.0.1:<port>/status. */
+export async function fetchStatus (port: number): Promise<NodeStatus> {
+  return await new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/status', timeout: 5000 }, res => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => { if (body.length < MAX_STATUS_BYTES) body += chunk })
+      res.on('end', () => {
+        try {
+          if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`)
+          resolve(JSON.parse(body) as NodeStatus)
+        } catch (err) {
+          reject(new DaemonUnreachableError(`bad answer from 127.0.0.1:${port}/status: ${(err as Error).message}`))
+        }
+      })
+    })
+    req.on('timeout', () => { req.destroy(new Error('timed out')) })
+    req.on('error', err => { reject(new DaemonUnreachableError(`no daemon answers on 127.0.0.1:${port} (${err.message})`)) })
+    req.end()
+  })
+}
