@@ -15,9 +15,10 @@ export const summary = 'train on this machine: a few daemons on 127.0.0.1 form a
 
 export const usage = `usage: swarmtrain demo [--nodes N] [--microbatches M] [--tiny]
 
-Starts N daemons listening on 127.0.0.1 only, in a private swarm (a fresh pre-shared key), the default model split
-into 2 stages with N/2 replicas each; one node drives microbatches from the Brown corpus and
-prints its loss and validation loss (nats per byte; the corpus's unigram entropy is 3.08).
+Starts N daemons listening on 127.0.0.1 only, as a private swarm (a fresh pre-shared key),
+with the default model split into 2 stages of N/2 replicas each; one node drives microbatches
+from the Brown corpus and prints its loss and validation loss (nats per byte; the corpus's
+unigram entropy is 3.08).
 Stops after M microbatches, or on Ctrl-C, and removes the temporary node directories.
 
   --nodes N          daemons (default 4, at least 2)
