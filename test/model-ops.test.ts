@@ -69,6 +69,9 @@ const cases: Array<[string, InputSpec[], Build]> = [
   ['causalSoftmax', [{ shape: [2, 2, 4, 4] }], (g, [s]) => g.causalSoftmax(g.mul(s, g.constant(3)), 6)],
   ['gelu', [{ shape: [4, 9] }], (g, [x]) => g.gelu(g.mul(x, g.constant(4)))],
   ['gather with repeated indices', [{ shape: [5, 3] }, { shape: [2, 4], ints: [0, 3, 3, 1, 4, 0, 0, 2] }], (g, [t, i]) => g.gather(t, i)],
+  ['gather with negative indices', [{ shape: [4, 3] }, { shape: [5], ints: [-1, 3, 0, -4, 2] }], (g, [t, i]) => g.gather(t, i)],
+  ['gather from a 3-D table', [{ shape: [4, 2, 3] }, { shape: [3, 2], ints: [1, 1, 3, 0, 1, 2] }], (g, [t, i]) => g.gather(t, i)],
+  ['gather by a scalar index', [{ shape: [4, 3] }, { shape: [], ints: [2] }], (g, [t, i]) => g.gather(t, i)],
   ['crossEntropy', [{ shape: [6, 5] }, { shape: [6], ints: [0, 4, 2, 2, 1, 3] }], (g, [l, t]) => g.crossEntropy(g.mul(l, g.constant(2)), t)]
 ]
 
@@ -93,6 +96,25 @@ test('a graph checks its inputs: matmul rank, unsupported transposed batching', 
   const g = new Graph('float32')
   assert.throws(() => g.matmul(g.input('v', [3]), g.input('m', [3, 3])), /rank/)
   assert.throws(() => g.matmul(g.input('a', [2, 3, 4]), g.input('b', [3, 5]), { transA: true }), /transA/)
+})
+
+test('the gather gradient refuses out-of-range indices, as the forward Gather does', async () => {
+  const g = new Graph('float32')
+  const table = g.input('table', [5, 2])
+  const indices = g.input('indices', [2], 'int64')
+  const [grad] = gradients(g, [[g.gather(table, indices), g.input('gy', [2, 2], 'float', false)]], [table])
+  g.output(grad as Tensor, 'grad') // the forward Gather is pruned: only the gradient sees the indices
+  const s = await session(g.toModel())
+  const run = async (ids: number[]): Promise<number[]> => Array.from(read((await s.run({ table: floats('float32', new Array(10).fill(0), [5, 2]), indices: int64(ids, [2]), gy: floats('float32', [1, 2, 3, 4], [2, 2]) })).grad))
+  assert.equal(await run([4, -1]), [0, 0, 0, 0, 0, 0, 0, 0, 4, 6])
+  for (const bad of [[5, 0], [0, -6]]) {
+    try {
+      await run(bad)
+      assert.unreachable(`indices ${bad.join(', ')} accepted`)
+    } catch (err) {
+      assert.match((err as Error).message, /out of data bounds/)
+    }
+  }
 })
 
 test('gradients ignore inputs that need none and tensors off the path', async () => {

@@ -41,8 +41,11 @@ export const rules: Record<OpType, Rule> = {
     const xdu = g.mul(x, g.add(g.mul(x2, g.constant(6 * geluC * geluK)), g.constant(2 * geluC)))
     return [g.mul(gy, g.add(s, g.mul(g.mul(s, g.sub(g.constant(1), s)), xdu)))]
   },
-  gather: ({ g, inputs: [table, indices], grads: [gy] }) => [g.scatterAdd(g.zerosLike(table), g.unsqueeze(indices, -1), gy), undefined],
+  // dtable = onehot(indices)^T @ dy, as a product (see gatherGrad).
+  gather: ({ g, inputs: [table, indices], grads: [gy] }) => [gatherGrad(g, table, indices, gy), undefined],
   // loss = mean_i -log softmax(logits_i)[t_i]: dlogits = (softmax - onehot(t)) * dloss / N.
+  // One scatter-add per row, never two to one element, so onnxruntime's race on repeated
+  // indices (see gatherGrad) cannot bite.
   crossEntropy: ({ g, inputs: [logits, targets], grads: [gloss], saved }) => {
     const column = g.unsqueeze(targets, 1)
     const minusOne = g.fill(g.shapeOf(column), column.shape, -1)
@@ -72,6 +75,18 @@ function matmulGrads (g: Graph, a: Tensor, b: Tensor, gc: Tensor, { transA, tran
     ? mm(gc2, a2, true, transA)
     : mm(a2, gc2, !transA, false)
   return [ga, gb]
+}
+
+/**
+ * The rows of `table` picked by `indices` (any shape) collect their gradients, summed where an
+ * index repeats: dtable = onehot(indices)^T @ dy with both flattened to [N, V] and [N, D]. One
+ * deterministic product (cheap at a small vocabulary), not a ScatterND add: onnxruntime 1.30
+ * runs that with a race on several threads, so adds to a repeated row get lost.
+ */
+function gatherGrad (g: Graph, table: Tensor, indices: Tensor, gy: Tensor): Tensor {
+  const r = indices.shape.length
+  const grad = g.matmul(g.flatten(g.oneHot(indices, table), r), g.flatten(gy, r), { transA: true })
+  return table.shape.length === 2 ? grad : g.reshapeTo(grad, g.shapeOf(table), table.shape)
 }
 
 /** Sums a broadcast gradient back to `target`'s shape (over leading axes and size-1 axes). */

@@ -205,9 +205,23 @@ export class Graph {
     return this.node1('Cast', [n], 'float', [], { to: { kind: 'int', value: this.floatType } })
   }
 
-  /** data with `updates` added at the rows named by `indices` [..., 1] (repeated rows add up). */
-  scatterAdd (data: Tensor, indices: Tensor, updates: Tensor): Tensor {
-    return this.node1('ScatterND', [data, indices, updates], data.elem, data.shape, { reduction: { kind: 'string', value: 'add' } })
+  /** `t` as a matrix: [product of the dims before `axis`, product of the rest]. */
+  flatten (t: Tensor, axis: number): Tensor {
+    const shape = [dimProduct(t.shape.slice(0, axis)), dimProduct(t.shape.slice(axis))]
+    return this.node1('Flatten', [t], t.elem, shape, { axis: { kind: 'int', value: axis } })
+  }
+
+  /**
+   * One-hot rows over the rows of `table` [V, ...]: [...indices.shape, V] in the float type,
+   * picked from a V x V identity by Gather, so indices follow the same rules as in `gather`
+   * (negative ones count from the end, out-of-range ones are an error).
+   */
+  oneHot (indices: Tensor, table: Tensor): Tensor {
+    const v = this.shapeOf(table, 0, 1)
+    const square = this.node1('ConstantOfShape', [this.node1('Concat', [v, v], 'int64', [2], { axis: { kind: 'int', value: 0 } })],
+      'float', [table.shape[0], table.shape[0]], { value: { kind: 'tensor', value: this.scalarTensor(0) } })
+    const eye = this.node1('EyeLike', [square], 'float', square.shape)
+    return this.node1('Gather', [eye, indices], 'float', [...indices.shape, table.shape[0]], { axis: { kind: 'int', value: 0 } })
   }
 
   /** data[i, indices[i, j]] += updates[i, j] along `axis` 1. */
@@ -405,6 +419,11 @@ function broadcastShape (a: readonly Dim[], b: readonly Dim[]): Dim[] {
   return out
 }
 
+/** The product of static dims; symbolic as soon as one dim is (e.g. 'B*T'). */
+function dimProduct (dims: readonly Dim[]): Dim {
+  return dims.every(d => typeof d === 'number') ? (dims as number[]).reduce((p, d) => p * d, 1) : dims.join('*')
+}
+
 function reducedShape (shape: readonly Dim[], axes: number[], keepdims: boolean): Dim[] {
   const norm = new Set(axes.map(a => a < 0 ? shape.length + a : a))
   return keepdims ? shape.map((d, i) => norm.has(i) ? 1 : d) : shape.filter((_, i) => !norm.has(i))
@@ -426,6 +445,6 @@ function reshapeShape (input: readonly Dim[], shape: number[]): Dim[] {
     }
     remaining.splice(at, 1)
   }
-  out[inferred] = remaining.every(d => typeof d === 'number') ? (remaining as number[]).reduce((p, d) => p * d, 1) : remaining.join('*')
+  out[inferred] = dimProduct(remaining)
   return out
 }

@@ -15,18 +15,14 @@ export interface ParamSlot {
   shape: number[]
 }
 
-/** An ONNX model and the onnxruntime intra-op threads its session may use. */
-export interface GraphSpec {
-  model: Uint8Array
-  threads: number
-}
-
 export interface WorkerInit {
-  graphs: Record<string, GraphSpec>
+  graphs: Record<string, Uint8Array>
   params: ParamSlot[]
   weights: SharedArrayBuffer
   /** When given, `grad.<name>` outputs of runs that ask for it are accumulated here. */
   grads?: SharedArrayBuffer
+  /** onnxruntime intra-op threads of every session. */
+  threads: number
 }
 
 export interface HostRequest {

@@ -24,15 +24,15 @@ for (const p of init.params) {
   if (grads !== undefined) gradSlices.set(`grad.${p.name}`, grads.subarray(p.offset, p.offset + p.size))
 }
 
-const options = (threads: number): ort.InferenceSession.SessionOptions => ({
-  intraOpNumThreads: threads,
+const options: ort.InferenceSession.SessionOptions = {
+  intraOpNumThreads: init.threads,
   interOpNumThreads: 1,
   // With spinning on, several live sessions fight over the cores (2-6x slower, see NOTES.md).
   extra: { session: { intra_op: { allow_spinning: '0' } } },
   graphOptimizationLevel: 'all',
   // Failures come back to the caller as errors; onnxruntime's own logging would only repeat them.
   logSeverityLevel: 4
-})
+}
 
 const sessions = new Map<string, ort.InferenceSession>()
 
@@ -69,7 +69,7 @@ async function run (req: HostRequest): Promise<HostReply> {
 }
 
 async function main (): Promise<void> {
-  for (const [name, graph] of Object.entries(init.graphs)) sessions.set(name, await ort.InferenceSession.create(graph.model, options(graph.threads)))
+  for (const [name, bytes] of Object.entries(init.graphs)) sessions.set(name, await ort.InferenceSession.create(bytes, options))
   // Requests come one at a time (the host serializes them), but chain them anyway so a
   // misbehaving host cannot run two sessions over the same buffers at once.
   let tail = Promise.resolve()

@@ -62,18 +62,12 @@ export class StageEngine {
     const weights = new SharedArrayBuffer(size * 4)
     const grads = new SharedArrayBuffer(size * 4)
     initParams(graphs.params, init.seed ?? 0, new Float32Array(weights))
-    const threads = init.threads ?? availableParallelism()
     const host = await SessionHost.create({
-      graphs: {
-        forward: { model: graphs.forward, threads },
-        // The embedding gradients are ScatterND adds, and onnxruntime 1.30's ScatterND with
-        // reduction 'add' races on several threads (adds to a repeated index get lost, so
-        // gradients are wrong and runs not reproducible): stage 0's backward runs on one.
-        backward: { model: graphs.backward, threads: layout.stage === 0 ? 1 : threads }
-      },
+      graphs: { forward: graphs.forward, backward: graphs.backward },
       params: slots,
       weights,
-      grads
+      grads,
+      threads: init.threads ?? availableParallelism()
     })
     return new StageEngine(model, layout, graphs.params, init.optimizer ?? defaultOptimizerConfig, host, weights, grads)
   }

@@ -50,7 +50,7 @@ export async function run (argv: string[]): Promise<number> {
   if (context === undefined) throw new ModelFileError(`--model ${v.model}: not a model written by 'swarmtrain export' (no position embedding)`)
   let host: SessionHost
   try {
-    host = await SessionHost.create({ graphs: { model: { model: bytes, threads: availableParallelism() } }, params: [], weights: new SharedArrayBuffer(0) })
+    host = await SessionHost.create({ graphs: { model: bytes }, params: [], weights: new SharedArrayBuffer(0), threads: availableParallelism() })
   } catch (err) {
     if (err instanceof SessionRunError) throw new ModelFileError(`--model ${v.model}: ${err.message}`)
     throw err
