@@ -7,7 +7,7 @@ import { encode } from '../node/data/tokenizer.js'
 import { BatchSampler } from '../node/data/sampler.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { trainMicrobatch } from '../node/pipeline/chain.js'
-import { CheckpointError, readCheckpoint, restoreEngines, saveCheckpoint } from '../node/runtime/checkpoint.js'
+import { CheckpointError, readCheckpoint, readStageCheckpoint, restoreEngines, saveCheckpoint, saveStageCheckpoint, stageCheckpointPath } from '../node/runtime/checkpoint.js'
 import { trainLocal } from '../node/runtime/local-training.js'
 import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
@@ -45,8 +45,8 @@ test('a checkpoint round trip is bit-exact, into the same or another stage split
     await restoreEngines(one, ckpt)
     let offset = 0
     for (let s = 0; s < 2; s++) {
-      const sa = await a[s].optimizerState()
-      const sb = await b[s].optimizerState()
+      const sa = await a[s].snapshot()
+      const sb = await b[s].snapshot()
       assert.equal(bytes(b[s].weights), bytes(a[s].weights))
       assert.equal(bytes(sb.m), bytes(sa.m))
       assert.equal(bytes(sb.v), bytes(sa.v))
@@ -97,6 +97,32 @@ test('bad checkpoints give one-line CheckpointErrors', async () => {
     })
   } finally {
     await engine.close()
+  }
+})
+
+test('a stage checkpoint round trip is bit-exact and tagged with run, stage and step; damage is an error', async () => {
+  const [first, a] = await engines(2)
+  const [other, b] = await engines(2)
+  const sampler = new BatchSampler(text, 16, 4, 2)
+  try {
+    for (let i = 0; i < 2; i++) {
+      await trainMicrobatch([first, a], sampler.next())
+      await a.step()
+    }
+    const path = stageCheckpointPath(dir, 1)
+    assert.is(await readStageCheckpoint(path), undefined)
+    assert.is(await saveStageCheckpoint(path, a, { runId: 'run1', stage: 1 }), 2)
+    const saved = await readStageCheckpoint(path)
+    assert.equal(saved?.state, { runId: 'run1', stage: 1, step: 2 })
+    await restoreEngines([b], saved!)
+    const [sa, sb] = [await a.snapshot(), await b.snapshot()]
+    assert.equal(bytes(sb.weights), bytes(sa.weights))
+    assert.equal(bytes(sb.m), bytes(sa.m))
+    assert.is(sb.step, 2)
+    writeFileSync(path, 'not a checkpoint at all')
+    await readStageCheckpoint(path).then(() => assert.unreachable('no error'), (err: Error) => assert.match(err.message, /header length/))
+  } finally {
+    await Promise.all([first, a, other, b].map(e => e.close()))
   }
 })
 

@@ -6,6 +6,7 @@
 //   SWARMTRAIN_PING_INTERVAL_MS  connection monitor ping period  (default 3000)
 //   SWARMTRAIN_PING_TIMEOUT_MS   ...and its timeout              (default 5000)
 //   SWARMTRAIN_DIAL_TIMEOUT_MS   dial + identify of a peer       (default 10000)
+//   SWARMTRAIN_CHECKPOINT_MS     checkpoint the served stage     (default 30000)
 import { UserError } from '../errors.js'
 
 export interface Timing {
@@ -15,6 +16,7 @@ export interface Timing {
   pingIntervalMs: number
   pingTimeoutMs: number
   dialTimeoutMs: number
+  checkpointMs: number
 }
 
 export const defaultTiming: Timing = {
@@ -23,7 +25,8 @@ export const defaultTiming: Timing = {
   rebalanceMs: 120_000,
   pingIntervalMs: 3000,
   pingTimeoutMs: 5000,
-  dialTimeoutMs: 10_000
+  dialTimeoutMs: 10_000,
+  checkpointMs: 30_000
 }
 
 const variables: Record<keyof Timing, string> = {
@@ -32,7 +35,8 @@ const variables: Record<keyof Timing, string> = {
   rebalanceMs: 'SWARMTRAIN_REBALANCE_MS',
   pingIntervalMs: 'SWARMTRAIN_PING_INTERVAL_MS',
   pingTimeoutMs: 'SWARMTRAIN_PING_TIMEOUT_MS',
-  dialTimeoutMs: 'SWARMTRAIN_DIAL_TIMEOUT_MS'
+  dialTimeoutMs: 'SWARMTRAIN_DIAL_TIMEOUT_MS',
+  checkpointMs: 'SWARMTRAIN_CHECKPOINT_MS'
 }
 
 export function timingFromEnv (env: NodeJS.ProcessEnv = process.env): Timing {

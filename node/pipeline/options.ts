@@ -34,7 +34,8 @@ export interface PipelineCliValues {
   'test-slowdown'?: string
 }
 
-export function pipelineOptionsFrom (values: PipelineCliValues): PipelineOptions {
+/** The pipeline options the command line sets (the daemon adds its timers). */
+export function pipelineOptionsFrom (values: PipelineCliValues): Omit<PipelineOptions, 'checkpointEveryMs'> {
   const wire = values.wire ?? 'f16'
   if (!Object.hasOwn(wireDTypes, wire)) throw new UsageError(`--wire must be f16, int8 or f32, got '${wire}'`)
   const optional = (name: keyof PipelineCliValues, min: number): number | undefined =>

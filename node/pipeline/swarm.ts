@@ -1,6 +1,8 @@
 // The pipeline as a daemon service: serves this node's stage (an engine behind a StageServer),
 // routes calls to every stage's replicas found in the registry, and, unless told only to serve,
 // drives microbatches from this node's data shard. Plugged into SwarmNode as a service.
+// The stage's weights and optimizer state are checkpointed in the node directory, so a
+// restarted daemon resumes the stage it served.
 import { logger } from '@libp2p/logger'
 import { loadBrown, type Corpus } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
@@ -8,6 +10,7 @@ import type { StageChangeDetail } from '../assignment/assigner.js'
 import { UserError } from '../errors.js'
 import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
+import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
 import { SwarmStage, type ReplicaSource } from './caller.js'
 import type { StageCaller } from './chain.js'
 import { StageClient } from './client.js'
@@ -39,6 +42,8 @@ export interface PipelineOptions {
   slowdown?: number
   /** The training text (default: the manifest's dataset). */
   corpus?: Corpus
+  /** Checkpoint the served stage this often, ms (when it has stepped since). */
+  checkpointEveryMs: number
   onProgress?: (report: DriverReport) => void
 }
 
@@ -55,9 +60,11 @@ export class PipelineService implements SwarmService, ReplicaSource {
   readonly router = new Router()
   readonly stages: SwarmStage[]
   driver?: Driver
-  private serving?: { stage: number, engine: StageEngine, server: StageServer }
+  private serving?: { stage: number, engine: StageEngine, server: StageServer, savedStep: number }
   private moving: Promise<void> = Promise.resolve()
+  private saving: Promise<void> = Promise.resolve()
   private loadTimer?: NodeJS.Timeout
+  private checkpointTimer?: NodeJS.Timeout
   private readonly onStage = (event: Event): void => {
     const { stage } = (event as CustomEvent<StageChangeDetail>).detail
     this.moving = this.moving.then(() => this.serve(stage)).catch(err => log.error('could not serve stage %d: %e', stage, err))
@@ -91,6 +98,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
       const load = this.serving.server.load()
       void registry.update({ queueLength: load.queueLength, servedThroughput: load.tokensPerSecond })
     }, 1000)
+    this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
     const corpus = this.options.corpus ?? await loadCorpus(manifest.datasetId)
     this.driver = new Driver({ stages: this.stages }, {
@@ -111,6 +119,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
   async stop (): Promise<void> {
     this.components.assigner.removeEventListener('stage', this.onStage)
     clearInterval(this.loadTimer)
+    clearInterval(this.checkpointTimer)
     // Microbatches in flight get a bounded time to complete; then the client stops and they end.
     const drained = this.driver?.stop()
     await Promise.race([drained, new Promise(resolve => setTimeout(resolve, STOP_DRAIN_MS).unref())])
@@ -123,6 +132,8 @@ export class PipelineService implements SwarmService, ReplicaSource {
   status (): unknown {
     return {
       stage: this.serving?.stage,
+      /** The inner step of the stage's last checkpoint (or the one it resumed from). */
+      checkpointStep: this.serving?.savedStep,
       server: this.serving?.server.stats(),
       load: this.serving?.server.load(),
       driver: this.driver?.stats,
@@ -138,6 +149,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     const { manifest, host, runId } = this.components
     const { model, nStages, optimizer } = manifest
     const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: this.options.threads })
+    const savedStep = await this.resume(engine, stage)
     const server = new StageServer({ registrar: host, engine }, {
       runId,
       stage,
@@ -150,16 +162,54 @@ export class PipelineService implements SwarmService, ReplicaSource {
       slowdown: this.options.slowdown
     })
     await server.start()
-    this.serving = { stage, engine, server }
-    log('serving stage %d', stage)
+    this.serving = { stage, engine, server, savedStep }
+    log('serving stage %d from step %d', stage, savedStep)
   }
 
   private async unserve (): Promise<void> {
     const serving = this.serving
     if (serving === undefined) return
-    this.serving = undefined
     await serving.server.stop()
+    await this.checkpoint()
+    this.serving = undefined
     await serving.engine.close()
+  }
+
+  /** Loads this node's checkpoint of `stage` into `engine` if it is of this run; returns the step it resumes from. */
+  private async resume (engine: StageEngine, stage: number): Promise<number> {
+    const path = stageCheckpointPath(this.components.dir, stage)
+    try {
+      const saved = await readStageCheckpoint(path)
+      if (saved === undefined) return 0
+      if (saved.state.runId !== this.components.runId || saved.state.stage !== stage) {
+        log('ignoring %s: it is of run %s stage %d', path, saved.state.runId, saved.state.stage)
+        return 0
+      }
+      await restoreEngines([engine], saved, path)
+      log('resumed stage %d at step %d from %s', stage, saved.state.step, path)
+      return saved.state.step
+    } catch (err) {
+      // A damaged checkpoint must not keep the node from serving: start the stage fresh.
+      log.error('ignoring unusable checkpoint %s: %e', path, err)
+      return 0
+    }
+  }
+
+  /** Saves the served stage if it stepped since the last save; saves never overlap. */
+  private async checkpoint (): Promise<void> {
+    this.saving = this.saving.then(async () => {
+      const serving = this.serving
+      if (serving === undefined || serving.engine.steps === serving.savedStep) return
+      const path = stageCheckpointPath(this.components.dir, serving.stage)
+      try {
+        const step = await saveStageCheckpoint(path, serving.engine, { runId: this.components.runId, stage: serving.stage })
+        serving.savedStep = step
+        log('checkpointed stage %d at step %d', serving.stage, step)
+      } catch (err) {
+        log.error('could not checkpoint stage %d to %s: %e', serving.stage, path, err)
+      }
+    })
+    await this.saving
   }
 }
 

@@ -1,7 +1,8 @@
-// Training checkpoints: one safetensors file holding every stage's parameters (by their
-// model-wide names) and AdamW moments, plus JSON metadata with everything needed to continue
-// bit-exactly (model, optimizer config, step, seed, data source, sampler state). Parameters
-// are keyed by name, so a checkpoint loads into any stage split of the same model.
+// Checkpoints: safetensors files holding parameters (by their model-wide names) and AdamW
+// moments, plus JSON metadata. A training checkpoint (`train --local`) holds every stage and
+// everything needed to continue bit-exactly (model, optimizer config, step, seed, data source,
+// sampler state); parameters are keyed by name, so it loads into any stage split of the same
+// model. A stage checkpoint holds the one stage a daemon serves, tagged with run and stage.
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UserError } from '../errors.js'
@@ -31,34 +32,101 @@ export interface TrainingState {
   sampler: number[]
 }
 
-export interface Checkpoint {
+export interface Checkpoint extends CheckpointTensors {
   state: TrainingState
+}
+
+const metadataKey = 'swarmtrain'
+const stageMetadataKey = 'swarmtrain.stage'
+
+/** The stage a daemon served, in which run, after how many inner steps. */
+export interface StageCheckpointState {
+  runId: string
+  stage: number
+  step: number
+}
+
+/** Tensors keyed by parameter name; AdamW moments by `adamw.m.<name>` and `adamw.v.<name>`. */
+export interface CheckpointTensors {
   weights: Map<string, Float32Array>
   m: Map<string, Float32Array>
   v: Map<string, Float32Array>
 }
 
-const metadataKey = 'swarmtrain'
-
-/** Writes the engines' parameters and optimizer state with `state` to `dir`/checkpoint.safetensors, atomically. */
-export async function saveCheckpoint (dir: string, engines: readonly StageEngine[], state: TrainingState): Promise<string> {
+/** Parameters and moments of each engine, each engine's taken between its calls, and the step each was at. */
+async function engineTensors (engines: readonly StageEngine[]): Promise<{ tensors: NamedTensor[], steps: number[] }> {
   const tensors: NamedTensor[] = []
   const moments: NamedTensor[] = []
+  const steps: number[] = []
   for (const engine of engines) {
-    const { m, v } = await engine.optimizerState()
+    const { weights, m, v, step } = await engine.snapshot()
+    steps.push(step)
     let offset = 0
     for (const p of engine.params) {
       const n = paramSize(p)
-      tensors.push({ name: p.name, shape: p.shape, data: engine.weights.subarray(offset, offset + n) })
+      tensors.push({ name: p.name, shape: p.shape, data: weights.subarray(offset, offset + n) })
       moments.push({ name: `adamw.m.${p.name}`, shape: p.shape, data: m.subarray(offset, offset + n) })
       moments.push({ name: `adamw.v.${p.name}`, shape: p.shape, data: v.subarray(offset, offset + n) })
       offset += n
     }
   }
+  return { tensors: [...tensors, ...moments], steps }
+}
+
+function splitTensors (tensors: Iterable<[string, { data: Float32Array }]>): CheckpointTensors {
+  const weights = new Map<string, Float32Array>()
+  const m = new Map<string, Float32Array>()
+  const v = new Map<string, Float32Array>()
+  for (const [name, t] of tensors) {
+    if (name.startsWith('adamw.m.')) m.set(name.slice(8), t.data)
+    else if (name.startsWith('adamw.v.')) v.set(name.slice(8), t.data)
+    else weights.set(name, t.data)
+  }
+  return { weights, m, v }
+}
+
+/** Writes the engines' parameters and optimizer state with `state` to `dir`/checkpoint.safetensors, atomically. */
+export async function saveCheckpoint (dir: string, engines: readonly StageEngine[], state: TrainingState): Promise<string> {
   await mkdir(dir, { recursive: true })
   const path = join(dir, checkpointFileName)
-  await writeFileAtomic(path, encodeSafetensors([...tensors, ...moments], { [metadataKey]: JSON.stringify(state) }))
+  const { tensors } = await engineTensors(engines)
+  await writeFileAtomic(path, encodeSafetensors(tensors, { [metadataKey]: JSON.stringify(state) }))
   return path
+}
+
+/** Where a daemon in `dir` keeps its checkpoint of `stage`. */
+export function stageCheckpointPath (dir: string, stage: number): string {
+  return join(dir, `stage-${stage}.safetensors`)
+}
+
+/** Writes the stage a daemon serves to `path`, atomically; returns the step it saved. */
+export async function saveStageCheckpoint (path: string, engine: StageEngine, of: { runId: string, stage: number }): Promise<number> {
+  const { tensors, steps: [step] } = await engineTensors([engine])
+  const state: StageCheckpointState = { ...of, step }
+  await writeFileAtomic(path, encodeSafetensors(tensors, { [stageMetadataKey]: JSON.stringify(state) }))
+  return step
+}
+
+/** Reads a stage checkpoint; undefined if there is none, a CheckpointError or SafetensorsError naming the damage otherwise. */
+export async function readStageCheckpoint (path: string): Promise<{ state: StageCheckpointState } & CheckpointTensors | undefined> {
+  let bytes: Uint8Array
+  try {
+    bytes = await readFile(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new CheckpointError(`cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+  }
+  const { tensors, metadata } = decodeSafetensors(bytes, path)
+  let state: StageCheckpointState
+  try {
+    state = JSON.parse(metadata[stageMetadataKey] ?? '') as StageCheckpointState
+  } catch {
+    throw new CheckpointError(`${path}: not a stage checkpoint (no '${stageMetadataKey}' metadata)`)
+  }
+  if (typeof state?.runId !== 'string' || !Number.isSafeInteger(state.stage) || state.stage < 0 || !Number.isSafeInteger(state.step) || state.step < 0) {
+    throw new CheckpointError(`${path}: bad stage checkpoint metadata`)
+  }
+  return { state, ...splitTensors(tensors) }
 }
 
 /** Reads a checkpoint from a directory (its checkpoint.safetensors) or a file path. */
@@ -77,20 +145,11 @@ export async function readCheckpoint (path: string): Promise<Checkpoint> {
     }
   }
   const { tensors, metadata } = decodeSafetensors(bytes, file)
-  const state = parseState(metadata[metadataKey], file)
-  const weights = new Map<string, Float32Array>()
-  const m = new Map<string, Float32Array>()
-  const v = new Map<string, Float32Array>()
-  for (const [name, t] of tensors) {
-    if (name.startsWith('adamw.m.')) m.set(name.slice(8), t.data)
-    else if (name.startsWith('adamw.v.')) v.set(name.slice(8), t.data)
-    else weights.set(name, t.data)
-  }
-  return { state, weights, m, v }
+  return { state: parseState(metadata[metadataKey], file), ...splitTensors(tensors) }
 }
 
 /** Loads a checkpoint's weights and AdamW state into engines (any stage split of the checkpoint's model). */
-export async function restoreEngines (engines: readonly StageEngine[], checkpoint: Checkpoint, what = 'checkpoint'): Promise<void> {
+export async function restoreEngines (engines: readonly StageEngine[], checkpoint: CheckpointTensors & { state: { step: number } }, what = 'checkpoint'): Promise<void> {
   for (const engine of engines) {
     const size = engine.weights.length
     const weights = new Float32Array(size)

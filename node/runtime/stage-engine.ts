@@ -136,9 +136,9 @@ export class StageEngine {
   /** Steps taken so far (the schedule position). */
   get steps (): number { return this.adam.step }
 
-  /** A copy of the optimizer state, taken between calls. */
-  optimizerState (): Promise<OptimizerState> {
-    return this.host.exclusive(() => ({ step: this.adam.step, m: this.adam.m.slice(), v: this.adam.v.slice() }))
+  /** A consistent copy of the weights and optimizer state, taken between calls (for checkpoints). */
+  snapshot (): Promise<OptimizerState & { weights: Float32Array }> {
+    return this.host.exclusive(() => ({ weights: this.weights.slice(), step: this.adam.step, m: this.adam.m.slice(), v: this.adam.v.slice() }))
   }
 
   /** Replaces weights and optimizer state (resume, or joining a stage), dropping accumulated gradients. */
