@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { NodeStatus } from '../node/daemon/node.js'
 import { cliPath, type DaemonProcess, fetchStatus, spawnDaemon } from '../node/daemon/process.js'
+import type { PipelineStatus } from '../node/pipeline/swarm.js'
 
 
 /**
@@ -102,6 +103,11 @@ export class TestSwarm {
 
   async status (node: NodeProcess): Promise<NodeStatus> {
     return await fetchStatus(node.controlPort)
+  }
+
+  /** The pipeline service's part of a node's status. */
+  async pipeline (node: NodeProcess): Promise<PipelineStatus> {
+    return (await this.status(node)).services.pipeline as PipelineStatus
   }
 
   /** Kills one node and waits for it to exit. */

@@ -5,21 +5,9 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
-import type { DriverStats } from '../node/pipeline/driver.js'
+import { TestSwarm, waitFor } from './daemon-harness.js'
 
 const MICROBATCHES = 24
-
-interface PipelineStatus {
-  stage: number
-  checkpointStep?: number
-  driver?: DriverStats
-  server: { steps: number }
-}
-
-async function pipeline (swarm: TestSwarm, node: NodeProcess): Promise<PipelineStatus> {
-  return (await swarm.status(node)).services.pipeline as PipelineStatus
-}
 
 test('a SIGKILLed stage server resumes its stage from its last checkpoint', async () => {
   const swarm = new TestSwarm()
@@ -31,17 +19,18 @@ test('a SIGKILLed stage server resumes its stage from its last checkpoint', asyn
     const dirB = swarm.clone(seed, 'b')
     const b = await swarm.start('b', dirB, [...common, '--stage', '1', '--no-drive', '--bootstrap', a.address], env)
 
-    await waitFor('the driver to finish', 120_000, async () => (await pipeline(swarm, a)).driver?.done === true ? true : undefined)
+    await waitFor('the driver to finish', 120_000, async () => (await swarm.pipeline(a)).driver?.done === true ? true : undefined)
     // Every microbatch is one inner step at this batch size; wait until b's checkpoint caught up.
     const trained = await waitFor('b to checkpoint its steps', 30_000, async () => {
-      const s = await pipeline(swarm, b)
-      return s.server.steps > 0 && s.checkpointStep === s.server.steps ? s.server.steps : undefined
+      const s = await swarm.pipeline(b)
+      const steps = s.server?.steps ?? 0
+      return steps > 0 && s.checkpointStep === steps ? steps : undefined
     })
     assert.ok(existsSync(join(dirB, 'stage-1.safetensors')))
     await swarm.kill(b)
 
     const again = await swarm.start('b2', dirB, [...common, '--stage', '1', '--no-drive', '--bootstrap', a.address], env)
-    const resumed = await pipeline(swarm, again)
+    const resumed = await swarm.pipeline(again)
     assert.is(resumed.stage, 1)
     assert.is(resumed.checkpointStep, trained, 'the restarted daemon did not resume from its checkpoint')
   } finally {

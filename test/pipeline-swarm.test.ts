@@ -15,20 +15,11 @@ import { readSwarmKey } from '../node/p2p/keys.js'
 import { encodeActivations } from '../node/pipeline/activations.js'
 import { stageMessageLimit, stageProtocol } from '../node/pipeline/server.js'
 import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
-import type { CallStats } from '../node/pipeline/caller.js'
 import type { DriverStats } from '../node/pipeline/driver.js'
 
 /** Unigram entropy of the Brown corpus in nats per byte: below it the model uses context. */
 const UNIGRAM_ENTROPY = 3.08
 const MICROBATCHES = 360
-
-interface PipelineStatus {
-  stage: number
-  driver?: DriverStats
-  calls: CallStats[]
-  routed: Record<string, number>
-  server: { forward: number, backward: number, steps: number, errors: number }
-}
 
 /** Sends malformed, wrong and oversized requests to `node`'s stage server from an outside host; returns the replies' statuses. */
 async function probeBadRequests (dir: string, node: NodeProcess): Promise<string[]> {
@@ -55,10 +46,6 @@ async function probeBadRequests (dir: string, node: NodeProcess): Promise<string
   }
 }
 
-async function pipeline (swarm: TestSwarm, node: NodeProcess): Promise<PipelineStatus> {
-  return (await swarm.status(node)).services.pipeline as PipelineStatus
-}
-
 test('2 stages x 2 replicas train below the unigram entropy; a killed replica loses no microbatch; a slow one gets fewer calls; bad requests get errors', async () => {
   const swarm = new TestSwarm()
   try {
@@ -72,18 +59,18 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
 
     // The driver waits for a replica of every stage, then trains; kill b once it has served a share.
     await waitFor('the driver to be a quarter through and b to have served', 120_000, async () => {
-      const [da, sb] = [await pipeline(swarm, a), await pipeline(swarm, b)]
-      return (da.driver?.completed ?? 0) >= MICROBATCHES / 4 && sb.server.forward > 0 ? true : undefined
+      const [da, sb] = [await swarm.pipeline(a), await swarm.pipeline(b)]
+      return (da.driver?.completed ?? 0) >= MICROBATCHES / 4 && (sb.server?.forward ?? 0) > 0 ? true : undefined
     })
     await swarm.kill(b)
 
     // Bad requests from outside get error replies; c keeps serving the driver afterwards.
     const statuses = await probeBadRequests(seed, c)
     assert.equal(statuses, [StageResponse.Status.BAD_REQUEST, StageResponse.Status.BAD_REQUEST, StageResponse.Status.TOO_LARGE])
-    const servedBefore = (await pipeline(swarm, c)).server.backward
+    const servedBefore = (await swarm.pipeline(c)).server?.backward ?? 0
 
     const final = await waitFor('the driver to finish', 240_000, async () => {
-      const s = await pipeline(swarm, a)
+      const s = await swarm.pipeline(a)
       return s.driver !== undefined && s.driver.completed + s.driver.failed >= MICROBATCHES && s.driver.validations.length > 0 && s.driver.validationLoss !== undefined && s.driver.completed === s.driver.issued ? s : undefined
     })
     const driver = final.driver as DriverStats
@@ -105,10 +92,10 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     const toD = final.routed[d.peerId] ?? 0
     assert.ok(toC > 0 && toD > 0, `both stage-1 replicas were used: c ${toC}, d ${toD}`)
     assert.ok(toD < 0.6 * toC, `the 4x slower replica got ${toD} calls vs ${toC}`)
-    const [sc, sd] = [await pipeline(swarm, c), await pipeline(swarm, d)]
+    const [sc, sd] = [(await swarm.pipeline(c)).server!, (await swarm.pipeline(d)).server!]
     console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}`)
-    assert.ok(sc.server.steps > 0 && sd.server.steps > 0, 'both stage-1 replicas took optimizer steps')
-    assert.ok(sc.server.errors >= 3 && sc.server.backward > servedBefore, `c answered the bad requests (${sc.server.errors} errors) and served on (${servedBefore} -> ${sc.server.backward})`)
+    assert.ok(sc.steps > 0 && sd.steps > 0, 'both stage-1 replicas took optimizer steps')
+    assert.ok(sc.errors >= 3 && sc.backward > servedBefore, `c answered the bad requests (${sc.errors} errors) and served on (${servedBefore} -> ${sc.backward})`)
   } finally {
     await swarm.close()
   }

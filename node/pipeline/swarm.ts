@@ -11,13 +11,14 @@ import { UserError } from '../errors.js'
 import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
 import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
-import { SwarmStage, type ReplicaSource } from './caller.js'
+import { SwarmStage, type CallStats, type ReplicaSource } from './caller.js'
 import type { StageCaller } from './chain.js'
 import { StageClient } from './client.js'
-import { Driver, type DriverReport } from './driver.js'
+import { Driver, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
 import { StageServer, stageMessageLimit, stageProtocol } from './server.js'
+import type { StageLoad, StageServiceStats } from './service.js'
 
 const log = logger('swarmtrain:pipeline')
 
@@ -45,6 +46,21 @@ export interface PipelineOptions {
   /** Checkpoint the served stage this often, ms (when it has stepped since). */
   checkpointEveryMs: number
   onProgress?: (report: DriverReport) => void
+}
+
+/** The pipeline's part of the daemon's status JSON (`services.pipeline`). */
+export interface PipelineStatus {
+  /** The stage this node serves, if any yet. */
+  stage?: number
+  /** The inner step of the stage's last checkpoint (or the one it resumed from). */
+  checkpointStep?: number
+  server?: StageServiceStats
+  load?: StageLoad
+  driver?: DriverStats
+  /** Per stage: calls made, retried and failed through the router. */
+  calls: CallStats[]
+  /** Calls routed to each peer. */
+  routed: Record<string, number>
 }
 
 /** A service factory for SwarmNode's `services`. */
@@ -129,10 +145,9 @@ export class PipelineService implements SwarmService, ReplicaSource {
     await this.unserve()
   }
 
-  status (): unknown {
+  status (): PipelineStatus {
     return {
       stage: this.serving?.stage,
-      /** The inner step of the stage's last checkpoint (or the one it resumed from). */
       checkpointStep: this.serving?.savedStep,
       server: this.serving?.server.stats(),
       load: this.serving?.server.load(),

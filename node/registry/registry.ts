@@ -41,16 +41,7 @@ export interface RegistryInit {
 }
 
 /** What this node says about itself; the registry adds peer id, version and times. */
-export interface LocalInfo {
-  stage: number
-  /** Capacity, tokens/s: what assignment balances. */
-  throughput: number
-  /** Tokens/s served recently: load. */
-  servedThroughput: number
-  queueLength: number
-  freeMemory: number
-  round: number
-}
+export type LocalInfo = Pick<PeerInfoRecord, 'stage' | 'throughput' | 'servedThroughput' | 'queueLength' | 'freeMemory' | 'round'>
 
 export interface StageView {
   stage: number
