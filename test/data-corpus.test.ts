@@ -1,6 +1,6 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DataFileError, loadBrown, loadTextFile, stripTags } from '../node/data/corpus.js'
@@ -92,5 +92,7 @@ test('evenBatches covers the text from start to end, the same every time', () =>
   assert.is(decode(Array.from(last.subarray(last.length - 5), Number)), '56789')
   assert.equal(evenBatches(tokens, 5, 2, 3), batches)
 })
+
+test.after(() => { rmSync(dir, { recursive: true, force: true }) })
 
 test.run()

@@ -1,6 +1,6 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { encode } from '../node/data/tokenizer.js'
@@ -125,5 +125,7 @@ test('a stage checkpoint round trip is bit-exact and tagged with run, stage and 
     await Promise.all([first, a, other, b].map(e => e.close()))
   }
 })
+
+test.after(() => { rmSync(dir, { recursive: true, force: true }) })
 
 test.run()

@@ -1,7 +1,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -94,5 +94,7 @@ test('export and generate refuse bad input with one line', async () => {
     assert.match(lines[0], message)
   }
 })
+
+test.after(() => { rmSync(dir, { recursive: true, force: true }) })
 
 test.run()

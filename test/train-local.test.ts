@@ -1,7 +1,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFile } from 'node:child_process'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -70,5 +70,7 @@ test('train --local --json prints one line per evaluation, step 0 first; --resum
   assert.equal(resumed.stdout.trim().split('\n').map(line => (JSON.parse(line) as { step: number }).step), [4])
   assert.match(await cliError(['train', '--local', '--checkpoint-dir', ckpt, '--resume']), /trained on file:.*text\.txt, not brown/)
 })
+
+test.after(() => { rmSync(dir, { recursive: true, force: true }) })
 
 test.run()

@@ -1,6 +1,6 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Rng, hashString } from '../node/util/random.js'
@@ -31,6 +31,7 @@ test('writeFileAtomic replaces the file and leaves no temporary behind', async (
   await writeFileAtomic(path, new Uint8Array([116, 119, 111]))
   assert.is(readFileSync(path, 'utf8'), 'two')
   assert.equal(readdirSync(dir), ['state.bin'])
+  rmSync(dir, { recursive: true, force: true })
 })
 
 test.run()
