@@ -1,5 +1,7 @@
 // The swarm trains across processes on 127.0.0.1: 2 stages x 2 replicas, a tiny model, one
-// driving node. Mid-run one replica is SIGKILLed; another computes 4x slower on purpose.
+// driving node. Mid-run one replica is SIGKILLed; another computes 8x slower on purpose (this
+// tiny model's calls take ~1 ms, so timing noise is large: a wide handicap keeps the routing
+// signal well above it).
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -55,7 +57,7 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     const join = ['--bootstrap', a.address, '--no-drive']
     const b = await swarm.start('b', swarm.clone(seed, 'b'), [...common, ...join, '--stage', '0'])
     const c = await swarm.start('c', swarm.clone(seed, 'c'), [...common, ...join, '--stage', '1'])
-    const d = await swarm.start('d', swarm.clone(seed, 'd'), [...common, ...join, '--stage', '1', '--test-slowdown', '4'])
+    const d = await swarm.start('d', swarm.clone(seed, 'd'), [...common, ...join, '--stage', '1', '--test-slowdown', '8'])
 
     // The driver waits for a replica of every stage, then trains; kill b once it has served a share.
     await waitFor('the driver to be a quarter through and b to have served', 120_000, async () => {
@@ -91,7 +93,7 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     const toC = final.routed[c.peerId] ?? 0
     const toD = final.routed[d.peerId] ?? 0
     assert.ok(toC > 0 && toD > 0, `both stage-1 replicas were used: c ${toC}, d ${toD}`)
-    assert.ok(toD < 0.6 * toC, `the 4x slower replica got ${toD} calls vs ${toC}`)
+    assert.ok(toD < 0.6 * toC, `the 8x slower replica got ${toD} calls vs ${toC} (stage-1 retries ${JSON.stringify(final.calls[1].retries)})`)
     const [sc, sd] = [(await swarm.pipeline(c)).server!, (await swarm.pipeline(d)).server!]
     console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}`)
     assert.ok(sc.steps > 0 && sd.steps > 0, 'both stage-1 replicas took optimizer steps')
