@@ -11,7 +11,6 @@ import { parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
 import { Rng } from '../node/util/random.js'
 import * as native from '../native/index.js'
-import { DEFAULT_CHUNK, kForDensity } from '../native/format.js'
 
 const DENSITY = 1 / 64
 const BETA = 0.95
@@ -40,8 +39,8 @@ export async function run (args: string[]): Promise<void> {
   if (bits !== 2 && bits !== 8) throw new UsageError(`--bits must be 2 or 8, got '${values.bits}'`)
   if (!native.isNative) console.error('warning: the native addon is not loaded; native figures are the JS reference')
 
-  const chunk = DEFAULT_CHUNK
-  const options = { beta: BETA, chunk, k: kForDensity(DENSITY, chunk), bits: bits as 2 | 8 }
+  const chunk = native.DEFAULT_CHUNK
+  const options = { beta: BETA, chunk, k: native.kForDensity(DENSITY, chunk), bits: bits as 2 | 8 }
   const rng = new Rng(1)
   const rows: string[][] = []
   for (const millions of sizes) {

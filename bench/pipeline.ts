@@ -12,15 +12,15 @@ import { loadBrown } from '../node/data/corpus.js'
 import { defaultManifest } from '../node/manifest/manifest.js'
 import { stageLayout } from '../node/model/index.js'
 import { createHost, type Host } from '../node/p2p/host.js'
-import { wireDTypes, type WireDType } from '../node/pipeline/activations.js'
+import { wireDTypes } from '../node/pipeline/activations.js'
 import { SwarmStage } from '../node/pipeline/caller.js'
+import { wireOption } from '../node/pipeline/options.js'
 import { trainMicrobatch, type StageCaller } from '../node/pipeline/chain.js'
 import { StageClient } from '../node/pipeline/client.js'
 import { Router } from '../node/pipeline/router.js'
 import { StageServer, stageMessageLimit, stageProtocol } from '../node/pipeline/server.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 import { intOption, parse } from '../node/cli/args.js'
-import { UsageError } from '../node/cli/errors.js'
 
 const runId = 'benchpipeline'
 const nStages = 2
@@ -45,8 +45,7 @@ async function drive (stages: readonly StageCaller[], sampler: BatchSampler, cou
 export async function run (args: string[]): Promise<void> {
   const { values } = parse(args, { json: { type: 'boolean' }, microbatches: { type: 'string' }, wire: { type: 'string' } })
   const count = intOption('microbatches', values.microbatches, 12, 2)
-  const wire = (values.wire ?? 'f16') as WireDType
-  if (!Object.hasOwn(wireDTypes, wire)) throw new UsageError(`--wire must be f16, int8 or f32, got '${wire}'`)
+  const wire = wireOption(values.wire)
   const { model, optimizer } = defaultManifest()
   const tokensPerMicrobatch = optimizer.batchSize * model.seqLen
   const corpus = await loadBrown()

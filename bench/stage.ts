@@ -5,7 +5,7 @@
 import ort from 'onnxruntime-node'
 import { intOption, parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
-import { buildStageGraphs, initParams, matmulFlops, paramCount, stageLayout, type ModelConfig, type StageLayout } from '../node/model/index.js'
+import { buildStageGraphs, initParams, matmulFlops, paramCount, paramSize, stageLayout, stageParams, type ModelConfig, type StageLayout } from '../node/model/index.js'
 import { Graph } from '../node/model/graph.js'
 
 const sessionOptions: ort.InferenceSession.SessionOptions = {
@@ -35,7 +35,7 @@ async function stageRunner (config: ModelConfig, layout: StageLayout, B: number,
   const feeds: Feeds = {}
   let offset = 0
   for (const p of graphs.params) {
-    const n = p.shape.reduce((a, b) => a * b, 1)
+    const n = paramSize(p)
     feeds[p.name] = new ort.Tensor('float32', flat.subarray(offset, offset + n), p.shape)
     offset += n
   }
@@ -111,7 +111,7 @@ export async function run (argv: string[]): Promise<void> {
   const matmulGflops = median(matmulRates)
   const ratio = median(ratios)
   const ms = stageFlops / gflops / 1e6
-  const params = paramCount(buildStageGraphs(config, layout).params)
+  const params = paramCount(stageParams(config, layout))
   if (values.json === true) {
     console.log(JSON.stringify({ bench: 'stage', gflops: round(gflops), matmul_gflops: round(matmulGflops), ratio: round(ratio, 3), stage: kind, blocks, ms: round(ms) }))
     return

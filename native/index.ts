@@ -3,7 +3,7 @@
 // printed. Every kernel works in place on caller-supplied typed arrays (zero copy).
 //
 // The *Async variants run on the libuv thread pool (two threads inside) so the event loop stays
-// free; use them from ASYNC_MIN_ELEMENTS on. While one runs, the JavaScript side must not read,
+// free; use them from about a million elements on. While one runs, the JavaScript side must not read,
 // write or transfer any of the arrays passed to it, until the promise settles.
 //
 // Compression (definitions in compress-reference.ts, payload layout in format.ts), per stage:
@@ -21,9 +21,6 @@ import type { CompressOptions } from './format.js'
 
 export type { AdamWOptions, OuterStepOptions, CompressOptions }
 export { chunkCount, kForDensity, payloadSize, readHeader, DEFAULT_CHUNK, type PayloadHeader, type ValueBits } from './format.js'
-
-/** From about this many elements, prefer the *Async variants (they keep the event loop free). */
-export const ASYNC_MIN_ELEMENTS = 1 << 20
 
 export interface Kernels {
   axpy(dst: Float32Array, src: Float32Array, weight: number): void

@@ -11,14 +11,14 @@ export const STAGE_PROTOCOL_NAME = 'stage'
 export const STAGE_PROTOCOL_VERSION = '1.0.0'
 
 /** Most dimensions a tensor on this protocol has ([B, T, D] activations, [B, T] tokens). */
-export const MAX_TENSOR_RANK = 3
+const MAX_TENSOR_RANK = 3
 
 /** A message that is not a valid stage request or response. */
 export class StageMessageError extends Error {
   override name = 'StageMessageError'
 }
 
-export function bytesPerElement (dtype: DType): number {
+function bytesPerElement (dtype: DType): number {
   switch (dtype) {
     case DType.F32: case DType.I32: return 4
     case DType.F16: return 2
@@ -63,7 +63,7 @@ export function leadingId (bytes: Uint8Array): number {
 }
 
 /** Number of elements of a shape, or an error if a dimension is not a positive integer. */
-export function elementCount (shape: readonly number[], maxElements: number): number {
+function elementCount (shape: readonly number[], maxElements: number): number {
   let n = 1
   for (const d of shape) {
     if (!Number.isInteger(d) || d <= 0) throw new StageMessageError(`bad dimension ${d} in shape [${shape.join(', ')}]`)

@@ -6,9 +6,8 @@ import { cpSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { NodeStatus } from '../node/daemon/node.js'
-import { cliPath, type DaemonProcess, fetchStatus, spawnDaemon } from '../node/daemon/process.js'
+import { cliPath, type DaemonProcess, fetchStatus, spawnDaemon, stopDaemon } from '../node/daemon/process.js'
 import type { PipelineStatus } from '../node/pipeline/swarm.js'
-
 
 /**
  * Test timers (see node/daemon/timing.ts): records live 6 s and are republished every second,
@@ -121,12 +120,7 @@ export class TestSwarm {
   }
 
   async close (): Promise<void> {
-    await Promise.all([...this.children].map(async child => {
-      if (child.exitCode !== null || child.signalCode !== null) return
-      const closed = new Promise(resolve => child.once('close', resolve))
-      child.kill('SIGKILL')
-      await closed
-    }))
+    await Promise.all([...this.children].map(async child => { await stopDaemon(child, 0) }))
     rmSync(this.root, { recursive: true, force: true })
   }
 }

@@ -2,6 +2,7 @@
 // finite-difference check of a forward graph against its backward graph.
 import ort from 'onnxruntime-node'
 import type { DType } from '../node/model/index.js'
+import { fields } from '../node/runtime/onnx-info.js'
 
 export type Floats = Float32Array | Float64Array
 export type Feeds = Record<string, ort.Tensor>
@@ -73,35 +74,6 @@ export async function finiteDifferenceError (
 
 /** The op types of an encoded ONNX model's nodes, in order (ModelProto.graph.node[].op_type). */
 export function opTypes (model: Uint8Array): string[] {
-  return fields(model, 7).flatMap(graph => fields(graph, 1)).flatMap(node => fields(node, 4)).map(b => new TextDecoder().decode(b))
-}
-
-/** The length-delimited fields numbered `field` of one protobuf message. */
-function fields (buf: Uint8Array, field: number): Uint8Array[] {
-  const out: Uint8Array[] = []
-  let at = 0
-  const varint = (): number => {
-    let value = 0
-    for (let scale = 1; ; scale *= 128) {
-      const byte = buf[at++]
-      value += (byte & 0x7f) * scale
-      if (byte < 0x80) return value
-    }
-  }
-  while (at < buf.length) {
-    const key = varint()
-    switch (key & 7) {
-      case 0: varint(); break
-      case 1: at += 8; break
-      case 5: at += 4; break
-      case 2: {
-        const n = varint()
-        if (Math.floor(key / 8) === field) out.push(buf.subarray(at, at + n))
-        at += n
-        break
-      }
-      default: throw new Error(`protobuf wire type ${key & 7} at byte ${at}`)
-    }
-  }
-  return out
+  const sub = (buf: Uint8Array, field: number): Uint8Array[] => fields(buf).flatMap(f => f.field === field && f.bytes !== undefined ? [f.bytes] : [])
+  return sub(model, 7).flatMap(graph => sub(graph, 1)).flatMap(node => sub(node, 4)).map(b => new TextDecoder().decode(b))
 }

@@ -19,6 +19,7 @@ import { MalformedMessageError, MessageTooLargeError, TruncatedMessageError } fr
 import { MessageStream } from '../node/p2p/messages.js'
 import { infoProtocol, registryDhtConfig } from '../node/registry/registry.js'
 import { InfoRequest } from '../protocols/registry.js'
+import { infoKey, verifyInfoRecord } from '../node/registry/record.js'
 
 /** A varint length prefix. */
 function varint (n: number): number[] {
@@ -103,10 +104,11 @@ test('a node survives bad frames on the manifest, info and DHT protocols', async
     await messages.write(ManifestRequest, { runId: node.runId })
     const response = await messages.read(ManifestResponse)
     assert.equal(parseManifest(response.manifest, 'reply'), manifest)
-    // ...and so is a request for its info record.
+    // ...and so is a request for its info record, which verifies as the node's own.
     const info = new MessageStream(await client.dialProtocol(server.peerId, infoProtocol(node.runId)), MAX_BYTES.infoRecord)
     await info.write(InfoRequest, { runId: node.runId })
-    assert.ok((await info.read({ decode: b => b.subarray() })).byteLength > 64)
+    const record = await verifyInfoRecord(infoKey(node.runId, server.peerId), await info.read({ decode: b => b.subarray() }), { runId: node.runId, nStages: manifest.nStages })
+    assert.is(record.peerId, server.peerId.toString())
     assert.ok(server.getConnections(client.peerId).length > 0, 'the connection survived')
   } finally {
     await client.stop()

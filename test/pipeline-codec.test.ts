@@ -30,9 +30,13 @@ test('activations round-trip through f32, f16 and int8 within their precision', 
 
 test('activations survive an unaligned position inside a decoded message', () => {
   const x = randomActivations(4 * 8, 2)
-  const bytes = StageRequest.encode({ id: 7, stage: 1, x: encodeActivations(x, [1, 4, 8], DType.F32) })
+  const encoded = StageRequest.encode({ id: 7, stage: 1, x: encodeActivations(x, [1, 4, 8], DType.F32) })
+  // Shifted by one byte so the float32 data cannot sit at an aligned offset.
+  const bytes = new Uint8Array(encoded.length + 1).subarray(1)
+  bytes.set(encoded)
   const request = decodeRequest(bytes)
   assert.is(request.id, 7)
+  assert.ok(request.x!.data.byteOffset % 4 !== 0, 'the data is unaligned')
   assert.equal(Array.from(decodeActivations(request.x!).data), Array.from(x))
 })
 

@@ -86,7 +86,8 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     const stage0 = final.calls[0]
     const retries = Object.values(stage0.retries).reduce((x, y) => x + y, 0)
     assert.ok(retries >= 1, `stage 0 retries after the kill: ${JSON.stringify(stage0.retries)}`)
-    assert.ok(typeof stage0.retries.timeout === 'number')
+    // (On loopback a killed peer shows as a closed stream, not a timeout: pipeline-server.test.ts
+    // counts timeout retries against a replica that hangs.)
     assert.ok(stage0.local > 0, 'the driver served its own stage without the network')
 
     // The slowed replica of stage 1 got proportionally fewer calls.

@@ -8,7 +8,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { PeerInfo, SignedPeerInfo } from '../protocols/registry.js'
 import { InfoRecordError, infoKey, newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from '../node/registry/record.js'
 import { registryDhtConfig } from '../node/registry/registry.js'
-import { createHost } from '../node/p2p/host.js'
+import { createHost, waitForRoutingPeers } from '../node/p2p/host.js'
 
 const runId = 'abc123'
 const options = { runId, nStages: 3 }
@@ -92,8 +92,7 @@ test('DHT nodes refuse to store forged records and serve valid ones', async () =
   const [a, b] = hosts
   try {
     await a.host.dial(b.host.getMultiaddrs()[0])
-    const deadline = Date.now() + 10_000
-    while ((a.host.services.dht as unknown as { routingTable: { size: number } }).routingTable.size === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    await waitForRoutingPeers(a.host, 10_000)
     const good = await signInfoRecord(record(a.host.peerId.toString()), runId, a.key, a.host.peerId)
     for await (const _ of a.host.services.dht.put(infoKey(runId, a.host.peerId), good)) { /* run the query */ }
     // b stored it and hands it out.

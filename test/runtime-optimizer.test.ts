@@ -28,7 +28,7 @@ test('AdamW decays matrices only and matches the reference kernel slice by slice
   ]
   const weights = Float32Array.from([1, -1, 2, 0.5, 1, 1])
   const grads = Float32Array.from([0, 0, 0, 0, 0, 0])
-  const adam = new AdamW(config, params, 6)
+  const adam = new AdamW(config, params)
   await adam.update(weights, grads, 1)
   // Zero gradient: the matrix shrinks by lr * wd, the bias does not move.
   const shrink = 1 - 1e-3 * config.weightDecay

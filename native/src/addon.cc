@@ -33,7 +33,7 @@ class Args {
 
   template <typename T>
   T* array(size_t i, const char* name, napi_typedarray_type type, const char* type_name, size_t& length) {
-    if (i >= info_.Length() || !info_[i].IsTypedArray() || info_[i].As<Napi::TypedArray>().TypedArrayType() != type)
+    if (!info_[i].IsTypedArray() || info_[i].As<Napi::TypedArray>().TypedArrayType() != type)
       type_error(std::string(name) + " must be a " + type_name);
     auto a = info_[i].As<Napi::TypedArrayOf<T>>();
     call_.keep.push_back(a);
@@ -46,7 +46,7 @@ class Args {
   uint8_t* u8(size_t i, const char* name, size_t& n) { return array<uint8_t>(i, name, napi_uint8_array, "Uint8Array", n); }
 
   Napi::Object object(size_t i, const char* name) const {
-    if (i >= info_.Length() || !info_[i].IsObject()) type_error(std::string(name) + " must be an object");
+    if (!info_[i].IsObject()) type_error(std::string(name) + " must be an object");
     return info_[i].As<Napi::Object>();
   }
 
@@ -57,9 +57,7 @@ class Args {
     if (!(min_open ? x > min : x >= min) || !(x <= max)) range_error(name + " must be a number in " + (min_open ? "(" : "[") + fmt(min) + ", " + fmt(max) + "], got " + fmt(x));
     return x;
   }
-  double number(size_t i, const std::string& name, double min, double max) const {
-    return number(i < info_.Length() ? info_[i] : info_.Env().Undefined(), name, min, max);
-  }
+  double number(size_t i, const std::string& name, double min, double max) const { return number(info_[i], name, min, max); }
   double integer(Napi::Value v, const std::string& name, double min, double max) const {
     const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
     if (!(x >= min && x <= max && std::floor(x) == x)) range_error(name + " must be an integer from " + fmt(min) + " to " + fmt(max) + ", got " + v.ToString().Utf8Value());
@@ -136,8 +134,6 @@ Napi::Value Sync(const Napi::CallbackInfo& info) {
   double result;
   try {
     result = call.run(false);
-  } catch (const Napi::Error&) {
-    throw;
   } catch (...) {
     throw to_js(info.Env(), std::current_exception());
   }
@@ -166,13 +162,16 @@ Napi::Value Async(const Napi::CallbackInfo& info) {
 constexpr size_t kSplitElements = size_t(1) << 17;
 constexpr size_t kBlockElements = size_t(1) << 16;
 
-// Runs fn(begin, end) over [0, n) elements: in blocks on two threads in async calls, in one
-// call otherwise.
+// Runs fn(begin, end) over [0, units): in blocks on two threads in async calls over at least
+// kSplitElements elements, in one call otherwise.
 template <typename Fn>
-void over_elements(size_t n, bool two_threads, Fn fn) {
-  if (!two_threads || n < kSplitElements) return fn(size_t(0), n);
-  run_two_threads(n, kBlockElements, fn);
+void over_units(size_t units, size_t block, size_t elements, bool two_threads, Fn fn) {
+  if (!two_threads || elements < kSplitElements) return fn(size_t(0), units);
+  run_two_threads(units, block, fn);
 }
+
+template <typename Fn>
+void over_elements(size_t n, bool two_threads, Fn fn) { over_units(n, kBlockElements, n, two_threads, fn); }
 
 // Chunks per block when a chunked kernel is shared between two threads (~64K elements).
 size_t chunk_block(uint32_t chunk) { return std::max<size_t>(1, kBlockElements / chunk); }
@@ -246,7 +245,7 @@ Call prepare_outer_step(const Napi::CallbackInfo& info) {
   opt.nesterov = o.Get("nesterov").ToBoolean();
   float* buf = nullptr;
   if (opt.momentum > 0) {
-    if (info.Length() < 3 || info[2].IsNull() || info[2].IsUndefined()) a.type_error("momentum needs a buffer");
+    if (info[2].IsNull() || info[2].IsUndefined()) a.type_error("momentum needs a buffer");
     buf = a.f32(2, "momentumBuffer", nb);
     a.same_length(n, nb, "arrays");
   }
@@ -280,8 +279,7 @@ Call prepare_compress(const Napi::CallbackInfo& info) {
   call.returns_number = true;
   call.run = [=](bool two) {
     write_header(s, out);
-    if (two && n >= kSplitElements) run_two_threads(chunks, chunk_block(chunk), [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
-    else compress_chunks(s, beta, e, delta, hints, out, 0, chunks);
+    over_units(chunks, chunk_block(chunk), n, two, [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
     return double(needed);
   };
   return call;
@@ -300,8 +298,7 @@ Call prepare_decode_accumulate(const Napi::CallbackInfo& info) {
     check_chunks(s, p, 0, chunks);  // the whole payload, before dst is touched
     if (n != s.n) throw std::range_error("decodeAccumulate: dst has " + std::to_string(n) + " elements, the payload " + std::to_string(s.n));
     const float w = float(weight);
-    if (two && n >= kSplitElements) run_two_threads(chunks, chunk_block(s.chunk), [&](size_t c0, size_t c1) { accumulate_chunks(s, p, dst, w, c0, c1); });
-    else accumulate_chunks(s, p, dst, w, 0, chunks);
+    over_units(chunks, chunk_block(s.chunk), n, two, [&](size_t c0, size_t c1) { accumulate_chunks(s, p, dst, w, c0, c1); });
     return 0.0;
   };
   return call;
@@ -342,7 +339,7 @@ Call prepare_bf16_to_f32(const Napi::CallbackInfo& info) { return prepare_conver
 
 size_t check_rows(Args& a, size_t n, size_t m, size_t scales, const Napi::CallbackInfo& info, size_t row_index) {
   if (n != m) a.range_error("source and destination must have the same length (" + std::to_string(n) + " != " + std::to_string(m) + ")");
-  const size_t row_length = size_t(a.integer(row_index < info.Length() ? info[row_index] : info.Env().Undefined(), "rowLength", 1, 9007199254740991.0));
+  const size_t row_length = size_t(a.integer(info[row_index], "rowLength", 1, 9007199254740991.0));
   if (n % row_length != 0) a.range_error("length " + std::to_string(n) + " is not a multiple of rowLength " + std::to_string(row_length));
   if (scales != n / row_length) a.range_error("scales must have one entry per row (" + std::to_string(n / row_length) + "), got " + std::to_string(scales));
   return row_length;
@@ -377,7 +374,7 @@ Call prepare_int8_to_f32(const Napi::CallbackInfo& info) {
 Napi::Value SimdLevel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), use_avx2() ? "avx2" : "portable"); }
 
 Napi::Value SetSimd(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "setSimd(enabled: boolean)");
+  if (!info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "setSimd(enabled: boolean)");
   set_simd(info[0].As<Napi::Boolean>().Value());
   return SimdLevel(info);
 }

@@ -12,7 +12,6 @@
 namespace swarmtrain {
 namespace {
 
-constexpr float kMaxFloat = 3.4028234663852886e38f;
 constexpr float kInt8MinRowMax = 1e-30f;  // INT8_MIN_ROW_MAX in the reference
 
 // Rounds half to even (the default rounding mode), like the reference's roundHalfEven.

@@ -25,8 +25,6 @@ namespace {
 constexpr uint32_t kMagic = 0x43545753;  // 'SWTC'
 constexpr uint8_t kVersion = 1;
 constexpr uint16_t kMaxF16 = 0x7bff;
-constexpr float kMaxFloat = 3.4028234663852886e38f;
-#define ST_INLINE inline __attribute__((always_inline))
 // The next hint is the magnitude at rank 2 kc, or the smallest candidate when there are fewer
 // (rank based: error feedback piles values just under the cutoff, so a fraction of the cutoff
 // would let far too many through). Measured over many steps with beta 0.95 and normal,
@@ -167,9 +165,8 @@ ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double&
 // Writes one chunk record for the picked offsets (ascending, with their magnitudes) and leaves
 // the quantization error in e.
 ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
-  uint8_t* offsets = out + (bits == 2 ? 4 : 2);
-  const size_t offset_bytes = (size_t(kc) * 12 + 7) / 8;
-  uint8_t* values = offsets + offset_bytes;
+  uint8_t* offsets = out + scale_bytes(bits);
+  uint8_t* values = offsets + offset_bytes(kc);
   for (uint32_t j = 0; j + 1 < kc; j += 2) {
     const uint32_t a = picked[j], b = picked[j + 1];
     uint8_t* p = offsets + size_t(j) * 3 / 2;
@@ -313,10 +310,6 @@ ST_INLINE bool select_top(const float* e, Scratch& s, size_t count, uint32_t kc,
 
 }  // namespace
 
-size_t chunk_bytes(uint32_t kc, uint32_t bits) {
-  return (bits == 2 ? 4 : 2) + (size_t(kc) * 12 + 7) / 8 + (size_t(kc) * bits + 7) / 8;
-}
-
 size_t chunk_count(const Shape& s) { return (size_t(s.n) + s.chunk - 1) / s.chunk; }
 
 size_t payload_size(const Shape& s) {
@@ -356,13 +349,8 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       count = fewer >= kc ? fewer : collect(beta, ec, nullptr, len, 0.0f, scratch.cand);
     }
     // Hint too high: look again (the chunk is in cache) with lower thresholds, then take all.
-    for (float lower = hint * kRetryFactor; count < kc; lower *= kRetryFactor) {
-      if (lower < hint * 0.01f) {
-        count = collect(beta, ec, nullptr, len, 0.0f, scratch.cand);
-      } else {
-        count = collect(beta, ec, nullptr, len, lower, scratch.cand);
-      }
-    }
+    for (float lower = hint * kRetryFactor; count < kc; lower *= kRetryFactor)
+      count = collect(beta, ec, nullptr, len, lower < hint * 0.01f ? 0.0f : lower, scratch.cand);
     if (!select_top(ec, scratch, count, kc, hints[c]))
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
     quantize_chunk(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
@@ -417,8 +405,8 @@ template <typename Fn>
 void for_each_value(const Shape& s, const uint8_t* p, size_t c, Fn fn) {
   const uint8_t* rec = p + chunk_offset(s, c);
   const uint32_t kc = std::min(s.k, chunk_length(s, c));
-  const uint8_t* offsets = rec + (s.bits == 2 ? 4 : 2);
-  const uint8_t* values = offsets + (size_t(kc) * 12 + 7) / 8;
+  const uint8_t* offsets = rec + scale_bytes(s.bits);
+  const uint8_t* values = offsets + offset_bytes(kc);
   if (s.bits == 2) {
     const float levels[2] = {f16_to_f32(uint16_t(rec[0] | rec[1] << 8)), f16_to_f32(uint16_t(rec[2] | rec[3] << 8))};
     for (uint32_t j = 0; j < kc; j++) {
@@ -449,11 +437,10 @@ void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1) {
       if (scale1 > kMaxF16) bad_chunk(c, "has a negative or non-finite scale");
       if (scale0 > scale1) bad_chunk(c, "has its low magnitude above the high one");  // same order as the values
     }
-    const uint8_t* offsets = rec + (s.bits == 2 ? 4 : 2);
-    const size_t offset_bytes = (size_t(kc) * 12 + 7) / 8, value_bytes = (size_t(kc) * s.bits + 7) / 8;
-    const uint8_t* values = offsets + offset_bytes;
-    if (kc % 2 == 1 && (offsets[offset_bytes - 1] & 0xf0) != 0) bad_chunk(c, "has non-zero padding bits");
-    if (s.bits == 2 && kc % 4 != 0 && (values[value_bytes - 1] >> ((kc % 4) * 2)) != 0) bad_chunk(c, "has non-zero padding bits");
+    const uint8_t* offsets = rec + scale_bytes(s.bits);
+    const uint8_t* values = offsets + offset_bytes(kc);
+    if (kc % 2 == 1 && (offsets[offset_bytes(kc) - 1] & 0xf0) != 0) bad_chunk(c, "has non-zero padding bits");
+    if (s.bits == 2 && kc % 4 != 0 && (values[value_bytes(kc, 2) - 1] >> ((kc % 4) * 2)) != 0) bad_chunk(c, "has non-zero padding bits");
     int64_t previous = -1;
     for (uint32_t j = 0; j < kc; j++) {
       const uint32_t o = read_offset(offsets, j);

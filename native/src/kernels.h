@@ -15,7 +15,11 @@
 #include <string>
 #include <thread>
 
+#define ST_INLINE inline __attribute__((always_inline))
+
 namespace swarmtrain {
+
+constexpr float kMaxFloat = 3.4028234663852886e38f;  // the largest finite float
 
 // ---- runtime dispatch ----
 
@@ -108,7 +112,11 @@ constexpr uint32_t kMaxChunk = 4096;
 
 struct Shape { uint32_t n, chunk, k, bits; };
 
-size_t chunk_bytes(uint32_t kc, uint32_t bits);
+// A chunk record: scales (two fp16 for 2-bit values, one for 8-bit), kc 12-bit offsets, kc values.
+inline size_t scale_bytes(uint32_t bits) { return bits == 2 ? 4 : 2; }
+inline size_t offset_bytes(uint32_t kc) { return (size_t(kc) * 12 + 7) / 8; }
+inline size_t value_bytes(uint32_t kc, uint32_t bits) { return (size_t(kc) * bits + 7) / 8; }
+inline size_t chunk_bytes(uint32_t kc, uint32_t bits) { return scale_bytes(bits) + offset_bytes(kc) + value_bytes(kc, bits); }
 size_t payload_size(const Shape& s);
 size_t chunk_count(const Shape& s);
 size_t chunk_offset(const Shape& s, size_t c);  // byte offset of chunk c's record

@@ -7,7 +7,6 @@
 
 #include <cmath>
 
-#define ST_INLINE inline __attribute__((always_inline))
 #if defined(__x86_64__)
 #define ST_AVX2 __attribute__((target("avx2,fma")))
 #define DISPATCH(name, ...) (use_avx2() ? name##_avx2(__VA_ARGS__) : name##_body(__VA_ARGS__))

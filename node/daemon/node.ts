@@ -55,6 +55,8 @@ export interface SwarmNodeInit {
   stage?: number
   /** This node's tokens/s on a stage (from `--capacity` or the capacity probe). */
   throughput: number
+  /** Bytes free for a stage (measured with the capacity); default: free memory now. */
+  freeMemory?: number
   /** Port of the 127.0.0.1 status server; 0 picks a free one; undefined serves none. */
   controlPort?: number
   timing?: Partial<Timing>
@@ -109,7 +111,7 @@ export class SwarmNode {
       await serveManifest(host, manifest)
       await this.checkBootstrap(host)
       const registry = new StageRegistry({ host, privateKey }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
-      const freeMemory = freemem()
+      const freeMemory = this.init.freeMemory ?? freemem()
       const assigner = new StageAssigner({ registry }, {
         nStages: manifest.nStages,
         throughput: this.init.throughput,

@@ -90,7 +90,7 @@ function gatherGrad (g: Graph, table: Tensor, indices: Tensor, gy: Tensor): Tens
 }
 
 /** Sums a broadcast gradient back to `target`'s shape (over leading axes and size-1 axes). */
-export function unbroadcast (g: Graph, grad: Tensor, target: Tensor): Tensor {
+function unbroadcast (g: Graph, grad: Tensor, target: Tensor): Tensor {
   const extra = grad.shape.length - target.shape.length
   let out = extra > 0 ? g.reduceSum(grad, Array.from({ length: extra }, (_, i) => i), false) : grad
   const ones = target.shape.flatMap((d, i) => d === 1 && out.shape[i] !== 1 ? [i] : [])

@@ -4,6 +4,7 @@ import { gradients } from './autodiff.js'
 import { checkModelConfig, type DType, type ModelConfig, type ParamSpec, type StageGraphs, type StageLayout } from './config.js'
 import { block, embed, head, lmLoss, stageParams, embeddingParams, blockParams, headParams } from './gpt.js'
 import { Graph, type Tensor } from './graph.js'
+import { paramSize } from './params.js'
 
 /** Stage `stage` of `nStages`: a contiguous run of blocks; earlier stages take the remainder. */
 export function stageLayout (config: ModelConfig, stage: number, nStages: number): StageLayout {
@@ -19,22 +20,22 @@ export function stageLayout (config: ModelConfig, stage: number, nStages: number
 /** The forward and backward graphs of one stage, with the tensor names documented on StageGraphs. */
 export function buildStageGraphs (config: ModelConfig, layout: StageLayout, dtype: DType = 'float32'): StageGraphs {
   checkLayout(config, layout)
+  const params = stageParams(config, layout)
   return {
     layout,
-    params: stageParams(config, layout),
-    forward: stageGraph(config, layout, dtype, false),
-    backward: stageGraph(config, layout, dtype, true)
+    params,
+    forward: stageGraph(config, layout, params, dtype, false),
+    backward: stageGraph(config, layout, params, dtype, true)
   }
 }
 
-function stageGraph (c: ModelConfig, layout: StageLayout, dtype: DType, withBackward: boolean): Uint8Array {
+function stageGraph (c: ModelConfig, layout: StageLayout, specs: readonly ParamSpec[], dtype: DType, withBackward: boolean): Uint8Array {
   const g = new Graph(dtype)
   const first = layout.stage === 0
   const last = layout.stage === layout.nStages - 1
   const x = first ? g.input('x', ['B', 'T'], 'int64') : g.input('x', ['B', 'T', c.dModel])
   const targets = last ? g.input('targets', ['B', 'T'], 'int64') : undefined
   const gy = withBackward && !last ? g.input('gy', ['B', 'T', c.dModel], 'float', false) : undefined
-  const specs = stageParams(c, layout)
   const params = new Map(specs.map(s => [s.name, g.input(s.name, s.shape)]))
 
   let h = first ? embed(g, params, x) : x
@@ -86,7 +87,7 @@ export function buildInferenceGraph (config: ModelConfig, dtype: DType = 'float3
   const params = new Map(specs.map(s => {
     if (weights === undefined) return [s.name, g.input(s.name, s.shape)]
     const values = weights.get(s.name)
-    const size = s.shape.reduce((a, b) => a * b, 1)
+    const size = paramSize(s)
     if (values === undefined || values.length !== size) throw new RangeError(`weights: ${s.name} needs ${size} values, got ${values?.length ?? 'none'}`)
     return [s.name, g.initializer(s.name, s.shape, values)]
   }))

@@ -8,7 +8,7 @@ import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDH
 import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
-import { createLibp2p, type Libp2p } from 'libp2p'
+import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { dhtProtocol } from '../../protocols/ids.js'
@@ -43,18 +43,25 @@ export interface HostInit {
   providerValidityMs?: number
 }
 
-export async function createHost (init: HostInit): Promise<Host> {
-  const pingTimeout = init.pingTimeoutMs ?? 5000
-  return await createLibp2p({
+/** What every swarmtrain host has: identity, user agent, TCP + noise + yamux, pnet when keyed, dial timeout. */
+function baseOptions (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dialTimeoutMs?: number }): Omit<Libp2pOptions, 'services'> {
+  return {
     privateKey: init.privateKey,
     nodeInfo: { userAgent: `swarmtrain/${version}` },
-    addresses: { listen: init.listen, announce: init.announce ?? [] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     ...(init.swarmKey === undefined ? {} : { connectionProtector: privateNetwork({ swarmKey: init.swarmKey }) }),
+    connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 }
+  }
+}
+
+export async function createHost (init: HostInit): Promise<Host> {
+  const pingTimeout = init.pingTimeoutMs ?? 5000
+  return await createLibp2p({
+    ...baseOptions(init),
+    addresses: { listen: init.listen, announce: init.announce ?? [] },
     peerDiscovery: (init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
-    connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 },
     connectionMonitor: {
       pingInterval: init.pingIntervalMs ?? 3000,
       pingTimeout: { minTimeout: pingTimeout, maxTimeout: pingTimeout },
@@ -85,16 +92,7 @@ export async function createHost (init: HostInit): Promise<Host> {
 
 /** A host with no DHT, for one-off exchanges before the node knows its run (e.g. `join`). */
 export async function createClientHost (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dialTimeoutMs?: number }): Promise<Libp2p<{ identify: Identify }>> {
-  return await createLibp2p({
-    privateKey: init.privateKey,
-    nodeInfo: { userAgent: `swarmtrain/${version}` },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    ...(init.swarmKey === undefined ? {} : { connectionProtector: privateNetwork({ swarmKey: init.swarmKey }) }),
-    connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 },
-    services: { identify: identify() }
-  })
+  return await createLibp2p({ ...baseOptions(init), services: { identify: identify() } })
 }
 
 /**

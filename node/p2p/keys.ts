@@ -48,10 +48,8 @@ export async function writeSwarmKey (path: string, key: Uint8Array): Promise<voi
   await writeFileAtomic(path, key, 0o600)
 }
 
-/** Reads a swarm key file and checks its format, so a bad file fails at start, not at the first dial. */
-export async function readSwarmKey (path: string): Promise<Uint8Array> {
-  const bytes = await readIfExists(path)
-  if (bytes === undefined) throw new SwarmKeyError(`no swarm key at ${path}`)
+/** Checks a swarm key file's format, so a bad file fails at start, not at the first dial. */
+function checkSwarmKey (path: string, bytes: Buffer): Uint8Array {
   try {
     decodeSwarmKey(bytes)
   } catch {
@@ -60,8 +58,16 @@ export async function readSwarmKey (path: string): Promise<Uint8Array> {
   return new Uint8Array(bytes)
 }
 
+/** Reads and checks a swarm key file. */
+export async function readSwarmKey (path: string): Promise<Uint8Array> {
+  const bytes = await readIfExists(path)
+  if (bytes === undefined) throw new SwarmKeyError(`no swarm key at ${path}`)
+  return checkSwarmKey(path, bytes)
+}
+
 /** The swarm key in `dir` if the run is private, else undefined. */
 export async function findSwarmKey (dir: string): Promise<Uint8Array | undefined> {
   const path = join(dir, SWARM_KEY_FILE)
-  return (await readIfExists(path)) === undefined ? undefined : await readSwarmKey(path)
+  const bytes = await readIfExists(path)
+  return bytes === undefined ? undefined : checkSwarmKey(path, bytes)
 }

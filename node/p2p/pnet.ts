@@ -16,12 +16,12 @@ import xsalsa20 from 'xsalsa20'
 const NONCE_LENGTH = 24
 /** Small enough that xsalsa20's WebAssembly memory (640 KiB at start) never has to grow. */
 const XOR_CHUNK = 16 * 1024
+/** The nonce exchange must finish within this many ms (unless libp2p passes its own signal). */
+const NONCE_TIMEOUT_MS = 5000
 
 export interface PrivateNetworkInit {
   /** The swarm.key file: `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits. */
   swarmKey: Uint8Array
-  /** The nonce exchange must finish within this many ms. */
-  timeoutMs?: number
 }
 
 /** Decodes the 32-byte key from a swarm.key file's bytes. */
@@ -36,12 +36,11 @@ export function decodeSwarmKey (file: Uint8Array): Uint8Array {
 /** The connection protector for libp2p's `connectionProtector` option. */
 export function privateNetwork (init: PrivateNetworkInit): () => ConnectionProtector {
   const psk = decodeSwarmKey(init.swarmKey)
-  const timeoutMs = init.timeoutMs ?? 5000
   return () => ({
     async protect (connection: MultiaddrConnection, options?: AbortOptions): Promise<MultiaddrConnection> {
       const log = connection.log.newScope('pnet')
       const localNonce = crypto.getRandomValues(new Uint8Array(NONCE_LENGTH))
-      const signal = options?.signal ?? AbortSignal.timeout(timeoutMs)
+      const signal = options?.signal ?? AbortSignal.timeout(NONCE_TIMEOUT_MS)
       const bytes = byteStream(connection)
       const [remote] = await Promise.all([
         bytes.read({ bytes: NONCE_LENGTH, signal }),

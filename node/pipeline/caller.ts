@@ -1,6 +1,6 @@
 // A StageCaller for one stage of the swarm: each call goes to the replica the router picks; an
 // error, a timeout or a busy reply sends it to another replica (the calls are stateless, so any
-// replica can serve it), until it succeeds or no replica answers for `giveUpMs`. When this node
+// replica can serve it), until it succeeds or no replica answers for GIVE_UP_MS. When this node
 // serves the stage itself, its own service is one of the replicas, called without the network.
 import { logger } from '@libp2p/logger'
 import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse } from '../../protocols/stage-codec.js'
@@ -43,11 +43,12 @@ export interface SwarmStageInit {
   dModel: number
   /** Activation encoding on the wire (both directions). */
   wireDType?: DType
-  /** Give a call up when no replica has answered it for this long. */
-  giveUpMs?: number
-  /** Pause before looking for replicas again when none is eligible. */
-  retryPauseMs?: number
 }
+
+/** Give a call up when no replica has answered it for this long. */
+const GIVE_UP_MS = 120_000
+/** Pause before looking for replicas again when none is eligible. */
+const RETRY_PAUSE_MS = 200
 
 /** The cost of a call in router work units: tokens, times ~3 for a backward (recompute + gradients). */
 function work (tokens: number, backward: boolean): number {
@@ -61,7 +62,7 @@ export class SwarmStage implements StageCaller {
   private readonly forwardPeer = new WeakMap<Tensor, string>()
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
-    this.init = { ...init, wireDType: init.wireDType ?? DType.F16, giveUpMs: init.giveUpMs ?? 120_000, retryPauseMs: init.retryPauseMs ?? 200 }
+    this.init = { ...init, wireDType: init.wireDType ?? DType.F16 }
   }
 
   async forward (x: Tensor): Promise<FloatTensor> {
@@ -91,7 +92,7 @@ export class SwarmStage implements StageCaller {
     const local = localCaller === undefined || own === undefined ? undefined : { peer: own.peer, caller: localCaller }
     const tokens = x.shape[0] * x.shape[1]
     const units = work(tokens, backward)
-    const deadline = Date.now() + this.init.giveUpMs
+    const deadline = Date.now() + GIVE_UP_MS
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
     // A backward goes back to the replica that computed the forward while it is healthy: its
@@ -110,8 +111,8 @@ export class SwarmStage implements StageCaller {
         peer = router.choose(candidates, units, tried)
       }
       if (peer === undefined) {
-        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${this.init.giveUpMs} ms`, 'timeout')
-        await new Promise(resolve => setTimeout(resolve, this.init.retryPauseMs))
+        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${GIVE_UP_MS} ms`, 'timeout')
+        await new Promise(resolve => setTimeout(resolve, RETRY_PAUSE_MS))
         continue
       }
       router.started(peer)

@@ -36,13 +36,11 @@ export interface PipelineCliValues {
 
 /** The pipeline options the command line sets (the daemon adds its timers). */
 export function pipelineOptionsFrom (values: PipelineCliValues): Omit<PipelineOptions, 'checkpointEveryMs'> {
-  const wire = values.wire ?? 'f16'
-  if (!Object.hasOwn(wireDTypes, wire)) throw new UsageError(`--wire must be f16, int8 or f32, got '${wire}'`)
   const optional = (name: keyof PipelineCliValues, min: number): number | undefined =>
     values[name] === undefined ? undefined : intOption(name, values[name], 0, min)
   return {
     drive: values['no-drive'] !== true,
-    wire: wire as WireDType,
+    wire: wireOption(values.wire),
     inFlight: optional('in-flight', 1),
     maxMicrobatches: optional('max-microbatches', 1),
     evalEvery: optional('eval-every', 0),
@@ -50,6 +48,13 @@ export function pipelineOptionsFrom (values: PipelineCliValues): Omit<PipelineOp
     slowdown: numberOption('test-slowdown', values['test-slowdown'], 1, 1, 1000),
     onProgress: printProgress
   }
+}
+
+/** The `--wire` option (default f16). */
+export function wireOption (value: string | undefined): WireDType {
+  const wire = value ?? 'f16'
+  if (!Object.hasOwn(wireDTypes, wire)) throw new UsageError(`--wire must be f16, int8 or f32, got '${wire}'`)
+  return wire as WireDType
 }
 
 /** One line per validation and every 10th microbatch: `microbatch 120  loss 2.4512  1843 tokens/s`. */

@@ -34,15 +34,12 @@ export interface PipelineOptions {
   inFlight?: number
   /** Stop driving after this many microbatches (default: never). */
   maxMicrobatches?: number
-  /** Validation every N microbatches, over M fixed validation microbatches. */
+  /** Validation every N microbatches. */
   evalEvery?: number
-  evalBatches?: number
   /** onnxruntime threads per engine (default: all cores). */
   threads?: number
   /** Test only: this node's stage computes this many times slower. */
   slowdown?: number
-  /** The training text (default: the manifest's dataset). */
-  corpus?: Corpus
   /** Checkpoint the served stage this often, ms (when it has stepped since). */
   checkpointEveryMs: number
   onProgress?: (report: DriverReport) => void
@@ -116,7 +113,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     }, 1000)
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
-    const corpus = this.options.corpus ?? await loadCorpus(manifest.datasetId)
+    const corpus = await loadCorpus(manifest.datasetId)
     this.driver = new Driver({ stages: this.stages }, {
       train: corpus.train,
       validation: corpus.validation,
@@ -126,7 +123,6 @@ export class PipelineService implements SwarmService, ReplicaSource {
       inFlight: this.options.inFlight,
       maxMicrobatches: this.options.maxMicrobatches,
       evalEvery: this.options.evalEvery,
-      evalBatches: this.options.evalBatches,
       onProgress: this.options.onProgress
     })
     this.driver.start()

@@ -36,8 +36,8 @@ export interface RegistryInit {
   recordTtlMs: number
   /** How often the record is re-signed and the view re-read (must be well under the TTL). */
   refreshMs: number
-  /** Bound on each DHT query. */
-  queryTimeoutMs?: number
+  /** Bound on each DHT query and each direct request. */
+  queryTimeoutMs: number
 }
 
 /** What this node says about itself; the registry adds peer id, version and times. */
@@ -79,7 +79,7 @@ export class StageRegistry {
   private readonly host: Host
   private readonly privateKey: PrivateKey
   private readonly peerId: PeerId
-  private readonly init: Required<RegistryInit>
+  private readonly init: RegistryInit
   private local?: LocalInfo
   private localRecord?: PeerInfoRecord
   private signed?: Uint8Array
@@ -105,7 +105,7 @@ export class StageRegistry {
     this.host = components.host
     this.privateKey = components.privateKey
     this.peerId = components.host.peerId
-    this.init = { queryTimeoutMs: Math.max(1000, init.refreshMs), ...init }
+    this.init = init
     this.current = { stages: emptyStages(init.nStages), updatedAt: 0 }
   }
 
@@ -223,8 +223,8 @@ export class StageRegistry {
   }
 
   /** Looks up every stage's providers (in the background) to find peers we are not connected to. */
-  private discover (): Promise<void> | undefined {
-    return this.inBackground('discover', async () => {
+  private discover (): void {
+    this.inBackground('discover', async () => {
       const dht = this.host.services.dht
       await Promise.all(Array.from({ length: this.init.nStages }, async (_, stage) => {
         const cid = await stageCid(this.init.runId, stage)

@@ -93,7 +93,8 @@ export async function trainLocal (o: LocalTrainingOptions): Promise<EvalReport[]
       }
       const squares = await Promise.all(engines.map(e => e.gradNormSquared()))
       const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0))
-      for (const engine of engines) lr = (await engine.step(norm)).lr
+      // Every engine follows the same schedule, so any one's learning rate is the step's.
+      lr = (await Promise.all(engines.map(e => e.step(norm))))[0].lr
       step++
       trainMs += performance.now() - started
       if (step % o.evalEvery === 0 || step === end) {

@@ -23,9 +23,10 @@ export function initializerDims (model: Uint8Array, name: string): number[] | un
   return undefined
 }
 
-interface Field { field: number, value?: number, bytes?: Uint8Array }
+export interface Field { field: number, value?: number, bytes?: Uint8Array }
 
-function fields (buf: Uint8Array): Field[] {
+/** The top-level fields of one protobuf message; fixed-width (wire types 1, 5) ones are skipped. */
+export function fields (buf: Uint8Array): Field[] {
   const out: Field[] = []
   let at = 0
   const varint = (): number => {

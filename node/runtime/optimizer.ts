@@ -1,7 +1,7 @@
 // The inner optimizer: AdamW with decoupled weight decay on matrices only, global-norm
 // gradient clipping, and a linear-warmup + cosine learning-rate schedule.
 import { adamwAsync } from '../../native/index.js'
-import { paramSize, type ParamSpec } from '../model/index.js'
+import { paramCount, paramSize, type ParamSpec } from '../model/index.js'
 
 export interface OptimizerConfig {
   /** Peak learning rate, reached at the end of warmup. */
@@ -54,7 +54,8 @@ export class AdamW {
   /** Steps taken so far; the next step is number `step + 1` (for bias correction and the schedule). */
   step = 0
 
-  constructor (readonly config: OptimizerConfig, private readonly params: readonly ParamSpec[], size: number) {
+  constructor (readonly config: OptimizerConfig, private readonly params: readonly ParamSpec[]) {
+    const size = paramCount(params)
     this.m = new Float32Array(size)
     this.v = new Float32Array(size)
   }

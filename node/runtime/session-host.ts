@@ -42,7 +42,7 @@ export interface HostReply {
 }
 
 type Reply = { id: number, outputs: Record<string, Tensor> } | { id: number, error: string }
-type Ready = { ready: true, inputs: Record<string, string[]>, outputs: Record<string, string[]> } | { ready: false, error: string }
+type Ready = { ready: true } | { ready: false, error: string }
 
 /** The worker died or was closed; every pending and later request fails with this. */
 export class SessionClosedError extends Error {
@@ -61,7 +61,7 @@ export class SessionHost {
   private closed?: Error
   private version = 0
 
-  private constructor (private readonly worker: Worker, readonly inputs: Record<string, string[]>, readonly outputs: Record<string, string[]>) {
+  private constructor (private readonly worker: Worker) {
     worker.on('message', (reply: Reply) => {
       const call = this.pending.get(reply.id)
       if (call === undefined) return
@@ -96,7 +96,7 @@ export class SessionHost {
       await worker.terminate()
       throw new SessionRunError(`cannot load the graphs: ${ready.error}`)
     }
-    return new SessionHost(worker, ready.inputs, ready.outputs)
+    return new SessionHost(worker)
   }
 
   /** Runs `graph` with `feeds` (params are added by the worker) and returns the `fetch` outputs. */

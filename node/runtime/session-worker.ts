@@ -83,7 +83,7 @@ async function main (): Promise<void> {
       }
     })
   })
-  port.postMessage({ ready: true, inputs: Object.fromEntries([...sessions].map(([k, s]) => [k, s.inputNames])), outputs: Object.fromEntries([...sessions].map(([k, s]) => [k, s.outputNames])) })
+  port.postMessage({ ready: true })
 }
 
 main().catch((err: Error) => port.postMessage({ ready: false, error: err.message }))

@@ -46,7 +46,7 @@ export class StageEngine {
   ) {
     this.weights = new Float32Array(weights)
     this.grads = new Float32Array(grads)
-    this.adam = new AdamW(optimizer, params, this.weights.length)
+    this.adam = new AdamW(optimizer, params)
   }
 
   static async create (init: StageEngineInit): Promise<StageEngine> {

@@ -32,10 +32,11 @@ export async function run (argv: string[]): Promise<number> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
   const swarmKey = values['swarm-key'] !== undefined ? await readSwarmKey(values['swarm-key']) : await findSwarmKey(dir)
   const privateKey = await loadOrCreateIdentity(dir)
-  const host = await createClientHost({ privateKey, swarmKey, dialTimeoutMs: timingFromEnv().dialTimeoutMs })
+  const { dialTimeoutMs } = timingFromEnv()
+  const host = await createClientHost({ privateKey, swarmKey, dialTimeoutMs })
   let fetched
   try {
-    fetched = await fetchManifest(host, address, { expectedRunId: values.run, timeoutMs: timingFromEnv().dialTimeoutMs })
+    fetched = await fetchManifest(host, address, { expectedRunId: values.run, timeoutMs: dialTimeoutMs })
   } finally {
     await host.stop()
   }

@@ -99,6 +99,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     swarmKey,
     stage,
     throughput: capacity.throughput,
+    freeMemory: capacity.freeMemory,
     controlPort,
     timing,
     services: opts['no-pipeline'] === true ? {} : { pipeline: pipelineService(pipeline) }
