@@ -13,8 +13,8 @@ const model: ModelConfig = { vocabSize: 256, dModel: 32, nLayers: 2, nHeads: 2, 
 const optimizer = { ...defaultOptimizerConfig, warmupSteps: 0, lr: 1e-2 }
 const text = encode('It was the best of times, it was the worst of times, it was the age of wisdom. '.repeat(20))
 
-function engines (nStages: number): Promise<StageEngine[]> {
-  return Promise.all(Array.from({ length: nStages }, (_, s) => StageEngine.create({ model, layout: stageLayout(model, s, nStages), optimizer, seed: 3, threads: 1 })))
+function engines (nStages: number, weightVersions = 1): Promise<StageEngine[]> {
+  return Promise.all(Array.from({ length: nStages }, (_, s) => StageEngine.create({ model, layout: stageLayout(model, s, nStages), optimizer, seed: 3, threads: 1, weightVersions })))
 }
 
 async function trainStep (stages: StageEngine[], batch: ReturnType<BatchSampler['next']>): Promise<number> {
@@ -23,6 +23,12 @@ async function trainStep (stages: StageEngine[], batch: ReturnType<BatchSampler[
   const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0))
   for (const e of stages) await e.step(norm)
   return loss
+}
+
+function maxDiff (a: Float32Array, b: Float32Array): number {
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
+  return m
 }
 
 function concat (arrays: Float32Array[]): Float32Array {
@@ -53,6 +59,63 @@ test('two chained stages compute what one whole-model stage computes', async () 
     assert.ok(one[0].steps === 3 && two[1].steps === 3)
   } finally {
     await Promise.all([...one, ...two].map(e => e.close()))
+  }
+})
+
+test('a backward recomputes with the weights its forward ran on, two steps later', async () => {
+  // `pipe` steps twice between a microbatch's forward and its backward; `still` never steps.
+  const [pipe, last] = await engines(2, 3)
+  const [still] = await engines(2)
+  try {
+    const sampler = new BatchSampler(text, 16, 4, 5)
+    const batch = sampler.next()
+    const { y, version } = await pipe.forwardAt(batch.x)
+    const { gx: gy } = await last.lossBackward(y, batch.targets)
+    for (let i = 0; i < 2; i++) {
+      const other = sampler.next()
+      const { gx } = await last.lossBackward(await pipe.forward(other.x), other.targets)
+      await pipe.backward(other.x, gx!)
+      await pipe.step()
+    }
+    assert.is(pipe.weightsVersion.version, version.version + 2)
+    assert.ok(maxDiff(pipe.weights, still.weights) > 1e-4, 'the weights moved on')
+
+    const ran = await pipe.backwardAt(batch.x, gy!, version)
+    assert.equal(ran.version, version, 'it ran on the stashed version')
+    await still.backward(batch.x, gy!)
+    const diff = maxDiff(await pipe.gradients(), await still.gradients())
+    assert.ok(diff === 0, `the gradient is the one at the forward's weights (differs by ${diff})`)
+
+    // Without the version it recomputes on today's weights: another gradient (what the stash prevents).
+    const fresh = await pipe.backwardAt(batch.x, gy!)
+    assert.equal(fresh.version, pipe.weightsVersion)
+    const twice = await pipe.gradients()
+    const stale = await still.gradients()
+    assert.ok(twice.some((g, i) => Math.abs(g - 2 * stale[i]) > 1e-4), 'current weights give a different gradient')
+
+    // A version of another engine (a restarted server) is never taken for one of ours.
+    assert.equal((await pipe.backwardAt(batch.x, gy!, { epoch: pipe.epoch + 1, version: version.version })).version, pipe.weightsVersion)
+  } finally {
+    await Promise.all([pipe, last, still].map(e => e.close()))
+  }
+})
+
+test('the stash keeps the newest versions only', async () => {
+  const [first, last] = await engines(2, 2)
+  try {
+    const sampler = new BatchSampler(text, 16, 4, 6)
+    const batch = sampler.next()
+    const { version } = await first.forwardAt(batch.x)
+    for (let i = 0; i < 2; i++) {
+      const other = sampler.next()
+      const { gx } = await last.lossBackward(await first.forward(other.x), other.targets)
+      await first.backward(other.x, gx!)
+      await first.step()
+    }
+    const { gx: gy } = await last.lossBackward(await first.forward(batch.x), batch.targets)
+    assert.equal((await first.backwardAt(batch.x, gy!, version)).version, first.weightsVersion, 'two steps later, a 2-version stash no longer has it')
+  } finally {
+    await Promise.all([first, last].map(e => e.close()))
   }
 })
 

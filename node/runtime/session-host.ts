@@ -23,6 +23,8 @@ export interface WorkerInit {
   grads?: SharedArrayBuffer
   /** onnxruntime intra-op threads of every session. */
   threads: number
+  /** Weight versions the worker keeps, so a run can ask for one it ran before (at least 1). */
+  keepVersions: number
 }
 
 export interface HostRequest {
@@ -30,7 +32,10 @@ export interface HostRequest {
   graph: string
   feeds: Record<string, Tensor>
   fetch: string[]
+  /** The current weights version (the worker copies the shared weights when it has not seen it). */
   weightsVersion: number
+  /** Run on this earlier version if the worker still holds it (else on the current one). */
+  atVersion?: number
   /** Accumulate the run's `grad.*` outputs into the shared gradients with this weight. */
   accumulate?: number
 }
@@ -38,10 +43,18 @@ export interface HostRequest {
 export interface HostReply {
   id: number
   outputs: Record<string, Tensor>
+  /** The weights version the run used. */
+  version: number
   transfer: ArrayBuffer[]
 }
 
-type Reply = { id: number, outputs: Record<string, Tensor> } | { id: number, error: string }
+/** A run's outputs and the weights version it ran on. */
+export interface RunResult {
+  outputs: Record<string, Tensor>
+  version: number
+}
+
+type Reply = Omit<HostReply, 'transfer'> | { id: number, error: string }
 type Ready = { ready: true } | { ready: false, error: string }
 
 /** The worker died or was closed; every pending and later request fails with this. */
@@ -56,7 +69,7 @@ export class SessionRunError extends Error {
 
 export class SessionHost {
   private nextId = 0
-  private readonly pending = new Map<number, { resolve(o: Record<string, Tensor>): void, reject(e: Error): void }>()
+  private readonly pending = new Map<number, { resolve(r: RunResult): void, reject(e: Error): void }>()
   private tail: Promise<unknown> = Promise.resolve()
   private closed?: Error
   private version = 0
@@ -67,7 +80,7 @@ export class SessionHost {
       if (call === undefined) return
       this.pending.delete(reply.id)
       if ('error' in reply) call.reject(new SessionRunError(reply.error))
-      else call.resolve(reply.outputs)
+      else call.resolve({ outputs: reply.outputs, version: reply.version })
     })
     const fail = (err: Error) => {
       this.closed ??= err
@@ -99,13 +112,19 @@ export class SessionHost {
     return new SessionHost(worker)
   }
 
-  /** Runs `graph` with `feeds` (params are added by the worker) and returns the `fetch` outputs. */
-  run (graph: string, feeds: Record<string, Tensor>, fetch: string[], accumulate?: number): Promise<Record<string, Tensor>> {
+  /** The version of the current weights: it changes whenever an `exclusive` call writes them. */
+  get weightsVersion (): number { return this.version }
+
+  /**
+   * Runs `graph` with `feeds` (params are added by the worker) and returns the `fetch` outputs,
+   * on the weights of version `at` if the worker still holds it, else on the current weights.
+   */
+  run (graph: string, feeds: Record<string, Tensor>, fetch: string[], options: { accumulate?: number, at?: number } = {}): Promise<RunResult> {
     return this.exclusive(() => {
       if (this.closed !== undefined) throw this.closed
       const id = this.nextId++
-      const reply = new Promise<Record<string, Tensor>>((resolve, reject) => this.pending.set(id, { resolve, reject }))
-      const request: HostRequest = { id, graph, feeds, fetch, weightsVersion: this.version, accumulate }
+      const reply = new Promise<RunResult>((resolve, reject) => this.pending.set(id, { resolve, reject }))
+      const request: HostRequest = { id, graph, feeds, fetch, weightsVersion: this.version, atVersion: options.at, accumulate: options.accumulate }
       this.worker.postMessage(request)
       return reply
     })

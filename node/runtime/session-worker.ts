@@ -1,7 +1,9 @@
 // One worker thread owning onnxruntime sessions (session.run blocks its thread). Parameters
 // arrive in a SharedArrayBuffer; onnxruntime-node refuses SharedArrayBuffer-backed tensors
-// ("Invalid argument"), so the worker keeps a private copy, refreshed whenever the host says
-// the weights changed (once per optimizer step; ~1.3 ms for the 7 MiB default model).
+// ("Invalid argument"), so the worker keeps private copies, refreshed whenever the host says
+// the weights changed (once per optimizer step; ~1.3 ms for the 7 MiB default model). It keeps
+// the last `keepVersions` copies (a weight stash, as PipeDream's): a pipeline backward asks for
+// the version its forward ran on, so its gradient is the gradient of what later stages saw.
 // Gradient outputs are accumulated into a shared buffer here, so they never cross threads.
 import { parentPort, workerData } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
@@ -12,16 +14,41 @@ import type { Tensor } from './tensor.js'
 const init = workerData as WorkerInit
 const port = parentPort!
 const shared = new Float32Array(init.weights)
-const local = new Float32Array(shared.length)
 const grads = init.grads === undefined ? undefined : new Float32Array(init.grads)
-let version = -1
-
-// Param tensors are views of `local`, made once: onnxruntime reads inputs without copying.
-const paramFeeds: Record<string, ort.Tensor> = {}
 const gradSlices = new Map<string, Float32Array>()
-for (const p of init.params) {
-  paramFeeds[p.name] = new ort.Tensor('float32', local.subarray(p.offset, p.offset + p.size), p.shape)
-  if (grads !== undefined) gradSlices.set(`grad.${p.name}`, grads.subarray(p.offset, p.offset + p.size))
+if (grads !== undefined) for (const p of init.params) gradSlices.set(`grad.${p.name}`, grads.subarray(p.offset, p.offset + p.size))
+
+/** A private copy of the weights at one version, with param tensors viewing it (onnxruntime reads inputs without copying). */
+interface WeightCopy { weights: Float32Array, feeds: Record<string, ort.Tensor> }
+/** Versions held, oldest first; at most `init.keepVersions`. */
+const stash = new Map<number, WeightCopy>()
+
+function weightCopy (weights: Float32Array): WeightCopy {
+  const feeds: Record<string, ort.Tensor> = {}
+  for (const p of init.params) feeds[p.name] = new ort.Tensor('float32', weights.subarray(p.offset, p.offset + p.size), p.shape)
+  return { weights, feeds }
+}
+
+/** The weights for a run: `at` if still stashed, else the current version (copied in once). */
+function weightsFor (current: number, at: number | undefined): { version: number, copy: WeightCopy } {
+  if (at !== undefined) {
+    const old = stash.get(at)
+    if (old !== undefined) return { version: at, copy: old }
+  }
+  let copy = stash.get(current)
+  if (copy === undefined) {
+    // Recycle the oldest copy once the stash is full: no allocation per step in steady state.
+    let recycled: WeightCopy | undefined
+    if (stash.size >= Math.max(1, init.keepVersions)) {
+      const [oldest, oldCopy] = stash.entries().next().value as [number, WeightCopy]
+      stash.delete(oldest)
+      recycled = oldCopy
+    }
+    copy = recycled ?? weightCopy(new Float32Array(shared.length))
+    copy.weights.set(shared)
+    stash.set(current, copy)
+  }
+  return { version: current, copy }
 }
 
 const options: ort.InferenceSession.SessionOptions = {
@@ -39,15 +66,12 @@ const sessions = new Map<string, ort.InferenceSession>()
 async function run (req: HostRequest): Promise<HostReply> {
   const session = sessions.get(req.graph)
   if (session === undefined) throw new Error(`no graph '${req.graph}'`)
-  if (req.weightsVersion !== version) {
-    local.set(shared)
-    version = req.weightsVersion
-  }
+  const { version, copy } = weightsFor(req.weightsVersion, req.atVersion)
   const feeds: Record<string, ort.Tensor> = {}
   for (const name of session.inputNames) {
     const t = req.feeds[name]
     if (t !== undefined) feeds[name] = new ort.Tensor(t.data instanceof BigInt64Array ? 'int64' : 'float32', t.data, t.shape)
-    else if (paramFeeds[name] !== undefined) feeds[name] = paramFeeds[name]
+    else if (copy.feeds[name] !== undefined) feeds[name] = copy.feeds[name]
     else throw new Error(`graph '${req.graph}' needs input '${name}'`)
   }
   const accumulate = req.accumulate !== undefined && grads !== undefined
@@ -65,7 +89,7 @@ async function run (req: HostRequest): Promise<HostReply> {
       if (results[name] !== undefined) axpy(slice, results[name].data as Float32Array, req.accumulate!)
     }
   }
-  return { id: req.id, outputs, transfer }
+  return { id: req.id, outputs, version, transfer }
 }
 
 async function main (): Promise<void> {

@@ -1,6 +1,7 @@
 // One pipeline stage, ready to train: its forward and backward graphs in a worker thread, its
 // parameters in one flat shared Float32Array, a gradient accumulator and AdamW. A StageEngine
 // is a StageCaller (node/pipeline/chain.ts); the stage server serves one over the network.
+import { randomInt } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { sumSquaresAsync } from '../../native/index.js'
 import { buildStageGraphs, initParams, paramSize, type ModelConfig, type ParamSpec, type StageLayout } from '../model/index.js'
@@ -16,6 +17,17 @@ export interface StageEngineInit {
   seed?: number
   /** onnxruntime intra-op threads; defaults to the machine's cores. */
   threads?: number
+  /** Weight versions kept so a backward can recompute with its forward's weights (default 1: none old). */
+  weightVersions?: number
+}
+
+/**
+ * Which weights a forward ran on: the engine instance (`epoch`, random, so a restarted server
+ * never mistakes its new weights for old ones) and the version (one per weight change).
+ */
+export interface WeightsVersion {
+  epoch: number
+  version: number
 }
 
 /** The AdamW state of a stage, as a checkpoint stores it. */
@@ -34,6 +46,8 @@ export class StageEngine {
   private readonly grads: Float32Array
   private readonly adam: AdamW
   private tokens = 0
+  /** Random per engine instance; see WeightsVersion. */
+  readonly epoch = randomInt(1, 0xffffffff)
 
   private constructor (
     readonly model: ModelConfig,
@@ -67,7 +81,8 @@ export class StageEngine {
       params: slots,
       weights,
       grads,
-      threads: init.threads ?? availableParallelism()
+      threads: init.threads ?? availableParallelism(),
+      keepVersions: init.weightVersions ?? 1
     })
     return new StageEngine(model, layout, graphs.params, init.optimizer ?? defaultOptimizerConfig, host, weights, grads)
   }
@@ -78,38 +93,55 @@ export class StageEngine {
   /** Tokens whose gradients are accumulated and not yet stepped on. */
   get accumulatedTokens (): number { return this.tokens }
 
+  /** The version of the current weights. */
+  get weightsVersion (): WeightsVersion { return { epoch: this.epoch, version: this.host.weightsVersion } }
+
   /** Stage output activations for stage input `x` (every stage but the last). */
   async forward (x: Tensor): Promise<FloatTensor> {
+    return (await this.forwardAt(x)).y
+  }
+
+  /** `forward`, also naming the weights it ran on (what a later `backwardAt` should recompute with). */
+  async forwardAt (x: Tensor): Promise<{ y: FloatTensor, version: WeightsVersion }> {
     if (this.isLast) throw new TensorError('the last stage has no forward output; call loss or lossBackward')
     this.checkInput(x)
-    const out = await this.host.run('forward', { x }, ['y'])
-    return out.y as FloatTensor
+    const { outputs, version } = await this.host.run('forward', { x }, ['y'])
+    return { y: outputs.y as FloatTensor, version: { epoch: this.epoch, version } }
   }
 
   /** Accumulates this stage's gradients for input `x` and output gradient `gy`; returns the input gradient (none on stage 0). */
   async backward (x: Tensor, gy: FloatTensor): Promise<FloatTensor | undefined> {
+    return (await this.backwardAt(x, gy)).gx
+  }
+
+  /**
+   * `backward`, recomputing with the weights of version `at` (its forward's) when they are still
+   * stashed, else with the current ones; returns the version it used. The gradient accumulates
+   * into the current step either way (a 1-stale update when the version is the previous one).
+   */
+  async backwardAt (x: Tensor, gy: FloatTensor, at?: WeightsVersion): Promise<{ gx?: FloatTensor, version: WeightsVersion }> {
     if (this.isLast) throw new TensorError('the last stage takes targets, not an output gradient; call lossBackward')
     const [b, t] = this.checkInput(x)
     checkShape('gy', gy, 'float32', [b, t, this.model.dModel])
     checkFinite('gy', gy)
-    const out = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], b * t)
+    const { outputs, version } = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined })
     this.tokens += b * t
-    return out.gx as FloatTensor | undefined
+    return { gx: outputs.gx as FloatTensor | undefined, version: { epoch: this.epoch, version } }
   }
 
   /** Last stage: mean cross-entropy (nats per token) of `x` against `targets`; accumulates gradients. */
   async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
     const [b, t] = this.checkLast(x, targets)
-    const out = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], b * t)
+    const { outputs } = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t })
     this.tokens += b * t
-    return { loss: out.loss.data[0] as number, gx: out.gx as FloatTensor | undefined }
+    return { loss: outputs.loss.data[0] as number, gx: outputs.gx as FloatTensor | undefined }
   }
 
   /** Last stage: mean cross-entropy without gradients (evaluation). */
   async loss (x: Tensor, targets: TokenTensor): Promise<number> {
     this.checkLast(x, targets)
-    const out = await this.host.run('forward', { x, targets }, ['loss'])
-    return out.loss.data[0] as number
+    const { outputs } = await this.host.run('forward', { x, targets }, ['loss'])
+    return outputs.loss.data[0] as number
   }
 
   /** Squared L2 norm of the mean accumulated gradient (to combine stages into one global norm). */
@@ -131,6 +163,11 @@ export class StageEngine {
       this.tokens = 0
       return { lr, gradNorm: norm }
     }, true)
+  }
+
+  /** A copy of the accumulated (summed, unscaled) gradients, taken between calls. */
+  gradients (): Promise<Float32Array> {
+    return this.host.exclusive(() => this.grads.slice())
   }
 
   /** Steps taken so far (the schedule position). */

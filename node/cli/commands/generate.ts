@@ -50,7 +50,7 @@ export async function run (argv: string[]): Promise<number> {
   if (context === undefined) throw new ModelFileError(`--model ${v.model}: not a model written by 'swarmtrain export' (no position embedding)`)
   let host: SessionHost
   try {
-    host = await SessionHost.create({ graphs: { model: bytes }, params: [], weights: new SharedArrayBuffer(0), threads: availableParallelism() })
+    host = await SessionHost.create({ graphs: { model: bytes }, params: [], weights: new SharedArrayBuffer(0), threads: availableParallelism(), keepVersions: 1 })
   } catch (err) {
     if (err instanceof SessionRunError) throw new ModelFileError(`--model ${v.model}: ${err.message}`)
     throw err
@@ -61,7 +61,7 @@ export async function run (argv: string[]): Promise<number> {
     process.stdout.write(v.prompt)
     for (let i = 0; i < count; i++) {
       const window = tokens.slice(-context)
-      const out = await host.run('model', { tokens: { data: BigInt64Array.from(window, BigInt), shape: [1, window.length] } }, ['logits']).catch((err: Error) => {
+      const { outputs: out } = await host.run('model', { tokens: { data: BigInt64Array.from(window, BigInt), shape: [1, window.length] } }, ['logits']).catch((err: Error) => {
         throw err instanceof SessionRunError ? new ModelFileError(`--model ${v.model}: ${err.message}`) : err
       })
       const vocab = out.logits.shape[2]
