@@ -75,7 +75,7 @@ export async function run (args: string[]): Promise<void> {
   const client = new StageClient({ dialer: driverHost }, { protocol: stageProtocol(runId), maxMessageBytes: stageMessageLimit(tokensPerMicrobatch, model.dModel) })
   const router = new Router()
   const replicas = { replicas: (stage: number) => servers.filter((_, i) => i % nStages === stage).map(s => s.host.peerId.toString()) }
-  const callers = (): SwarmStage[] => Array.from({ length: nStages }, (_, stage) => new SwarmStage({ client, router, replicas }, { stage, nStages, dModel: model.dModel, wireDType: wireDTypes[wire] }))
+  const callers = (): SwarmStage[] => Array.from({ length: nStages }, (_, stage) => new SwarmStage({ client, router, replicas }, { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: tokensPerMicrobatch, wireDType: wireDTypes[wire] }))
 
   await drive(callers(), new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 3), 2 * nStages, 2) // warm-up: every replica measured once
   const serial = callers()

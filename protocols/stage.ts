@@ -208,6 +208,7 @@ export interface StageRequest {
   gy?: Tensor
   targets?: Tensor
   replyDtype: DType
+  at?: WeightsVersion
 }
 
 export namespace StageRequest {
@@ -271,6 +272,11 @@ export namespace StageRequest {
           DType.codec().encode(obj.replyDtype, w)
         }
 
+        if (obj.at != null) {
+          w.uint32(66)
+          WeightsVersion.codec().encode(obj.at, w)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -320,6 +326,12 @@ export namespace StageRequest {
             }
             case 7: {
               obj.replyDtype = DType.codec().decode(reader)
+              break
+            }
+            case 8: {
+              obj.at = WeightsVersion.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.at
+              })
               break
             }
             default: {
@@ -384,6 +396,13 @@ export namespace StageRequest {
                 field: `${prefix}.replyDtype`,
                 value: DType.codec().decode(reader)
               }
+              break
+            }
+            case 8: {
+              yield * WeightsVersion.codec().stream(reader, reader.uint32(), `${prefix}.at`, {
+                limits: opts.limits?.at
+              })
+
               break
             }
             default: {
@@ -481,6 +500,16 @@ export namespace StageRequest {
     value: DType
   }
 
+  export interface StageRequestAtEpochFieldEvent {
+    field: '$.at.epoch'
+    value: number
+  }
+
+  export interface StageRequestAtVersionFieldEvent {
+    field: '$.at.version'
+    value: number
+  }
+
   export function encode (obj: Partial<StageRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, StageRequest.codec())
   }
@@ -489,8 +518,120 @@ export namespace StageRequest {
     return decodeMessage(buf, StageRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageRequest>): Generator<StageRequestIdFieldEvent | StageRequestKindFieldEvent | StageRequestStageFieldEvent | StageRequestXDtypeFieldEvent | StageRequestXShapeFieldEvent | StageRequestXDataFieldEvent | StageRequestXScalesFieldEvent | StageRequestGyDtypeFieldEvent | StageRequestGyShapeFieldEvent | StageRequestGyDataFieldEvent | StageRequestGyScalesFieldEvent | StageRequestTargetsDtypeFieldEvent | StageRequestTargetsShapeFieldEvent | StageRequestTargetsDataFieldEvent | StageRequestTargetsScalesFieldEvent | StageRequestReplyDtypeFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageRequest>): Generator<StageRequestIdFieldEvent | StageRequestKindFieldEvent | StageRequestStageFieldEvent | StageRequestXDtypeFieldEvent | StageRequestXShapeFieldEvent | StageRequestXDataFieldEvent | StageRequestXScalesFieldEvent | StageRequestGyDtypeFieldEvent | StageRequestGyShapeFieldEvent | StageRequestGyDataFieldEvent | StageRequestGyScalesFieldEvent | StageRequestTargetsDtypeFieldEvent | StageRequestTargetsShapeFieldEvent | StageRequestTargetsDataFieldEvent | StageRequestTargetsScalesFieldEvent | StageRequestReplyDtypeFieldEvent | StageRequestAtEpochFieldEvent | StageRequestAtVersionFieldEvent> {
     return streamMessage(buf, StageRequest.codec(), opts)
+  }
+}
+
+export interface WeightsVersion {
+  epoch: number
+  version: number
+}
+
+export namespace WeightsVersion {
+  let _codec: Codec<WeightsVersion>
+
+  export const codec = (): Codec<WeightsVersion> => {
+    if (_codec == null) {
+      _codec = message<WeightsVersion>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.epoch != null && obj.epoch !== 0)) {
+          w.uint32(13)
+          w.fixed32(obj.epoch)
+        }
+
+        if ((obj.version != null && obj.version !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.version)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          epoch: 0,
+          version: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.epoch = reader.fixed32()
+              break
+            }
+            case 2: {
+              obj.version = reader.uint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.epoch`,
+                value: reader.fixed32()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.version`,
+                value: reader.uint32()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface WeightsVersionEpochFieldEvent {
+    field: '$.epoch'
+    value: number
+  }
+
+  export interface WeightsVersionVersionFieldEvent {
+    field: '$.version'
+    value: number
+  }
+
+  export function encode (obj: Partial<WeightsVersion>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, WeightsVersion.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsVersion>): WeightsVersion {
+    return decodeMessage(buf, WeightsVersion.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsVersion>): Generator<WeightsVersionEpochFieldEvent | WeightsVersionVersionFieldEvent> {
+    return streamMessage(buf, WeightsVersion.codec(), opts)
   }
 }
 
@@ -503,6 +644,8 @@ export interface StageResponse {
   computeMs: number
   queueLength: number
   waitMs: number
+  version?: WeightsVersion
+  staleness: number
 }
 
 export namespace StageResponse {
@@ -577,6 +720,16 @@ export namespace StageResponse {
           w.float(obj.waitMs)
         }
 
+        if (obj.version != null) {
+          w.uint32(74)
+          WeightsVersion.codec().encode(obj.version, w)
+        }
+
+        if ((obj.staleness != null && obj.staleness !== 0)) {
+          w.uint32(80)
+          w.uint32(obj.staleness)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -587,7 +740,8 @@ export namespace StageResponse {
           error: '',
           computeMs: 0,
           queueLength: 0,
-          waitMs: 0
+          waitMs: 0,
+          staleness: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -628,6 +782,16 @@ export namespace StageResponse {
             }
             case 8: {
               obj.waitMs = reader.float()
+              break
+            }
+            case 9: {
+              obj.version = WeightsVersion.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.version
+              })
+              break
+            }
+            case 10: {
+              obj.staleness = reader.uint32()
               break
             }
             default: {
@@ -701,6 +865,20 @@ export namespace StageResponse {
               }
               break
             }
+            case 9: {
+              yield * WeightsVersion.codec().stream(reader, reader.uint32(), `${prefix}.version`, {
+                limits: opts.limits?.version
+              })
+
+              break
+            }
+            case 10: {
+              yield {
+                field: `${prefix}.staleness`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -769,6 +947,21 @@ export namespace StageResponse {
     value: number
   }
 
+  export interface StageResponseVersionEpochFieldEvent {
+    field: '$.version.epoch'
+    value: number
+  }
+
+  export interface StageResponseVersionVersionFieldEvent {
+    field: '$.version.version'
+    value: number
+  }
+
+  export interface StageResponseStalenessFieldEvent {
+    field: '$.staleness'
+    value: number
+  }
+
   export function encode (obj: Partial<StageResponse>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, StageResponse.codec())
   }
@@ -777,7 +970,7 @@ export namespace StageResponse {
     return decodeMessage(buf, StageResponse.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageResponse>): Generator<StageResponseIdFieldEvent | StageResponseStatusFieldEvent | StageResponseErrorFieldEvent | StageResponseYDtypeFieldEvent | StageResponseYShapeFieldEvent | StageResponseYDataFieldEvent | StageResponseYScalesFieldEvent | StageResponseLossFieldEvent | StageResponseComputeMsFieldEvent | StageResponseQueueLengthFieldEvent | StageResponseWaitMsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageResponse>): Generator<StageResponseIdFieldEvent | StageResponseStatusFieldEvent | StageResponseErrorFieldEvent | StageResponseYDtypeFieldEvent | StageResponseYShapeFieldEvent | StageResponseYDataFieldEvent | StageResponseYScalesFieldEvent | StageResponseLossFieldEvent | StageResponseComputeMsFieldEvent | StageResponseQueueLengthFieldEvent | StageResponseWaitMsFieldEvent | StageResponseVersionEpochFieldEvent | StageResponseVersionVersionFieldEvent | StageResponseStalenessFieldEvent> {
     return streamMessage(buf, StageResponse.codec(), opts)
   }
 }

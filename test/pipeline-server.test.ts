@@ -9,44 +9,63 @@ import { lpStream, streamPair } from '@libp2p/utils'
 import type { Connection, PeerId, Stream, StreamHandler } from '@libp2p/interface'
 import { DType, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
 import { encodeActivations, encodeTokens } from '../node/pipeline/activations.js'
-import { SwarmStage } from '../node/pipeline/caller.js'
+import { StageRequestError, SwarmStage } from '../node/pipeline/caller.js'
 import { StageClient, StageClientStoppedError } from '../node/pipeline/client.js'
 import { Router } from '../node/pipeline/router.js'
 import { StageServer } from '../node/pipeline/server.js'
-import type { StageCompute } from '../node/pipeline/service.js'
-import type { FloatTensor, Tensor, TokenTensor } from '../node/runtime/tensor.js'
+import type { StageCallLimits, StageCompute } from '../node/pipeline/service.js'
+import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from '../node/runtime/tensor.js'
+import type { WeightsVersion } from '../node/runtime/stage-engine.js'
 
 const D = 4
 const runId = 'testrun'
+
+/** What the fake servers below check requests against (FakePeer's StageServer init). */
+function limits (stage: number): StageCallLimits {
+  return { stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64 }
+}
 
 /**
  * Stage 0 of 2 maps token v to a row of v/10 (gx: none); stage 1 of 2 has loss = mean(x) and
  * gx = 2 * x. `delay(x)` lets a test order or stall the calls.
  */
+let engineCount = 0
 class FakeEngine implements StageCompute {
   accumulatedTokens = 0
   steps = 0
   calls = 0
+  /** The version each backward asked to recompute with. */
+  readonly backwardsAt: Array<WeightsVersion | undefined> = []
   constructor (readonly stage: number, readonly delay: (x: Tensor) => number = () => 0) {}
+
+  /** Makes every call throw this (a lying or broken server). */
+  failWith?: Error
 
   private async wait (x: Tensor): Promise<void> {
     this.calls++
+    if (this.failWith !== undefined) throw this.failWith
     const ms = this.delay(x)
     await new Promise(resolve => setTimeout(resolve, ms))
   }
 
-  async forward (x: Tensor): Promise<FloatTensor> {
+  /** The weights version: one per step, and an epoch of its own, as the real engine's. */
+  readonly epoch = ++engineCount
+  get version (): WeightsVersion { return { epoch: this.epoch, version: this.steps } }
+  get weightsVersion (): WeightsVersion { return this.version }
+
+  async forwardAt (x: Tensor): Promise<{ y: FloatTensor, version: WeightsVersion }> {
     await this.wait(x)
     const data = new Float32Array(x.data.length * D)
     for (let i = 0; i < x.data.length; i++) data.fill(Number(x.data[i]) / 10, i * D, i * D + D)
-    return { data, shape: [...x.shape, D] }
+    return { y: { data, shape: [...x.shape, D] }, version: this.version }
   }
 
-  async backward (x: Tensor, gy: FloatTensor): Promise<FloatTensor | undefined> {
+  async backwardAt (x: Tensor, gy: FloatTensor, at?: WeightsVersion): Promise<{ gx?: FloatTensor, version: WeightsVersion }> {
     await this.wait(x)
     assert.is(gy.data.length, x.data.length * D)
+    this.backwardsAt.push(at)
     this.accumulatedTokens += x.shape[0] * x.shape[1]
-    return undefined
+    return { version: this.version }
   }
 
   async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
@@ -125,7 +144,7 @@ test('forward and backward calls travel as float16 and come back matched by id, 
   const [peer] = await peers(new FakeEngine(0, x => 60 - Number(x.data[0]) * 5))
   const { client, dials } = clientFor([peer])
   const router = new Router()
-  const stage = new SwarmStage({ client, router, replicas: { replicas: () => [peer.id.toString()] } }, { stage: 0, nStages: 2, dModel: D })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: () => [peer.id.toString()] } }, { ...limits(0) })
   const ys = await Promise.all([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(v => stage.forward(tokens([v, v]))))
   for (const [i, y] of ys.entries()) {
     assert.equal(y.shape, [1, 2, D])
@@ -151,7 +170,7 @@ test('the last stage returns loss and gx; gradients trigger an optimizer step at
   const p = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), engine, { stepTokens: 8 })
   await p.server.start()
   const { client } = clientFor([p])
-  const stage = new SwarmStage({ client, router: new Router(), replicas: { replicas: () => [p.id.toString()] } }, { stage: 1, nStages: 2, dModel: D, wireDType: DType.INT8 })
+  const stage = new SwarmStage({ client, router: new Router(), replicas: { replicas: () => [p.id.toString()] } }, { ...limits(1), wireDType: DType.INT8 })
   const x: FloatTensor = { data: Float32Array.from({ length: 3 * D }, (_, i) => i / 4), shape: [1, 3, D] }
   const { loss, gx } = await stage.lossBackward(x, tokens([1, 2, 3]))
   assert.ok(Math.abs(loss - 1.375) < 0.01, `loss ${loss}`)
@@ -219,7 +238,7 @@ test('a backward goes to the replica that computed its forward', async () => {
   })
   const ps = await peers(...engines)
   const { client } = clientFor(ps)
-  const stage = new SwarmStage({ client, router: new Router({ exploration: 0 }), replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { stage: 0, nStages: 2, dModel: D })
+  const stage = new SwarmStage({ client, router: new Router({ exploration: 0 }), replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { ...limits(0) })
   // Several microbatches at once so that both replicas serve forwards; backward inputs are
   // marked by length (2 tokens) but carry the forward's first token.
   await Promise.all(Array.from({ length: 8 }, async (_, i) => {
@@ -230,6 +249,59 @@ test('a backward goes to the replica that computed its forward', async () => {
   }))
   assert.ok(seen[0].size > 0 && seen[1].size > 0, 'both replicas served')
   for (const m of seen) for (const [v, calls] of m) assert.equal(calls, ['forward', 'backward'], `microbatch ${v}`)
+  // Each backward named its forward's weights over the wire, and got them.
+  for (const e of engines) assert.equal(e.backwardsAt, e.backwardsAt.map(() => ({ epoch: e.epoch, version: 0 })))
+  assert.is(stage.stats.versionMisses, 0)
+  await client.stop()
+})
+
+test('a backward retried on another replica recomputes there without a version, and is counted', async () => {
+  const engines = [new FakeEngine(0), new FakeEngine(0)]
+  const ps = await peers(...engines)
+  const { client } = clientFor(ps)
+  const stage = new SwarmStage({ client, router: new Router({ exploration: 0 }), replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { ...limits(0) })
+  const x = tokens([5])
+  await stage.forward(x)
+  const served = engines.findIndex(e => e.calls === 1)
+  ps[served].kill()
+  await stage.backward(x, { data: new Float32Array(D), shape: [1, 1, D] })
+  assert.equal(engines[1 - served].backwardsAt, [undefined])
+  assert.is(stage.stats.versionMisses, 1)
+  await client.stop()
+})
+
+test('whose fault: a valid request refused bans that peer; a bug of ours bans nobody; a server bug is FAILED', async () => {
+  const liar = new FakeEngine(0)
+  liar.failWith = new TensorError('x looks wrong to me')
+  const honest = new FakeEngine(0)
+  const ps = await peers(liar, honest)
+  const { client } = clientFor(ps)
+  const router = new Router({ exploration: 0 })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { ...limits(0) })
+  // Both are untried, so the liar gets its probe; it refuses a valid request: the peer's fault.
+  for (let i = 0; i < 4; i++) await stage.forward(tokens([i + 1]))
+  assert.is(stage.stats.retries.misbehaved, 1)
+  assert.ok(router.isBanned(ps[0].id.toString()), 'the liar is banned')
+  assert.ok(!router.isBanned(ps[1].id.toString()))
+
+  // Our own bug: a token id outside the vocabulary. Every server would refuse it: fail at once, blame nobody.
+  const before = honest.calls
+  try {
+    await stage.forward(tokens([1, 999]))
+    assert.unreachable('an invalid request must fail')
+  } catch (err) {
+    assert.instance(err, StageRequestError)
+    assert.match((err as Error).message, /outside the vocabulary/)
+  }
+  assert.is(honest.calls, before, 'the server refused it before computing')
+  assert.ok(!router.isBanned(ps[1].id.toString()), 'the honest replica is not banned for our bug')
+  assert.is(stage.stats.retries.misbehaved, 1)
+
+  // A RangeError inside a server (its own bug) is FAILED, not the caller's BAD_REQUEST.
+  honest.failWith = new RangeError('index out of range')
+  const lp = lpStream(await ps[1].accept())
+  await lp.write(StageRequest.encode({ id: 3, stage: 0, x: encodeTokens(tokens([1])), replyDtype: DType.F16 }))
+  assert.is(decodeResponse((await lp.read()).subarray()).status, StageResponse.Status.FAILED)
   await client.stop()
 })
 
@@ -241,7 +313,7 @@ test('a full queue answers BUSY and the caller goes to another replica', async (
   for (const p of ps) await p.server.start()
   const { client } = clientFor(ps)
   const router = new Router({ exploration: 0 })
-  const stage = new SwarmStage({ client, router, replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { stage: 0, nStages: 2, dModel: D })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { ...limits(0) })
   await Promise.all(Array.from({ length: 8 }, () => stage.forward(tokens([3]))))
   assert.is(stage.stats.calls, 8)
   assert.ok(ps[0].server.stats().busy >= 1, 'the one-slot server refused some calls')
@@ -257,7 +329,7 @@ test('a replica that dies mid-call or hangs: its calls are retried elsewhere and
   const ps = await peers(dying, hanging, healthy)
   const { client } = clientFor(ps)
   const router = new Router({ exploration: 0, unknownTimeoutMs: 300, banBaseMs: 10_000 })
-  const stage = new SwarmStage({ client, router, replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { stage: 0, nStages: 2, dModel: D })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: () => ps.map(p => p.id.toString()) } }, { ...limits(0) })
   const calls = Array.from({ length: 6 }, (_, i) => stage.forward(tokens([i + 1])))
   setTimeout(() => ps[0].kill(), 30)
   const ys = await Promise.all(calls)

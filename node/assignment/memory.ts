@@ -5,7 +5,7 @@
 import { paramCount, stageLayout, stageParams } from '../model/index.js'
 import type { RunManifest } from '../manifest/manifest.js'
 
-/** Floats kept per parameter: weight, gradient, Adam m and v, last-sync weight, outer momentum, error feedback. */
+/** Floats kept per parameter besides the stash: weight, gradient, Adam m and v, last-sync weight, outer momentum, error feedback. */
 const FLOATS_PER_PARAM = 7
 
 export function stageMemoryBytes (manifest: RunManifest, stage: number): number {
@@ -16,5 +16,5 @@ export function stageMemoryBytes (manifest: RunManifest, stage: number): number 
   // Recomputed forward + backward of one microbatch: ~20 activations of width dModel per block.
   let activations = tokens * model.dModel * 20 * Math.max(1, layout.endLayer - layout.firstLayer)
   if (stage === nStages - 1) activations += tokens * model.vocabSize * 3
-  return 4 * (params * FLOATS_PER_PARAM + activations)
+  return 4 * (params * (FLOATS_PER_PARAM + manifest.optimizer.weightVersions) + activations)
 }

@@ -82,10 +82,10 @@ const modelChecks: Check[] = [
 ]
 // The optimizer section follows the runtime's OptimizerConfig: every field is a non-negative
 // number; counts must be integers, rates within sane bounds.
-const counts = new Set(['warmupSteps', 'totalSteps', 'batchSize', 'microbatches'])
+const counts = new Set(['warmupSteps', 'totalSteps', 'batchSize', 'microbatches', 'weightVersions'])
 const fractions = new Set(['beta1', 'beta2', 'eps'])
 const optimizerChecks: Check[] = Object.keys(defaultOptimizerConfig).map(key =>
-  counts.has(key) ? [key, key === 'warmupSteps' ? 0 : 1, 1 << 30, true] : [key, 0, fractions.has(key) ? 1 : 1e6, false])
+  counts.has(key) ? [key, key === 'warmupSteps' ? 0 : 1, key === 'weightVersions' ? 64 : 1 << 30, true] : [key, 0, fractions.has(key) ? 1 : 1e6, false])
 const averagingChecks: Check[] = [
   ['innerSteps', 1, 1 << 20, true], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
   ['topkDensity', 0, 1, false], ['chunkSize', 1, 1 << 24, true], ['valueBits', 1, 32, true]

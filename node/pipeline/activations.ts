@@ -1,7 +1,7 @@
 // Tensors on the stage protocol: activations and gradients as float16 (default), int8 with a
 // scale per row, or float32; token ids as int32. Decoding trusts nothing: the caller has already
 // checked shape and byte length with protocols/stage-codec.ts `checkTensor`.
-import { DType, type Tensor } from '../../protocols/stage-codec.js'
+import { DType, StageMessageError, type Tensor } from '../../protocols/stage-codec.js'
 import type { FloatTensor, TokenTensor } from '../runtime/tensor.js'
 import { f16ToF32, f32ToF16, f32ToInt8, int8ToF32, sumSquares } from '../../native/index.js'
 
@@ -49,10 +49,10 @@ export function decodeActivations (t: Tensor): FloatTensor {
       break
     }
     case DType.I32:
-      throw new RangeError('I32 tensors are tokens, not activations')
+      throw new StageMessageError('I32 tensors are tokens, not activations')
   }
   // One fast native pass: the sum of squares (in float64) is finite exactly when every value is.
-  if (!Number.isFinite(sumSquares(out))) throw new RangeError('activations hold non-finite values')
+  if (!Number.isFinite(sumSquares(out))) throw new StageMessageError('activations hold non-finite values')
   return { data: out, shape: t.shape }
 }
 
@@ -67,7 +67,7 @@ export function decodeTokens (t: Tensor, vocabSize: number): TokenTensor {
   const ids = view(t.data, Int32Array)
   const out = new BigInt64Array(ids.length)
   for (let i = 0; i < ids.length; i++) {
-    if (ids[i] < 0 || ids[i] >= vocabSize) throw new RangeError(`token id ${ids[i]} at index ${i} is outside the vocabulary of ${vocabSize}`)
+    if (ids[i] < 0 || ids[i] >= vocabSize) throw new StageMessageError(`token id ${ids[i]} at index ${i} is outside the vocabulary of ${vocabSize}`)
     out[i] = BigInt(ids[i])
   }
   return { data: out, shape: t.shape }

@@ -2,6 +2,9 @@
 // error, a timeout or a busy reply sends it to another replica (the calls are stateless, so any
 // replica can serve it), until it succeeds or no replica answers for GIVE_UP_MS. When this node
 // serves the stage itself, its own service is one of the replicas, called without the network.
+// A backward goes back to the replica that ran its forward, naming the weights that forward ran
+// on, so the recomputation matches what the later stages saw; a retry elsewhere recomputes on
+// that replica's current weights, and is counted (`versionMisses`).
 import { logger } from '@libp2p/logger'
 import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse } from '../../protocols/stage-codec.js'
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
@@ -9,7 +12,9 @@ import { decodeActivations, encodeActivations, encodeTokens } from './activation
 import type { StageCaller } from './chain.js'
 import { StageCallError, StageClientStoppedError, type StageClient, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
-import { BusyError } from './service.js'
+import { BusyError, decodeStageCall, type StageCallLimits, type StageService } from './service.js'
+import { TensorError } from '../runtime/tensor.js'
+import type { WeightsVersion } from '../runtime/stage-engine.js'
 
 const log = logger('swarmtrain:pipeline:caller')
 
@@ -27,6 +32,10 @@ export interface CallStats {
   /** Compute time reported by servers, and the rest of the calls' time (serialization, transport), summed. */
   computeMs: number
   overheadMs: number
+  /** Backwards that could not recompute with their forward's weights (a retry on another replica, or evicted). */
+  versionMisses: number
+  /** Backwards by staleness: how many weight versions the stage moved on between their forward and them. */
+  staleness: number[]
 }
 
 export interface SwarmStageComponents {
@@ -34,19 +43,27 @@ export interface SwarmStageComponents {
   router: Router
   replicas: ReplicaSource
   /** This node's peer id and its own service for a stage, when it serves that stage now. */
-  local?: { peer: string, service: (stage: number) => StageCaller | undefined }
+  local?: { peer: string, service: (stage: number) => StageService | undefined }
 }
 
-export interface SwarmStageInit {
-  stage: number
-  nStages: number
-  dModel: number
+/** The stage's limits (what a server checks every request against), and the wire encoding. */
+export interface SwarmStageInit extends StageCallLimits {
   /** Activation encoding on the wire (both directions). */
   wireDType?: DType
 }
 
+/**
+ * A call this node should never have made: its own request fails the checks every server runs.
+ * A bug of ours, not a peer's: it fails at once, and no replica is banned for it.
+ */
+export class StageRequestError extends Error {
+  override name = 'StageRequestError'
+}
+
 /** Give a call up when no replica has answered it for this long. */
 const GIVE_UP_MS = 120_000
+/** Staleness above this is counted as this. */
+const MAX_STALENESS_COUNTED = 64
 /** Pause before looking for replicas again when none is eligible. */
 const RETRY_PAUSE_MS = 200
 
@@ -56,49 +73,54 @@ function work (tokens: number, backward: boolean): number {
 }
 
 export class SwarmStage implements StageCaller {
-  readonly stats: CallStats = { calls: 0, local: 0, retries: { timeout: 0, closed: 0, dial: 0, busy: 0, refused: 0 }, computeMs: 0, overheadMs: 0 }
+  readonly stats: CallStats = { calls: 0, local: 0, retries: { timeout: 0, closed: 0, dial: 0, busy: 0, failed: 0, misbehaved: 0, refused: 0 }, computeMs: 0, overheadMs: 0, versionMisses: 0, staleness: [] }
   private readonly init: Required<SwarmStageInit>
-  /** Which replica computed the forward of a stage input (the chain passes the same object to backward). */
-  private readonly forwardPeer = new WeakMap<Tensor, string>()
+  /** Which replica computed the forward of a stage input, on which weights (the chain passes the same object to backward). */
+  private readonly forwards = new WeakMap<Tensor, { peer: string, version?: WeightsVersion }>()
+  private stalenessSinceTaken = 0
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
     this.init = { ...init, wireDType: init.wireDType ?? DType.F16 }
   }
 
   async forward (x: Tensor): Promise<FloatTensor> {
-    const r = await this.call(false, x, undefined, local => local.forward(x).then(y => ({ y })))
-    return r.y as FloatTensor
+    return (await this.call(false, x)).y as FloatTensor
   }
 
   async backward (x: Tensor, gy: FloatTensor): Promise<FloatTensor | undefined> {
-    const r = await this.call(true, x, gy, local => local.backward(x, gy).then(y => ({ y })))
-    return r.y
+    return (await this.call(true, x, gy)).y
   }
 
   async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
-    const r = await this.call(true, x, targets, local => local.lossBackward(x, targets).then(({ loss, gx }) => ({ loss, y: gx })))
+    const r = await this.call(true, x, targets)
     return { loss: r.loss as number, gx: r.y }
   }
 
   async loss (x: Tensor, targets: TokenTensor): Promise<number> {
-    const r = await this.call(false, x, targets, local => local.loss(x, targets).then(loss => ({ loss })))
-    return r.loss as number
+    return (await this.call(false, x, targets)).loss as number
   }
 
-  private async call (backward: boolean, x: Tensor, extra: FloatTensor | TokenTensor | undefined, onLocal: (c: StageCaller) => Promise<{ y?: FloatTensor, loss?: number }>): Promise<{ y?: FloatTensor, loss?: number }> {
+  /** The largest staleness of this stage's backwards since the last call (for the driver's depth control). */
+  takeStaleness (): number {
+    const s = this.stalenessSinceTaken
+    this.stalenessSinceTaken = 0
+    return s
+  }
+
+  private async call (backward: boolean, x: Tensor, extra?: FloatTensor | TokenTensor): Promise<{ y?: FloatTensor, loss?: number }> {
     const { router, replicas } = this.components
     const own = this.components.local
-    const localCaller = own?.service(this.init.stage)
-    const local = localCaller === undefined || own === undefined ? undefined : { peer: own.peer, caller: localCaller }
+    const localService = own?.service(this.init.stage)
+    const local = localService === undefined || own === undefined ? undefined : { peer: own.peer, service: localService }
     const tokens = x.shape[0] * x.shape[1]
     const units = work(tokens, backward)
     const deadline = Date.now() + GIVE_UP_MS
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
-    // A backward goes back to the replica that computed the forward while it is healthy: its
-    // recomputation then matches the activations the later stages saw (replicas drift apart
-    // between averaging rounds).
-    let affinity = backward ? this.forwardPeer.get(x) : undefined
+    // A backward goes back to the replica that computed the forward while it is healthy, with the
+    // forward's weights version: its recomputation then matches the activations the later stages saw.
+    const forward = backward ? this.forwards.get(x) : undefined
+    let affinity = forward?.peer
     this.stats.calls++
     while (true) {
       const candidates = replicas.replicas(this.init.stage)
@@ -117,29 +139,52 @@ export class SwarmStage implements StageCaller {
       }
       router.started(peer)
       const started = performance.now()
+      // Only the replica that ran the forward holds its weights.
+      const at = forward !== undefined && forward.peer === peer ? forward.version : undefined
       try {
+        let result: { y?: FloatTensor, loss?: number }
+        let version: WeightsVersion | undefined
+        let staleness = 0
         if (peer === local?.peer) {
-          const out = await onLocal(local.caller)
+          const out = await local.service.run(backward, x, extra, at)
           const ms = performance.now() - started
           router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0 })
           this.stats.local++
           this.stats.computeMs += ms
-          if (!backward) this.forwardPeer.set(x, peer)
-          return out
+          result = { y: out.y, loss: out.loss }
+          version = out.version
+          staleness = out.staleness
+        } else {
+          const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra)), at }, router.timeoutMs(peer, units))
+          result = this.result(response, x, backward)
+          const totalMs = performance.now() - started
+          router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
+          this.stats.computeMs += response.computeMs
+          this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
+          version = response.version
+          staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED) // a peer's number: bounded before it sizes an array
         }
-        request ??= this.request(backward, x, extra)
-        const response = await this.components.client.call(peer, request, router.timeoutMs(peer, units))
-        const result = this.result(response, x, backward)
-        const totalMs = performance.now() - started
-        router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
-        this.stats.computeMs += response.computeMs
-        this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
-        if (!backward) this.forwardPeer.set(x, peer)
+        if (backward) {
+          while (this.stats.staleness.length <= staleness) this.stats.staleness.push(0)
+          this.stats.staleness[staleness]++
+          this.stalenessSinceTaken = Math.max(this.stalenessSinceTaken, staleness)
+        }
+        if (!backward) this.forwards.set(x, { peer, version })
+        else if (forward?.version !== undefined && (version === undefined || version.epoch !== forward.version.epoch || version.version !== forward.version.version)) this.stats.versionMisses++
         return result
       } catch (err) {
         if (err instanceof StageClientStoppedError) throw err
-        const reason: StageCallFailure = err instanceof StageCallError ? err.reason : err instanceof BusyError ? 'busy' : 'refused'
+        let reason: StageCallFailure = err instanceof StageCallError ? err.reason : err instanceof BusyError ? 'busy' : 'failed'
+        // Whose fault? Our own stage refusing our input, or a server refusing a request that fails
+        // its checks here too, is our bug: fail now and blame nobody. A valid request refused is the peer's fault.
+        const ours = peer === local?.peer ? (err instanceof TensorError ? err.message : undefined) : reason === 'refused' ? this.ownFault(request) : undefined
+        if (ours !== undefined) {
+          router.released(peer)
+          throw new StageRequestError(`stage ${this.init.stage}: this node sent an invalid request: ${ours}`)
+        }
+        if (reason === 'refused') reason = 'misbehaved'
         if (reason === 'busy') router.busy(peer, err instanceof StageCallError ? err.queueLength : 0)
+        else if (reason === 'misbehaved') router.misbehaved(peer)
         else router.failed(peer)
         if (peer === local?.peer) log.error('stage %d: own service failed a call: %e', this.init.stage, err)
         else log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)
@@ -147,6 +192,17 @@ export class SwarmStage implements StageCaller {
         tried.add(peer)
         if (Date.now() > deadline) throw err
       }
+    }
+  }
+
+  /** Why our own request would fail a server's checks, or undefined when it would pass them. */
+  private ownFault (request: Omit<StageRequest, 'id'> | undefined): string | undefined {
+    if (request === undefined) return undefined
+    try {
+      decodeStageCall({ ...request, id: 0 }, this.init)
+      return undefined
+    } catch (err) {
+      return (err as Error).message
     }
   }
 
@@ -181,7 +237,7 @@ export class SwarmStage implements StageCaller {
         out.loss = response.loss
       }
     } catch (err) {
-      throw new StageCallError(`bad reply: ${(err as Error).message}`, 'refused')
+      throw new StageCallError(`bad reply: ${(err as Error).message}`, 'misbehaved')
     }
     return out
   }

@@ -11,7 +11,15 @@ import { StageRequest, StageResponse, decodeResponse } from '../../protocols/sta
 
 const log = logger('swarmtrain:pipeline:client')
 
-export type StageCallFailure = 'timeout' | 'closed' | 'dial' | 'busy' | 'refused'
+/**
+ * Why a stage call did not produce a result, as far as the client can tell:
+ * - transient (try another replica): `timeout`, `closed`, `dial`, `busy`, and `failed` (the
+ *   server's own computation failed);
+ * - `misbehaved`: the peer broke the protocol (an undecodable or ill-fitting reply);
+ * - `refused`: the server called our request bad (BAD_REQUEST, TOO_LARGE). Whose fault that is
+ *   only the caller can tell, by checking its own request (see caller.ts).
+ */
+export type StageCallFailure = 'timeout' | 'closed' | 'dial' | 'busy' | 'failed' | 'misbehaved' | 'refused'
 
 /** The client was stopped (the node is shutting down): calls end instead of being retried. */
 export class StageClientStoppedError extends Error {
@@ -35,6 +43,8 @@ export interface StageClientInit {
   /** Largest response accepted. */
   maxMessageBytes: number
   dialTimeoutMs?: number
+  /** Benchmarks only: hold every request and every reply this long, as a long link would (one way, ms). */
+  addedLatencyMs?: number
 }
 
 export class StageClient {
@@ -45,18 +55,21 @@ export class StageClient {
 
   constructor (components: StageClientComponents, init: StageClientInit) {
     this.dialer = components.dialer
-    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? 10_000 }
+    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? 10_000, addedLatencyMs: init.addedLatencyMs ?? 0 }
   }
 
   /** Sends one request to `peer` and resolves with its OK response (error replies reject). */
   async call (peer: string, request: Omit<StageRequest, 'id'>, timeoutMs: number): Promise<StageResponse> {
     if (this.stopped) throw new StageClientStoppedError('the stage client is stopped')
+    const latency = this.init.addedLatencyMs
+    if (latency > 0) await sleep(latency)
     const channel = await this.channel(peer)
     const response = await channel.request(request, timeoutMs).catch(err => {
       throw this.stopped ? new StageClientStoppedError('the stage client is stopped') : err
     })
+    if (latency > 0) await sleep(latency)
     if (response.status === StageResponse.Status.OK) return response
-    const reason = response.status === StageResponse.Status.BUSY ? 'busy' : 'refused'
+    const reason: StageCallFailure = response.status === StageResponse.Status.BUSY ? 'busy' : response.status === StageResponse.Status.FAILED ? 'failed' : 'refused'
     throw new StageCallError(`${peer} answered ${response.status}: ${response.error}`, reason, response.queueLength)
   }
 
@@ -89,6 +102,10 @@ export class StageClient {
     log('opened a stage stream to %s', peer)
     return new Channel(stream, this.init.maxMessageBytes, () => this.channels.delete(peer))
   }
+}
+
+async function sleep (ms: number): Promise<void> {
+  await new Promise(resolve => setTimeout(resolve, ms))
 }
 
 interface Pending {
@@ -135,10 +152,20 @@ class Channel {
   private async readReplies (): Promise<void> {
     try {
       while (true) {
-        const response = decodeResponse((await this.lp.read()).slice()) // copied: early runs saw these bytes change under us (cause not pinned down); ~0.3 ms per MB
+        const bytes = (await this.lp.read()).slice() // copied: early runs saw these bytes change under us (cause not pinned down); ~0.3 ms per MB
+        let response: StageResponse
+        try {
+          response = decodeResponse(bytes)
+        } catch (err) {
+          this.fail(new StageCallError(`undecodable reply: ${(err as Error).message}`, 'misbehaved'))
+          return
+        }
         const call = this.pending.get(response.id)
-        // id 0: the server refused the stream itself (e.g. an oversized message) and closes it.
-        if (response.id === 0) throw new Error(`${response.status}: ${response.error}`)
+        // id 0: the server refused the stream itself (an oversized message) and closes it.
+        if (response.id === 0) {
+          this.fail(new StageCallError(`the server refused the stream: ${response.status}: ${response.error}`, 'refused'))
+          return
+        }
         if (call === undefined) continue // timed out already
         this.pending.delete(response.id)
         clearTimeout(call.timer)

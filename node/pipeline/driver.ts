@@ -5,12 +5,15 @@
 import { logger } from '@libp2p/logger'
 import { BatchSampler, evenBatches, type TokenBatch } from '../data/sampler.js'
 import { evaluateMicrobatch, trainMicrobatch, type StageCaller } from './chain.js'
+import { DepthControl } from './depth.js'
 
 const log = logger('swarmtrain:pipeline:driver')
 
 export interface DriverComponents {
   /** One caller per stage, in order. */
   stages: readonly StageCaller[]
+  /** The largest staleness the stages reported since the last call (for adaptive depth). */
+  staleness?: () => number
 }
 
 export interface DriverInit {
@@ -18,8 +21,10 @@ export interface DriverInit {
   validation: Uint8Array
   seqLen: number
   batchSize: number
-  /** Microbatches in flight (default: stages + 1, so each stage has one while one is between them). */
+  /** Microbatches in flight: a fixed number, or undefined to adapt (see DepthControl), starting at stages + 1. */
   inFlight?: number
+  /** Adaptive depth keeps backwards at most this many weight versions stale (the manifest's weightVersions - 2). */
+  maxStaleness?: number
   /** Seeds this node's shard of random windows. */
   seed: number | string
   /** Evaluate after every this many completed microbatches (0: never). */
@@ -50,40 +55,62 @@ export interface DriverStats {
   validationLoss?: number
   validations: number[]
   tokens: number
+  /** Wall time spent in evaluations (training throughput leaves it out). */
+  evaluationMs: number
   /** A bounded run (maxMicrobatches) has finished, final validation included. */
   done: boolean
 }
 
 export class Driver {
-  readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, done: false }
+  readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, evaluationMs: 0, done: false }
   private readonly stages: readonly StageCaller[]
-  private readonly init: Required<Omit<DriverInit, 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'maxMicrobatches' | 'onProgress'>
+  private readonly staleness: () => number
+  private readonly init: Required<Omit<DriverInit, 'inFlight' | 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'inFlight' | 'maxMicrobatches' | 'onProgress'>
   private readonly sampler: BatchSampler
   private readonly evalSet: TokenBatch[]
+  private readonly control?: DepthControl
   private running = false
-  private workers: Array<Promise<void>> = []
+  private readonly workers = new Set<Promise<void>>()
+  /** Workers not yet leaving (a worker leaves synchronously, before its promise settles). */
+  private active = 0
   private evaluating?: Promise<void>
+  /** Evaluations started so far: a microbatch that overlapped one does not teach the depth control. */
+  private evaluations = 0
   /** Completion times and tokens of the most recent microbatches, for the recent rate. */
   private readonly recent: Array<{ at: number, tokens: number }> = []
   private evaluatedAt = -1
 
   constructor (components: DriverComponents, init: DriverInit) {
     this.stages = components.stages
-    this.init = { ...init, inFlight: init.inFlight ?? components.stages.length + 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
+    this.staleness = components.staleness ?? (() => 0)
+    this.init = { ...init, maxStaleness: init.maxStaleness ?? 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
+    if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness })
     this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
     this.evalSet = this.init.evalEvery > 0 ? evenBatches(init.validation, init.seqLen, init.batchSize, this.init.evalBatches) : []
   }
 
+  /** Microbatches kept in flight now. */
+  get depth (): number { return this.control?.depth ?? this.init.inFlight! }
+
   start (): void {
     if (this.running) return
     this.running = true
-    this.workers = Array.from({ length: this.init.inFlight }, () => this.work())
+    this.addWorkers()
     void this.finish()
+  }
+
+  /** One worker per microbatch in flight; surplus workers end after their microbatch (see `work`). */
+  private addWorkers (): void {
+    while (this.running && this.active < this.depth) {
+      this.active++
+      const worker: Promise<void> = this.work().finally(() => this.workers.delete(worker))
+      this.workers.add(worker)
+    }
   }
 
   /** After a bounded run, one last evaluation so the run ends with a validation loss. */
   private async finish (): Promise<void> {
-    await Promise.all(this.workers)
+    await this.drained()
     await this.evaluating
     if (this.running && this.evalSet.length > 0 && this.evaluatedAt !== this.stats.completed) await this.evaluate().catch(err => { log.error('evaluation failed: %e', err) })
     this.running = false
@@ -93,15 +120,22 @@ export class Driver {
   /** Stops issuing; resolves when every microbatch in flight has completed. */
   async stop (): Promise<void> {
     this.running = false
-    await Promise.all(this.workers)
+    await this.drained()
     await this.evaluating
+  }
+
+  private async drained (): Promise<void> {
+    while (this.workers.size > 0) await Promise.all(this.workers)
   }
 
   /** Mean validation loss over the fixed validation microbatches. */
   async evaluate (): Promise<number> {
+    this.evaluations++
+    const started = performance.now()
     let sum = 0
     for (const batch of this.evalSet) sum += await evaluateMicrobatch(this.stages, batch)
     const loss = sum / this.evalSet.length
+    this.stats.evaluationMs += performance.now() - started
     this.evaluatedAt = this.stats.completed
     this.stats.validationLoss = loss
     this.stats.validations.push(loss)
@@ -111,31 +145,53 @@ export class Driver {
   }
 
   private async work (): Promise<void> {
-    while (this.running && (this.init.maxMicrobatches === undefined || this.stats.issued < this.init.maxMicrobatches)) {
-      // New microbatches wait while an evaluation runs: its calls then find the fastest replicas
-      // idle instead of spilling over to slow (or less trained) ones, so evaluations compare.
-      if (this.evaluating !== undefined) {
-        await this.evaluating
-        continue
-      }
-      const batch = this.sampler.next()
-      this.stats.issued++
-      try {
-        const loss = await trainMicrobatch(this.stages, batch)
-        this.stats.completed++
-        this.stats.tokens += batch.x.data.length
-        this.recent.push({ at: Date.now(), tokens: batch.x.data.length })
-        if (this.recent.length > 20) this.recent.shift()
-        this.stats.trainLoss = this.stats.trainLoss === undefined ? loss : 0.9 * this.stats.trainLoss + 0.1 * loss
-        this.init.onProgress?.({ kind: 'train', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
-        if (this.init.evalEvery > 0 && this.stats.completed % this.init.evalEvery === 0 && this.evaluating === undefined) {
-          this.evaluating = this.evaluate().catch(err => { log.error('evaluation failed: %e', err) }).then(() => { this.evaluating = undefined })
+    // `active` drops in the same tick the worker leaves, so exactly the surplus leaves when depth goes down.
+    try {
+      while (this.running && (this.init.maxMicrobatches === undefined || this.stats.issued < this.init.maxMicrobatches)) {
+        // Depth went down: this worker is surplus.
+        if (this.active > this.depth) return
+        // New microbatches wait while an evaluation runs: its calls then find the fastest replicas
+        // idle instead of spilling over to slow (or less trained) ones, so evaluations compare.
+        if (this.evaluating !== undefined) {
+          await this.evaluating
+          continue
         }
-      } catch (err) {
-        this.stats.failed++
-        log.error('microbatch failed: %e', err)
+        const batch = this.sampler.next()
+        this.stats.issued++
+        const issued = { at: performance.now(), evaluations: this.evaluations }
+        try {
+          const loss = await trainMicrobatch(this.stages, batch)
+          this.adapt(issued)
+          this.stats.completed++
+          this.stats.tokens += batch.x.data.length
+          this.recent.push({ at: Date.now(), tokens: batch.x.data.length })
+          if (this.recent.length > 20) this.recent.shift()
+          this.stats.trainLoss = this.stats.trainLoss === undefined ? loss : 0.9 * this.stats.trainLoss + 0.1 * loss
+          this.init.onProgress?.({ kind: 'train', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
+          if (this.init.evalEvery > 0 && this.stats.completed % this.init.evalEvery === 0 && this.evaluating === undefined) {
+            this.evaluating = this.evaluate().catch(err => { log.error('evaluation failed: %e', err) }).then(() => { this.evaluating = undefined })
+          }
+        } catch (err) {
+          this.stats.failed++
+          log.error('microbatch failed: %e', err)
+        }
       }
+    } finally {
+      this.active--
     }
+  }
+
+  /** Teaches the depth control a completed microbatch's latency, unless an evaluation held the stages meanwhile. */
+  private adapt (issued: { at: number, evaluations: number }): void {
+    if (this.control === undefined) return
+    const staleness = this.staleness()
+    if (issued.evaluations !== this.evaluations || this.evaluating !== undefined) {
+      this.control.forgetLatency()
+      return
+    }
+    const before = this.control.depth
+    if (this.control.completed(performance.now() - issued.at, staleness) > before) this.addWorkers()
+    if (this.control.depth !== before) log('depth %d -> %d (staleness %d)', before, this.control.depth, staleness)
   }
 
   private tokensPerSecond (): number {

@@ -18,7 +18,7 @@ export const pipelineCliOptions = {
 export const pipelineCliHelp = `pipeline:
   --no-drive          only serve this node's stage; do not train on this node's data
   --wire f16|int8|f32 activation encoding on the wire (default f16)
-  --in-flight N       microbatches this node keeps in flight (default stages + 1)
+  --in-flight N       microbatches this node keeps in flight (default: adapts to latency and staleness)
   --max-microbatches N  stop driving after N microbatches (default: never)
   --eval-every N      validation loss every N microbatches (default 50)
   --threads N         onnxruntime threads for this node's stage (default: all cores)

@@ -108,6 +108,12 @@ export class Router {
     this.stats(peer).inFlight++
   }
 
+  /** A call ended without teaching anything about the peer (it was our own fault). */
+  released (peer: string): void {
+    const s = this.stats(peer)
+    s.inFlight = Math.max(0, s.inFlight - 1)
+  }
+
   succeeded (peer: string, outcome: CallOutcome): void {
     const s = this.stats(peer)
     s.inFlight = Math.max(0, s.inFlight - 1)
@@ -132,6 +138,12 @@ export class Router {
     s.inFlight = Math.max(0, s.inFlight - 1)
     s.failures++
     s.bannedUntil = this.now() + Math.min(this.banMaxMs, this.banBaseMs * 2 ** (s.failures - 1))
+  }
+
+  /** The peer broke the protocol (garbage, or refused a valid request): a ban as after three failures, and longer with each repeat. */
+  misbehaved (peer: string): void {
+    this.stats(peer).failures += 2
+    this.failed(peer)
   }
 
   /** The peer answered "busy": no ban, but count its queue as full for a while. */

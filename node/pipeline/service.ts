@@ -2,17 +2,19 @@
 // stage's shapes and limits, wait for a slot in a bounded queue, run the engine, and encode the
 // reply. Every problem becomes an error reply. Gradients accumulate in the engine; once they
 // cover the target batch, the engine takes an inner optimizer step (between calls).
+// Each forward reply names the weights it ran on, and a backward recomputes with those weights
+// while the engine still stashes them, so the weights may step between a microbatch's forward
+// and its backward without making its gradient inconsistent (PipeDream's weight stashing).
 import { logger } from '@libp2p/logger'
 import { DType, StageMessageError, StageRequest, StageResponse, checkTensor, decodeRequest, type Tensor } from '../../protocols/stage-codec.js'
 import { TensorError, type FloatTensor, type Tensor as EngineTensor, type TokenTensor } from '../runtime/tensor.js'
-import type { StageEngine } from '../runtime/stage-engine.js'
-import type { StageCaller } from './chain.js'
+import type { StageEngine, WeightsVersion } from '../runtime/stage-engine.js'
 import { decodeActivations, decodeTokens, encodeActivations } from './activations.js'
 
 const log = logger('swarmtrain:pipeline:service')
 
 /** The engine operations a stage server uses (node/runtime's StageEngine has them). */
-export type StageCompute = Pick<StageEngine, 'forward' | 'backward' | 'loss' | 'lossBackward' | 'step' | 'accumulatedTokens'>
+export type StageCompute = Pick<StageEngine, 'forwardAt' | 'backwardAt' | 'loss' | 'lossBackward' | 'step' | 'accumulatedTokens' | 'weightsVersion'>
 
 export interface StageServiceInit {
   stage: number
@@ -39,10 +41,13 @@ export interface StageLoad {
   tokensPerSecond: number
 }
 
-/** One computed call: the output (y, or gx for backward), the loss on the last stage, and timings. */
+/** One computed call: the output (y, or gx for backward), the loss on the last stage, the weights it ran on, and timings. */
 export interface StageResult {
   y?: FloatTensor
   loss?: number
+  version?: WeightsVersion
+  /** Backward: weight versions between the ones it ran on and the current ones. */
+  staleness: number
   computeMs: number
   waitMs: number
 }
@@ -50,6 +55,8 @@ export interface StageResult {
 export interface StageServiceStats {
   forward: number
   backward: number
+  /** Backwards that named their forward's weights but ran on others (evicted from the stash, or another engine's). */
+  versionMisses: number
   errors: number
   busy: number
   steps: number
@@ -57,7 +64,38 @@ export interface StageServiceStats {
 
 const activationDTypes = [DType.F16, DType.INT8, DType.F32]
 
-export class StageService implements StageCaller {
+/** The limits a stage call is checked against (a server's, or a caller's own view of the run). */
+export type StageCallLimits = Pick<StageServiceInit, 'stage' | 'nStages' | 'dModel' | 'seqLen' | 'vocabSize' | 'maxTokens'>
+
+/**
+ * Checks and decodes a stage request against `limits`: its stage, shapes, dtypes and sizes, token
+ * ids in the vocabulary and finite activations. Throws StageMessageError or TensorError naming the
+ * problem. Servers run it on every request; callers run it on their own request when a server
+ * refuses one, to tell their own bug from a peer's.
+ */
+export function decodeStageCall (request: StageRequest, limits: StageCallLimits): { backward: boolean, x: EngineTensor, extra?: FloatTensor | TokenTensor } {
+  const { stage, nStages, dModel, seqLen, vocabSize, maxTokens } = limits
+  const last = stage === nStages - 1
+  if (request.stage !== stage) throw new StageMessageError(`this server serves stage ${stage}, not ${request.stage}`)
+  if (!activationDTypes.includes(request.replyDtype)) throw new StageMessageError(`cannot reply with ${request.replyDtype} activations`)
+  const x = request.x
+  if (x === undefined) throw new StageMessageError('x is missing')
+  const [b, t] = x.shape
+  if (!(b >= 1 && t >= 1 && t <= seqLen && b * t <= maxTokens)) throw new StageMessageError(`x has shape [${x.shape.join(', ')}]: need B * T <= ${maxTokens} tokens and T <= ${seqLen}`)
+  if (stage === 0) checkTensor('x', x, [DType.I32], [b, t], maxTokens)
+  else checkTensor('x', x, activationDTypes, [b, t, dModel], maxTokens * dModel)
+  const input: EngineTensor = stage === 0 ? decodeTokens(x, vocabSize) : decodeActivations(x)
+  const backward = request.kind === StageRequest.Kind.BACKWARD
+  if (last) {
+    checkTensor('targets', request.targets, [DType.I32], [b, t], b * t)
+    return { backward, x: input, extra: decodeTokens(request.targets as Tensor, vocabSize) }
+  }
+  if (!backward) return { backward, x: input }
+  checkTensor('gy', request.gy, activationDTypes, [b, t, dModel], b * t * dModel)
+  return { backward, x: input, extra: decodeActivations(request.gy as Tensor) }
+}
+
+export class StageService {
   readonly init: Required<StageServiceInit>
   private readonly engine: StageCompute
   private readonly waiting: Array<() => void> = []
@@ -65,7 +103,7 @@ export class StageService implements StageCaller {
   private stepping = false
   private rate = 0
   private rateAt = Date.now()
-  readonly stats: StageServiceStats = { forward: 0, backward: 0, errors: 0, busy: 0, steps: 0 }
+  readonly stats: StageServiceStats = { forward: 0, backward: 0, versionMisses: 0, errors: 0, busy: 0, steps: 0 }
 
   constructor (components: { engine: StageCompute }, init: StageServiceInit) {
     this.engine = components.engine
@@ -85,7 +123,9 @@ export class StageService implements StageCaller {
       id = request.id
       return StageResponse.encode(await this.serve(request))
     } catch (err) {
-      const status = err instanceof BusyError ? StageResponse.Status.BUSY : err instanceof StageMessageError || err instanceof TensorError || err instanceof RangeError ? StageResponse.Status.BAD_REQUEST : StageResponse.Status.FAILED
+      // Only a request that fails validation is the caller's fault; anything else (a RangeError from a
+      // bug of ours, a dead worker) is this server's failure, so a caller never blames itself for it.
+      const status = err instanceof BusyError ? StageResponse.Status.BUSY : err instanceof StageMessageError || err instanceof TensorError ? StageResponse.Status.BAD_REQUEST : StageResponse.Status.FAILED
       if (status === StageResponse.Status.BUSY) this.stats.busy++
       else this.stats.errors++
       if (status === StageResponse.Status.FAILED) log.error('stage %d call failed: %e', this.init.stage, err)
@@ -95,31 +135,16 @@ export class StageService implements StageCaller {
   }
 
   private async serve (request: StageRequest): Promise<StageResponse> {
-    const { stage, nStages, dModel, vocabSize } = this.init
-    const last = stage === nStages - 1
-    if (request.stage !== stage) throw new StageMessageError(`this server serves stage ${stage}, not ${request.stage}`)
-    if (!activationDTypes.includes(request.replyDtype)) throw new StageMessageError(`cannot reply with ${request.replyDtype} activations`)
-    const shape = this.inputShape(request.x)
-    const tokens = shape[0] * shape[1]
-    const x: EngineTensor = stage === 0 ? decodeTokens(request.x as Tensor, vocabSize) : decodeActivations(request.x as Tensor)
-    const backward = request.kind === StageRequest.Kind.BACKWARD
-    let targets: TokenTensor | undefined
-    let gy: FloatTensor | undefined
-    if (last) {
-      checkTensor('targets', request.targets, [DType.I32], shape, tokens)
-      targets = decodeTokens(request.targets as Tensor, vocabSize)
-    } else if (backward) {
-      checkTensor('gy', request.gy, activationDTypes, [...shape, dModel], tokens * dModel)
-      gy = decodeActivations(request.gy as Tensor)
-    }
-
-    const result = await this.run(backward, x, last ? targets : gy)
+    const { backward, x, extra } = decodeStageCall(request, this.init)
+    const result = await this.run(backward, x, extra, request.at)
     return {
       id: request.id,
       status: StageResponse.Status.OK,
       error: '',
       y: result.y === undefined ? undefined : encodeActivations(result.y.data, result.y.shape, request.replyDtype),
       loss: result.loss,
+      version: result.version,
+      staleness: result.staleness,
       computeMs: result.computeMs,
       waitMs: result.waitMs,
       queueLength: this.load().queueLength
@@ -129,21 +154,23 @@ export class StageService implements StageCaller {
   /**
    * Runs one validated call on the engine: a queue slot, the computation, the statistics, and an
    * optimizer step once enough gradients have accumulated. `extra` is gy, or the targets on the
-   * last stage. Local calls (the node driving its own stage) come here directly.
+   * last stage; `at` is the weights a backward's forward ran on. Local calls (the node driving its
+   * own stage) come here directly.
    */
-  async run (backward: boolean, x: EngineTensor, extra?: FloatTensor | TokenTensor): Promise<StageResult> {
+  async run (backward: boolean, x: EngineTensor, extra?: FloatTensor | TokenTensor, at?: WeightsVersion): Promise<StageResult> {
     const last = this.init.stage === this.init.nStages - 1
     const queued = performance.now()
     await this.slot()
     const started = performance.now()
     let y: FloatTensor | undefined
     let loss: number | undefined
+    let version: WeightsVersion | undefined
     let computeMs: number
     try {
       if (last && backward) ({ loss, gx: y } = await this.engine.lossBackward(x, extra as TokenTensor))
       else if (last) loss = await this.engine.loss(x, extra as TokenTensor)
-      else if (backward) y = await this.engine.backward(x, extra as FloatTensor)
-      else y = await this.engine.forward(x)
+      else if (backward) ({ gx: y, version } = await this.engine.backwardAt(x, extra as FloatTensor, at))
+      else ({ y, version } = await this.engine.forwardAt(x))
       computeMs = performance.now() - started
       if (this.init.slowdown > 1) {
         await new Promise(resolve => setTimeout(resolve, (this.init.slowdown - 1) * computeMs))
@@ -152,43 +179,18 @@ export class StageService implements StageCaller {
     } finally {
       this.release()
     }
+    let staleness = 0
     if (backward) {
       this.stats.backward++
+      if (at !== undefined && version !== undefined && (at.epoch !== version.epoch || at.version !== version.version)) this.stats.versionMisses++
+      const now = this.engine.weightsVersion
+      if (version !== undefined && version.epoch === now.epoch) staleness = now.version - version.version
       this.maybeStep()
     } else {
       this.stats.forward++
     }
     this.decayRate(backward ? x.shape[0] * x.shape[1] : 0)
-    return { y, loss, computeMs, waitMs: started - queued }
-  }
-
-  // The StageCaller interface, for the node's own driver: its calls to its own stage skip the network.
-  async forward (x: EngineTensor): Promise<FloatTensor> {
-    return (await this.run(false, x)).y as FloatTensor
-  }
-
-  async backward (x: EngineTensor, gy: FloatTensor): Promise<FloatTensor | undefined> {
-    return (await this.run(true, x, gy)).y
-  }
-
-  async lossBackward (x: EngineTensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
-    const { loss, y } = await this.run(true, x, targets)
-    return { loss: loss as number, gx: y }
-  }
-
-  async loss (x: EngineTensor, targets: TokenTensor): Promise<number> {
-    return (await this.run(false, x, targets)).loss as number
-  }
-
-  /** [B, T] of a valid stage input, or a StageMessageError. */
-  private inputShape (x: Tensor | undefined): [number, number] {
-    const { stage, dModel, seqLen, maxTokens } = this.init
-    if (x === undefined) throw new StageMessageError('x is missing')
-    const [b, t] = x.shape
-    if (!(b >= 1 && t >= 1 && t <= seqLen && b * t <= maxTokens)) throw new StageMessageError(`x has shape [${x.shape.join(', ')}]: need B * T <= ${maxTokens} tokens and T <= ${seqLen}`)
-    if (stage === 0) checkTensor('x', x, [DType.I32], [b, t], maxTokens)
-    else checkTensor('x', x, activationDTypes, [b, t, dModel], maxTokens * dModel)
-    return [b, t]
+    return { y, loss, version, staleness, computeMs, waitMs: started - queued }
   }
 
   /** Waits for a compute slot, or throws BusyError when the queue is full. */

@@ -12,13 +12,12 @@ import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
 import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
 import { SwarmStage, type CallStats, type ReplicaSource } from './caller.js'
-import type { StageCaller } from './chain.js'
 import { StageClient } from './client.js'
 import { Driver, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
 import { StageServer, stageMessageLimit, stageProtocol } from './server.js'
-import type { StageLoad, StageServiceStats } from './service.js'
+import type { StageLoad, StageService, StageServiceStats } from './service.js'
 
 const log = logger('swarmtrain:pipeline')
 
@@ -90,10 +89,10 @@ export class PipelineService implements SwarmService, ReplicaSource {
     const { model, nStages, optimizer } = components.manifest
     const maxMessageBytes = stageMessageLimit(optimizer.batchSize * model.seqLen, model.dModel)
     this.client = new StageClient({ dialer: components.host }, { protocol: stageProtocol(components.runId), maxMessageBytes })
-    const local = { peer: this.self, service: (stage: number): StageCaller | undefined => this.serving?.stage === stage ? this.serving.server.service : undefined }
+    const local = { peer: this.self, service: (stage: number): StageService | undefined => this.serving?.stage === stage ? this.serving.server.service : undefined }
     this.stages = Array.from({ length: nStages }, (_, stage) => new SwarmStage(
       { client: this.client, router: this.router, replicas: this, local },
-      { stage, nStages, dModel: model.dModel, wireDType: wireDTypes[options.wire] }
+      { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: optimizer.batchSize * model.seqLen, wireDType: wireDTypes[options.wire] }
     ))
   }
 
@@ -114,13 +113,14 @@ export class PipelineService implements SwarmService, ReplicaSource {
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
     const corpus = await loadCorpus(manifest.datasetId)
-    this.driver = new Driver({ stages: this.stages }, {
+    this.driver = new Driver({ stages: this.stages, staleness: () => Math.max(...this.stages.map(s => s.takeStaleness())) }, {
       train: corpus.train,
       validation: corpus.validation,
       seqLen: manifest.model.seqLen,
       batchSize: manifest.optimizer.batchSize,
       seed: this.self,
       inFlight: this.options.inFlight,
+      maxStaleness: manifest.optimizer.weightVersions - 2,
       maxMicrobatches: this.options.maxMicrobatches,
       evalEvery: this.options.evalEvery,
       onProgress: this.options.onProgress
@@ -159,7 +159,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     await this.unserve()
     const { manifest, host, runId } = this.components
     const { model, nStages, optimizer } = manifest
-    const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: this.options.threads })
+    const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: this.options.threads, weightVersions: optimizer.weightVersions })
     const savedStep = await this.resume(engine, stage)
     const server = new StageServer({ registrar: host, engine }, {
       runId,

@@ -50,7 +50,9 @@ export async function trainLocal (o: LocalTrainingOptions): Promise<EvalReport[]
     for (let s = 0; s < o.stages; s++) {
       engines.push(await StageEngine.create({ model, layout: stageLayout(model, s, o.stages), optimizer, seed: o.seed, threads: o.threads }))
     }
-    const sampler = new BatchSampler(o.corpus.train, model.seqLen, optimizer.batchSize, o.seed)
+    // A step's microbatches go through as one call: the same windows (the sampler draws them in the
+    // same order) and the same mean gradient as the swarm's separate microbatches, in fewer, larger matmuls.
+    const sampler = new BatchSampler(o.corpus.train, model.seqLen, optimizer.batchSize * optimizer.microbatches, o.seed)
     const validation = evenBatches(o.corpus.validation, model.seqLen, optimizer.batchSize, o.evalBatches)
     let step = 0
     if (o.resume !== undefined) {
@@ -85,12 +87,10 @@ export async function trainLocal (o: LocalTrainingOptions): Promise<EvalReport[]
     let lr = 0
     while (step < end) {
       const started = performance.now()
-      for (let i = 0; i < optimizer.microbatches; i++) {
-        const batch: TokenBatch = sampler.next()
-        lossSum += await trainMicrobatch(engines, batch)
-        losses++
-        tokens += batch.x.data.length
-      }
+      const batch: TokenBatch = sampler.next()
+      lossSum += await trainMicrobatch(engines, batch)
+      losses++
+      tokens += batch.x.data.length
       const squares = await Promise.all(engines.map(e => e.gradNormSquared()))
       const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0))
       // Every engine follows the same schedule, so any one's learning rate is the step's.

@@ -22,10 +22,18 @@ export interface OptimizerConfig {
   batchSize: number
   /** Microbatches whose gradients are averaged into one optimizer step. */
   microbatches: number
+  /**
+   * Weight versions a stage server keeps, so that a backward recomputes with the weights its
+   * forward used although the stage stepped in between (1: only the current ones). Drivers keep
+   * backwards at most weightVersions - 2 versions stale (one spare for their probing).
+   */
+  weightVersions: number
 }
 
 // With the default model (d192, 4 layers) on the Brown corpus, validation loss falls below 2.0
-// nats per byte after ~600 steps of 16 x 128 bytes: ~4 minutes on 2 busy cores.
+// nats per byte after ~600 steps of 16 x 128 bytes: ~4 minutes on 2 busy cores. A step is 4
+// microbatches of 4 sequences: a pipeline keeps about that many in flight with backwards at most
+// one step stale, and the stage servers keep 3 weight versions (one spare; see pipeline/depth.ts).
 export const defaultOptimizerConfig: OptimizerConfig = {
   lr: 4e-3,
   minLr: 4e-4,
@@ -36,8 +44,9 @@ export const defaultOptimizerConfig: OptimizerConfig = {
   eps: 1e-8,
   weightDecay: 0.1,
   clipNorm: 1.0,
-  batchSize: 16,
-  microbatches: 1
+  batchSize: 4,
+  microbatches: 4,
+  weightVersions: 3
 }
 
 /** The learning rate of 1-based step `step`. */

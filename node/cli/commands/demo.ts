@@ -22,7 +22,7 @@ unigram entropy is 3.08).
 Stops after M microbatches, or on Ctrl-C, and removes the temporary node directories.
 
   --nodes N          daemons (default 4, at least 2)
-  --microbatches M   microbatches to train (default 100)
+  --microbatches M   microbatches to train (default 400: 100 steps of 4 microbatches)
   --tiny             a small model (d_model 64, 2 layers, 32-byte context) for a quick look`
 
 /** A daemon of the demo died. */
@@ -35,7 +35,7 @@ const timers = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '2000'
 export async function run (argv: string[]): Promise<number> {
   const { values } = parse(argv, { nodes: { type: 'string' }, microbatches: { type: 'string' }, tiny: { type: 'boolean' } })
   const nodes = intOption('nodes', values.nodes, 4, 2, 16)
-  const microbatches = intOption('microbatches', values.microbatches, 100, 1)
+  const microbatches = intOption('microbatches', values.microbatches, 400, 1)
   const manifest = defaultManifest()
   manifest.nStages = 2
   if (values.tiny === true) {

@@ -37,8 +37,8 @@ const options = {
   json: { type: 'boolean' }
 } as const
 
-/** Validation microbatches per evaluation: 8 x 16 sequences x 128 bytes by default. */
-const evalBatches = 8
+/** Validation windows per evaluation: 128 sequences (16 Ki bytes at the default context). */
+const evalWindows = 128
 
 export async function run (argv: string[]): Promise<number> {
   const { values: v } = parse(argv, options)
@@ -82,7 +82,7 @@ export async function run (argv: string[]): Promise<number> {
     }
   }
   await trainLocal({
-    model, optimizer, stages, corpus, seed, evalEvery, evalBatches,
+    model, optimizer, stages, corpus, seed, evalEvery, evalBatches: Math.ceil(evalWindows / optimizer.batchSize),
     checkpointDir: v['checkpoint-dir'],
     resume,
     onEval: print

@@ -1,0 +1,191 @@
+// npm run bench -- convergence [--json] [--steps N] [--modes a,b] [--quick]: does the swarm learn
+// like one machine? Every mode trains the default model on the bundled corpus from the same
+// initial weights, on the same microbatches in the same order, for the same number of tokens, and
+// reports validation loss against tokens (the same fixed validation windows), the final loss and
+// its ratio to `local`, and training tokens/s.
+//   local                 train --local: the stages chained in this process, one microbatch at a time
+//   pipeline              3 stages x 1 replica on loopback libp2p, the driver's default (adaptive) depth
+//   pipeline-d1           the same, one microbatch in flight (reference)
+//   pipeline-latency      `pipeline` with 100 ms added one way to every stage call (200 ms round trip)
+//   pipeline-latency-d1   the same at depth 1 (reference: what the latency costs without depth)
+// Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
+// tenth of the tokens: they are there for their tokens/s.
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { availableParallelism } from 'node:os'
+import { loadBrown, type Corpus } from '../node/data/corpus.js'
+import { defaultManifest } from '../node/manifest/manifest.js'
+import { stageLayout, type ModelConfig } from '../node/model/index.js'
+import { createHost, type Host } from '../node/p2p/host.js'
+import { SwarmStage } from '../node/pipeline/caller.js'
+import { StageClient } from '../node/pipeline/client.js'
+import { Driver } from '../node/pipeline/driver.js'
+import { Router } from '../node/pipeline/router.js'
+import { StageServer, stageMessageLimit, stageProtocol } from '../node/pipeline/server.js'
+import { trainLocal } from '../node/runtime/local-training.js'
+import type { OptimizerConfig } from '../node/runtime/optimizer.js'
+import { StageEngine } from '../node/runtime/stage-engine.js'
+import { intOption, parse } from '../node/cli/args.js'
+import { UsageError } from '../node/cli/errors.js'
+
+const runId = 'benchconvergence'
+const seed = 1
+/** Validation windows per evaluation, as `train --local` uses. */
+const evalWindows = 128
+const latencyMs = 100
+
+export interface Mode {
+  name: string
+  /** Microbatches in flight (undefined: the driver's default). */
+  inFlight?: number
+  latencyMs: number
+  /** Fraction of the token budget this mode trains for. */
+  share: number
+}
+
+export const modes: Record<string, Mode | undefined> = {
+  pipeline: { name: 'pipeline', latencyMs: 0, share: 1 },
+  'pipeline-d1': { name: 'pipeline-d1', inFlight: 1, latencyMs: 0, share: 1 },
+  'pipeline-latency': { name: 'pipeline-latency', latencyMs, share: 1 },
+  'pipeline-latency-d1': { name: 'pipeline-latency-d1', inFlight: 1, latencyMs, share: 0.1 }
+}
+
+export interface ConvergenceResult {
+  mode: string
+  tokens: number
+  val_loss: number
+  tokens_per_s: number
+  /** Validation loss against training tokens, from the start. */
+  curve: Array<[tokens: number, loss: number]>
+  depth?: number
+  version_misses?: number
+}
+
+export interface Setup {
+  model: ModelConfig
+  optimizer: OptimizerConfig
+  nStages: number
+  corpus: Corpus
+  /** Inner steps of training (the schedule's length), and evaluations every `evalSteps`. */
+  steps: number
+  evalSteps: number
+  /** onnxruntime threads per engine (default: all cores). */
+  threads?: number
+}
+
+export async function runLocal (s: Setup): Promise<ConvergenceResult> {
+  const tokensPerStep = s.optimizer.batchSize * s.optimizer.microbatches * s.model.seqLen
+  const curve: Array<[number, number]> = []
+  let trainSeconds = 0
+  let last = 0
+  await trainLocal({
+    model: s.model, optimizer: s.optimizer, stages: s.nStages, corpus: s.corpus, seed, evalEvery: s.evalSteps, evalBatches: Math.ceil(evalWindows / s.optimizer.batchSize), threads: s.threads,
+    onEval: r => {
+      curve.push([r.step * tokensPerStep, r.valLoss])
+      if (r.step > 0) trainSeconds += (r.step - last) * tokensPerStep / r.tokensPerS
+      last = r.step
+    }
+  })
+  const tokens = s.steps * tokensPerStep
+  return { mode: 'local', tokens, val_loss: curve[curve.length - 1][1], tokens_per_s: tokens / trainSeconds, curve }
+}
+
+async function host (): Promise<Host> {
+  return await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'] })
+}
+
+/** One replica per stage, each on its own libp2p host, and a driver on another, all on loopback. */
+export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceResult> {
+  const { model, optimizer, nStages } = s
+  const tokensPerMicrobatch = optimizer.batchSize * model.seqLen
+  const servers: Array<{ host: Host, engine: StageEngine, server: StageServer }> = []
+  const driverHost = await host()
+  let client: StageClient | undefined
+  try {
+    for (let stage = 0; stage < nStages; stage++) {
+      const h = await host()
+      const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, seed, threads: s.threads ?? availableParallelism(), weightVersions: optimizer.weightVersions })
+      const server = new StageServer({ registrar: h, engine }, {
+        runId, stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize,
+        maxTokens: tokensPerMicrobatch, stepTokens: tokensPerMicrobatch * optimizer.microbatches
+      })
+      await server.start()
+      servers.push({ host: h, engine, server })
+      await driverHost.dial(multiaddr(h.getMultiaddrs()[0].toString()))
+    }
+    client = new StageClient({ dialer: driverHost }, { protocol: stageProtocol(runId), maxMessageBytes: stageMessageLimit(tokensPerMicrobatch, model.dModel), addedLatencyMs: mode.latencyMs })
+    const router = new Router()
+    const callers = servers.map((server, stage) => new SwarmStage({ client: client!, router, replicas: { replicas: () => [server.host.peerId.toString()] } }, { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: tokensPerMicrobatch }))
+    const microbatches = Math.max(1, Math.round(s.steps * mode.share)) * optimizer.microbatches
+    const curve: Array<[number, number]> = []
+    const driver = new Driver({ stages: callers, staleness: () => Math.max(...callers.map(c => c.takeStaleness())) }, {
+      train: s.corpus.train,
+      validation: s.corpus.validation,
+      seqLen: model.seqLen,
+      batchSize: optimizer.batchSize,
+      seed,
+      inFlight: mode.inFlight,
+      maxStaleness: optimizer.weightVersions - 2,
+      evalEvery: s.evalSteps * optimizer.microbatches,
+      evalBatches: Math.ceil(evalWindows / optimizer.batchSize),
+      maxMicrobatches: microbatches,
+      onProgress: r => { if (r.kind === 'validation') curve.push([r.completed * tokensPerMicrobatch, r.loss]) }
+    })
+    curve.push([0, await driver.evaluate()])
+    const started = performance.now()
+    driver.start()
+    while (!driver.stats.done) await new Promise(resolve => setTimeout(resolve, 100))
+    const seconds = (performance.now() - started - driver.stats.evaluationMs) / 1000
+    if (driver.stats.failed > 0) throw new Error(`${mode.name}: ${driver.stats.failed} microbatches failed`)
+    return {
+      mode: mode.name,
+      tokens: driver.stats.tokens,
+      val_loss: curve[curve.length - 1][1],
+      tokens_per_s: driver.stats.tokens / seconds,
+      curve,
+      depth: driver.depth,
+      version_misses: callers.reduce((a, c) => a + c.stats.versionMisses, 0)
+    }
+  } finally {
+    await client?.stop()
+    await driverHost.stop()
+    for (const { host, engine, server } of servers) {
+      await server.stop()
+      await engine.close()
+      await host.stop()
+    }
+  }
+}
+
+export async function run (args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    json: { type: 'boolean' }, steps: { type: 'string' }, modes: { type: 'string' }, quick: { type: 'boolean' },
+    'batch-size': { type: 'string' }, microbatches: { type: 'string' }, 'weight-versions': { type: 'string' }, 'in-flight': { type: 'string' }
+  })
+  const manifest = defaultManifest()
+  // Overrides of the manifest's schedule, to study it.
+  manifest.optimizer.batchSize = intOption('batch-size', values['batch-size'], manifest.optimizer.batchSize, 1)
+  manifest.optimizer.microbatches = intOption('microbatches', values.microbatches, manifest.optimizer.microbatches, 1)
+  manifest.optimizer.weightVersions = intOption('weight-versions', values['weight-versions'], manifest.optimizer.weightVersions, 1, 64)
+  const inFlight = values['in-flight'] === undefined ? undefined : intOption('in-flight', values['in-flight'], 1, 1)
+  for (const mode of Object.values(modes)) if (mode !== undefined && mode.inFlight === undefined) mode.inFlight = inFlight
+  const steps = intOption('steps', values.steps, values.quick === true ? 60 : 600, 1)
+  const names = values.modes?.split(',') ?? ['local', ...Object.keys(modes)]
+  for (const name of names) if (name !== 'local' && modes[name] === undefined) throw new UsageError(`unknown mode '${name}' (local, ${Object.keys(modes).join(', ')})`)
+  // The schedule ends with the run, as `train --local --steps N` would.
+  const optimizer = { ...manifest.optimizer, totalSteps: steps }
+  const setup: Setup = { model: manifest.model, optimizer, nStages: 3, corpus: await loadBrown(), steps, evalSteps: Math.max(1, Math.round(steps / 6)) }
+  const results: ConvergenceResult[] = []
+  for (const name of names) {
+    const result = name === 'local' ? await runLocal(setup) : await runPipeline(setup, modes[name]!)
+    results.push(result)
+    const local = results.find(r => r.mode === 'local')
+    if (values.json === true) {
+      console.log(JSON.stringify({ bench: 'convergence', ...result, ratio_to_local: local === undefined ? undefined : result.val_loss / local.val_loss }))
+    } else {
+      const ratio = local === undefined ? '' : `  ${(result.val_loss / local.val_loss).toFixed(3)}x local`
+      const extra = result.depth === undefined ? '' : `  depth ${result.depth}, ${result.version_misses} version misses`
+      console.log(`${result.mode.padEnd(20)} ${String(result.tokens).padStart(9)} tokens  val ${result.val_loss.toFixed(4)}${ratio}  ${result.tokens_per_s.toFixed(0).padStart(6)} tokens/s${extra}`)
+    }
+  }
+}

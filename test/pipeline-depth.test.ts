@@ -1,0 +1,53 @@
+// The driver's depth control on made-up pipelines: a latency-bound one (depth hides the latency),
+// a compute-bound one (depth stops where queueing starts), and a staleness bound that overrides both.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { DepthControl } from '../node/pipeline/depth.js'
+
+/**
+ * A pipeline whose bottleneck serves one microbatch per `serviceMs` after `baseMs` of latency
+ * that depth can hide: with d in flight, each takes max(base, d x service) (Little's law).
+ * `staleness(d)` is what its backwards would report at depth d.
+ */
+function drive (control: DepthControl, baseMs: number, serviceMs: number, staleness: (d: number) => number, rounds: number): number[] {
+  const depths: number[] = []
+  for (let i = 0; i < rounds; i++) {
+    const d = control.depth
+    control.completed(Math.max(baseMs, d * serviceMs), staleness(d))
+    depths.push(control.depth)
+  }
+  return depths
+}
+
+test('far stages: depth grows until the latency is hidden, then holds', () => {
+  // 1 s of latency, 100 ms at the bottleneck: about 10 in flight keep it busy.
+  const control = new DepthControl({ initial: 4, maxStaleness: 100 })
+  const depths = drive(control, 1000, 100, () => 0, 400)
+  const final = depths[depths.length - 1]
+  assert.ok(final >= 10 && final <= 13, `settled at ${final}`)
+  assert.ok(depths.slice(-100).every(d => Math.abs(d - final) <= 1), 'it stays there')
+})
+
+test('near stages: depth stops a few microbatches past the queueing point', () => {
+  // 50 ms of latency, 40 ms at the bottleneck: from the start at 4, everything more only queues.
+  const control = new DepthControl({ initial: 4, maxStaleness: 100 })
+  const depths = drive(control, 50, 40, () => 0, 400)
+  const final = depths[depths.length - 1]
+  assert.ok(final <= 7, `settled at ${final}: at most 3 queued beyond what it saw unqueued`)
+  assert.ok(depths.slice(-200).every(d => d === final), 'and it stays there')
+})
+
+test('staleness over the bound shrinks depth whatever the latency says', () => {
+  // Latency would ask for ~10, but every microbatch over depth 3 comes back 2 versions stale.
+  const control = new DepthControl({ initial: 6, maxStaleness: 1 })
+  const depths = drive(control, 1000, 100, d => d > 3 ? 2 : 1, 400)
+  assert.ok(depths.slice(-100).every(d => d <= 4), `depths ${depths.slice(-10).join(' ')}`)
+  assert.ok(depths.slice(-100).some(d => d === 3), 'it probes up to the bound')
+})
+
+test('no staleness allowed: one microbatch at a time', () => {
+  const control = new DepthControl({ initial: 3, maxStaleness: -1 })
+  assert.is(drive(control, 1000, 100, () => 0, 50).pop(), 1)
+})
+
+test.run()
