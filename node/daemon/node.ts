@@ -19,7 +19,7 @@ import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
 import { writeFileAtomic } from '../util/fs.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
-import { defaultTiming, type Timing } from './timing.js'
+import { defaultTiming, type Timing } from '../timing.js'
 
 const log = logger('swarmtrain:daemon')
 

@@ -7,7 +7,7 @@
 //   SWARMTRAIN_PING_TIMEOUT_MS   ...and its timeout              (default 5000)
 //   SWARMTRAIN_DIAL_TIMEOUT_MS   dial + identify of a peer       (default 10000)
 //   SWARMTRAIN_CHECKPOINT_MS     checkpoint the served stage     (default 30000)
-import { UserError } from '../errors.js'
+import { UserError } from './errors.js'
 
 export interface Timing {
   recordTtlMs: number
