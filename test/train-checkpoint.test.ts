@@ -8,7 +8,7 @@ import { BatchSampler } from '../node/data/sampler.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { trainMicrobatch } from '../node/pipeline/chain.js'
 import { CheckpointError, readCheckpoint, readStageCheckpoint, restoreEngines, saveCheckpoint, saveStageCheckpoint, stageCheckpointPath } from '../node/runtime/checkpoint.js'
-import { trainLocal } from '../node/runtime/local-training.js'
+import { trainLocal } from '../node/training/local.js'
 import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 

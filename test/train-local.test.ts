@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { loadBrown } from '../node/data/corpus.js'
-import { trainLocal } from '../node/runtime/local-training.js'
+import { trainLocal } from '../node/training/local.js'
 import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
 
 const run = promisify(execFile)

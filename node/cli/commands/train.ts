@@ -3,7 +3,7 @@
 import { loadBrown, loadTextFile, type Corpus } from '../../data/corpus.js'
 import { defaultModelConfig } from '../../model/index.js'
 import { CheckpointError, readCheckpoint, type Checkpoint } from '../../runtime/checkpoint.js'
-import { trainLocal, type EvalReport } from '../../runtime/local-training.js'
+import { trainLocal, type EvalReport } from '../../training/local.js'
 import { defaultOptimizerConfig } from '../../runtime/optimizer.js'
 import { intOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
