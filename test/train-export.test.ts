@@ -14,7 +14,7 @@ import { evaluateMicrobatch } from '../node/pipeline/chain.js'
 import { readCheckpoint, restoreEngines } from '../node/runtime/checkpoint.js'
 import { trainLocal } from '../node/training/local.js'
 import { initializerDims } from '../node/runtime/onnx-info.js'
-import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 
 const run = promisify(execFile)

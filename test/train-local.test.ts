@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { loadBrown } from '../node/data/corpus.js'
 import { trainLocal } from '../node/training/local.js'
-import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
 
 const run = promisify(execFile)
 const cli = fileURLToPath(new URL('../node/cli/main.js', import.meta.url))

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UserError } from '../errors.js'
 import { defaultModelConfig, type ModelConfig } from '../model/config.js'
-import { defaultOptimizerConfig, type OptimizerConfig } from '../runtime/optimizer.js'
+import { defaultOptimizerConfig, type OptimizerConfig } from '../runtime/optimizer-config.js'
 import { writeFileAtomic } from '../util/fs.js'
 
 export const MANIFEST_FORMAT_VERSION = 1

@@ -4,7 +4,8 @@
 import { availableParallelism } from 'node:os'
 import { sumSquaresAsync } from '../../native/index.js'
 import { buildStageGraphs, initParams, paramSize, type ModelConfig, type ParamSpec, type StageLayout } from '../model/index.js'
-import { AdamW, clipFactor, defaultOptimizerConfig, type OptimizerConfig } from './optimizer.js'
+import { AdamW, clipFactor } from './optimizer.js'
+import { defaultOptimizerConfig, type OptimizerConfig } from './optimizer-config.js'
 import { SessionHost, type ParamSlot } from './session-host.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from './tensor.js'
 
