@@ -6,7 +6,6 @@
 import { logger } from '@libp2p/logger'
 import { KEEP_ALIVE, type PrivateKey } from '@libp2p/interface'
 import { freemem } from 'node:os'
-import { join } from 'node:path'
 import { stageMemoryBytes } from '../assignment/memory.js'
 import { StageAssigner, type StageMove } from '../assignment/assigner.js'
 import { serveManifest } from '../manifest/exchange.js'
@@ -16,9 +15,9 @@ import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
 import { loadOrCreateIdentity } from '../p2p/keys.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
-import { writeFileAtomic } from '../util/fs.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
+import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
 import { defaultTiming, type Timing } from '../timing.js'
 
 const log = logger('swarmtrain:daemon')
@@ -62,9 +61,6 @@ export interface SwarmNodeInit {
   timing?: Partial<Timing>
   services?: Record<string, ServiceFactory>
 }
-
-/** Written to `<dir>/daemon.json` while the daemon runs, so `status` finds the control port. */
-export const DAEMON_FILE = 'daemon.json'
 
 export class SwarmNode {
   readonly runId: string
@@ -132,7 +128,7 @@ export class SwarmNode {
         const control = new ControlServer(() => this.status())
         this.parts.control = control
         this.controlPort = await control.listen(this.init.controlPort)
-        await writeFileAtomic(join(dir, DAEMON_FILE), JSON.stringify({ pid: process.pid, peerId: host.peerId.toString(), controlPort: this.controlPort }) + '\n')
+        await writeDaemonFile(dir, { pid: process.pid, peerId: host.peerId.toString(), controlPort: this.controlPort })
       }
       this.startedAt = Date.now()
     } catch (err) {
@@ -146,7 +142,10 @@ export class SwarmNode {
     const parts = this.parts
     if (parts === undefined) return
     this.parts = undefined
-    await parts.control?.close()
+    if (parts.control !== undefined) {
+      await parts.control.close()
+      await removeDaemonFile(this.init.dir)
+    }
     for (const service of [...parts.services.values()].reverse()) await service.stop?.()
     await parts.assigner.stop()
     await parts.registry.stop()

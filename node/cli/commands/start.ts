@@ -1,9 +1,8 @@
 // swarmtrain start: runs the daemon until SIGINT/SIGTERM.
-import { readFile, rm } from 'node:fs/promises'
-import { join } from 'node:path'
 import { measureCapacity } from '../../assignment/capacity.js'
 import { defaultNodeDir } from '../../daemon/dir.js'
-import { DAEMON_FILE, SwarmNode } from '../../daemon/node.js'
+import { DAEMON_FILE, readDaemonFile } from '../../daemon/daemon-file.js'
+import { SwarmNode } from '../../daemon/node.js'
 import { timingFromEnv } from '../../timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
@@ -63,13 +62,8 @@ export interface StartOptions extends PipelineCliValues {
 
 /** Two daemons with one identity would fight over the peer id: refuse while daemon.json names a live process. */
 async function refuseSecondDaemon (dir: string): Promise<void> {
-  let pid: unknown
-  try {
-    pid = (JSON.parse(await readFile(join(dir, DAEMON_FILE), 'utf8')) as { pid?: unknown }).pid
-  } catch {
-    return // none running (or a damaged file from a crash)
-  }
-  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return
+  const pid = (await readDaemonFile(dir))?.pid
+  if (pid === undefined || pid === process.pid) return // none running (or a damaged file from a crash)
   try {
     process.kill(pid, 0)
   } catch {
@@ -120,7 +114,6 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   })
   console.log(`${signal}: stopping`)
   await node.stop()
-  await rm(join(dir, DAEMON_FILE), { force: true })
   console.log('stopped')
   return 0
 }
