@@ -1,4 +1,6 @@
-// The daemon's timers. Defaults suit real swarms; tests shrink them through environment
+// Every timer and timeout of swarmtrain, in milliseconds.
+//
+// The daemon's configurable timers. Defaults suit real swarms; tests shrink them through environment
 // variables so that expiry and rebalancing happen within seconds:
 //   SWARMTRAIN_RECORD_TTL_MS     info record lifetime            (default 120000)
 //   SWARMTRAIN_REFRESH_MS        republish + re-read the swarm   (default 30000)
@@ -51,3 +53,11 @@ export function timingFromEnv (env: NodeJS.ProcessEnv = process.env): Timing {
   if (timing.refreshMs * 2 > timing.recordTtlMs) throw new UserError(`the refresh interval (${timing.refreshMs} ms) must be at most half the record TTL (${timing.recordTtlMs} ms)`)
   return timing
 }
+
+// Stopping (SIGINT/SIGTERM). Waits and retries end at once on the node's shutdown signal; the
+// only graceful wait is for microbatches in flight, and the whole stop is bounded.
+
+/** How long stopping waits for the driver's microbatches in flight before cutting them off. */
+export const STOP_DRAIN_MS = 3000
+/** A daemon whose stop takes longer than this exits anyway (the next signal exits at once). */
+export const STOP_LIMIT_MS = 15_000

@@ -4,6 +4,7 @@
 import { logger } from '@libp2p/logger'
 import type { StageRegistry, SwarmView } from '../registry/registry.js'
 import { UserError } from '../errors.js'
+import { sleep } from '../util/abort.js'
 import { Rng, hashString } from '../util/random.js'
 import { chooseStage, rebalanceMove, type Move, type Server, type StageLoad } from './policy.js'
 
@@ -11,6 +12,8 @@ const log = logger('swarmtrain:assignment')
 
 export interface AssignerComponents {
   registry: StageRegistry
+  /** Ends the wait before a move at once when the node stops. */
+  shutdown?: AbortSignal
 }
 
 export interface AssignerInit {
@@ -42,6 +45,7 @@ export interface StageChangeDetail {
 /** Emits `stage` (CustomEvent<StageChangeDetail>) on the initial choice and on every move. */
 export class StageAssigner extends EventTarget {
   private readonly registry: StageRegistry
+  private readonly shutdown?: AbortSignal
   private readonly init: AssignerInit
   private readonly rng: Rng
   private current?: number
@@ -53,6 +57,7 @@ export class StageAssigner extends EventTarget {
   constructor (components: AssignerComponents, init: AssignerInit) {
     super()
     this.registry = components.registry
+    this.shutdown = components.shutdown
     this.init = init
     this.rng = new Rng(init.seed)
   }
@@ -125,8 +130,8 @@ export class StageAssigner extends EventTarget {
     const chosen = willing.reduce<Server | undefined>((best, s) => best === undefined || hashString(`${s.id}:${slot}`) < hashString(`${best.id}:${slot}`) ? s : best, undefined)
     if (chosen !== undefined && chosen.id !== this.init.peerId) return
     // Act only on an imbalance that persists: wait a moment, then decide again on a fresh view.
-    await new Promise(resolve => setTimeout(resolve, this.rng.next() * this.init.rebalanceMs / 2))
-    if (!this.running) return
+    await sleep(this.rng.next() * this.init.rebalanceMs / 2, this.shutdown)
+    if (!this.running || this.shutdown?.aborted === true) return
     const move = this.decide(await this.registry.refresh())
     if (move === undefined || !this.running) return
     const record: StageMove = { ...move, at: Date.now() }

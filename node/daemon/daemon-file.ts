@@ -2,6 +2,7 @@
 // port from it, and a second `start` in the same directory finds the first by its pid. The
 // daemon writes it once it is ready and removes it when it stops; a crash leaves it behind,
 // so readers check that the pid is still alive.
+import { rmSync } from 'node:fs'
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileAtomic } from '../util/fs.js'
@@ -41,3 +42,8 @@ export async function removeDaemonFile (dir: string): Promise<void> {
   await rm(daemonFilePath(dir), { force: true })
 }
 
+
+/** For a process that exits at once (a second signal): no await between here and the exit. */
+export function removeDaemonFileSync (dir: string): void {
+  rmSync(daemonFilePath(dir), { force: true })
+}

@@ -31,6 +31,8 @@ export interface SwarmComponents {
   dir: string
   registry: StageRegistry
   assigner: StageAssigner
+  /** Aborted when the node starts stopping: every wait, sleep and retry loop ends on it. */
+  shutdown: AbortSignal
 }
 
 export interface SwarmService {
@@ -66,7 +68,7 @@ export class SwarmNode {
   readonly runId: string
   private readonly init: SwarmNodeInit
   private readonly timing: Timing
-  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, unguard: () => void }
+  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, unguard: () => void, stopping: AbortController }
   private startedAt = 0
   controlPort?: number
 
@@ -103,12 +105,14 @@ export class SwarmNode {
       providerValidityMs: 30 * this.timing.refreshMs
     })
     try {
+      const stopping = new AbortController()
+      const shutdown = stopping.signal
       const unguard = guardRun(host, runId)
       await serveManifest(host, manifest)
       await this.checkBootstrap(host)
-      const registry = new StageRegistry({ host, privateKey }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
+      const registry = new StageRegistry({ host, privateKey, shutdown }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
       const freeMemory = this.init.freeMemory ?? freemem()
-      const assigner = new StageAssigner({ registry }, {
+      const assigner = new StageAssigner({ registry, shutdown }, {
         nStages: manifest.nStages,
         throughput: this.init.throughput,
         freeMemory,
@@ -118,9 +122,9 @@ export class SwarmNode {
         seed: `${host.peerId.toString()}:${Date.now()}`,
         peerId: host.peerId.toString()
       })
-      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner }
+      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, shutdown }
       const services = new Map(Object.entries(this.init.services ?? {}).map(([name, factory]) => [name, factory(components)]))
-      this.parts = { ...components, services, unguard }
+      this.parts = { ...components, services, unguard, stopping }
       await registry.start()
       await assigner.start()
       for (const service of services.values()) await service.start?.()
@@ -142,6 +146,7 @@ export class SwarmNode {
     const parts = this.parts
     if (parts === undefined) return
     this.parts = undefined
+    parts.stopping.abort()
     if (parts.control !== undefined) {
       await parts.control.close()
       await removeDaemonFile(this.init.dir)

@@ -10,6 +10,7 @@ import type { StageCaller } from './chain.js'
 import { StageCallError, StageClientStoppedError, type StageClient, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
 import { BusyError } from './service.js'
+import { sleep } from '../util/abort.js'
 
 const log = logger('swarmtrain:pipeline:caller')
 
@@ -35,6 +36,8 @@ export interface SwarmStageComponents {
   replicas: ReplicaSource
   /** This node's peer id and its own service for a stage, when it serves that stage now. */
   local?: { peer: string, service: (stage: number) => StageCaller | undefined }
+  /** When it aborts, a call that has no replica to try ends instead of waiting for one. */
+  shutdown?: AbortSignal
 }
 
 export interface SwarmStageInit {
@@ -111,8 +114,9 @@ export class SwarmStage implements StageCaller {
         peer = router.choose(candidates, units, tried)
       }
       if (peer === undefined) {
+        if (this.components.shutdown?.aborted === true) throw new StageClientStoppedError('the node is stopping')
         if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${GIVE_UP_MS} ms`, 'timeout')
-        await new Promise(resolve => setTimeout(resolve, RETRY_PAUSE_MS))
+        await sleep(RETRY_PAUSE_MS, this.components.shutdown)
         continue
       }
       router.started(peer)

@@ -8,6 +8,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
 import { StageRequest, StageResponse, decodeResponse } from '../../protocols/stage-codec.js'
+import { timeoutOrShutdown } from '../util/abort.js'
 
 const log = logger('swarmtrain:pipeline:client')
 
@@ -28,6 +29,8 @@ export class StageCallError extends Error {
 
 export interface StageClientComponents {
   dialer: { dialProtocol(peer: PeerId, protocols: string | string[], options?: AbortOptions): Promise<Stream> }
+  /** Ends dials at once when the node stops (stop() waits for dials in progress). */
+  shutdown?: AbortSignal
 }
 
 export interface StageClientInit {
@@ -40,11 +43,13 @@ export interface StageClientInit {
 export class StageClient {
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly dialer: StageClientComponents['dialer']
+  private readonly shutdown?: AbortSignal
   private readonly init: Required<StageClientInit>
   private stopped = false
 
   constructor (components: StageClientComponents, init: StageClientInit) {
     this.dialer = components.dialer
+    this.shutdown = components.shutdown
     this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? 10_000 }
   }
 
@@ -82,7 +87,7 @@ export class StageClient {
   private async open (peer: string): Promise<Channel> {
     let stream: Stream
     try {
-      stream = await this.dialer.dialProtocol(peerIdFromString(peer), this.init.protocol, { signal: AbortSignal.timeout(this.init.dialTimeoutMs) })
+      stream = await this.dialer.dialProtocol(peerIdFromString(peer), this.init.protocol, { signal: timeoutOrShutdown(this.init.dialTimeoutMs, this.shutdown) })
     } catch (err) {
       throw new StageCallError(`cannot open a stage stream to ${peer}: ${(err as Error).message}`, 'dial')
     }

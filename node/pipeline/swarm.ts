@@ -8,6 +8,8 @@ import { loadBrown, type Corpus } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import type { StageChangeDetail } from '../assignment/assigner.js'
 import { UserError } from '../errors.js'
+import { STOP_DRAIN_MS } from '../timing.js'
+import { settlesWithin } from '../util/abort.js'
 import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
 import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
@@ -21,9 +23,6 @@ import { StageServer, stageMessageLimit, stageProtocol } from './server.js'
 import type { StageLoad, StageServiceStats } from './service.js'
 
 const log = logger('swarmtrain:pipeline')
-
-/** How long stopping waits for the driver's microbatches in flight before cutting them off. */
-const STOP_DRAIN_MS = 20_000
 
 export interface PipelineOptions {
   /** Drive microbatches from this node's data (false: only serve). */
@@ -89,10 +88,10 @@ export class PipelineService implements SwarmService, ReplicaSource {
     this.self = components.host.peerId.toString()
     const { model, nStages, optimizer } = components.manifest
     const maxMessageBytes = stageMessageLimit(optimizer.batchSize * model.seqLen, model.dModel)
-    this.client = new StageClient({ dialer: components.host }, { protocol: stageProtocol(components.runId), maxMessageBytes })
+    this.client = new StageClient({ dialer: components.host, shutdown: components.shutdown }, { protocol: stageProtocol(components.runId), maxMessageBytes })
     const local = { peer: this.self, service: (stage: number): StageCaller | undefined => this.serving?.stage === stage ? this.serving.server.service : undefined }
     this.stages = Array.from({ length: nStages }, (_, stage) => new SwarmStage(
-      { client: this.client, router: this.router, replicas: this, local },
+      { client: this.client, router: this.router, replicas: this, local, shutdown: components.shutdown },
       { stage, nStages, dModel: model.dModel, wireDType: wireDTypes[options.wire] }
     ))
   }
@@ -134,7 +133,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     clearInterval(this.checkpointTimer)
     // Microbatches in flight get a bounded time to complete; then the client stops and they end.
     const drained = this.driver?.stop()
-    await Promise.race([drained, new Promise(resolve => setTimeout(resolve, STOP_DRAIN_MS).unref())])
+    await settlesWithin(drained, STOP_DRAIN_MS)
     await this.client.stop()
     await drained
     await this.moving

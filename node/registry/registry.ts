@@ -19,6 +19,7 @@ import { INFO_PROTOCOL, MAX_BYTES, protocolId } from '../../protocols/ids.js'
 import { InfoRequest } from '../../protocols/registry.js'
 import type { Host } from '../p2p/host.js'
 import { MessageStream } from '../p2p/messages.js'
+import { timeoutOrShutdown } from '../util/abort.js'
 import { version } from '../version.js'
 import { RECORD_NAMESPACE, infoKey, newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from './record.js'
 
@@ -27,6 +28,8 @@ const log = logger('swarmtrain:registry')
 export interface RegistryComponents {
   host: Host
   privateKey: PrivateKey
+  /** Ends every query at once when the node stops. */
+  shutdown?: AbortSignal
 }
 
 export interface RegistryInit {
@@ -79,6 +82,7 @@ export class StageRegistry {
   private readonly host: Host
   private readonly privateKey: PrivateKey
   private readonly peerId: PeerId
+  private readonly shutdown?: AbortSignal
   private readonly init: RegistryInit
   private local?: LocalInfo
   private localRecord?: PeerInfoRecord
@@ -105,6 +109,7 @@ export class StageRegistry {
     this.host = components.host
     this.privateKey = components.privateKey
     this.peerId = components.host.peerId
+    this.shutdown = components.shutdown
     this.init = init
     this.current = { stages: emptyStages(init.nStages), updatedAt: 0 }
   }
@@ -179,7 +184,7 @@ export class StageRegistry {
   private async serveInfo (stream: Stream): Promise<void> {
     const messages = new MessageStream(stream, MAX_BYTES.infoRequest)
     try {
-      const request = await messages.read(InfoRequest, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })
+      const request = await messages.read(InfoRequest, { signal: this.querySignal() })
       if (request.runId !== this.init.runId || this.signed === undefined) throw new Error(`no record for run ${request.runId}`)
       await messages.write(rawBytes, this.signed)
       await stream.close()
@@ -205,7 +210,7 @@ export class StageRegistry {
     if (now - this.putAt >= this.init.recordTtlMs / 3) {
       this.putAt = now
       this.inBackground('put', async () => {
-        await drain(this.host.services.dht.put(infoKey(this.init.runId, this.peerId), signed, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) }))
+        await drain(this.host.services.dht.put(infoKey(this.init.runId, this.peerId), signed, { signal: this.querySignal() }))
       })
     }
     if (this.providedStage !== record.stage || now - this.providedAt > 10 * this.init.refreshMs) {
@@ -219,7 +224,7 @@ export class StageRegistry {
     if (this.providedStage !== undefined && this.providedStage !== stage) await dht.cancelReprovide(await stageCid(this.init.runId, this.providedStage))
     this.providedStage = stage
     this.providedAt = Date.now()
-    await drain(dht.provide(await stageCid(this.init.runId, stage), { signal: AbortSignal.timeout(this.init.queryTimeoutMs) }))
+    await drain(dht.provide(await stageCid(this.init.runId, stage), { signal: this.querySignal() }))
   }
 
   /** Looks up every stage's providers (in the background) to find peers we are not connected to. */
@@ -228,7 +233,7 @@ export class StageRegistry {
       const dht = this.host.services.dht
       await Promise.all(Array.from({ length: this.init.nStages }, async (_, stage) => {
         const cid = await stageCid(this.init.runId, stage)
-        for await (const event of dht.findProviders(cid, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })) {
+        for await (const event of dht.findProviders(cid, { signal: this.querySignal() })) {
           if (event.name === 'PROVIDER') for (const p of event.providers) this.candidates.set(p.id.toString(), Date.now())
         }
       }))
@@ -308,14 +313,19 @@ export class StageRegistry {
   /** A peer's record from the DHT: the last VALUE event is the selector's pick among all found. */
   private async fromDht (peerId: string): Promise<PeerInfoRecord | undefined> {
     let value: Uint8Array | undefined
-    for await (const event of this.host.services.dht.get(infoKey(this.init.runId, peerId), { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })) {
+    for await (const event of this.host.services.dht.get(infoKey(this.init.runId, peerId), { signal: this.querySignal() })) {
       if (event.name === 'VALUE') value = event.value
     }
     return value === undefined ? undefined : await this.verify(peerId, value, 'the DHT')
   }
 
+  /** Bounds one query or request: the query timeout, or the node stopping. */
+  private querySignal (): AbortSignal {
+    return timeoutOrShutdown(this.init.queryTimeoutMs, this.shutdown)
+  }
+
   private async askPeer (peerId: PeerId): Promise<Uint8Array> {
-    const signal = AbortSignal.timeout(this.init.queryTimeoutMs)
+    const signal = this.querySignal()
     const stream = await this.host.dialProtocol(peerId, infoProtocol(this.init.runId), { signal })
     const messages = new MessageStream(stream, MAX_BYTES.infoRecord)
     try {

@@ -1,9 +1,9 @@
 // swarmtrain start: runs the daemon until SIGINT/SIGTERM.
 import { measureCapacity } from '../../assignment/capacity.js'
 import { defaultNodeDir } from '../../daemon/dir.js'
-import { DAEMON_FILE, readDaemonFile } from '../../daemon/daemon-file.js'
+import { DAEMON_FILE, readDaemonFile, removeDaemonFileSync } from '../../daemon/daemon-file.js'
 import { SwarmNode } from '../../daemon/node.js'
-import { timingFromEnv } from '../../timing.js'
+import { STOP_LIMIT_MS, timingFromEnv } from '../../timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../pipeline-options.js'
@@ -109,13 +109,28 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   console.log('ready')
 
   const signal = await new Promise<NodeJS.Signals>(resolve => {
-    process.once('SIGINT', resolve)
-    process.once('SIGTERM', resolve)
+    let received = false
+    const onSignal = (name: NodeJS.Signals): void => {
+      if (received) exitNow(dir, `${name} again: exiting without a clean stop`, 130)
+      received = true
+      resolve(name)
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
   })
-  console.log(`${signal}: stopping`)
+  console.log(`${signal}: stopping (again to exit at once)`)
+  // Unref'd and never cleared: it also ends a process that lingers after a clean stop.
+  setTimeout(() => { exitNow(dir, `stopping took over ${STOP_LIMIT_MS} ms: exiting`, 1) }, STOP_LIMIT_MS).unref()
   await node.stop()
   console.log('stopped')
   return 0
+}
+
+/** Leaves at once, without the final checkpoint, but without a stale daemon.json. */
+function exitNow (dir: string, reason: string, code: number): never {
+  removeDaemonFileSync(dir)
+  console.error(`swarmtrain: ${reason}`)
+  process.exit(code)
 }
 
 export async function run (argv: string[]): Promise<number> {
