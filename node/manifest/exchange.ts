@@ -4,7 +4,7 @@
 import { logger } from '@libp2p/logger'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
-import { MANIFEST_PROTOCOL, MAX_BYTES, protocolId } from '../../protocols/ids.js'
+import { MAX_BYTES, manifestProtocol } from '../../protocols/ids.js'
 import { ManifestRequest, ManifestResponse } from '../../protocols/manifest.js'
 import { PeerRefusedError } from '../p2p/errors.js'
 import { MessageStream } from '../p2p/messages.js'
@@ -12,10 +12,6 @@ import { dialAndIdentify } from '../p2p/peers.js'
 import { canonicalBytes, parseManifest, runIdOf, type RunManifest } from './manifest.js'
 
 const log = logger('swarmtrain:manifest')
-
-export function manifestProtocol (runId: string): string {
-  return protocolId(runId, MANIFEST_PROTOCOL.name, MANIFEST_PROTOCOL.version)
-}
 
 /** Serves this run's manifest to anyone who asks for it by run id. */
 export async function serveManifest (host: Libp2p, manifest: RunManifest): Promise<void> {

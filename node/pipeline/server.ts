@@ -6,15 +6,11 @@
 import { logger } from '@libp2p/logger'
 import { lpStream } from '@libp2p/utils'
 import type { Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
-import { protocolId } from '../../protocols/ids.js'
-import { STAGE_PROTOCOL_NAME, STAGE_PROTOCOL_VERSION, StageResponse, messageBytesFor } from '../../protocols/stage-codec.js'
+import { stageProtocol } from '../../protocols/ids.js'
+import { StageResponse, messageBytesFor } from '../../protocols/stage-codec.js'
 import { StageService, type StageCompute, type StageLoad, type StageServiceInit, type StageServiceStats } from './service.js'
 
 const log = logger('swarmtrain:pipeline:server')
-
-export function stageProtocol (runId: string): string {
-  return protocolId(runId, STAGE_PROTOCOL_NAME, STAGE_PROTOCOL_VERSION)
-}
 
 /** Largest message on a stage stream: x and gy of the largest microbatch as float32, plus framing. */
 export function stageMessageLimit (maxTokens: number, dModel: number): number {

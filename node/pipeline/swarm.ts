@@ -19,7 +19,8 @@ import { StageClient } from './client.js'
 import { Driver, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
-import { StageServer, stageMessageLimit, stageProtocol } from './server.js'
+import { stageProtocol } from '../../protocols/ids.js'
+import { StageServer, stageMessageLimit } from './server.js'
 import type { StageLoad, StageServiceStats } from './service.js'
 
 const log = logger('swarmtrain:pipeline')

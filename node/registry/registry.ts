@@ -11,17 +11,14 @@ import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import type { SelectFn, ValidateFn } from '@libp2p/kad-dht'
-import { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
-import * as raw from 'multiformats/codecs/raw'
-import { sha256 } from 'multiformats/hashes/sha2'
-import { INFO_PROTOCOL, MAX_BYTES, protocolId } from '../../protocols/ids.js'
+import { INFO_RECORD_NAMESPACE, MAX_BYTES, infoKey, infoProtocol, stageCid } from '../../protocols/ids.js'
 import { InfoRequest } from '../../protocols/registry.js'
 import type { Host } from '../p2p/host.js'
 import { MessageStream } from '../p2p/messages.js'
 import { timeoutOrShutdown } from '../util/abort.js'
 import { version } from '../version.js'
-import { RECORD_NAMESPACE, infoKey, newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from './record.js'
+import { newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from './record.js'
 
 const log = logger('swarmtrain:registry')
 
@@ -61,22 +58,13 @@ export interface SwarmView {
 /** The DHT validator and selector every node of the run needs for info records. */
 export function registryDhtConfig (runId: string, nStages: number): { validators: Record<string, ValidateFn>, selectors: Record<string, SelectFn> } {
   return {
-    validators: { [RECORD_NAMESPACE]: async (key, value) => { await verifyInfoRecord(key, value, { runId, nStages }) } },
-    selectors: { [RECORD_NAMESPACE]: (_key, values) => newestRecord(values) }
+    validators: { [INFO_RECORD_NAMESPACE]: async (key, value) => { await verifyInfoRecord(key, value, { runId, nStages }) } },
+    selectors: { [INFO_RECORD_NAMESPACE]: (_key, values) => newestRecord(values) }
   }
-}
-
-/** The provider-record CID of a stage: sha256 of `swarmtrain/<runId>/stage/<n>`, raw codec. */
-export async function stageCid (runId: string, stage: number): Promise<CID> {
-  return CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(`swarmtrain/${runId}/stage/${stage}`)))
 }
 
 /** Raw bytes through MessageStream: a signed record is verified, not decoded, by the reader. */
 const rawBytes = { encode: (b: Uint8Array) => b, decode: (b: Uint8Array | Uint8ArrayList) => b.subarray() }
-
-export function infoProtocol (runId: string): string {
-  return protocolId(runId, INFO_PROTOCOL.name, INFO_PROTOCOL.version)
-}
 
 export class StageRegistry {
   private readonly host: Host
