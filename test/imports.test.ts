@@ -1,7 +1,8 @@
 // Import directions, read from the sources: protocols/ and native/ depend on nothing of ours,
-// only the command line imports cli/, runtime/ does not import the pipeline that drives it,
-// and reading a manifest or daemon.json loads neither the native addon, libp2p, onnxruntime
-// nor the model builder (statically, and checked in a child process for the addon).
+// only the command line imports cli/ (and only it prints), runtime/ does not import the
+// pipeline that drives it, and reading a manifest or daemon.json loads neither the native
+// addon, libp2p, onnxruntime nor the model builder (statically, and in a child process for
+// the addon).
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFileSync } from 'node:child_process'
@@ -61,6 +62,12 @@ test('only the command line imports cli/', () => {
 
 test('runtime/ does not import the pipeline or training that drive it', () => {
   assert.equal(violations(f => f.startsWith('node/runtime/'), t => /^node\/(pipeline|training)\//.test(t)), [])
+})
+
+test('library code does not write to stdout: it logs or emits events, and the command line prints', () => {
+  const printing = files.filter(f => f.startsWith('node/') && !f.startsWith('node/cli/'))
+    .filter(f => /\bconsole\.(log|info)\(|process\.stdout\.write/.test(readFileSync(join(root, f), 'utf8')))
+  assert.equal(printing, [])
 })
 
 /** Every module `entry` loads at run time, through our own files. */

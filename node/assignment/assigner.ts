@@ -135,8 +135,7 @@ export class StageAssigner extends EventTarget {
     const move = this.decide(await this.registry.refresh())
     if (move === undefined || !this.running) return
     const record: StageMove = { ...move, at: Date.now() }
-    // Visible to operators without debug logging: a move changes what this node computes.
-    console.log(`moving from stage ${move.from} to stage ${move.to}: weakest stage ${move.before.toFixed(1)} -> ${move.after.toFixed(1)} tokens/s`)
+    log('moving from stage %d to stage %d', move.from, move.to)
     this.current = move.to
     this.moves.push(record)
     await this.registry.update({ stage: move.to })

@@ -1,4 +1,5 @@
 // swarmtrain start: runs the daemon until SIGINT/SIGTERM.
+import type { StageChangeDetail } from '../../assignment/assigner.js'
 import { measureCapacity } from '../../assignment/capacity.js'
 import { defaultNodeDir } from '../../daemon/dir.js'
 import { DAEMON_FILE, readDaemonFile, removeDaemonFileSync } from '../../daemon/daemon-file.js'
@@ -99,6 +100,11 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     services: opts['no-pipeline'] === true ? {} : { pipeline: pipelineService(pipeline) }
   })
   await node.start()
+  // Visible to operators without debug logging: a move changes what this node computes.
+  node.components.assigner.addEventListener('stage', event => {
+    const move = (event as CustomEvent<StageChangeDetail>).detail.move
+    if (move !== undefined) console.log(`moving from stage ${move.from} to stage ${move.to}: weakest stage ${move.before.toFixed(1)} -> ${move.after.toFixed(1)} tokens/s`)
+  })
   const status = node.status()
   console.log(`peer id   ${status.peerId}`)
   for (const address of status.addresses) console.log(`listening ${address}`)
