@@ -61,3 +61,38 @@ export function timingFromEnv (env: NodeJS.ProcessEnv = process.env): Timing {
 export const STOP_DRAIN_MS = 3000
 /** A daemon whose stop takes longer than this exits anyway (the next signal exits at once). */
 export const STOP_LIMIT_MS = 15_000
+
+// Pipeline calls.
+
+/** A stage call is given up when no replica has answered it for this long. */
+export const CALL_GIVE_UP_MS = 120_000
+/** Pause before looking for replicas again when none is eligible. */
+export const CALL_RETRY_PAUSE_MS = 200
+/** The router's first ban of a failing peer; it doubles with every failure up to the maximum. */
+export const ROUTER_BAN_BASE_MS = 1000
+export const ROUTER_BAN_MAX_MS = 60_000
+/** The floor of a call's timeout (a multiple of its expected time), and the timeout for an unmeasured peer. */
+export const ROUTER_MIN_CALL_TIMEOUT_MS = 5000
+export const ROUTER_UNKNOWN_CALL_TIMEOUT_MS = 60_000
+/** How often a stage server reports its queue and served throughput to the registry. */
+export const LOAD_REPORT_MS = 1000
+
+// Peers and records.
+
+/** A peer asking for the manifest must send its request within this. */
+export const MANIFEST_REQUEST_TIMEOUT_MS = 10_000
+/** Info records issued further in the future than this are refused (clock skew)... */
+export const RECORD_MAX_CLOCK_SKEW_MS = 60_000
+/** ...and so are records that claim a longer life than this. */
+export const RECORD_MAX_TTL_MS = 3_600_000
+/** The pnet nonce exchange must finish within this (unless libp2p passes its own signal). */
+export const PNET_NONCE_TIMEOUT_MS = 5000
+
+// Daemons as child processes (the demo, tests, benchmarks) and `swarmtrain status`.
+
+/** A spawned daemon must print `ready` within this. */
+export const DAEMON_READY_TIMEOUT_MS = 60_000
+/** A daemon asked to stop (SIGTERM) is killed after this. */
+export const DAEMON_STOP_GRACE_MS = 10_000
+/** A status request to a daemon's 127.0.0.1 server must be answered within this. */
+export const STATUS_REQUEST_TIMEOUT_MS = 5000

@@ -70,6 +70,13 @@ test('library code does not write to stdout: it logs or emits events, and the co
   assert.equal(printing, [])
 })
 
+test('timers and timeouts are named in node/timing.ts, with their unit', () => {
+  const literal = /\b[A-Z_]+_MS\s*=\s*[\d_]+|AbortSignal\.timeout\(\s*[\d_]+|Ms\s*\?\?\s*[\d_]+|Ms\s*=\s*[\d_]+\)/
+  const offenders = files.filter(f => f.startsWith('node/') && f !== 'node/timing.ts')
+    .filter(f => literal.test(readFileSync(join(root, f), 'utf8')))
+  assert.equal(offenders, [])
+})
+
 /** Every module `entry` loads at run time, through our own files. */
 function closure (entry: string): Set<string> {
   const seen = new Set<string>()

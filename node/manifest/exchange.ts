@@ -7,6 +7,7 @@ import type { Libp2p } from 'libp2p'
 import { MAX_BYTES, manifestProtocol } from '../../protocols/ids.js'
 import { ManifestRequest, ManifestResponse } from '../../protocols/manifest.js'
 import { PeerRefusedError } from '../p2p/errors.js'
+import { MANIFEST_REQUEST_TIMEOUT_MS } from '../timing.js'
 import { MessageStream } from '../p2p/messages.js'
 import { dialAndIdentify } from '../p2p/peers.js'
 import { canonicalBytes, parseManifest, runIdOf, type RunManifest } from './manifest.js'
@@ -20,7 +21,7 @@ export async function serveManifest (host: Libp2p, manifest: RunManifest): Promi
   await host.handle(manifestProtocol(runId), async (stream: Stream, connection: Connection) => {
     const messages = new MessageStream(stream, MAX_BYTES.manifestRequest)
     try {
-      const request = await messages.read(ManifestRequest, { signal: AbortSignal.timeout(10_000) })
+      const request = await messages.read(ManifestRequest, { signal: AbortSignal.timeout(MANIFEST_REQUEST_TIMEOUT_MS) })
       const response = request.runId === runId ? { error: '', manifest: bytes } : { error: `this peer serves run ${runId}, not ${request.runId}`, manifest: new Uint8Array(0) }
       await messages.write(ManifestResponse, response)
       await stream.close()

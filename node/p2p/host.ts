@@ -12,6 +12,7 @@ import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { dhtProtocol } from '../../protocols/ids.js'
+import { defaultTiming } from '../timing.js'
 import { version } from '../version.js'
 import { privateNetwork } from './pnet.js'
 
@@ -52,18 +53,18 @@ function baseOptions (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dia
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     ...(init.swarmKey === undefined ? {} : { connectionProtector: privateNetwork({ swarmKey: init.swarmKey }) }),
-    connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 }
+    connectionManager: { dialTimeout: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs }
   }
 }
 
 export async function createHost (init: HostInit): Promise<Host> {
-  const pingTimeout = init.pingTimeoutMs ?? 5000
+  const pingTimeout = init.pingTimeoutMs ?? defaultTiming.pingTimeoutMs
   return await createLibp2p({
     ...baseOptions(init),
     addresses: { listen: init.listen, announce: init.announce ?? [] },
     peerDiscovery: (init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
     connectionMonitor: {
-      pingInterval: init.pingIntervalMs ?? 3000,
+      pingInterval: init.pingIntervalMs ?? defaultTiming.pingIntervalMs,
       pingTimeout: { minTimeout: pingTimeout, maxTimeout: pingTimeout },
       abortConnectionOnPingFailure: true
     },

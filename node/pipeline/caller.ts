@@ -1,6 +1,6 @@
 // A StageCaller for one stage of the swarm: each call goes to the replica the router picks; an
 // error, a timeout or a busy reply sends it to another replica (the calls are stateless, so any
-// replica can serve it), until it succeeds or no replica answers for GIVE_UP_MS. When this node
+// replica can serve it), until it succeeds or no replica answers for CALL_GIVE_UP_MS. When this node
 // serves the stage itself, its own service is one of the replicas, called without the network.
 import { logger } from '@libp2p/logger'
 import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse } from '../../protocols/stage-codec.js'
@@ -10,6 +10,7 @@ import type { StageCaller } from './chain.js'
 import { StageCallError, StageClientStoppedError, type StageClient, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
 import { BusyError } from './service.js'
+import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
 import { sleep } from '../util/abort.js'
 
 const log = logger('swarmtrain:pipeline:caller')
@@ -47,11 +48,6 @@ export interface SwarmStageInit {
   /** Activation encoding on the wire (both directions). */
   wireDType?: DType
 }
-
-/** Give a call up when no replica has answered it for this long. */
-const GIVE_UP_MS = 120_000
-/** Pause before looking for replicas again when none is eligible. */
-const RETRY_PAUSE_MS = 200
 
 /** The cost of a call in router work units: tokens, times ~3 for a backward (recompute + gradients). */
 function work (tokens: number, backward: boolean): number {
@@ -95,7 +91,7 @@ export class SwarmStage implements StageCaller {
     const local = localCaller === undefined || own === undefined ? undefined : { peer: own.peer, caller: localCaller }
     const tokens = x.shape[0] * x.shape[1]
     const units = work(tokens, backward)
-    const deadline = Date.now() + GIVE_UP_MS
+    const deadline = Date.now() + CALL_GIVE_UP_MS
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
     // A backward goes back to the replica that computed the forward while it is healthy: its
@@ -115,8 +111,8 @@ export class SwarmStage implements StageCaller {
       }
       if (peer === undefined) {
         if (this.components.shutdown?.aborted === true) throw new StageClientStoppedError('the node is stopping')
-        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${GIVE_UP_MS} ms`, 'timeout')
-        await sleep(RETRY_PAUSE_MS, this.components.shutdown)
+        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${CALL_GIVE_UP_MS} ms`, 'timeout')
+        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown)
         continue
       }
       router.started(peer)

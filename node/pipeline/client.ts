@@ -8,6 +8,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
 import { StageRequest, StageResponse, decodeResponse } from '../../protocols/stage-codec.js'
+import { defaultTiming } from '../timing.js'
 import { timeoutOrShutdown } from '../util/abort.js'
 
 const log = logger('swarmtrain:pipeline:client')
@@ -50,7 +51,7 @@ export class StageClient {
   constructor (components: StageClientComponents, init: StageClientInit) {
     this.dialer = components.dialer
     this.shutdown = components.shutdown
-    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? 10_000 }
+    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs }
   }
 
   /** Sends one request to `peer` and resolves with its OK response (error replies reject). */

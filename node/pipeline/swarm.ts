@@ -7,7 +7,7 @@ import { logger } from '@libp2p/logger'
 import { loadDataset } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import type { StageChangeDetail } from '../assignment/assigner.js'
-import { STOP_DRAIN_MS } from '../timing.js'
+import { LOAD_REPORT_MS, STOP_DRAIN_MS } from '../timing.js'
 import { settlesWithin } from '../util/abort.js'
 import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
@@ -109,7 +109,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
       if (this.serving === undefined) return
       const load = this.serving.server.load()
       void registry.update({ queueLength: load.queueLength, servedThroughput: load.tokensPerSecond })
-    }, 1000)
+    }, LOAD_REPORT_MS)
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
     const corpus = await loadDataset(manifest.datasetId)

@@ -6,11 +6,8 @@ import type { PeerId, PrivateKey } from '@libp2p/interface'
 import * as Digest from 'multiformats/hashes/digest'
 import { INFO_SIGNATURE_DOMAIN, MAX_BYTES, parseInfoKey } from '../../protocols/ids.js'
 import { PeerInfo, SignedPeerInfo } from '../../protocols/registry.js'
+import { RECORD_MAX_CLOCK_SKEW_MS, RECORD_MAX_TTL_MS } from '../timing.js'
 
-/** Records claiming to be issued further in the future than this are refused (clock skew). */
-const MAX_CLOCK_SKEW_MS = 60_000
-/** And records may not live longer than this. */
-const MAX_TTL_MS = 3_600_000
 
 export interface PeerInfoRecord {
   peerId: string
@@ -105,8 +102,8 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
   const issuedAt = Number(info.issuedAt)
   const expiresAt = Number(info.expiresAt)
   if (expiresAt <= now) throw new InfoRecordError(`info record expired ${now - expiresAt} ms ago`)
-  if (issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InfoRecordError('info record issued in the future')
-  if (expiresAt <= issuedAt || expiresAt - issuedAt > MAX_TTL_MS) throw new InfoRecordError('info record lifetime out of range')
+  if (issuedAt > now + RECORD_MAX_CLOCK_SKEW_MS) throw new InfoRecordError('info record issued in the future')
+  if (expiresAt <= issuedAt || expiresAt - issuedAt > RECORD_MAX_TTL_MS) throw new InfoRecordError('info record lifetime out of range')
   if (info.stage >= options.nStages) throw new InfoRecordError(`info record stage ${info.stage} out of range (run has ${options.nStages})`)
   for (const rate of [info.throughput, info.servedThroughput]) {
     if (!Number.isFinite(rate) || rate < 0 || rate > 1e12) throw new InfoRecordError('info record throughput out of range')
