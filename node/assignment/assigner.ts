@@ -1,17 +1,16 @@
 // Self-assignment: on start, join the weakest stage that fits in memory (or the pinned one);
 // then, at randomized intervals, re-read the swarm and move if Petals' rule says it clearly
 // helps. Randomized intervals keep two replicas of a crowded stage from moving together.
-import { logger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { StageRegistry, SwarmView } from '../registry/registry.js'
 import { UserError } from '../errors.js'
 import { sleep } from '../util/abort.js'
 import { Rng, hashString } from '../util/random.js'
 import { chooseStage, rebalanceMove, type Move, type Server, type StageLoad } from './policy.js'
 
-const log = logger('swarmtrain:assignment')
-
 export interface AssignerComponents {
   registry: StageRegistry
+  logger: ComponentLogger
   /** Ends the wait before a move at once when the node stops. */
   shutdown?: AbortSignal
 }
@@ -46,6 +45,7 @@ export interface StageChangeDetail {
 export class StageAssigner extends EventTarget {
   private readonly registry: StageRegistry
   private readonly shutdown?: AbortSignal
+  private readonly log: Logger
   private readonly init: AssignerInit
   private readonly rng: Rng
   private current?: number
@@ -58,6 +58,7 @@ export class StageAssigner extends EventTarget {
     super()
     this.registry = components.registry
     this.shutdown = components.shutdown
+    this.log = components.logger.forComponent('swarmtrain:assignment')
     this.init = init
     this.rng = new Rng(init.seed)
   }
@@ -83,7 +84,7 @@ export class StageAssigner extends EventTarget {
       }
     }
     this.current = stage
-    log('joining stage %d', stage)
+    this.log('joining stage %d', stage)
     await this.registry.update({ stage, throughput: this.init.throughput, freeMemory: this.init.freeMemory })
     this.dispatchEvent(new CustomEvent<StageChangeDetail>('stage', { detail: { stage } }))
     if (this.init.pinnedStage === undefined) this.schedule()
@@ -104,7 +105,7 @@ export class StageAssigner extends EventTarget {
     if (!this.running) return
     const wait = this.init.rebalanceMs * (0.5 + this.rng.next())
     this.timer = setTimeout(() => {
-      this.checking = this.check().catch(err => { log.error('rebalance check failed: %e', err) }).finally(() => {
+      this.checking = this.check().catch(err => { this.log.error('rebalance check failed: %e', err) }).finally(() => {
         this.checking = undefined
         this.schedule()
       })
@@ -135,7 +136,7 @@ export class StageAssigner extends EventTarget {
     const move = this.decide(await this.registry.refresh())
     if (move === undefined || !this.running) return
     const record: StageMove = { ...move, at: Date.now() }
-    log('moving from stage %d to stage %d', move.from, move.to)
+    this.log('moving from stage %d to stage %d', move.from, move.to)
     this.current = move.to
     this.moves.push(record)
     await this.registry.update({ stage: move.to })

@@ -3,8 +3,7 @@
 // pipeline's stage server and driver, averaging). A service is built from the node's
 // components and started after the node has chosen its stage; it hears of moves through the
 // assigner's `stage` event.
-import { logger } from '@libp2p/logger'
-import { KEEP_ALIVE, type PrivateKey } from '@libp2p/interface'
+import { KEEP_ALIVE, type ComponentLogger, type PrivateKey } from '@libp2p/interface'
 import { freemem } from 'node:os'
 import { stageMemoryBytes } from '../assignment/memory.js'
 import { StageAssigner, type StageMove } from '../assignment/assigner.js'
@@ -20,8 +19,6 @@ import { ControlServer } from './control.js'
 import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
 import { defaultTiming, type Timing } from '../timing.js'
 
-const log = logger('swarmtrain:daemon')
-
 /** What a plugged-in service may use. */
 export interface SwarmComponents {
   host: Host
@@ -31,6 +28,8 @@ export interface SwarmComponents {
   dir: string
   registry: StageRegistry
   assigner: StageAssigner
+  /** Names this node in every component's log lines. */
+  logger: ComponentLogger
   /** Aborted when the node starts stopping: every wait, sleep and retry loop ends on it. */
   shutdown: AbortSignal
 }
@@ -112,7 +111,7 @@ export class SwarmNode {
       await this.checkBootstrap(host)
       const registry = new StageRegistry({ host, privateKey, shutdown }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
       const freeMemory = this.init.freeMemory ?? freemem()
-      const assigner = new StageAssigner({ registry, shutdown }, {
+      const assigner = new StageAssigner({ registry, shutdown, logger: host.logger }, {
         nStages: manifest.nStages,
         throughput: this.init.throughput,
         freeMemory,
@@ -122,7 +121,7 @@ export class SwarmNode {
         seed: `${host.peerId.toString()}:${Date.now()}`,
         peerId: host.peerId.toString()
       })
-      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, shutdown }
+      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, shutdown, logger: host.logger }
       const services = new Map(Object.entries(this.init.services ?? {}).map(([name, factory]) => [name, factory(components)]))
       this.parts = { ...components, services, unguard, stopping }
       await registry.start()
@@ -170,6 +169,7 @@ export class SwarmNode {
   private async checkBootstrap (host: Host): Promise<void> {
     const list = this.init.bootstrap ?? []
     if (list.length === 0) return
+    const log = host.logger.forComponent('swarmtrain:daemon')
     const failures: string[] = []
     const results = await Promise.all(list.map(async address => {
       try {

@@ -1,7 +1,6 @@
 // The manifest protocol (/swarmtrain/<runId>/manifest/1): a newcomer learns the run id from
 // identify, asks for the manifest, and accepts it only if its canonical form hashes to that
 // run id, so a peer cannot hand out a manifest other than the one its protocols name.
-import { logger } from '@libp2p/logger'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
 import { MAX_BYTES, manifestProtocol } from '../../protocols/ids.js'
@@ -12,12 +11,11 @@ import { MessageStream } from '../p2p/messages.js'
 import { dialAndIdentify } from '../p2p/peers.js'
 import { canonicalBytes, parseManifest, runIdOf, type RunManifest } from './manifest.js'
 
-const log = logger('swarmtrain:manifest')
-
 /** Serves this run's manifest to anyone who asks for it by run id. */
 export async function serveManifest (host: Libp2p, manifest: RunManifest): Promise<void> {
   const runId = runIdOf(manifest)
   const bytes = canonicalBytes(manifest)
+  const log = host.logger.forComponent('swarmtrain:manifest')
   await host.handle(manifestProtocol(runId), async (stream: Stream, connection: Connection) => {
     const messages = new MessageStream(stream, MAX_BYTES.manifestRequest)
     try {

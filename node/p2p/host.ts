@@ -6,6 +6,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
@@ -14,6 +15,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { dhtProtocol } from '../../protocols/ids.js'
 import { defaultTiming } from '../timing.js'
 import { version } from '../version.js'
+import { nodeLogger } from './logger.js'
 import { privateNetwork } from './pnet.js'
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
@@ -48,6 +50,7 @@ export interface HostInit {
 function baseOptions (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dialTimeoutMs?: number }): Omit<Libp2pOptions, 'services'> {
   return {
     privateKey: init.privateKey,
+    logger: nodeLogger(peerIdFromPrivateKey(init.privateKey)),
     nodeInfo: { userAgent: `swarmtrain/${version}` },
     transports: [tcp()],
     connectionEncrypters: [noise()],

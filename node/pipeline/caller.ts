@@ -2,7 +2,8 @@
 // error, a timeout or a busy reply sends it to another replica (the calls are stateless, so any
 // replica can serve it), until it succeeds or no replica answers for CALL_GIVE_UP_MS. When this node
 // serves the stage itself, its own service is one of the replicas, called without the network.
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse } from '../../protocols/stage-codec.js'
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
 import { decodeActivations, encodeActivations, encodeTokens } from './activations.js'
@@ -12,8 +13,6 @@ import type { Router } from './router.js'
 import { BusyError } from './service.js'
 import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
 import { sleep } from '../util/abort.js'
-
-const log = logger('swarmtrain:pipeline:caller')
 
 /** Where the replicas of each stage are (the registry, in a daemon). */
 export interface ReplicaSource {
@@ -39,6 +38,8 @@ export interface SwarmStageComponents {
   local?: { peer: string, service: (stage: number) => StageCaller | undefined }
   /** When it aborts, a call that has no replica to try ends instead of waiting for one. */
   shutdown?: AbortSignal
+  /** Names the node in log lines (default: unnamed). */
+  logger?: ComponentLogger
 }
 
 export interface SwarmStageInit {
@@ -59,9 +60,11 @@ export class SwarmStage implements StageCaller {
   private readonly init: Required<SwarmStageInit>
   /** Which replica computed the forward of a stage input (the chain passes the same object to backward). */
   private readonly forwardPeer = new WeakMap<Tensor, string>()
+  private readonly log: Logger
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
     this.init = { ...init, wireDType: init.wireDType ?? DType.F16 }
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:caller')
   }
 
   async forward (x: Tensor): Promise<FloatTensor> {
@@ -141,8 +144,8 @@ export class SwarmStage implements StageCaller {
         const reason: StageCallFailure = err instanceof StageCallError ? err.reason : err instanceof BusyError ? 'busy' : 'refused'
         if (reason === 'busy') router.busy(peer, err instanceof StageCallError ? err.queueLength : 0)
         else router.failed(peer)
-        if (peer === local?.peer) log.error('stage %d: own service failed a call: %e', this.init.stage, err)
-        else log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)
+        if (peer === local?.peer) this.log.error('stage %d: own service failed a call: %e', this.init.stage, err)
+        else this.log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)
         this.stats.retries[reason]++
         tried.add(peer)
         if (Date.now() > deadline) throw err

@@ -3,15 +3,13 @@
 // in any order. A call fails with a StageCallError on timeout, on an error reply, or when its
 // stream dies (a killed peer looks like a clean close, so every pending call is failed then);
 // choosing another replica is the caller's job.
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
-import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import { StageRequest, StageResponse, decodeResponse } from '../../protocols/stage-codec.js'
 import { defaultTiming } from '../timing.js'
 import { timeoutOrShutdown } from '../util/abort.js'
-
-const log = logger('swarmtrain:pipeline:client')
 
 export type StageCallFailure = 'timeout' | 'closed' | 'dial' | 'busy' | 'refused'
 
@@ -32,6 +30,8 @@ export interface StageClientComponents {
   dialer: { dialProtocol(peer: PeerId, protocols: string | string[], options?: AbortOptions): Promise<Stream> }
   /** Ends dials at once when the node stops (stop() waits for dials in progress). */
   shutdown?: AbortSignal
+  /** Names the node in log lines (default: unnamed). */
+  logger?: ComponentLogger
 }
 
 export interface StageClientInit {
@@ -45,12 +45,14 @@ export class StageClient {
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly dialer: StageClientComponents['dialer']
   private readonly shutdown?: AbortSignal
+  private readonly log: Logger
   private readonly init: Required<StageClientInit>
   private stopped = false
 
   constructor (components: StageClientComponents, init: StageClientInit) {
     this.dialer = components.dialer
     this.shutdown = components.shutdown
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:client')
     this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs }
   }
 
@@ -92,7 +94,7 @@ export class StageClient {
     } catch (err) {
       throw new StageCallError(`cannot open a stage stream to ${peer}: ${(err as Error).message}`, 'dial')
     }
-    log('opened a stage stream to %s', peer)
+    this.log('opened a stage stream to %s', peer)
     return new Channel(stream, this.init.maxMessageBytes, () => this.channels.delete(peer))
   }
 }

@@ -2,14 +2,13 @@
 // stage's shapes and limits, wait for a slot in a bounded queue, run the engine, and encode the
 // reply. Every problem becomes an error reply. Gradients accumulate in the engine; once they
 // cover the target batch, the engine takes an inner optimizer step (between calls).
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, StageMessageError, StageRequest, StageResponse, checkTensor, decodeRequest, type Tensor } from '../../protocols/stage-codec.js'
 import { TensorError, type FloatTensor, type Tensor as EngineTensor, type TokenTensor } from '../runtime/tensor.js'
 import type { StageEngine } from '../runtime/stage-engine.js'
 import type { StageCaller } from './chain.js'
 import { decodeActivations, decodeTokens, encodeActivations } from './activations.js'
-
-const log = logger('swarmtrain:pipeline:service')
 
 /** The engine operations a stage server uses (node/runtime's StageEngine has them). */
 export type StageCompute = Pick<StageEngine, 'forward' | 'backward' | 'loss' | 'lossBackward' | 'step' | 'accumulatedTokens'>
@@ -60,6 +59,7 @@ const activationDTypes = [DType.F16, DType.INT8, DType.F32]
 export class StageService implements StageCaller {
   readonly init: Required<StageServiceInit>
   private readonly engine: StageCompute
+  private readonly log: Logger
   private readonly waiting: Array<() => void> = []
   private running = 0
   private stepping = false
@@ -67,8 +67,9 @@ export class StageService implements StageCaller {
   private rateAt = Date.now()
   readonly stats: StageServiceStats = { forward: 0, backward: 0, errors: 0, busy: 0, steps: 0 }
 
-  constructor (components: { engine: StageCompute }, init: StageServiceInit) {
+  constructor (components: { engine: StageCompute, logger?: ComponentLogger }, init: StageServiceInit) {
     this.engine = components.engine
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:service')
     this.init = { ...init, concurrency: init.concurrency ?? 2, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1 }
   }
 
@@ -88,8 +89,8 @@ export class StageService implements StageCaller {
       const status = err instanceof BusyError ? StageResponse.Status.BUSY : err instanceof StageMessageError || err instanceof TensorError || err instanceof RangeError ? StageResponse.Status.BAD_REQUEST : StageResponse.Status.FAILED
       if (status === StageResponse.Status.BUSY) this.stats.busy++
       else this.stats.errors++
-      if (status === StageResponse.Status.FAILED) log.error('stage %d call failed: %e', this.init.stage, err)
-      else log('refused a call: %s', (err as Error).message)
+      if (status === StageResponse.Status.FAILED) this.log.error('stage %d call failed: %e', this.init.stage, err)
+      else this.log('refused a call: %s', (err as Error).message)
       return StageResponse.encode({ id: id !== 0 ? id : ((err as { id?: number }).id ?? 0), status, error: (err as Error).message, computeMs: 0, waitMs: 0, queueLength: this.load().queueLength })
     }
   }
@@ -214,7 +215,7 @@ export class StageService implements StageCaller {
     this.stepping = true
     this.engine.step().then(
       () => { this.stats.steps++ },
-      err => log.error('stage %d optimizer step failed: %e', this.init.stage, err)
+      err => this.log.error('stage %d optimizer step failed: %e', this.init.stage, err)
     ).finally(() => { this.stepping = false })
   }
 

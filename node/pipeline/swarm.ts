@@ -3,7 +3,7 @@
 // drives microbatches from this node's data shard. Plugged into SwarmNode as a service.
 // The stage's weights and optimizer state are checkpointed in the node directory, so a
 // restarted daemon resumes the stage it served.
-import { logger } from '@libp2p/logger'
+import type { Logger } from '@libp2p/interface'
 import { loadDataset } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import type { StageChangeDetail } from '../assignment/assigner.js'
@@ -21,8 +21,6 @@ import { Router } from './router.js'
 import { stageProtocol } from '../../protocols/ids.js'
 import { StageServer, stageMessageLimit } from './server.js'
 import type { StageLoad, StageServiceStats } from './service.js'
-
-const log = logger('swarmtrain:pipeline')
 
 export interface PipelineOptions {
   /** Drive microbatches from this node's data (false: only serve). */
@@ -68,6 +66,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
   private readonly components: SwarmComponents
   private readonly options: PipelineOptions
   private readonly self: string
+  private readonly log: Logger
   private readonly client: StageClient
   readonly router = new Router()
   readonly stages: SwarmStage[]
@@ -79,19 +78,20 @@ export class PipelineService implements SwarmService, ReplicaSource {
   private checkpointTimer?: NodeJS.Timeout
   private readonly onStage = (event: Event): void => {
     const { stage } = (event as CustomEvent<StageChangeDetail>).detail
-    this.moving = this.moving.then(() => this.serve(stage)).catch(err => log.error('could not serve stage %d: %e', stage, err))
+    this.moving = this.moving.then(() => this.serve(stage)).catch(err => this.log.error('could not serve stage %d: %e', stage, err))
   }
 
   constructor (components: SwarmComponents, options: PipelineOptions) {
     this.components = components
     this.options = options
     this.self = components.host.peerId.toString()
+    this.log = components.logger.forComponent('swarmtrain:pipeline')
     const { model, nStages, optimizer } = components.manifest
     const maxMessageBytes = stageMessageLimit(optimizer.batchSize * model.seqLen, model.dModel)
-    this.client = new StageClient({ dialer: components.host, shutdown: components.shutdown }, { protocol: stageProtocol(components.runId), maxMessageBytes })
+    this.client = new StageClient({ dialer: components.host, shutdown: components.shutdown, logger: components.logger }, { protocol: stageProtocol(components.runId), maxMessageBytes })
     const local = { peer: this.self, service: (stage: number): StageCaller | undefined => this.serving?.stage === stage ? this.serving.server.service : undefined }
     this.stages = Array.from({ length: nStages }, (_, stage) => new SwarmStage(
-      { client: this.client, router: this.router, replicas: this, local, shutdown: components.shutdown },
+      { client: this.client, router: this.router, replicas: this, local, shutdown: components.shutdown, logger: components.logger },
       { stage, nStages, dModel: model.dModel, wireDType: wireDTypes[options.wire] }
     ))
   }
@@ -113,7 +113,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
     const corpus = await loadDataset(manifest.datasetId)
-    this.driver = new Driver({ stages: this.stages }, {
+    this.driver = new Driver({ stages: this.stages, logger: this.components.logger }, {
       train: corpus.train,
       validation: corpus.validation,
       seqLen: manifest.model.seqLen,
@@ -160,7 +160,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     const { model, nStages, optimizer } = manifest
     const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: this.options.threads })
     const savedStep = await this.resume(engine, stage)
-    const server = new StageServer({ registrar: host, engine }, {
+    const server = new StageServer({ registrar: host, engine, logger: this.components.logger }, {
       runId,
       stage,
       nStages,
@@ -173,7 +173,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     })
     await server.start()
     this.serving = { stage, engine, server, savedStep }
-    log('serving stage %d from step %d', stage, savedStep)
+    this.log('serving stage %d from step %d', stage, savedStep)
   }
 
   private async unserve (): Promise<void> {
@@ -192,15 +192,15 @@ export class PipelineService implements SwarmService, ReplicaSource {
       const saved = await readStageCheckpoint(path)
       if (saved === undefined) return 0
       if (saved.state.runId !== this.components.runId || saved.state.stage !== stage) {
-        log('ignoring %s: it is of run %s stage %d', path, saved.state.runId, saved.state.stage)
+        this.log('ignoring %s: it is of run %s stage %d', path, saved.state.runId, saved.state.stage)
         return 0
       }
       await restoreEngines([engine], saved, path)
-      log('resumed stage %d at step %d from %s', stage, saved.state.step, path)
+      this.log('resumed stage %d at step %d from %s', stage, saved.state.step, path)
       return saved.state.step
     } catch (err) {
       // A damaged checkpoint must not keep the node from serving: start the stage fresh.
-      log.error('ignoring unusable checkpoint %s: %e', path, err)
+      this.log.error('ignoring unusable checkpoint %s: %e', path, err)
       return 0
     }
   }
@@ -214,9 +214,9 @@ export class PipelineService implements SwarmService, ReplicaSource {
       try {
         const step = await saveStageCheckpoint(path, serving.engine, { runId: this.components.runId, stage: serving.stage })
         serving.savedStep = step
-        log('checkpointed stage %d at step %d', serving.stage, step)
+        this.log('checkpointed stage %d at step %d', serving.stage, step)
       } catch (err) {
-        log.error('could not checkpoint stage %d to %s: %e', serving.stage, path, err)
+        this.log.error('could not checkpoint stage %d to %s: %e', serving.stage, path, err)
       }
     })
     await this.saving

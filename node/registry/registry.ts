@@ -7,9 +7,8 @@
 // before. Each is asked for its record directly (/swarmtrain/<run>/info/1: one round trip);
 // the DHT copy is the fallback for peers we cannot reach. Either way the record is verified
 // the same way, so where it came from does not matter.
-import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import type { Logger, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import type { SelectFn, ValidateFn } from '@libp2p/kad-dht'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { INFO_RECORD_NAMESPACE, MAX_BYTES, infoKey, infoProtocol, stageCid } from '../../protocols/ids.js'
@@ -19,8 +18,6 @@ import { MessageStream } from '../p2p/messages.js'
 import { timeoutOrShutdown } from '../util/abort.js'
 import { version } from '../version.js'
 import { newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from './record.js'
-
-const log = logger('swarmtrain:registry')
 
 export interface RegistryComponents {
   host: Host
@@ -71,6 +68,7 @@ export class StageRegistry {
   private readonly privateKey: PrivateKey
   private readonly peerId: PeerId
   private readonly shutdown?: AbortSignal
+  private readonly log: Logger
   private readonly init: RegistryInit
   private local?: LocalInfo
   private localRecord?: PeerInfoRecord
@@ -98,6 +96,7 @@ export class StageRegistry {
     this.privateKey = components.privateKey
     this.peerId = components.host.peerId
     this.shutdown = components.shutdown
+    this.log = components.host.logger.forComponent('swarmtrain:registry')
     this.init = init
     this.current = { stages: emptyStages(init.nStages), updatedAt: 0 }
   }
@@ -119,8 +118,8 @@ export class StageRegistry {
   async start (): Promise<void> {
     await this.host.handle(infoProtocol(this.init.runId), async (stream: Stream) => { await this.serveInfo(stream) })
     this.timers = [
-      setInterval(() => { this.publish().catch(err => { log.error('publish failed: %e', err) }) }, this.init.refreshMs),
-      setInterval(() => { this.refresh().catch(err => { log.error('read failed: %e', err) }) }, this.init.refreshMs)
+      setInterval(() => { this.publish().catch(err => { this.log.error('publish failed: %e', err) }) }, this.init.refreshMs),
+      setInterval(() => { this.refresh().catch(err => { this.log.error('read failed: %e', err) }) }, this.init.refreshMs)
     ]
     this.discover()
   }
@@ -163,7 +162,7 @@ export class StageRegistry {
   /** Runs `task` under `name` unless a task of that name is still running; returns the running one. */
   private inBackground (name: string, task: () => Promise<void>): Promise<void> | undefined {
     if (!this.background.has(name)) {
-      const running = task().catch(err => { log('%s failed: %e', name, err) }).finally(() => { this.background.delete(name) })
+      const running = task().catch(err => { this.log('%s failed: %e', name, err) }).finally(() => { this.background.delete(name) })
       this.background.set(name, running)
     }
     return this.background.get(name)
@@ -177,7 +176,7 @@ export class StageRegistry {
       await messages.write(rawBytes, this.signed)
       await stream.close()
     } catch (err) {
-      log('info request failed: %e', err)
+      this.log('info request failed: %e', err)
       stream.abort(err as Error)
     }
   }
@@ -249,7 +248,7 @@ export class StageRegistry {
           this.remember(await this.verify(id, await this.askPeer(peer), 'the peer'))
           return
         } catch (err) {
-          log('asking %s for its record failed: %e', id, err)
+          this.log('asking %s for its record failed: %e', id, err)
         }
       }
       // Unconnected (or failing) peers may take a dial timeout: reach them in the background,
@@ -293,7 +292,7 @@ export class StageRegistry {
     try {
       return await verifyInfoRecord(infoKey(this.init.runId, peerId), value, { runId: this.init.runId, nStages: this.init.nStages })
     } catch (err) {
-      log('dropping info record of %s from %s: %e', peerId, source, err)
+      this.log('dropping info record of %s from %s: %e', peerId, source, err)
       throw err
     }
   }
