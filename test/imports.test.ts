@@ -6,20 +6,12 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFileSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { pathToFileURL } from 'node:url'
+import { readSource, repoRoot as root, sourceFiles } from './source-files.js'
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const dist = join(root, 'dist')
-
-function sources (dir: string): string[] {
-  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap(entry => {
-    const path = join(dir, entry.name)
-    if (entry.isDirectory()) return sources(path)
-    return entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts') ? [path] : []
-  })
-}
 
 /**
  * The modules a source file loads at run time: `import`/`export ... from` and dynamic
@@ -27,7 +19,7 @@ function sources (dir: string): string[] {
  * Relative ones are resolved to repository paths (`node/a/b.ts`); packages stay as named.
  */
 function runtimeImports (file: string): string[] {
-  const text = readFileSync(join(root, file), 'utf8')
+  const text = readSource(file)
   const found: string[] = []
   for (const m of text.matchAll(/^\s*(import|export)\s+(type\s+)?([^'"]*?)\s*from\s+'([^']+)'/gm)) {
     const [, , typeOnly, clause, specifier] = m
@@ -40,7 +32,7 @@ function runtimeImports (file: string): string[] {
   return found.map(s => s.startsWith('.') ? relative(root, resolve(root, dirname(file), s)).replace(/\.js$/, '.ts') : s)
 }
 
-const files = [...sources('protocols'), ...sources('native'), ...sources('node')]
+const files = [...sourceFiles('protocols'), ...sourceFiles('native'), ...sourceFiles('node')]
 
 function violations (from: (file: string) => boolean, to: (target: string) => boolean): string[] {
   return files.filter(from).flatMap(file => runtimeImports(file).filter(to).map(target => `${file} -> ${target}`))
@@ -66,14 +58,14 @@ test('runtime/ does not import the pipeline or training that drive it', () => {
 
 test('library code does not write to stdout: it logs or emits events, and the command line prints', () => {
   const printing = files.filter(f => f.startsWith('node/') && !f.startsWith('node/cli/'))
-    .filter(f => /\bconsole\.(log|info)\(|process\.stdout\.write/.test(readFileSync(join(root, f), 'utf8')))
+    .filter(f => /\bconsole\.(log|info)\(|process\.stdout\.write/.test(readSource(f)))
   assert.equal(printing, [])
 })
 
 test('timers and timeouts are named in node/timing.ts, with their unit', () => {
   const literal = /\b[A-Z_]+_MS\s*=\s*[\d_]+|AbortSignal\.timeout\(\s*[\d_]+|Ms\s*\?\?\s*[\d_]+|Ms\s*=\s*[\d_]+\)/
   const offenders = files.filter(f => f.startsWith('node/') && f !== 'node/timing.ts')
-    .filter(f => literal.test(readFileSync(join(root, f), 'utf8')))
+    .filter(f => literal.test(readSource(f)))
   assert.equal(offenders, [])
 })
 

@@ -7,11 +7,9 @@ import * as assert from 'uvu/assert'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { enable, enabled } from '@libp2p/logger'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { readFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { createClientHost } from '../node/p2p/host.js'
 import { nodeLogger } from '../node/p2p/logger.js'
+import { readSource } from './source-files.js'
 
 /** The name a logger prints in front of its lines. */
 function nameOf (log: unknown): string {
@@ -40,12 +38,11 @@ test('a host names its node in its logger', async () => {
 })
 
 test('components of a node take its logger instead of a module-level one', () => {
-  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
   const components = [
     'node/daemon/node.ts', 'node/registry/registry.ts', 'node/assignment/assigner.ts', 'node/manifest/exchange.ts', 'node/p2p/peers.ts',
     'node/pipeline/swarm.ts', 'node/pipeline/caller.ts', 'node/pipeline/client.ts', 'node/pipeline/server.ts', 'node/pipeline/service.ts', 'node/pipeline/driver.ts'
   ]
-  const moduleLevel = components.filter(f => /^const \w+ = logger\(/m.test(readFileSync(join(root, f), 'utf8')))
+  const moduleLevel = components.filter(f => /^const \w+ = logger\(/m.test(readSource(f)))
   assert.equal(moduleLevel, [])
 })
 

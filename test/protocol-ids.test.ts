@@ -2,9 +2,8 @@
 // back, and no other source file builds or matches one by hand.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { readdirSync, readFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { readSource, sourceFiles } from './source-files.js'
 import { dhtProtocol, infoKey, infoProtocol, manifestProtocol, parseInfoKey, runIdOfProtocol, stageCid, stageProtocol } from '../protocols/ids.js'
 
 const run = '3f9a0c'
@@ -30,21 +29,11 @@ test('info keys parse back; stage provider keys differ per run and stage', async
   assert.is((await stageCid(run, 0)).toString(), cids[0].toString())
 })
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
-
-function sources (dir: string): string[] {
-  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap(entry => {
-    const path = join(dir, entry.name)
-    if (entry.isDirectory()) return sources(path)
-    return entry.name.endsWith('.ts') ? [path] : []
-  })
-}
-
 test('no source but protocols/ids.ts builds or matches a protocol id or DHT key', () => {
   const offenders: string[] = []
-  for (const file of [...sources('node'), ...sources('protocols')]) {
+  for (const file of [...sourceFiles('node'), ...sourceFiles('protocols')]) {
     if (file === join('protocols', 'ids.ts')) continue
-    const code = readFileSync(join(root, file), 'utf8').split('\n').filter(line => !/^\s*(\/\/|\*|\/\*\*)/.test(line)).join('\n')
+    const code = readSource(file).split('\n').filter(line => !/^\s*(\/\/|\*|\/\*\*)/.test(line)).join('\n')
     for (const pattern of [/\bprotocolId\(/, /\\\/swarmtrain\\\//, /`\/?swarmtrain\/\$\{run/, /'\/swarmtrain\//]) {
       if (pattern.test(code)) offenders.push(`${file}: ${pattern.source}`)
     }
