@@ -146,15 +146,17 @@ export class SwarmNode {
     if (parts === undefined) return
     this.parts = undefined
     parts.stopping.abort()
-    if (parts.control !== undefined) {
-      await parts.control.close()
-      await removeDaemonFile(this.init.dir)
+    try {
+      await parts.control?.close()
+      for (const service of [...parts.services.values()].reverse()) await service.stop?.()
+      await parts.assigner.stop()
+      await parts.registry.stop()
+      parts.unguard()
+      await parts.host.stop()
+    } finally {
+      // Last: while it exists, a second daemon in this directory is refused.
+      if (parts.control !== undefined) await removeDaemonFile(this.init.dir)
     }
-    for (const service of [...parts.services.values()].reverse()) await service.stop?.()
-    await parts.assigner.stop()
-    await parts.registry.stop()
-    parts.unguard()
-    await parts.host.stop()
   }
 
   /** Multiaddrs peers can dial, with /p2p/<peer id>. */
