@@ -14,11 +14,12 @@ import { stageLayout } from '../node/model/index.js'
 import { createHost, type Host } from '../node/p2p/host.js'
 import { wireDTypes } from '../node/pipeline/activations.js'
 import { SwarmStage } from '../node/pipeline/caller.js'
-import { wireOption } from '../node/pipeline/options.js'
+import { wireOption } from '../node/cli/pipeline-options.js'
 import { trainMicrobatch, type StageCaller } from '../node/pipeline/chain.js'
 import { StageClient } from '../node/pipeline/client.js'
 import { Router } from '../node/pipeline/router.js'
-import { StageServer, stageMessageLimit, stageProtocol } from '../node/pipeline/server.js'
+import { stageProtocol } from '../protocols/ids.js'
+import { StageServer, stageMessageLimit } from '../node/pipeline/server.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 import { intOption, parse } from '../node/cli/args.js'
 
@@ -63,7 +64,7 @@ export async function run (args: string[]): Promise<void> {
     const stage = i % nStages
     const h = await host()
     const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: Math.max(1, cores / 2) })
-    const server = new StageServer({ registrar: h, engine }, {
+    const server = new StageServer({ registrar: h, engine, logger: h.logger }, {
       runId, stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize,
       maxTokens: tokensPerMicrobatch, stepTokens: tokensPerMicrobatch * optimizer.microbatches
     })
@@ -72,10 +73,10 @@ export async function run (args: string[]): Promise<void> {
   }
   const driverHost = await host()
   for (const s of servers) await driverHost.dial(multiaddr(s.host.getMultiaddrs()[0].toString()))
-  const client = new StageClient({ dialer: driverHost }, { protocol: stageProtocol(runId), maxMessageBytes: stageMessageLimit(tokensPerMicrobatch, model.dModel) })
+  const client = new StageClient({ dialer: driverHost, logger: driverHost.logger }, { protocol: stageProtocol(runId), maxMessageBytes: stageMessageLimit(tokensPerMicrobatch, model.dModel) })
   const router = new Router()
   const replicas = { replicas: (stage: number) => servers.filter((_, i) => i % nStages === stage).map(s => s.host.peerId.toString()) }
-  const callers = (): SwarmStage[] => Array.from({ length: nStages }, (_, stage) => new SwarmStage({ client, router, replicas }, { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: tokensPerMicrobatch, wireDType: wireDTypes[wire] }))
+  const callers = (): SwarmStage[] => Array.from({ length: nStages }, (_, stage) => new SwarmStage({ client, router, replicas, logger: driverHost.logger }, { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: tokensPerMicrobatch, wireDType: wireDTypes[wire] }))
 
   await drive(callers(), new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 3), 2 * nStages, 2) // warm-up: every replica measured once
   const serial = callers()

@@ -6,10 +6,6 @@ import { DType, StageRequest, StageResponse, type Tensor } from './stage.js'
 
 export { DType, StageRequest, StageResponse, type Tensor }
 
-/** The protocol's name and version inside `/swarmtrain/<run>/stage/<version>`. */
-export const STAGE_PROTOCOL_NAME = 'stage'
-export const STAGE_PROTOCOL_VERSION = '1.0.0'
-
 /** Most dimensions a tensor on this protocol has ([B, T, D] activations, [B, T] tokens). */
 const MAX_TENSOR_RANK = 3
 

@@ -10,7 +10,7 @@ import { cliPath, type DaemonProcess, fetchStatus, spawnDaemon, stopDaemon } fro
 import type { PipelineStatus } from '../node/pipeline/swarm.js'
 
 /**
- * Test timers (see node/daemon/timing.ts): records live 6 s and are republished every second,
+ * Test timers (see node/timing.ts): records live 6 s and are republished every second,
  * so a dead node drops out within seconds; generous enough for a loaded 2-core machine.
  */
 export const fastTimers = {

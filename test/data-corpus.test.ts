@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DataFileError, loadBrown, loadTextFile, stripTags } from '../node/data/corpus.js'
+import { BROWN_DATASET, DataFileError, DatasetError, loadBrown, loadDataset, loadTextFile, stripTags } from '../node/data/corpus.js'
+import { defaultManifest } from '../node/manifest/manifest.js'
 import { BatchSampler, evenBatches } from '../node/data/sampler.js'
 import { decode, encode } from '../node/data/tokenizer.js'
 
@@ -16,8 +17,14 @@ test('stripTags keeps the words and rejoins punctuation and quotes', () => {
 
 test('the Brown corpus loads without tags, split deterministically by file', async () => {
   const a = await loadBrown()
-  const b = await loadBrown()
-  assert.is(a.source, 'brown')
+  const b = await loadDataset(defaultManifest().datasetId)
+  // One name: the manifest's dataset id is the corpus's source and a checkpoint's data.
+  assert.is(a.source, BROWN_DATASET)
+  assert.is(b.source, BROWN_DATASET)
+  await loadDataset('no-such-corpus').then(() => assert.unreachable('an unknown dataset loaded'), err => {
+    assert.instance(err, DatasetError)
+    assert.match(err.message, /unknown dataset 'no-such-corpus'/)
+  })
   assert.equal(a.validation, b.validation)
   const text = decode(a.train.subarray(0, 2000))
   assert.ok(text.startsWith('The Fulton County Grand Jury said Friday'), text.slice(0, 60))

@@ -4,7 +4,7 @@ import { buildStageGraphs, initParams, stageLayout, type ModelConfig } from '../
 import { evaluateMicrobatch, trainMicrobatch } from '../node/pipeline/chain.js'
 import { BatchSampler } from '../node/data/sampler.js'
 import { encode } from '../node/data/tokenizer.js'
-import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 import { TensorError } from '../node/runtime/tensor.js'
 import { floats, int64, read, session, type Feeds } from './model-support.js'

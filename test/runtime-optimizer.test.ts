@@ -2,7 +2,8 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { reference } from '../native/index.js'
 import type { ParamSpec } from '../node/model/config.js'
-import { AdamW, clipFactor, defaultOptimizerConfig, learningRate } from '../node/runtime/optimizer.js'
+import { AdamW, clipFactor, learningRate } from '../node/runtime/optimizer.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
 
 const config = { ...defaultOptimizerConfig, lr: 1e-2, minLr: 1e-3, warmupSteps: 10, totalSteps: 110 }
 

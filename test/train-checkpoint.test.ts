@@ -8,8 +8,8 @@ import { BatchSampler } from '../node/data/sampler.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { trainMicrobatch } from '../node/pipeline/chain.js'
 import { CheckpointError, readCheckpoint, readStageCheckpoint, restoreEngines, saveCheckpoint, saveStageCheckpoint, stageCheckpointPath } from '../node/runtime/checkpoint.js'
-import { trainLocal } from '../node/runtime/local-training.js'
-import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
+import { trainLocal } from '../node/training/local.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 
 const model: ModelConfig = { vocabSize: 256, dModel: 32, nLayers: 2, nHeads: 2, seqLen: 16 }

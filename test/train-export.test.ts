@@ -12,9 +12,9 @@ import { evenBatches } from '../node/data/sampler.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { evaluateMicrobatch } from '../node/pipeline/chain.js'
 import { readCheckpoint, restoreEngines } from '../node/runtime/checkpoint.js'
-import { trainLocal } from '../node/runtime/local-training.js'
+import { trainLocal } from '../node/training/local.js'
 import { initializerDims } from '../node/runtime/onnx-info.js'
-import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 
 const run = promisify(execFile)

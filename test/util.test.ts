@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Rng, hashString } from '../node/util/random.js'
 import { writeFileAtomic } from '../node/util/fs.js'
+import { settlesWithin, sleep, timeoutOrShutdown } from '../node/util/abort.js'
 
 test('Rng is reproducible, resumable and roughly uniform', () => {
   const a = new Rng(42)
@@ -32,6 +33,22 @@ test('writeFileAtomic replaces the file and leaves no temporary behind', async (
   assert.is(readFileSync(path, 'utf8'), 'two')
   assert.equal(readdirSync(dir), ['state.bin'])
   rmSync(dir, { recursive: true, force: true })
+})
+
+test('sleeps and timeouts end at once when the shutdown signal aborts', async () => {
+  const stopping = new AbortController()
+  const started = Date.now()
+  const slept = sleep(60_000, stopping.signal)
+  const query = timeoutOrShutdown(60_000, stopping.signal)
+  setTimeout(() => stopping.abort(), 20)
+  await slept
+  assert.ok(Date.now() - started < 1000, 'the sleep outlived the shutdown')
+  assert.ok(query.aborted)
+  await sleep(60_000, stopping.signal)
+  assert.ok(Date.now() - started < 1000, 'a sleep after the shutdown waited')
+  assert.ok(timeoutOrShutdown(60_000).aborted === false)
+  assert.is(await settlesWithin(new Promise(() => {}), 20), false)
+  assert.is(await settlesWithin(Promise.reject(new Error('x')), 1000), true)
 })
 
 test.run()

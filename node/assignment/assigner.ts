@@ -1,16 +1,18 @@
 // Self-assignment: on start, join the weakest stage that fits in memory (or the pinned one);
 // then, at randomized intervals, re-read the swarm and move if Petals' rule says it clearly
 // helps. Randomized intervals keep two replicas of a crowded stage from moving together.
-import { logger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { StageRegistry, SwarmView } from '../registry/registry.js'
 import { UserError } from '../errors.js'
+import { sleep } from '../util/abort.js'
 import { Rng, hashString } from '../util/random.js'
 import { chooseStage, rebalanceMove, type Move, type Server, type StageLoad } from './policy.js'
 
-const log = logger('swarmtrain:assignment')
-
 export interface AssignerComponents {
   registry: StageRegistry
+  logger: ComponentLogger
+  /** Ends the wait before a move at once when the node stops. */
+  shutdown?: AbortSignal
 }
 
 export interface AssignerInit {
@@ -42,6 +44,8 @@ export interface StageChangeDetail {
 /** Emits `stage` (CustomEvent<StageChangeDetail>) on the initial choice and on every move. */
 export class StageAssigner extends EventTarget {
   private readonly registry: StageRegistry
+  private readonly shutdown?: AbortSignal
+  private readonly log: Logger
   private readonly init: AssignerInit
   private readonly rng: Rng
   private current?: number
@@ -53,6 +57,8 @@ export class StageAssigner extends EventTarget {
   constructor (components: AssignerComponents, init: AssignerInit) {
     super()
     this.registry = components.registry
+    this.shutdown = components.shutdown
+    this.log = components.logger.forComponent('swarmtrain:assignment')
     this.init = init
     this.rng = new Rng(init.seed)
   }
@@ -78,7 +84,7 @@ export class StageAssigner extends EventTarget {
       }
     }
     this.current = stage
-    log('joining stage %d', stage)
+    this.log('joining stage %d', stage)
     await this.registry.update({ stage, throughput: this.init.throughput, freeMemory: this.init.freeMemory })
     this.dispatchEvent(new CustomEvent<StageChangeDetail>('stage', { detail: { stage } }))
     if (this.init.pinnedStage === undefined) this.schedule()
@@ -99,7 +105,7 @@ export class StageAssigner extends EventTarget {
     if (!this.running) return
     const wait = this.init.rebalanceMs * (0.5 + this.rng.next())
     this.timer = setTimeout(() => {
-      this.checking = this.check().catch(err => { log.error('rebalance check failed: %e', err) }).finally(() => {
+      this.checking = this.check().catch(err => { this.log.error('rebalance check failed: %e', err) }).finally(() => {
         this.checking = undefined
         this.schedule()
       })
@@ -125,13 +131,12 @@ export class StageAssigner extends EventTarget {
     const chosen = willing.reduce<Server | undefined>((best, s) => best === undefined || hashString(`${s.id}:${slot}`) < hashString(`${best.id}:${slot}`) ? s : best, undefined)
     if (chosen !== undefined && chosen.id !== this.init.peerId) return
     // Act only on an imbalance that persists: wait a moment, then decide again on a fresh view.
-    await new Promise(resolve => setTimeout(resolve, this.rng.next() * this.init.rebalanceMs / 2))
-    if (!this.running) return
+    await sleep(this.rng.next() * this.init.rebalanceMs / 2, this.shutdown)
+    if (!this.running || this.shutdown?.aborted === true) return
     const move = this.decide(await this.registry.refresh())
     if (move === undefined || !this.running) return
     const record: StageMove = { ...move, at: Date.now() }
-    // Visible to operators without debug logging: a move changes what this node computes.
-    console.log(`moving from stage ${move.from} to stage ${move.to}: weakest stage ${move.before.toFixed(1)} -> ${move.after.toFixed(1)} tokens/s`)
+    this.log('moving from stage %d to stage %d', move.from, move.to)
     this.current = move.to
     this.moves.push(record)
     await this.registry.update({ stage: move.to })

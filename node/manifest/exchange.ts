@@ -1,30 +1,25 @@
 // The manifest protocol (/swarmtrain/<runId>/manifest/1): a newcomer learns the run id from
 // identify, asks for the manifest, and accepts it only if its canonical form hashes to that
 // run id, so a peer cannot hand out a manifest other than the one its protocols name.
-import { logger } from '@libp2p/logger'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
-import { MANIFEST_PROTOCOL, MAX_BYTES, protocolId } from '../../protocols/ids.js'
+import { MAX_BYTES, manifestProtocol } from '../../protocols/ids.js'
 import { ManifestRequest, ManifestResponse } from '../../protocols/manifest.js'
 import { PeerRefusedError } from '../p2p/errors.js'
+import { MANIFEST_REQUEST_TIMEOUT_MS } from '../timing.js'
 import { MessageStream } from '../p2p/messages.js'
 import { dialAndIdentify } from '../p2p/peers.js'
 import { canonicalBytes, parseManifest, runIdOf, type RunManifest } from './manifest.js'
-
-const log = logger('swarmtrain:manifest')
-
-export function manifestProtocol (runId: string): string {
-  return protocolId(runId, MANIFEST_PROTOCOL.name, MANIFEST_PROTOCOL.version)
-}
 
 /** Serves this run's manifest to anyone who asks for it by run id. */
 export async function serveManifest (host: Libp2p, manifest: RunManifest): Promise<void> {
   const runId = runIdOf(manifest)
   const bytes = canonicalBytes(manifest)
+  const log = host.logger.forComponent('swarmtrain:manifest')
   await host.handle(manifestProtocol(runId), async (stream: Stream, connection: Connection) => {
     const messages = new MessageStream(stream, MAX_BYTES.manifestRequest)
     try {
-      const request = await messages.read(ManifestRequest, { signal: AbortSignal.timeout(10_000) })
+      const request = await messages.read(ManifestRequest, { signal: AbortSignal.timeout(MANIFEST_REQUEST_TIMEOUT_MS) })
       const response = request.runId === runId ? { error: '', manifest: bytes } : { error: `this peer serves run ${runId}, not ${request.runId}`, manifest: new Uint8Array(0) }
       await messages.write(ManifestResponse, response)
       await stream.close()

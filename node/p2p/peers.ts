@@ -1,14 +1,11 @@
 // Checks that the peers we meet belong to our run. Every swarmtrain protocol id carries the
 // run id, so identify tells us which run a peer serves: a peer of another run (a different
 // manifest) is disconnected, and a bootstrap peer of another run is a clear error.
-import { logger } from '@libp2p/logger'
 import type { IdentifyResult, PeerId } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { runIdOfProtocol } from '../../protocols/ids.js'
 import { PeerRefusedError } from './errors.js'
 import type { Libp2p } from 'libp2p'
-
-const log = logger('swarmtrain:p2p')
 
 /** The run ids a peer's protocol list names (normally exactly one). */
 export function runsOf (protocols: readonly string[]): Set<string> {
@@ -17,6 +14,7 @@ export function runsOf (protocols: readonly string[]): Set<string> {
 
 /** Closes connections to identified peers that serve other runs; returns the remover. */
 export function guardRun (host: Libp2p, runId: string): () => void {
+  const log = host.logger.forComponent('swarmtrain:p2p')
   const onIdentify = (event: CustomEvent<IdentifyResult>): void => {
     const runs = runsOf(event.detail.protocols)
     if (runs.size > 0 && !runs.has(runId)) {

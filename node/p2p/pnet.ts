@@ -12,12 +12,11 @@ import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils'
 import type { SendResult } from '@libp2p/utils'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import xsalsa20 from 'xsalsa20'
+import { PNET_NONCE_TIMEOUT_MS } from '../timing.js'
 
 const NONCE_LENGTH = 24
 /** Small enough that xsalsa20's WebAssembly memory (640 KiB at start) never has to grow. */
 const XOR_CHUNK = 16 * 1024
-/** The nonce exchange must finish within this many ms (unless libp2p passes its own signal). */
-const NONCE_TIMEOUT_MS = 5000
 
 export interface PrivateNetworkInit {
   /** The swarm.key file: `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits. */
@@ -40,7 +39,7 @@ export function privateNetwork (init: PrivateNetworkInit): () => ConnectionProte
     async protect (connection: MultiaddrConnection, options?: AbortOptions): Promise<MultiaddrConnection> {
       const log = connection.log.newScope('pnet')
       const localNonce = crypto.getRandomValues(new Uint8Array(NONCE_LENGTH))
-      const signal = options?.signal ?? AbortSignal.timeout(NONCE_TIMEOUT_MS)
+      const signal = options?.signal ?? AbortSignal.timeout(PNET_NONCE_TIMEOUT_MS)
       const bytes = byteStream(connection)
       const [remote] = await Promise.all([
         bytes.read({ bytes: NONCE_LENGTH, signal }),

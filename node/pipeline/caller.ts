@@ -1,11 +1,12 @@
 // A StageCaller for one stage of the swarm: each call goes to the replica the router picks; an
 // error, a timeout or a busy reply sends it to another replica (the calls are stateless, so any
-// replica can serve it), until it succeeds or no replica answers for GIVE_UP_MS. When this node
+// replica can serve it), until it succeeds or no replica answers for CALL_GIVE_UP_MS. When this node
 // serves the stage itself, its own service is one of the replicas, called without the network.
 // A backward goes back to the replica that ran its forward, naming the weights that forward ran
 // on, so the recomputation matches what the later stages saw; a retry elsewhere recomputes on
 // that replica's current weights, and is counted (`versionMisses`).
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse } from '../../protocols/stage-codec.js'
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
 import { decodeActivations, encodeActivations, encodeTokens } from './activations.js'
@@ -15,8 +16,8 @@ import type { Router } from './router.js'
 import { BusyError, decodeStageCall, type StageCallLimits, type StageService } from './service.js'
 import { TensorError } from '../runtime/tensor.js'
 import type { WeightsVersion } from '../runtime/stage-engine.js'
-
-const log = logger('swarmtrain:pipeline:caller')
+import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
+import { sleep } from '../util/abort.js'
 
 /** Where the replicas of each stage are (the registry, in a daemon). */
 export interface ReplicaSource {
@@ -44,6 +45,10 @@ export interface SwarmStageComponents {
   replicas: ReplicaSource
   /** This node's peer id and its own service for a stage, when it serves that stage now. */
   local?: { peer: string, service: (stage: number) => StageService | undefined }
+  /** When it aborts, a call that has no replica to try ends instead of waiting for one. */
+  shutdown?: AbortSignal
+  /** Names the node in log lines (default: unnamed). */
+  logger?: ComponentLogger
 }
 
 /** The stage's limits (what a server checks every request against), and the wire encoding. */
@@ -60,12 +65,8 @@ export class StageRequestError extends Error {
   override name = 'StageRequestError'
 }
 
-/** Give a call up when no replica has answered it for this long. */
-const GIVE_UP_MS = 120_000
 /** Staleness above this is counted as this. */
 const MAX_STALENESS_COUNTED = 64
-/** Pause before looking for replicas again when none is eligible. */
-const RETRY_PAUSE_MS = 200
 
 /** The cost of a call in router work units: tokens, times ~3 for a backward (recompute + gradients). */
 function work (tokens: number, backward: boolean): number {
@@ -78,9 +79,11 @@ export class SwarmStage implements StageCaller {
   /** Which replica computed the forward of a stage input, on which weights (the chain passes the same object to backward). */
   private readonly forwards = new WeakMap<Tensor, { peer: string, version?: WeightsVersion }>()
   private stalenessSinceTaken = 0
+  private readonly log: Logger
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
     this.init = { ...init, wireDType: init.wireDType ?? DType.F16 }
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:caller')
   }
 
   async forward (x: Tensor): Promise<FloatTensor> {
@@ -114,7 +117,7 @@ export class SwarmStage implements StageCaller {
     const local = localService === undefined || own === undefined ? undefined : { peer: own.peer, service: localService }
     const tokens = x.shape[0] * x.shape[1]
     const units = work(tokens, backward)
-    const deadline = Date.now() + GIVE_UP_MS
+    const deadline = Date.now() + CALL_GIVE_UP_MS
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
     // A backward goes back to the replica that computed the forward while it is healthy, with the
@@ -133,8 +136,9 @@ export class SwarmStage implements StageCaller {
         peer = router.choose(candidates, units, tried)
       }
       if (peer === undefined) {
-        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${GIVE_UP_MS} ms`, 'timeout')
-        await new Promise(resolve => setTimeout(resolve, RETRY_PAUSE_MS))
+        if (this.components.shutdown?.aborted === true) throw new StageClientStoppedError('the node is stopping')
+        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${CALL_GIVE_UP_MS} ms`, 'timeout')
+        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown)
         continue
       }
       router.started(peer)
@@ -186,8 +190,8 @@ export class SwarmStage implements StageCaller {
         if (reason === 'busy') router.busy(peer, err instanceof StageCallError ? err.queueLength : 0)
         else if (reason === 'misbehaved') router.misbehaved(peer)
         else router.failed(peer)
-        if (peer === local?.peer) log.error('stage %d: own service failed a call: %e', this.init.stage, err)
-        else log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)
+        if (peer === local?.peer) this.log.error('stage %d: own service failed a call: %e', this.init.stage, err)
+        else this.log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)
         this.stats.retries[reason]++
         tried.add(peer)
         if (Date.now() > deadline) throw err

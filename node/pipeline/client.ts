@@ -3,13 +3,13 @@
 // in any order. A call fails with a StageCallError on timeout, on an error reply, or when its
 // stream dies (a killed peer looks like a clean close, so every pending call is failed then);
 // choosing another replica is the caller's job.
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
-import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import { StageRequest, StageResponse, decodeResponse } from '../../protocols/stage-codec.js'
-
-const log = logger('swarmtrain:pipeline:client')
+import { defaultTiming } from '../timing.js'
+import { timeoutOrShutdown } from '../util/abort.js'
 
 /**
  * Why a stage call did not produce a result, as far as the client can tell:
@@ -36,6 +36,10 @@ export class StageCallError extends Error {
 
 export interface StageClientComponents {
   dialer: { dialProtocol(peer: PeerId, protocols: string | string[], options?: AbortOptions): Promise<Stream> }
+  /** Ends dials at once when the node stops (stop() waits for dials in progress). */
+  shutdown?: AbortSignal
+  /** Names the node in log lines (default: unnamed). */
+  logger?: ComponentLogger
 }
 
 export interface StageClientInit {
@@ -50,12 +54,16 @@ export interface StageClientInit {
 export class StageClient {
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly dialer: StageClientComponents['dialer']
+  private readonly shutdown?: AbortSignal
+  private readonly log: Logger
   private readonly init: Required<StageClientInit>
   private stopped = false
 
   constructor (components: StageClientComponents, init: StageClientInit) {
     this.dialer = components.dialer
-    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? 10_000, addedLatencyMs: init.addedLatencyMs ?? 0 }
+    this.shutdown = components.shutdown
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:client')
+    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs, addedLatencyMs: init.addedLatencyMs ?? 0 }
   }
 
   /** Sends one request to `peer` and resolves with its OK response (error replies reject). */
@@ -95,11 +103,11 @@ export class StageClient {
   private async open (peer: string): Promise<Channel> {
     let stream: Stream
     try {
-      stream = await this.dialer.dialProtocol(peerIdFromString(peer), this.init.protocol, { signal: AbortSignal.timeout(this.init.dialTimeoutMs) })
+      stream = await this.dialer.dialProtocol(peerIdFromString(peer), this.init.protocol, { signal: timeoutOrShutdown(this.init.dialTimeoutMs, this.shutdown) })
     } catch (err) {
       throw new StageCallError(`cannot open a stage stream to ${peer}: ${(err as Error).message}`, 'dial')
     }
-    log('opened a stage stream to %s', peer)
+    this.log('opened a stage stream to %s', peer)
     return new Channel(stream, this.init.maxMessageBytes, () => this.channels.delete(peer))
   }
 }

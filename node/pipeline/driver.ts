@@ -2,18 +2,19 @@
 // a time so that every stage has work, and evaluates the validation loss now and then. A
 // microbatch, once issued, is followed until it completes (the stage callers retry on other
 // replicas), so `issued` and `completed` only differ by what is in flight.
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { BatchSampler, evenBatches, type TokenBatch } from '../data/sampler.js'
 import { evaluateMicrobatch, trainMicrobatch, type StageCaller } from './chain.js'
 import { DepthControl } from './depth.js'
-
-const log = logger('swarmtrain:pipeline:driver')
 
 export interface DriverComponents {
   /** One caller per stage, in order. */
   stages: readonly StageCaller[]
   /** The largest staleness the stages reported since the last call (for adaptive depth). */
   staleness?: () => number
+  /** Names the node in log lines (default: unnamed). */
+  logger?: ComponentLogger
 }
 
 export interface DriverInit {
@@ -79,9 +80,11 @@ export class Driver {
   /** Completion times and tokens of the most recent microbatches, for the recent rate. */
   private readonly recent: Array<{ at: number, tokens: number }> = []
   private evaluatedAt = -1
+  private readonly log: Logger
 
   constructor (components: DriverComponents, init: DriverInit) {
     this.stages = components.stages
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
     this.staleness = components.staleness ?? (() => 0)
     this.init = { ...init, maxStaleness: init.maxStaleness ?? 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
     if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness })
@@ -112,7 +115,7 @@ export class Driver {
   private async finish (): Promise<void> {
     await this.drained()
     await this.evaluating
-    if (this.running && this.evalSet.length > 0 && this.evaluatedAt !== this.stats.completed) await this.evaluate().catch(err => { log.error('evaluation failed: %e', err) })
+    if (this.running && this.evalSet.length > 0 && this.evaluatedAt !== this.stats.completed) await this.evaluate().catch(err => { this.log.error('evaluation failed: %e', err) })
     this.running = false
     this.stats.done = true
   }
@@ -139,7 +142,7 @@ export class Driver {
     this.evaluatedAt = this.stats.completed
     this.stats.validationLoss = loss
     this.stats.validations.push(loss)
-    log('validation loss %s after %d microbatches', loss.toFixed(4), this.stats.completed)
+    this.log('validation loss %s after %d microbatches', loss.toFixed(4), this.stats.completed)
     this.init.onProgress?.({ kind: 'validation', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
     return loss
   }
@@ -169,11 +172,11 @@ export class Driver {
           this.stats.trainLoss = this.stats.trainLoss === undefined ? loss : 0.9 * this.stats.trainLoss + 0.1 * loss
           this.init.onProgress?.({ kind: 'train', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
           if (this.init.evalEvery > 0 && this.stats.completed % this.init.evalEvery === 0 && this.evaluating === undefined) {
-            this.evaluating = this.evaluate().catch(err => { log.error('evaluation failed: %e', err) }).then(() => { this.evaluating = undefined })
+            this.evaluating = this.evaluate().catch(err => { this.log.error('evaluation failed: %e', err) }).then(() => { this.evaluating = undefined })
           }
         } catch (err) {
           this.stats.failed++
-          log.error('microbatch failed: %e', err)
+          this.log.error('microbatch failed: %e', err)
         }
       }
     } finally {
@@ -191,7 +194,7 @@ export class Driver {
     }
     const before = this.control.depth
     if (this.control.completed(performance.now() - issued.at, staleness) > before) this.addWorkers()
-    if (this.control.depth !== before) log('depth %d -> %d (staleness %d)', before, this.control.depth, staleness)
+    if (this.control.depth !== before) this.log('depth %d -> %d (staleness %d)', before, this.control.depth, staleness)
   }
 
   private tokensPerSecond (): number {

@@ -3,6 +3,7 @@
 // time. Per peer it keeps moving averages of the server's compute time per unit of work and of
 // the queue other callers keep there; untried peers go first (with one probe in flight at a
 // time) so newcomers are measured early; failed peers are banned with exponential backoff.
+import { ROUTER_BAN_BASE_MS, ROUTER_BAN_MAX_MS, ROUTER_MIN_CALL_TIMEOUT_MS, ROUTER_UNKNOWN_CALL_TIMEOUT_MS } from '../timing.js'
 import { Rng } from '../util/random.js'
 
 export interface RouterInit {
@@ -56,12 +57,12 @@ export class Router {
 
   constructor (init: RouterInit = {}) {
     this.smoothing = init.smoothing ?? 0.2
-    this.banBaseMs = init.banBaseMs ?? 1000
-    this.banMaxMs = init.banMaxMs ?? 60_000
+    this.banBaseMs = init.banBaseMs ?? ROUTER_BAN_BASE_MS
+    this.banMaxMs = init.banMaxMs ?? ROUTER_BAN_MAX_MS
     this.exploration = init.exploration ?? 0.02
-    this.minTimeoutMs = init.minTimeoutMs ?? 5000
+    this.minTimeoutMs = init.minTimeoutMs ?? ROUTER_MIN_CALL_TIMEOUT_MS
     this.timeoutFactor = init.timeoutFactor ?? 5
-    this.unknownTimeoutMs = init.unknownTimeoutMs ?? 60_000
+    this.unknownTimeoutMs = init.unknownTimeoutMs ?? ROUTER_UNKNOWN_CALL_TIMEOUT_MS
     this.rng = new Rng(init.seed ?? Date.now())
     this.now = init.now ?? Date.now
   }

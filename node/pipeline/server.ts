@@ -3,18 +3,12 @@
 // read (the service bounds the work) and answered with its id, so replies may come back out of
 // order. A message over the size limit cannot be skipped safely, so it gets a TOO_LARGE reply
 // and the stream is closed; the server itself keeps serving.
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
 import { lpStream } from '@libp2p/utils'
-import type { Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
-import { protocolId } from '../../protocols/ids.js'
-import { STAGE_PROTOCOL_NAME, STAGE_PROTOCOL_VERSION, StageResponse, messageBytesFor } from '../../protocols/stage-codec.js'
+import type { ComponentLogger, Logger, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
+import { stageProtocol } from '../../protocols/ids.js'
+import { StageResponse, messageBytesFor } from '../../protocols/stage-codec.js'
 import { StageService, type StageCompute, type StageLoad, type StageServiceInit, type StageServiceStats } from './service.js'
-
-const log = logger('swarmtrain:pipeline:server')
-
-export function stageProtocol (runId: string): string {
-  return protocolId(runId, STAGE_PROTOCOL_NAME, STAGE_PROTOCOL_VERSION)
-}
 
 /** Largest message on a stage stream: x and gy of the largest microbatch as float32, plus framing. */
 export function stageMessageLimit (maxTokens: number, dModel: number): number {
@@ -27,6 +21,8 @@ export interface StageServerComponents {
     unhandle(protocol: string): Promise<void>
   }
   engine: StageCompute
+  /** Names the node in log lines (default: unnamed). */
+  logger?: ComponentLogger
 }
 
 export interface StageServerInit extends StageServiceInit {
@@ -39,10 +35,12 @@ export class StageServer {
   readonly maxMessageBytes: number
   private readonly registrar: StageServerComponents['registrar']
   private readonly streams = new Set<Stream>()
+  private readonly log: Logger
 
   constructor (components: StageServerComponents, init: StageServerInit) {
     this.protocol = stageProtocol(init.runId)
     this.registrar = components.registrar
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:server')
     this.service = new StageService(components, init)
     this.maxMessageBytes = stageMessageLimit(init.maxTokens, init.dModel)
   }
@@ -73,7 +71,7 @@ export class StageServer {
       try {
         await lp.write(bytes)
       } catch (err) {
-        log('could not reply on a stream: %s', (err as Error).message)
+        this.log('could not reply on a stream: %s', (err as Error).message)
       }
     }
     try {

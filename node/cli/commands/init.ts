@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { defaultNodeDir } from '../../daemon/dir.js'
 import { MANIFEST_FILE, defaultAveraging, defaultManifest, runIdOf, validateManifest, writeManifest } from '../../manifest/manifest.js'
 import { SWARM_KEY_FILE, loadOrCreateIdentity, newSwarmKey, writeSwarmKey } from '../../p2p/keys.js'
-import { defaultOptimizerConfig } from '../../runtime/optimizer.js'
+import { defaultOptimizerConfig } from '../../runtime/optimizer-config.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
 

@@ -1,13 +1,13 @@
 // swarmtrain start: runs the daemon until SIGINT/SIGTERM.
-import { readFile, rm } from 'node:fs/promises'
-import { join } from 'node:path'
+import type { StageChangeDetail } from '../../assignment/assigner.js'
 import { measureCapacity } from '../../assignment/capacity.js'
 import { defaultNodeDir } from '../../daemon/dir.js'
-import { DAEMON_FILE, SwarmNode } from '../../daemon/node.js'
-import { timingFromEnv } from '../../daemon/timing.js'
+import { DAEMON_FILE, readDaemonFile, removeDaemonFileSync } from '../../daemon/daemon-file.js'
+import { SwarmNode } from '../../daemon/node.js'
+import { STOP_LIMIT_MS, timingFromEnv } from '../../timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
-import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../../pipeline/options.js'
+import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../pipeline-options.js'
 import { pipelineService } from '../../pipeline/swarm.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
@@ -63,13 +63,8 @@ export interface StartOptions extends PipelineCliValues {
 
 /** Two daemons with one identity would fight over the peer id: refuse while daemon.json names a live process. */
 async function refuseSecondDaemon (dir: string): Promise<void> {
-  let pid: unknown
-  try {
-    pid = (JSON.parse(await readFile(join(dir, DAEMON_FILE), 'utf8')) as { pid?: unknown }).pid
-  } catch {
-    return // none running (or a damaged file from a crash)
-  }
-  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return
+  const pid = (await readDaemonFile(dir))?.pid
+  if (pid === undefined || pid === process.pid) return // none running (or a damaged file from a crash)
   try {
     process.kill(pid, 0)
   } catch {
@@ -105,6 +100,11 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     services: opts['no-pipeline'] === true ? {} : { pipeline: pipelineService(pipeline) }
   })
   await node.start()
+  // Visible to operators without debug logging: a move changes what this node computes.
+  node.components.assigner.addEventListener('stage', event => {
+    const move = (event as CustomEvent<StageChangeDetail>).detail.move
+    if (move !== undefined) console.log(`moving from stage ${move.from} to stage ${move.to}: weakest stage ${move.before.toFixed(1)} -> ${move.after.toFixed(1)} tokens/s`)
+  })
   const status = node.status()
   console.log(`peer id   ${status.peerId}`)
   for (const address of status.addresses) console.log(`listening ${address}`)
@@ -115,14 +115,28 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   console.log('ready')
 
   const signal = await new Promise<NodeJS.Signals>(resolve => {
-    process.once('SIGINT', resolve)
-    process.once('SIGTERM', resolve)
+    let received = false
+    const onSignal = (name: NodeJS.Signals): void => {
+      if (received) exitNow(dir, `${name} again: exiting without a clean stop`, 130)
+      received = true
+      resolve(name)
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
   })
-  console.log(`${signal}: stopping`)
+  console.log(`${signal}: stopping (again to exit at once)`)
+  // Unref'd and never cleared: it also ends a process that lingers after a clean stop.
+  setTimeout(() => { exitNow(dir, `stopping took over ${STOP_LIMIT_MS} ms: exiting`, 1) }, STOP_LIMIT_MS).unref()
   await node.stop()
-  await rm(join(dir, DAEMON_FILE), { force: true })
   console.log('stopped')
   return 0
+}
+
+/** Leaves at once, without the final checkpoint, but without a stale daemon.json. */
+function exitNow (dir: string, reason: string, code: number): never {
+  removeDaemonFileSync(dir)
+  console.error(`swarmtrain: ${reason}`)
+  process.exit(code)
 }
 
 export async function run (argv: string[]): Promise<number> {

@@ -1,8 +1,7 @@
 // swarmtrain status: the swarm as the local daemon sees it, from its 127.0.0.1 status server.
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { defaultNodeDir } from '../../daemon/dir.js'
-import { DAEMON_FILE, type NodeStatus } from '../../daemon/node.js'
+import { DAEMON_FILE, daemonFilePath, readDaemonFile } from '../../daemon/daemon-file.js'
+import type { NodeStatus } from '../../daemon/node.js'
 import { DaemonUnreachableError, fetchStatus } from '../../daemon/process.js'
 import { intOption, parse } from '../args.js'
 
@@ -16,12 +15,9 @@ export const usage = `usage: swarmtrain status [--json] [--dir D] [--control-por
 
 async function controlPort (dir: string, given?: string): Promise<number> {
   if (given !== undefined) return intOption('control-port', given, 0, 1, 65535)
-  const path = join(dir, DAEMON_FILE)
-  try {
-    const port = (JSON.parse(await readFile(path, 'utf8')) as { controlPort?: unknown }).controlPort
-    if (typeof port === 'number' && Number.isInteger(port) && port > 0 && port < 65536) return port
-  } catch {}
-  throw new DaemonUnreachableError(`no running daemon found (no valid ${path}); start one or pass --control-port`)
+  const running = await readDaemonFile(dir)
+  if (running !== undefined) return running.controlPort
+  throw new DaemonUnreachableError(`no running daemon found (no valid ${daemonFilePath(dir)}); start one or pass --control-port`)
 }
 
 function table (s: NodeStatus): string {

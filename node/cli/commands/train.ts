@@ -3,8 +3,8 @@
 import { loadBrown, loadTextFile, type Corpus } from '../../data/corpus.js'
 import { defaultModelConfig } from '../../model/index.js'
 import { CheckpointError, readCheckpoint, type Checkpoint } from '../../runtime/checkpoint.js'
-import { trainLocal, type EvalReport } from '../../runtime/local-training.js'
-import { defaultOptimizerConfig } from '../../runtime/optimizer.js'
+import { trainLocal, type EvalReport } from '../../training/local.js'
+import { defaultOptimizerConfig } from '../../runtime/optimizer-config.js'
 import { intOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
 

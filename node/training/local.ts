@@ -6,9 +6,9 @@ import { stageLayout, type ModelConfig } from '../model/index.js'
 import { evaluateMicrobatch, trainMicrobatch } from '../pipeline/chain.js'
 import type { Corpus } from '../data/corpus.js'
 import { BatchSampler, evenBatches, type TokenBatch } from '../data/sampler.js'
-import { restoreEngines, saveCheckpoint, type Checkpoint } from './checkpoint.js'
-import type { OptimizerConfig } from './optimizer.js'
-import { StageEngine } from './stage-engine.js'
+import { restoreEngines, saveCheckpoint, type Checkpoint } from '../runtime/checkpoint.js'
+import type { OptimizerConfig } from '../runtime/optimizer-config.js'
+import { StageEngine } from '../runtime/stage-engine.js'
 
 const log = logger('swarmtrain:train')
 

@@ -1,9 +1,9 @@
 // The pipeline's command-line options (for `start`, `join` and `demo`) and its progress lines.
-import { intOption, numberOption } from '../cli/args.js'
-import { UsageError } from '../cli/errors.js'
-import { wireDTypes, type WireDType } from './activations.js'
-import type { DriverReport } from './driver.js'
-import type { PipelineOptions } from './swarm.js'
+import { intOption, numberOption } from './args.js'
+import { UsageError } from './errors.js'
+import { wireDTypes, type WireDType } from '../pipeline/activations.js'
+import type { DriverReport } from '../pipeline/driver.js'
+import type { PipelineOptions } from '../pipeline/swarm.js'
 
 export const pipelineCliOptions = {
   'no-drive': { type: 'boolean' },

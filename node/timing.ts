@@ -1,0 +1,98 @@
+// Every timer and timeout of swarmtrain, in milliseconds.
+//
+// The daemon's configurable timers. Defaults suit real swarms; tests shrink them through environment
+// variables so that expiry and rebalancing happen within seconds:
+//   SWARMTRAIN_RECORD_TTL_MS     info record lifetime            (default 120000)
+//   SWARMTRAIN_REFRESH_MS        republish + re-read the swarm   (default 30000)
+//   SWARMTRAIN_REBALANCE_MS      mean time between move checks   (default 120000)
+//   SWARMTRAIN_PING_INTERVAL_MS  connection monitor ping period  (default 3000)
+//   SWARMTRAIN_PING_TIMEOUT_MS   ...and its timeout              (default 5000)
+//   SWARMTRAIN_DIAL_TIMEOUT_MS   dial + identify of a peer       (default 10000)
+//   SWARMTRAIN_CHECKPOINT_MS     checkpoint the served stage     (default 30000)
+import { UserError } from './errors.js'
+
+export interface Timing {
+  recordTtlMs: number
+  refreshMs: number
+  rebalanceMs: number
+  pingIntervalMs: number
+  pingTimeoutMs: number
+  dialTimeoutMs: number
+  checkpointMs: number
+}
+
+export const defaultTiming: Timing = {
+  recordTtlMs: 120_000,
+  refreshMs: 30_000,
+  rebalanceMs: 120_000,
+  pingIntervalMs: 3000,
+  pingTimeoutMs: 5000,
+  dialTimeoutMs: 10_000,
+  checkpointMs: 30_000
+}
+
+const variables: Record<keyof Timing, string> = {
+  recordTtlMs: 'SWARMTRAIN_RECORD_TTL_MS',
+  refreshMs: 'SWARMTRAIN_REFRESH_MS',
+  rebalanceMs: 'SWARMTRAIN_REBALANCE_MS',
+  pingIntervalMs: 'SWARMTRAIN_PING_INTERVAL_MS',
+  pingTimeoutMs: 'SWARMTRAIN_PING_TIMEOUT_MS',
+  dialTimeoutMs: 'SWARMTRAIN_DIAL_TIMEOUT_MS',
+  checkpointMs: 'SWARMTRAIN_CHECKPOINT_MS'
+}
+
+export function timingFromEnv (env: NodeJS.ProcessEnv = process.env): Timing {
+  const timing = { ...defaultTiming }
+  for (const key of Object.keys(variables) as Array<keyof Timing>) {
+    const text = env[variables[key]]
+    if (text === undefined) continue
+    const ms = Number(text)
+    if (!/^\d+$/.test(text) || ms < 100 || ms > 86_400_000) throw new UserError(`${variables[key]} must be milliseconds from 100 to 86400000, got '${text}'`)
+    timing[key] = ms
+  }
+  if (timing.refreshMs * 2 > timing.recordTtlMs) throw new UserError(`the refresh interval (${timing.refreshMs} ms) must be at most half the record TTL (${timing.recordTtlMs} ms)`)
+  return timing
+}
+
+// Stopping (SIGINT/SIGTERM). Waits and retries end at once on the node's shutdown signal; the
+// only graceful wait is for microbatches in flight, and the whole stop is bounded.
+
+/** How long stopping waits for the driver's microbatches in flight before cutting them off. */
+export const STOP_DRAIN_MS = 3000
+/** A daemon whose stop takes longer than this exits anyway (the next signal exits at once). */
+export const STOP_LIMIT_MS = 15_000
+
+// Pipeline calls.
+
+/** A stage call is given up when no replica has answered it for this long. */
+export const CALL_GIVE_UP_MS = 120_000
+/** Pause before looking for replicas again when none is eligible. */
+export const CALL_RETRY_PAUSE_MS = 200
+/** The router's first ban of a failing peer; it doubles with every failure up to the maximum. */
+export const ROUTER_BAN_BASE_MS = 1000
+export const ROUTER_BAN_MAX_MS = 60_000
+/** The floor of a call's timeout (a multiple of its expected time), and the timeout for an unmeasured peer. */
+export const ROUTER_MIN_CALL_TIMEOUT_MS = 5000
+export const ROUTER_UNKNOWN_CALL_TIMEOUT_MS = 60_000
+/** How often a stage server reports its queue and served throughput to the registry. */
+export const LOAD_REPORT_MS = 1000
+
+// Peers and records.
+
+/** A peer asking for the manifest must send its request within this. */
+export const MANIFEST_REQUEST_TIMEOUT_MS = 10_000
+/** Info records issued further in the future than this are refused (clock skew)... */
+export const RECORD_MAX_CLOCK_SKEW_MS = 60_000
+/** ...and so are records that claim a longer life than this. */
+export const RECORD_MAX_TTL_MS = 3_600_000
+/** The pnet nonce exchange must finish within this (unless libp2p passes its own signal). */
+export const PNET_NONCE_TIMEOUT_MS = 5000
+
+// Daemons as child processes (the demo, tests, benchmarks) and `swarmtrain status`.
+
+/** A spawned daemon must print `ready` within this. */
+export const DAEMON_READY_TIMEOUT_MS = 60_000
+/** A daemon asked to stop (SIGTERM) is killed after this. */
+export const DAEMON_STOP_GRACE_MS = 10_000
+/** A status request to a daemon's 127.0.0.1 server must be answered within this. */
+export const STATUS_REQUEST_TIMEOUT_MS = 5000
