@@ -17,7 +17,7 @@ import { loadBrown, type Corpus } from '../node/data/corpus.js'
 import { defaultManifest } from '../node/manifest/manifest.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { createHost, type Host } from '../node/p2p/host.js'
-import { SwarmStage } from '../node/pipeline/caller.js'
+import { SwarmStage, combineSignals } from '../node/pipeline/caller.js'
 import { StageClient } from '../node/pipeline/client.js'
 import { Driver } from '../node/pipeline/driver.js'
 import { Router } from '../node/pipeline/router.js'
@@ -119,7 +119,7 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
     const callers = servers.map((server, stage) => new SwarmStage({ client: client!, router, replicas: { replicas: () => [server.host.peerId.toString()] } }, { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: tokensPerMicrobatch }))
     const microbatches = Math.max(1, Math.round(s.steps * mode.share)) * optimizer.microbatches
     const curve: Array<[number, number]> = []
-    const driver = new Driver({ stages: callers, staleness: () => Math.max(...callers.map(c => c.takeStaleness())) }, {
+    const driver = new Driver({ stages: callers, signals: () => combineSignals(callers) }, {
       train: s.corpus.train,
       validation: s.corpus.validation,
       seqLen: model.seqLen,

@@ -6,14 +6,16 @@ import { DepthControl } from '../node/pipeline/depth.js'
 
 /**
  * A pipeline whose bottleneck serves one microbatch per `serviceMs` after `baseMs` of latency
- * that depth can hide: with d in flight, each takes max(base, d x service) (Little's law).
- * `staleness(d)` is what its backwards would report at depth d.
+ * that depth can hide: with d in flight, each takes max(base, d x service) (Little's law), the
+ * excess over the base waiting in the bottleneck's queue. `staleness(d)` is what its backwards
+ * would report at depth d.
  */
 function drive (control: DepthControl, baseMs: number, serviceMs: number, staleness: (d: number) => number, rounds: number): number[] {
   const depths: number[] = []
   for (let i = 0; i < rounds; i++) {
     const d = control.depth
-    control.completed(Math.max(baseMs, d * serviceMs), staleness(d))
+    const latency = Math.max(baseMs, d * serviceMs)
+    control.completed(latency, latency - baseMs, staleness(d))
     depths.push(control.depth)
   }
   return depths
@@ -28,13 +30,13 @@ test('far stages: depth grows until the latency is hidden, then holds', () => {
   assert.ok(depths.slice(-100).every(d => Math.abs(d - final) <= 1), 'it stays there')
 })
 
-test('near stages: depth stops a few microbatches past the queueing point', () => {
-  // 50 ms of latency, 40 ms at the bottleneck: from the start at 4, everything more only queues.
-  const control = new DepthControl({ initial: 4, maxStaleness: 100 })
+test('near stages: depth shrinks to the queueing point and stays near it', () => {
+  // 50 ms of latency, 40 ms at the bottleneck: past ~2 in flight, microbatches only queue.
+  const control = new DepthControl({ initial: 8, maxStaleness: 100 })
   const depths = drive(control, 50, 40, () => 0, 400)
   const final = depths[depths.length - 1]
-  assert.ok(final <= 7, `settled at ${final}: at most 3 queued beyond what it saw unqueued`)
-  assert.ok(depths.slice(-200).every(d => d === final), 'and it stays there')
+  assert.ok(final >= 2 && final <= 4, `settled at ${final}`)
+  assert.ok(depths.slice(-200).every(d => Math.abs(d - final) <= 1), 'and it stays there')
 })
 
 test('staleness over the bound shrinks depth whatever the latency says', () => {

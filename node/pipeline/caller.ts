@@ -65,6 +65,20 @@ export class StageRequestError extends Error {
   override name = 'StageRequestError'
 }
 
+/** What a stage's calls tell the driver's depth control (see depth.ts). */
+export interface PipelineSignals {
+  /** Largest staleness of a backward, in weight versions. */
+  staleness: number
+  /** Time calls waited in servers' queues, summed. */
+  waitedMs: number
+}
+
+/** The signals of every stage of a chain, taken at once: the largest staleness, the summed waits. */
+export function combineSignals (stages: readonly SwarmStage[]): PipelineSignals {
+  const all = stages.map(s => s.takeSignals())
+  return { staleness: Math.max(0, ...all.map(s => s.staleness)), waitedMs: all.reduce((a, s) => a + s.waitedMs, 0) }
+}
+
 /** Staleness above this is counted as this. */
 const MAX_STALENESS_COUNTED = 64
 
@@ -78,7 +92,7 @@ export class SwarmStage implements StageCaller {
   private readonly init: Required<SwarmStageInit>
   /** Which replica computed the forward of a stage input, on which weights (the chain passes the same object to backward). */
   private readonly forwards = new WeakMap<Tensor, { peer: string, version?: WeightsVersion }>()
-  private stalenessSinceTaken = 0
+  private signals: PipelineSignals = { staleness: 0, waitedMs: 0 }
   private readonly log: Logger
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
@@ -103,10 +117,10 @@ export class SwarmStage implements StageCaller {
     return (await this.call(false, x, targets)).loss as number
   }
 
-  /** The largest staleness of this stage's backwards since the last call (for the driver's depth control). */
-  takeStaleness (): number {
-    const s = this.stalenessSinceTaken
-    this.stalenessSinceTaken = 0
+  /** What this stage's calls showed since the last call: for the driver's depth control. */
+  takeSignals (): PipelineSignals {
+    const s = this.signals
+    this.signals = { staleness: 0, waitedMs: 0 }
     return s
   }
 
@@ -149,6 +163,8 @@ export class SwarmStage implements StageCaller {
         let result: { y?: FloatTensor, loss?: number }
         let version: WeightsVersion | undefined
         let staleness = 0
+        let waitedMs = 0
+        let totalMs = 0
         if (peer === local?.peer) {
           const out = await local.service.run(backward, x, extra, at)
           const ms = performance.now() - started
@@ -158,21 +174,25 @@ export class SwarmStage implements StageCaller {
           result = { y: out.y, loss: out.loss }
           version = out.version
           staleness = out.staleness
+          waitedMs = out.waitMs
         } else {
           const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra)), at }, router.timeoutMs(peer, units))
           result = this.result(response, x, backward)
-          const totalMs = performance.now() - started
+          totalMs = performance.now() - started
           router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
           this.stats.computeMs += response.computeMs
           this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
           version = response.version
-          staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED) // a peer's number: bounded before it sizes an array
+          // A peer's numbers: bounded before they size an array or steer the depth.
+          staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED)
+          waitedMs = Math.min(Math.max(response.waitMs, 0), totalMs)
         }
         if (backward) {
           while (this.stats.staleness.length <= staleness) this.stats.staleness.push(0)
           this.stats.staleness[staleness]++
-          this.stalenessSinceTaken = Math.max(this.stalenessSinceTaken, staleness)
+          this.signals.staleness = Math.max(this.signals.staleness, staleness)
         }
+        this.signals.waitedMs += waitedMs
         if (!backward) this.forwards.set(x, { peer, version })
         else if (forward?.version !== undefined && (version === undefined || version.epoch !== forward.version.epoch || version.version !== forward.version.version)) this.stats.versionMisses++
         return result

@@ -6,13 +6,14 @@ import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { BatchSampler, evenBatches, type TokenBatch } from '../data/sampler.js'
 import { evaluateMicrobatch, trainMicrobatch, type StageCaller } from './chain.js'
+import type { PipelineSignals } from './caller.js'
 import { DepthControl } from './depth.js'
 
 export interface DriverComponents {
   /** One caller per stage, in order. */
   stages: readonly StageCaller[]
-  /** The largest staleness the stages reported since the last call (for adaptive depth). */
-  staleness?: () => number
+  /** What the stages' calls showed since the last call (for adaptive depth): their largest staleness and their queue waits. */
+  signals?: () => PipelineSignals
   /** Names the node in log lines (default: unnamed). */
   logger?: ComponentLogger
 }
@@ -65,7 +66,7 @@ export interface DriverStats {
 export class Driver {
   readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, evaluationMs: 0, done: false }
   private readonly stages: readonly StageCaller[]
-  private readonly staleness: () => number
+  private readonly signals: () => PipelineSignals
   private readonly init: Required<Omit<DriverInit, 'inFlight' | 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'inFlight' | 'maxMicrobatches' | 'onProgress'>
   private readonly sampler: BatchSampler
   private readonly evalSet: TokenBatch[]
@@ -85,7 +86,7 @@ export class Driver {
   constructor (components: DriverComponents, init: DriverInit) {
     this.stages = components.stages
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
-    this.staleness = components.staleness ?? (() => 0)
+    this.signals = components.signals ?? (() => ({ staleness: 0, waitedMs: 0 }))
     this.init = { ...init, maxStaleness: init.maxStaleness ?? 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
     if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness })
     this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
@@ -187,13 +188,10 @@ export class Driver {
   /** Teaches the depth control a completed microbatch's latency, unless an evaluation held the stages meanwhile. */
   private adapt (issued: { at: number, evaluations: number }): void {
     if (this.control === undefined) return
-    const staleness = this.staleness()
-    if (issued.evaluations !== this.evaluations || this.evaluating !== undefined) {
-      this.control.forgetLatency()
-      return
-    }
+    const { staleness, waitedMs } = this.signals()
+    if (issued.evaluations !== this.evaluations || this.evaluating !== undefined) return
     const before = this.control.depth
-    if (this.control.completed(performance.now() - issued.at, staleness) > before) this.addWorkers()
+    if (this.control.completed(performance.now() - issued.at, waitedMs, staleness) > before) this.addWorkers()
     if (this.control.depth !== before) this.log('depth %d -> %d (staleness %d)', before, this.control.depth, staleness)
   }
 

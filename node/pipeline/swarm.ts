@@ -12,7 +12,7 @@ import { settlesWithin } from '../util/abort.js'
 import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
 import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
-import { SwarmStage, type CallStats, type ReplicaSource } from './caller.js'
+import { SwarmStage, combineSignals, type CallStats, type ReplicaSource } from './caller.js'
 import { StageClient } from './client.js'
 import { Driver, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
@@ -112,7 +112,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
     const corpus = await loadDataset(manifest.datasetId)
-    this.driver = new Driver({ stages: this.stages, staleness: () => Math.max(...this.stages.map(s => s.takeStaleness())), logger: this.components.logger }, {
+    this.driver = new Driver({ stages: this.stages, signals: () => combineSignals(this.stages), logger: this.components.logger }, {
       train: corpus.train,
       validation: corpus.validation,
       seqLen: manifest.model.seqLen,
