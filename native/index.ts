@@ -22,6 +22,10 @@ import type { CompressOptions } from './format.js'
 export type { AdamWOptions, OuterStepOptions, CompressOptions }
 export { chunkCount, kForDensity, payloadSize, readHeader, DEFAULT_CHUNK, type PayloadHeader, type ValueBits } from './format.js'
 
+/** The native code paths, best first. */
+export const SIMD_PATHS = ['avx512', 'avx2', 'portable'] as const
+export type SimdPath = typeof SIMD_PATHS[number]
+
 export interface Kernels {
   axpy(dst: Float32Array, src: Float32Array, weight: number): void
   sumSquares(x: Float32Array): number
@@ -42,10 +46,13 @@ export interface Kernels {
   outerStepAsync(param: Float32Array, grad: Float32Array, momentumBuffer: Float32Array | null, options: OuterStepOptions): Promise<void>
   compressAsync(e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, options: CompressOptions): Promise<number>
   decodeAccumulateAsync(dst: Float32Array, payload: Uint8Array, weight: number): Promise<void>
-  /** The code path in use: 'avx2' (AVX2, FMA, F16C) or 'portable'; 'js' for the reference. */
+  /** The code path in use: 'avx512' (F, BW, DQ, VL), 'avx2' (AVX2, FMA, F16C) or 'portable'; 'js' for the reference. */
   simdLevel(): string
-  /** Allows (true) or forbids (false) the AVX2 path, e.g. to test the portable one; returns simdLevel(). */
-  setSimd(enabled: boolean): string
+  /**
+   * Caps the code path, e.g. to test each one: true for the best the CPU has, false for
+   * 'portable', or a path name for the best up to it the CPU has. Returns simdLevel().
+   */
+  setSimd(level: boolean | SimdPath): string
 }
 
 const kernelNames = ['axpy', 'sumSquares', 'adamw', 'outerStep', 'compress', 'decodeAccumulate', 'payloadNorm',
