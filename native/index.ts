@@ -3,8 +3,9 @@
 // printed. Every kernel works in place on caller-supplied typed arrays (zero copy).
 //
 // The *Async variants run on the libuv thread pool (two threads inside) so the event loop stays
-// free; use them from about a million elements on. While one runs, the JavaScript side must not read,
-// write or transfer any of the arrays passed to it, until the promise settles.
+// free (the reference fallback: in a worker thread); use them from about a million elements on.
+// While one runs, the JavaScript side must not read, write or transfer any of the arrays passed
+// to it, until the promise settles.
 //
 // Compression (definitions in compress-reference.ts, payload layout in format.ts), per stage:
 //   const o = { beta: 0.95, chunk: DEFAULT_CHUNK, k: kForDensity(1 / 64), bits: 2 }
@@ -16,6 +17,7 @@
 // Non-finite values in e or delta make compress throw a RangeError with e partly updated.
 import { createRequire } from 'node:module'
 import * as reference from './reference.js'
+import { inWorker } from './reference-async.js'
 import type { AdamWOptions, OuterStepOptions } from './reference.js'
 import type { CompressOptions } from './format.js'
 
@@ -59,15 +61,15 @@ const kernelNames = ['axpy', 'sumSquares', 'adamw', 'outerStep', 'compress', 'de
   'f32ToF16', 'f16ToF32', 'f32ToBf16', 'bf16ToF32', 'f32ToInt8', 'int8ToF32', 'axpyAsync', 'sumSquaresAsync',
   'adamwAsync', 'outerStepAsync', 'compressAsync', 'decodeAccumulateAsync', 'simdLevel', 'setSimd'] as const
 
-// The reference as a Kernels: the async variants run it inline (the fallback blocks the loop).
+// The reference as a Kernels: the async variants run it in a worker thread.
 const referenceKernels: Kernels = {
   ...reference,
-  axpyAsync: async (...args) => reference.axpy(...args),
-  sumSquaresAsync: async (...args) => reference.sumSquares(...args),
-  adamwAsync: async (...args) => reference.adamw(...args),
-  outerStepAsync: async (...args) => reference.outerStep(...args),
-  compressAsync: async (...args) => reference.compress(...args),
-  decodeAccumulateAsync: async (...args) => reference.decodeAccumulate(...args),
+  axpyAsync: inWorker('axpy', [0]),
+  sumSquaresAsync: inWorker('sumSquares', []),
+  adamwAsync: inWorker('adamw', [0, 2, 3]),
+  outerStepAsync: inWorker('outerStep', [0, 2]),
+  compressAsync: inWorker('compress', [0, 3]),
+  decodeAccumulateAsync: inWorker('decodeAccumulate', [0]),
   simdLevel: () => 'js',
   setSimd: () => 'js'
 }

@@ -175,7 +175,6 @@ test('async variants give the same results as the sync ones', async () => {
 })
 
 test('compressAsync leaves the event loop free while it runs', async () => {
-  if (!native.isNative) return // the reference fallback runs inline
   const n = 2 ** 21
   const o = { beta: 0.95, chunk: 4096, k: 64, bits: 2 as const }
   const e = gaussian(n, new Rng(6))
