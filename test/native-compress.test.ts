@@ -64,13 +64,19 @@ for (const path of paths) {
       const size = native.payloadSize(n, o.chunk, o.k, o.bits)
       const out1 = new Uint8Array(size + 3) // larger than needed is fine
       const out2 = new Uint8Array(size)
-      for (let step = 0; step < 8; step++) {
+      for (let step = 0; step < 9; step++) {
         // Heavy tails and a drifting scale exercise the threshold hints (too high and too low).
         const delta = gaussian(n, rng, step === 3 ? 0.01 : step === 4 ? 50 : 1)
         for (let i = 0; i < n; i += 97) delta[i] *= 30
         // Values on a coarse grid: ties at the cut, broken by offset.
         if (step === 6) {
           for (let i = 0; i < n; i++) delta[i] = Math.round(delta[i] * 2) / 2
+          e1.fill(0)
+          e2.fill(0)
+        }
+        // Zeros and magnitudes from 2^-40 to 2^20 among the picks (the 2-bit levels then sum in order).
+        if (step === 7) {
+          for (let i = 0; i < n; i++) delta[i] = i % 3 === 0 ? 0 : delta[i] * 2 ** Math.floor(rng.next() * 60 - 40)
           e1.fill(0)
           e2.fill(0)
         }

@@ -123,58 +123,103 @@ size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint,
 }
 #endif
 
+typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 typedef int64_t v4l __attribute__((vector_size(32)));
 
+// The sums of the magnitudes >= mid and < mid as the reference adds them: four partial sums by
+// position mod 4, combined (s0 + s1) + (s2 + s3); and how many are >= mid.
+ST_INLINE void split_sums_in_order(const float* mag, uint32_t kc, double mid, double& sum_hi, double& sum_lo, uint32_t& n_hi) {
+  // Four lanes = the four partial sums. Branch free (the split is unpredictable): the high
+  // part of a is a or +0.0 by a mask, the low part a minus that, both exact, and adding +0.0
+  // leaves a sum unchanged: the same sums as the reference's if/else.
+  const v4d mid4 = {mid, mid, mid, mid};
+  v4d hi4 = {0, 0, 0, 0}, lo4 = {0, 0, 0, 0};
+  v4l n_hi4 = {0, 0, 0, 0};
+  uint32_t j = 0;
+  for (; j + 4 <= kc; j += 4) {
+    const v4d a = {mag[j], mag[j + 1], mag[j + 2], mag[j + 3]};
+    const v4l high = a >= mid4;
+    const v4d part = v4d(v4l(a) & high);
+    hi4 += part;
+    lo4 += a - part;
+    n_hi4 -= high;
+  }
+  for (; j < kc; j++) {
+    const double a = mag[j];
+    if (a >= mid) { hi4[j & 3] += a; n_hi4[j & 3]++; } else { lo4[j & 3] += a; }
+  }
+  n_hi = uint32_t(n_hi4[0] + n_hi4[1] + n_hi4[2] + n_hi4[3]);
+  sum_hi = (hi4[0] + hi4[1]) + (hi4[2] + hi4[3]);
+  sum_lo = (lo4[0] + lo4[1]) + (lo4[2] + lo4[3]);
+}
+
+// The sum of the magnitudes >= mid, in any order (see two_levels), and how many they are.
+ST_INLINE double sum_at_least(const float* mag, uint32_t kc, double mid, uint32_t& n) {
+  const v4d mid4 = {mid, mid, mid, mid};
+  v4d sum_a = {0, 0, 0, 0}, sum_b = {0, 0, 0, 0};  // two chains of additions, not one
+  v4l n4 = {0, 0, 0, 0};
+  uint32_t j = 0;
+  for (; j + 8 <= kc; j += 8) {
+    v4f f, g;
+    std::memcpy(&f, mag + j, sizeof f);
+    std::memcpy(&g, mag + j + 4, sizeof g);
+    const v4d a = __builtin_convertvector(f, v4d), b = __builtin_convertvector(g, v4d);
+    const v4l high_a = a >= mid4, high_b = b >= mid4;
+    sum_a += v4d(v4l(a) & high_a);
+    sum_b += v4d(v4l(b) & high_b);
+    n4 -= high_a + high_b;
+  }
+  double sum = 0;
+  n = 0;
+  for (; j < kc; j++) {
+    if (mag[j] >= mid) { sum += mag[j]; n++; }
+  }
+  n += uint32_t(n4[0] + n4[1] + n4[2] + n4[3]);
+  const v4d sum4 = sum_a + sum_b;
+  return sum + (sum4[0] + sum4[1]) + (sum4[2] + sum4[3]);
+}
+
 // The 2-bit magnitudes (as in the reference): midrange split, then up to three Lloyd
 // iterations (each level the mean of the magnitudes nearer to it), stopping at a fixed point.
-// Sums in float64, as four partial sums by position mod 4, combined (s0 + s1) + (s2 + s3).
 ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double& hi_out) {
   float mn = mag[0], mx = mag[0];
   for (uint32_t j = 1; j < kc; j++) {
     mn = std::min(mn, mag[j]);
     mx = std::max(mx, mag[j]);
   }
+  // All are multiples of the smallest one's unit in the last place, and below 2^(spread + 24)
+  // of those units: when the spread of the exponents is at most 16, any sum of up to 4096 of
+  // them is below 2^52 units, exact in float64. Then the order of the additions cannot change
+  // a sum: one pass with wide accumulators, and the low sum is the total minus the high one.
+  // (Else, in the reference's order; a zero among them counts as the smallest exponent.)
+  const bool exact = int(f32_bits(mx) >> 23) - std::max(int(f32_bits(mn) >> 23), 1) <= 16;
+  uint32_t n_all;
+  const double total = exact ? sum_at_least(mag, kc, 0.0, n_all) : 0;
   double lo = mn, hi = mx;
   uint32_t last_n_hi = UINT32_MAX;
   for (int iter = 0; iter < 3; iter++) {
     const double mid = (lo + hi) / 2;
-    // Four lanes = the four partial sums. Branch free (the split is unpredictable): the high
-    // part of a is a or +0.0 by a mask, the low part a minus that, both exact, and adding +0.0
-    // leaves a sum unchanged: the same sums as the reference's if/else.
-    const v4d mid4 = {mid, mid, mid, mid};
-    v4d hi4 = {0, 0, 0, 0}, lo4 = {0, 0, 0, 0};
-    v4l n_hi4 = {0, 0, 0, 0};
-    uint32_t j = 0;
-    for (; j + 4 <= kc; j += 4) {
-      const v4d a = {mag[j], mag[j + 1], mag[j + 2], mag[j + 3]};
-      const v4l high = a >= mid4;
-      const v4d part = v4d(v4l(a) & high);
-      hi4 += part;
-      lo4 += a - part;
-      n_hi4 -= high;
+    double sum_hi, sum_lo;
+    uint32_t n_hi;
+    if (exact) {
+      sum_hi = sum_at_least(mag, kc, mid, n_hi);
+      sum_lo = total - sum_hi;
+    } else {
+      split_sums_in_order(mag, kc, mid, sum_hi, sum_lo, n_hi);
     }
-    for (; j < kc; j++) {
-      const double a = mag[j];
-      if (a >= mid) { hi4[j & 3] += a; n_hi4[j & 3]++; } else { lo4[j & 3] += a; }
-    }
-    const uint32_t n_hi = uint32_t(n_hi4[0] + n_hi4[1] + n_hi4[2] + n_hi4[3]);
-    const double sum_hi[4] = {hi4[0], hi4[1], hi4[2], hi4[3]}, sum_lo[4] = {lo4[0], lo4[1], lo4[2], lo4[3]};
     // The high group is the n_hi largest magnitudes: the same count means the same split.
     if (n_hi == last_n_hi) break;
     last_n_hi = n_hi;
-    hi = ((sum_hi[0] + sum_hi[1]) + (sum_hi[2] + sum_hi[3])) / n_hi;
-    lo = n_hi < kc ? ((sum_lo[0] + sum_lo[1]) + (sum_lo[2] + sum_lo[3])) / (kc - n_hi) : hi;
+    hi = sum_hi / n_hi;
+    lo = n_hi < kc ? sum_lo / (kc - n_hi) : hi;
   }
   lo_out = lo;
   hi_out = hi;
 }
 
-// Writes one chunk record for the picked offsets (ascending, with their magnitudes) and leaves
-// the quantization error in e.
-ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
-  uint8_t* offsets = out + scale_bytes(bits);
-  uint8_t* values = offsets + offset_bytes(kc);
+// The offsets of a chunk record: two 12-bit offsets in three bytes.
+ST_INLINE void write_offsets(const uint16_t* picked, uint32_t kc, uint8_t* offsets) {
   for (uint32_t j = 0; j + 1 < kc; j += 2) {
     const uint32_t a = picked[j], b = picked[j + 1];
     uint8_t* p = offsets + size_t(j) * 3 / 2;
@@ -187,46 +232,62 @@ ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag
     p[0] = uint8_t(picked[kc - 1]);
     p[1] = uint8_t(picked[kc - 1] >> 8);
   }
-  if (bits == 2) {
-    double lo, hi;
-    two_levels(mag, kc, lo, hi);
-    const uint16_t lo_bits = scale_bits(lo), hi_bits = scale_bits(hi);
-    out[0] = uint8_t(lo_bits); out[1] = uint8_t(lo_bits >> 8);
-    out[2] = uint8_t(hi_bits); out[3] = uint8_t(hi_bits >> 8);
-    const float lo_f = f16_to_f32(lo_bits), hi_f = f16_to_f32(hi_bits);
-    const uint32_t lo_level = f32_bits(lo_f), hi_level = f32_bits(hi_f);
-    unsigned codes = 0;
-    for (uint32_t j = 0; j < kc; j++) {
-      float& v = e[picked[j]];
-      const double a = mag[j];
-      const uint32_t high = a - lo_f > hi_f - a, negative = v < 0;
-      // Bit selects rather than branches (unpredictable): dequant = +-level.
-      const uint32_t level = (lo_level & (high - 1)) | (hi_level & (0 - high));
-      v = v - bits_f32(level | (negative << 31));
-      codes |= (negative | (high << 1)) << ((j & 3) * 2);
-      if ((j & 3) == 3) {
-        values[j >> 2] = uint8_t(codes);
-        codes = 0;
-      }
-    }
-    if (kc % 4 != 0) values[kc >> 2] = uint8_t(codes);
-  } else {
-    float mx = 0;
-    for (uint32_t j = 0; j < kc; j++) mx = std::max(mx, mag[j]);
-    const uint16_t step_bits = scale_bits(double(mx) / 127);
-    out[0] = uint8_t(step_bits); out[1] = uint8_t(step_bits >> 8);
-    const float step = f16_to_f32(step_bits);
-    for (uint32_t j = 0; j < kc; j++) {
-      float& v = e[picked[j]];
-      int q = step == 0 ? 0 : int(std::min(127.0, std::floor(std::fabs(double(v)) / step + 0.5)));
-      if (v < 0) q = -q;
-      values[j] = uint8_t(int8_t(q));
-      const float dequant = float(q) * step;
-      v = v - dequant;
-    }
+}
+
+// The two fp16 scales of a 2-bit record; returns the levels as floats.
+ST_INLINE void write_levels(const float* mag, uint32_t kc, uint8_t* out, float& lo_f, float& hi_f) {
+  double lo, hi;
+  two_levels(mag, kc, lo, hi);
+  const uint16_t lo_bits = scale_bits(lo), hi_bits = scale_bits(hi);
+  out[0] = uint8_t(lo_bits); out[1] = uint8_t(lo_bits >> 8);
+  out[2] = uint8_t(hi_bits); out[3] = uint8_t(hi_bits >> 8);
+  lo_f = f16_to_f32(lo_bits);
+  hi_f = f16_to_f32(hi_bits);
+}
+
+// 8-bit values: the fp16 step and the values, leaving the quantization error in e.
+ST_INLINE void quantize_8bit(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint8_t* out, uint8_t* values) {
+  float mx = 0;
+  for (uint32_t j = 0; j < kc; j++) mx = std::max(mx, mag[j]);
+  const uint16_t step_bits = scale_bits(double(mx) / 127);
+  out[0] = uint8_t(step_bits); out[1] = uint8_t(step_bits >> 8);
+  const float step = f16_to_f32(step_bits);
+  for (uint32_t j = 0; j < kc; j++) {
+    float& v = e[picked[j]];
+    int q = step == 0 ? 0 : int(std::min(127.0, std::floor(std::fabs(double(v)) / step + 0.5)));
+    if (v < 0) q = -q;
+    values[j] = uint8_t(int8_t(q));
+    const float dequant = float(q) * step;
+    v = v - dequant;
   }
 }
 
+// Writes one chunk record for the picked offsets (ascending, with their magnitudes) and leaves
+// the quantization error in e.
+ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
+  uint8_t* offsets = out + scale_bytes(bits);
+  uint8_t* values = offsets + offset_bytes(kc);
+  write_offsets(picked, kc, offsets);
+  if (bits == 8) return quantize_8bit(e, picked, mag, kc, out, values);
+  float lo_f, hi_f;
+  write_levels(mag, kc, out, lo_f, hi_f);
+  const uint32_t lo_level = f32_bits(lo_f), hi_level = f32_bits(hi_f);
+  unsigned codes = 0;
+  for (uint32_t j = 0; j < kc; j++) {
+    float& v = e[picked[j]];
+    const double a = mag[j];
+    const uint32_t high = a - lo_f > hi_f - a, negative = v < 0;
+    // Bit selects rather than branches (unpredictable): dequant = +-level.
+    const uint32_t level = (lo_level & (high - 1)) | (hi_level & (0 - high));
+    v = v - bits_f32(level | (negative << 31));
+    codes |= (negative | (high << 1)) << ((j & 3) * 2);
+    if ((j & 3) == 3) {
+      values[j >> 2] = uint8_t(codes);
+      codes = 0;
+    }
+  }
+  if (kc % 4 != 0) values[kc >> 2] = uint8_t(codes);
+}
 
 // How many of mag[0..count) are >= t; branch free, so it vectorizes.
 ST_INLINE uint32_t count_at_least(const int32_t* mag, size_t count, int32_t t) {
