@@ -183,17 +183,18 @@ ST_INLINE double sum_at_least(const float* mag, uint32_t kc, double mid, uint32_
 // The 2-bit magnitudes (as in the reference): midrange split, then up to three Lloyd
 // iterations (each level the mean of the magnitudes nearer to it), stopping at a fixed point.
 ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double& hi_out) {
-  float mn = mag[0], mx = mag[0];
-  for (uint32_t j = 1; j < kc; j++) {
-    mn = std::min(mn, mag[j]);
-    mx = std::max(mx, mag[j]);
+  uint32_t mn_bits = UINT32_MAX, mx_bits = 0;  // magnitudes: ordered like their bits, which vectorizes
+  for (uint32_t j = 0; j < kc; j++) {
+    mn_bits = std::min(mn_bits, f32_bits(mag[j]));
+    mx_bits = std::max(mx_bits, f32_bits(mag[j]));
   }
+  const float mn = bits_f32(mn_bits), mx = bits_f32(mx_bits);
   // All are multiples of the smallest one's unit in the last place, and below 2^(spread + 24)
   // of those units: when the spread of the exponents is at most 16, any sum of up to 4096 of
   // them is below 2^52 units, exact in float64. Then the order of the additions cannot change
   // a sum: one pass with wide accumulators, and the low sum is the total minus the high one.
   // (Else, in the reference's order; a zero among them counts as the smallest exponent.)
-  const bool exact = int(f32_bits(mx) >> 23) - std::max(int(f32_bits(mn) >> 23), 1) <= 16;
+  const bool exact = int(mx_bits >> 23) - std::max(int(mn_bits >> 23), 1) <= 16;
   uint32_t n_all;
   const double total = exact ? sum_at_least(mag, kc, 0.0, n_all) : 0;
   double lo = mn, hi = mx;
@@ -383,7 +384,7 @@ ST_INLINE bool select_top(const float* e, Scratch& s, size_t count, uint32_t kc,
 // compress instructions for the compaction (register form: the memory form is microcoded on
 // AMD), masked loads for the tails. (Compressing the magnitudes in the pass as well makes it
 // three times slower on Zen 5: the selection gathers them.)
-#define ST_AVX512_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2,popcnt,lzcnt"
+#define ST_AVX512_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi2"
 #define ST_AVX512 __attribute__((target(ST_AVX512_TARGET)))
 #define ST_AVX512_INLINE __attribute__((target(ST_AVX512_TARGET), always_inline)) inline
 
@@ -503,6 +504,35 @@ ST_AVX512 bool select_top_avx512(const float* e, Scratch& s, size_t count, uint3
   hint = bits_f32(uint32_t(next));
   return true;
 }
+
+// quantize_chunk with sixteen lanes for 2-bit values: the level choice in float64 as in the
+// reference, the codes interleaved from the sign and level masks with pdep.
+ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
+  if (bits == 8) return quantize_chunk(e, picked, mag, kc, bits, out);
+  uint8_t* values = out + scale_bytes(bits) + offset_bytes(kc);
+  write_offsets(picked, kc, out + scale_bytes(bits));
+  float lo_f, hi_f;
+  write_levels(mag, kc, out, lo_f, hi_f);
+  const __m512d lo_d = _mm512_set1_pd(lo_f), hi_d = _mm512_set1_pd(hi_f);
+  const __m512 lo_v = _mm512_set1_ps(lo_f), hi_v = _mm512_set1_ps(hi_f), zero = _mm512_setzero_ps();
+  for (uint32_t j = 0; j < kc; j += 16) {
+    const __mmask16 in = lanes_below(kc - j);
+    const __m512i offsets = widen(picked + j);
+    const __m512 v = _mm512_mask_i32gather_ps(zero, in, offsets, e, 4);
+    const __m512d a0 = _mm512_maskz_cvtps_pd(0xff, _mm256_maskz_loadu_ps(__mmask8(in), mag + j));
+    const __m512d a1 = _mm512_maskz_cvtps_pd(0xff, _mm256_maskz_loadu_ps(__mmask8(in >> 8), mag + j + 8));
+    const __mmask16 high = in & __mmask16(_mm512_cmp_pd_mask(_mm512_sub_pd(a0, lo_d), _mm512_sub_pd(hi_d, a0), _CMP_GT_OQ) |
+                                            _mm512_cmp_pd_mask(_mm512_sub_pd(a1, lo_d), _mm512_sub_pd(hi_d, a1), _CMP_GT_OQ) << 8);
+    const __mmask16 negative = _mm512_mask_cmp_ps_mask(in, v, zero, _CMP_LT_OQ);
+    const __m512 level = _mm512_mask_blend_ps(high, lo_v, hi_v);
+    const __m512 dequant = _mm512_mask_xor_ps(level, negative, level, _mm512_set1_ps(-0.0f));
+    alignas(64) float updated[16];  // stored one by one: a scatter is slower on AMD
+    _mm512_store_ps(updated, _mm512_sub_ps(v, dequant));
+    for (uint32_t l = 0, end = std::min(16u, kc - j); l < end; l++) e[picked[j + l]] = updated[l];
+    const uint32_t codes = uint32_t(_pdep_u32(negative, 0x55555555u) | _pdep_u32(high, 0xaaaaaaaau));
+    std::memcpy(values + j / 4, &codes, std::min<size_t>(4, (kc - j + 3) / 4));
+  }
+}
 #endif
 
 }  // namespace
@@ -527,8 +557,8 @@ void write_header(const Shape& s, uint8_t* out) {
 namespace {
 
 // Chunks [c0, c1) on a code path: Path::pass<update>(beta, e, d, len, hint, scratch) collects
-// candidates as pass_portable does, Path::select is select_top. Compiled once per code path so
-// everything it inlines (selection, quantization) is vectorized for that path.
+// candidates as pass_portable does, Path::select is select_top, Path::quantize quantize_chunk.
+// Compiled once per code path so everything it inlines is vectorized for that path.
 template <class Path>
 ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
   Scratch scratch;
@@ -550,7 +580,7 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       count = Path::template pass<false>(beta, ec, nullptr, len, lower < hint * 0.01f ? 0.0f : lower, scratch);
     if (!Path::select(ec, scratch, count, kc, hints[c]))
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
-    quantize_chunk(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
+    Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
   }
 }
 
@@ -558,6 +588,7 @@ struct PortablePath {
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_portable<update>(beta, e, d, len, hint, s.cand); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top(e, s, count, kc, hint); }
+  static void quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) { quantize_chunk(e, picked, mag, kc, bits, out); }
 };
 
 void compress_portable(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
@@ -579,6 +610,7 @@ struct Avx512Path {
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_avx512<update>(beta, e, d, len, hint, s); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top_avx512(e, s, count, kc, hint); }
+  static void quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) { quantize_chunk_avx512(e, picked, mag, kc, bits, out); }
 };
 
 ST_AVX512

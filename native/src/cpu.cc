@@ -1,6 +1,6 @@
 // Runtime dispatch: the addon is compiled for a portable baseline (x86-64-v2); the AVX2 code
 // paths (functions compiled with target("avx2,fma,f16c")) and the AVX-512 ones (x86-64-v4:
-// F, BW, DQ, VL) are used only when the CPU has them.
+// F, BW, DQ, VL; and BMI2) are used only when the CPU has them.
 #include "kernels.h"
 
 #include <atomic>
@@ -16,7 +16,7 @@ Simd cpu_simd() {
   if (!avx2) return Simd::kPortable;
   // __builtin_cpu_supports also checks that the OS saves the AVX-512 registers.
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2");
   return avx512 ? Simd::kAvx512 : Simd::kAvx2;
 #else
   return Simd::kPortable;
