@@ -3,13 +3,17 @@
 //
 // Speed: the work is one pass over e and delta (the memory-bandwidth floor), so the pass also
 // picks candidates: elements with |e| >= a per-chunk threshold hint carried from the previous
-// call, compacted with their magnitudes (AVX2: a lookup table of lane permutations). When at
+// call, compacted (AVX2: a lookup table of lane permutations; AVX-512: compress). When at
 // least kc candidates come out, the top kc of the chunk are among them (the kc-th largest is
 // >= the hint), and the exact cut runs on those few only, by a branch-free search on the bits
 // of the magnitudes. Without a hint (first call) one is estimated from a sample of the chunk;
 // when a hint is too high, the chunk, now in cache, is scanned again with lower thresholds.
 // Hints change speed, never the result.
-// Two-thread calls split the chunks in halves; every chunk record has a known place.
+// Three code paths (portable, AVX2, AVX-512), chosen at run time, give the same bytes.
+// There is no second pass over memory: the selection and quantization work on the chunk in L1.
+// What costs time beyond the floor on one thread is their compute, during which no memory
+// traffic is in flight; hence the vector versions of each step on the AVX-512 path.
+// Two-thread calls split the chunks in blocks; every chunk record has a known place.
 #include "kernels.h"
 
 #include <algorithm>
