@@ -1,9 +1,10 @@
-// npm run bench -- compress [--json] [--sizes 1,16,64] [--bits 2|8]
+// npm run bench -- compress [--json] [--sizes 1,16,64] [--bits 2|8] [--simd avx512|avx2|portable]
 // The compress kernel (error feedback + top-k at density 1/64 + quantization) against the plain
 // `e += delta` pass over the same arrays (the memory-bandwidth floor, native, same threads),
 // measured in the same run, and against the JS reference; then AdamW native vs JS.
 // The timed calls are the async ones (two threads), as used from ~1M elements; the sync
-// (one thread) figures are in the table too. Compression is timed in steady state: the first
+// (one thread) figures are in the table and the JSON rows too (ratio_to_floor_1t). The code path
+// is the best the CPU has, or the one --simd names; the table header and the rows name it. Compression is timed in steady state: the first
 // calls, which let the per-chunk threshold hints settle, are run before the clock starts.
 // Each figure is the best of several runs: the machine is shared, and the fastest run is the one
 // least disturbed by other processes (all figures are taken the same way, so ratios are fair).
@@ -32,12 +33,16 @@ function best (xs: number[]): number {
 }
 
 export async function run (args: string[]): Promise<void> {
-  const { values } = parse(args, { json: { type: 'boolean' }, sizes: { type: 'string' }, bits: { type: 'string' } })
+  const { values } = parse(args, { json: { type: 'boolean' }, sizes: { type: 'string' }, bits: { type: 'string' }, simd: { type: 'string' } })
   const sizes = (values.sizes ?? '1,16,64').split(',').map(s => Number(s))
   if (sizes.some(s => !(s > 0 && s <= 1024))) throw new UsageError(`--sizes must be millions of elements, e.g. 1,16,64; got '${values.sizes}'`)
   const bits = Number(values.bits ?? 2)
   if (bits !== 2 && bits !== 8) throw new UsageError(`--bits must be 2 or 8, got '${values.bits}'`)
   if (!native.isNative) console.error('warning: the native addon is not loaded; native figures are the JS reference')
+  if (values.simd !== undefined) {
+    if (!(native.SIMD_PATHS as readonly string[]).includes(values.simd)) throw new UsageError(`--simd must be one of ${native.SIMD_PATHS.join(', ')}; got '${values.simd}'`)
+    if (native.setSimd(values.simd as native.SimdPath) !== values.simd) throw new UsageError(`--simd ${values.simd}: this machine has no such code path (best: ${native.setSimd(true)})`)
+  }
 
   const chunk = native.DEFAULT_CHUNK
   const options = { beta: BETA, chunk, k: native.kForDensity(DENSITY, chunk), bits: bits as 2 | 8 }
@@ -86,6 +91,7 @@ export async function run (args: string[]): Promise<void> {
       floor_ms: round(floorMs),
       js_ms: round(jsMs),
       ratio_to_floor: round(ms / floorMs),
+      ratio_to_floor_1t: round(best(t.sync) / best(t.floorSync)),
       speedup_vs_js: round(jsMs / ms),
       compression_ratio: round(4 * n / out.length),
       sync_ms: round(best(t.sync)),

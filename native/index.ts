@@ -3,8 +3,9 @@
 // printed. Every kernel works in place on caller-supplied typed arrays (zero copy).
 //
 // The *Async variants run on the libuv thread pool (two threads inside) so the event loop stays
-// free; use them from about a million elements on. While one runs, the JavaScript side must not read,
-// write or transfer any of the arrays passed to it, until the promise settles.
+// free (the reference fallback: in a worker thread); use them from about a million elements on.
+// While one runs, the JavaScript side must not read, write or transfer any of the arrays passed
+// to it, until the promise settles.
 //
 // Compression (definitions in compress-reference.ts, payload layout in format.ts), per stage:
 //   const o = { beta: 0.95, chunk: DEFAULT_CHUNK, k: kForDensity(1 / 64), bits: 2 }
@@ -16,11 +17,16 @@
 // Non-finite values in e or delta make compress throw a RangeError with e partly updated.
 import { createRequire } from 'node:module'
 import * as reference from './reference.js'
+import { inWorker } from './reference-async.js'
 import type { AdamWOptions, OuterStepOptions } from './reference.js'
 import type { CompressOptions } from './format.js'
 
 export type { AdamWOptions, OuterStepOptions, CompressOptions }
 export { chunkCount, kForDensity, payloadSize, readHeader, DEFAULT_CHUNK, type PayloadHeader, type ValueBits } from './format.js'
+
+/** The native code paths, best first. */
+export const SIMD_PATHS = ['avx512', 'avx2', 'portable'] as const
+export type SimdPath = typeof SIMD_PATHS[number]
 
 export interface Kernels {
   axpy(dst: Float32Array, src: Float32Array, weight: number): void
@@ -42,25 +48,28 @@ export interface Kernels {
   outerStepAsync(param: Float32Array, grad: Float32Array, momentumBuffer: Float32Array | null, options: OuterStepOptions): Promise<void>
   compressAsync(e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, options: CompressOptions): Promise<number>
   decodeAccumulateAsync(dst: Float32Array, payload: Uint8Array, weight: number): Promise<void>
-  /** The code path in use: 'avx2' (AVX2, FMA, F16C) or 'portable'; 'js' for the reference. */
+  /** The code path in use: 'avx512' (F, BW, DQ, VL), 'avx2' (AVX2, FMA, F16C) or 'portable'; 'js' for the reference. */
   simdLevel(): string
-  /** Allows (true) or forbids (false) the AVX2 path, e.g. to test the portable one; returns simdLevel(). */
-  setSimd(enabled: boolean): string
+  /**
+   * Caps the code path, e.g. to test each one: true for the best the CPU has, false for
+   * 'portable', or a path name for the best up to it the CPU has. Returns simdLevel().
+   */
+  setSimd(level: boolean | SimdPath): string
 }
 
 const kernelNames = ['axpy', 'sumSquares', 'adamw', 'outerStep', 'compress', 'decodeAccumulate', 'payloadNorm',
   'f32ToF16', 'f16ToF32', 'f32ToBf16', 'bf16ToF32', 'f32ToInt8', 'int8ToF32', 'axpyAsync', 'sumSquaresAsync',
   'adamwAsync', 'outerStepAsync', 'compressAsync', 'decodeAccumulateAsync', 'simdLevel', 'setSimd'] as const
 
-// The reference as a Kernels: the async variants run it inline (the fallback blocks the loop).
+// The reference as a Kernels: the async variants run it in a worker thread.
 const referenceKernels: Kernels = {
   ...reference,
-  axpyAsync: async (...args) => reference.axpy(...args),
-  sumSquaresAsync: async (...args) => reference.sumSquares(...args),
-  adamwAsync: async (...args) => reference.adamw(...args),
-  outerStepAsync: async (...args) => reference.outerStep(...args),
-  compressAsync: async (...args) => reference.compress(...args),
-  decodeAccumulateAsync: async (...args) => reference.decodeAccumulate(...args),
+  axpyAsync: inWorker('axpy', [0]),
+  sumSquaresAsync: inWorker('sumSquares', []),
+  adamwAsync: inWorker('adamw', [0, 2, 3]),
+  outerStepAsync: inWorker('outerStep', [0, 2]),
+  compressAsync: inWorker('compress', [0, 3]),
+  decodeAccumulateAsync: inWorker('decodeAccumulate', [0]),
   simdLevel: () => 'js',
   setSimd: () => 'js'
 }

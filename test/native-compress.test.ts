@@ -1,4 +1,4 @@
-// Compression: the addon against the JS reference (bit exact, both code paths), the
+// Compression: the addon against the JS reference (bit exact, every code path), the
 // error-feedback invariant, exactly k per chunk, the size target, async = sync, bad arguments.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -7,7 +7,10 @@ import { chunkBytes, HEADER_BYTES, kForDensity, type CompressOptions } from '../
 import { Rng } from '../node/util/random.js'
 
 const { reference } = native
-const paths = native.isNative ? [true, false] : [false]
+// Every code path this CPU has (setSimd gives a lower one when it lacks the one asked for).
+const paths = native.isNative ? native.SIMD_PATHS.filter(path => native.setSimd(path) === path) : ['js']
+if (native.isNative) native.setSimd(true)
+console.log(`native-compress: code paths tested against the reference: ${paths.join(', ')}`)
 
 function gaussian (n: number, rng: Rng, scale = 1): Float32Array {
   const a = new Float32Array(n)
@@ -45,12 +48,14 @@ const shapes: Array<[number, CompressOptions]> = [
   [5, { beta: 0, chunk: 4096, k: 64, bits: 2 }], // one short chunk
   [3001, { beta: 0.95, chunk: 16, k: 3, bits: 8 }],
   [9000, { beta: 0.95, chunk: 1, k: 1, bits: 2 }],
-  [2 * 4096 + 100, { beta: 0.5, chunk: 4096, k: 4096, bits: 8 }] // the largest chunk, all kept
+  [2 * 4096 + 100, { beta: 0.5, chunk: 4096, k: 4096, bits: 8 }], // the largest chunk, all kept
+  [30011, { beta: 0.95, chunk: 1000, k: 37, bits: 2 }], // chunks and tails not multiples of 16 lanes
+  [200000, { beta: 0.95, chunk: 4096, k: 64, bits: 2 }] // the default shape, over many chunks
 ]
 
-for (const simd of paths) {
-  test(`compress matches the reference bit for bit over several steps (${simd ? 'avx2 if available' : 'portable'})`, () => {
-    if (native.isNative) native.setSimd(simd)
+for (const path of paths) {
+  test(`compress matches the reference bit for bit over several steps (${path})`, () => {
+    if (native.isNative) assert.is(native.setSimd(path as native.SimdPath), path)
     const rng = new Rng(7)
     for (const [n, o] of shapes) {
       const e1 = gaussian(n, rng)
@@ -59,10 +64,22 @@ for (const simd of paths) {
       const size = native.payloadSize(n, o.chunk, o.k, o.bits)
       const out1 = new Uint8Array(size + 3) // larger than needed is fine
       const out2 = new Uint8Array(size)
-      for (let step = 0; step < 6; step++) {
+      for (let step = 0; step < 9; step++) {
         // Heavy tails and a drifting scale exercise the threshold hints (too high and too low).
         const delta = gaussian(n, rng, step === 3 ? 0.01 : step === 4 ? 50 : 1)
         for (let i = 0; i < n; i += 97) delta[i] *= 30
+        // Values on a coarse grid: ties at the cut, broken by offset.
+        if (step === 6) {
+          for (let i = 0; i < n; i++) delta[i] = Math.round(delta[i] * 2) / 2
+          e1.fill(0)
+          e2.fill(0)
+        }
+        // Zeros and magnitudes from 2^-40 to 2^20 among the picks (the 2-bit levels then sum in order).
+        if (step === 7) {
+          for (let i = 0; i < n; i++) delta[i] = i % 3 === 0 ? 0 : delta[i] * 2 ** Math.floor(rng.next() * 60 - 40)
+          e1.fill(0)
+          e2.fill(0)
+        }
         assert.is(native.compress(e1, delta, hints, out1, o), size)
         assert.is(reference.compress(e2, delta, new Float32Array(hints.length), out2, o), size)
         assert.ok(bytesEqual(out1.subarray(0, size), out2), `payload differs: n ${n} ${JSON.stringify(o)} step ${step}`)
@@ -164,7 +181,6 @@ test('async variants give the same results as the sync ones', async () => {
 })
 
 test('compressAsync leaves the event loop free while it runs', async () => {
-  if (!native.isNative) return // the reference fallback runs inline
   const n = 2 ** 21
   const o = { beta: 0.95, chunk: 4096, k: 64, bits: 2 as const }
   const e = gaussian(n, new Rng(6))

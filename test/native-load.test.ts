@@ -13,9 +13,15 @@ const nativeDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'native')
 
 test('the addon builds and loads, with every kernel', () => {
   assert.ok(native.isNative, 'native addon did not load (is build/Release/swarmtrain_native.node there?)')
-  assert.match(native.simdLevel(), /^(avx2|portable)$/)
+  const best = native.simdLevel()
+  assert.match(best, /^(avx512|avx2|portable)$/)
   assert.is(native.setSimd(false), 'portable')
-  assert.match(native.setSimd(true), /^(avx2|portable)$/)
+  assert.is(native.setSimd('portable'), 'portable')
+  // A cap gives that path if the CPU has it, else the best below it.
+  assert.is(native.setSimd('avx2'), best === 'portable' ? 'portable' : 'avx2')
+  assert.is(native.setSimd('avx512'), best)
+  assert.is(native.setSimd(true), best)
+  assert.throws(() => native.setSimd('sse' as 'avx2'), TypeError)
 })
 
 test('axpy matches the reference and rejects bad arguments', () => {

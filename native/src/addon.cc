@@ -5,8 +5,11 @@
 // arrays alive until the promise settles and report argument errors as rejections.
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <iterator>
+#include <string>
 #include <vector>
 
 #include "kernels.h"
@@ -371,11 +374,22 @@ Call prepare_int8_to_f32(const Napi::CallbackInfo& info) {
 
 // ---- dispatch control ----
 
-Napi::Value SimdLevel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), use_avx2() ? "avx2" : "portable"); }
+const char* const kSimdNames[] = {"portable", "avx2", "avx512"};  // in Simd order
 
+Napi::Value SimdLevel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), kSimdNames[int(simd_level())]); }
+
+// setSimd(true): the best path the CPU has; false: portable; a path name: the best up to it.
 Napi::Value SetSimd(const Napi::CallbackInfo& info) {
-  if (!info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "setSimd(enabled: boolean)");
-  set_simd(info[0].As<Napi::Boolean>().Value());
+  Simd at_most = Simd::kAvx512;
+  if (info[0].IsBoolean()) {
+    at_most = info[0].As<Napi::Boolean>().Value() ? Simd::kAvx512 : Simd::kPortable;
+  } else {
+    const std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+    const auto* found = std::find(std::begin(kSimdNames), std::end(kSimdNames), name);
+    if (found == std::end(kSimdNames)) throw Napi::TypeError::New(info.Env(), "setSimd(enabled: boolean | 'avx512' | 'avx2' | 'portable')");
+    at_most = Simd(found - std::begin(kSimdNames));
+  }
+  set_simd(at_most);
   return SimdLevel(info);
 }
 

@@ -23,10 +23,15 @@ constexpr float kMaxFloat = 3.4028234663852886e38f;  // the largest finite float
 
 // ---- runtime dispatch ----
 
-// True when the AVX2 path (AVX2 + FMA + F16C) is in use: the CPU has it and it is not disabled
-// (setSimd(false), or SWARMTRAIN_NATIVE_PORTABLE=1 at load).
-bool use_avx2();
-void set_simd(bool enabled);
+// The code paths, in order: each needs the CPU features of the ones before it. The best one the
+// CPU has is used, unless capped (setSimd, or SWARMTRAIN_NATIVE_PORTABLE=1 at load). Kernels
+// without an AVX-512 version use their AVX2 one on the AVX-512 path.
+enum class Simd { kPortable, kAvx2, kAvx512 };
+Simd simd_level();
+// Uses the best path up to at_most that the CPU has; returns it.
+Simd set_simd(Simd at_most);
+// True on the AVX2 path and above (AVX2 + FMA + F16C).
+inline bool use_avx2() { return simd_level() >= Simd::kAvx2; }
 
 // ---- fp16 / bf16 scalars (bit exact with F16C, round to nearest even) ----
 
