@@ -13,6 +13,8 @@ const SIGNATURE_DOMAIN = new TextEncoder().encode('swarmtrain/peer-info/1:')
 const MAX_CLOCK_SKEW_MS = 60_000
 /** And records may not live longer than this. */
 const MAX_TTL_MS = 3_600_000
+/** State hashes are 16 bytes; a little room for a longer hash later. */
+const MAX_STATE_HASH_BYTES = 32
 /** DHT key namespace: keys are `/swarmtrain/<runId>/info/<peerId>`. */
 export const RECORD_NAMESPACE = 'swarmtrain'
 
@@ -26,6 +28,12 @@ export interface PeerInfoRecord {
   queueLength: number
   freeMemory: number
   round: number
+  /** Its stage state is loaded and its server takes calls (the router calls only ready peers). */
+  ready: boolean
+  /** Tokens trained since the last averaging round. */
+  tokensSinceSync: number
+  /** Hex hash of its averaging state after `round` ('' before any). */
+  stateHash: string
   version: string
   /** Unix milliseconds. */
   issuedAt: number
@@ -60,6 +68,9 @@ export async function signInfoRecord (record: PeerInfoRecord, runId: string, pri
     queueLength: record.queueLength,
     freeMemory: BigInt(Math.max(0, Math.floor(record.freeMemory))),
     round: BigInt(record.round),
+    ready: record.ready,
+    tokensSinceSync: BigInt(Math.max(0, Math.floor(record.tokensSinceSync))),
+    stateHash: Buffer.from(record.stateHash, 'hex'),
     version: record.version,
     issuedAt: BigInt(record.issuedAt),
     expiresAt: BigInt(record.expiresAt)
@@ -119,7 +130,8 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
   for (const rate of [info.throughput, info.servedThroughput]) {
     if (!Number.isFinite(rate) || rate < 0 || rate > 1e12) throw new InfoRecordError('info record throughput out of range')
   }
-  if (info.freeMemory > BigInt(Number.MAX_SAFE_INTEGER) || info.round > BigInt(Number.MAX_SAFE_INTEGER)) throw new InfoRecordError('info record counter out of range')
+  if ([info.freeMemory, info.round, info.tokensSinceSync].some(n => n > BigInt(Number.MAX_SAFE_INTEGER))) throw new InfoRecordError('info record counter out of range')
+  if (info.stateHash.byteLength > MAX_STATE_HASH_BYTES) throw new InfoRecordError('info record state hash too long')
   if (!/^[\w.+-]{1,32}$/.test(info.version)) throw new InfoRecordError('info record version malformed')
   return {
     peerId: signer.toString(),
@@ -129,6 +141,9 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
     queueLength: info.queueLength,
     freeMemory: Number(info.freeMemory),
     round: Number(info.round),
+    ready: info.ready,
+    tokensSinceSync: Number(info.tokensSinceSync),
+    stateHash: Buffer.from(info.stateHash).toString('hex'),
     version: info.version,
     issuedAt,
     expiresAt

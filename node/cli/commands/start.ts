@@ -88,7 +88,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   const given = opts.capacity === undefined ? undefined : numberOption('capacity', opts.capacity, 0, 1e-3, 1e12)
   const swarmKey = opts['swarm-key'] !== undefined ? await readSwarmKey(opts['swarm-key']) : await findSwarmKey(dir)
   const timing = timingFromEnv()
-  const pipeline = { ...pipelineOptionsFrom(opts), checkpointEveryMs: timing.checkpointMs }
+  const pipeline = pipelineOptionsFrom(opts)
   const capacity = await measureCapacity(manifest, dir, given)
   const node = new SwarmNode({
     dir,
@@ -102,6 +102,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     freeMemory: capacity.freeMemory,
     controlPort,
     timing,
+    stageHost: opts['no-pipeline'] === true ? undefined : { threads: pipeline.threads, checkpointEveryMs: timing.checkpointMs },
     services: opts['no-pipeline'] === true ? {} : { pipeline: pipelineService(pipeline) }
   })
   await node.start()
