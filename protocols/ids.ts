@@ -23,6 +23,8 @@ export function dhtProtocol (runId: string): string {
 
 export const MANIFEST_PROTOCOL = { name: 'manifest', version: 1 } as const
 export const INFO_PROTOCOL = { name: 'info', version: 1 } as const
+export const AVERAGE_PROTOCOL = { name: 'average', version: 1 } as const
+export const STATE_PROTOCOL = { name: 'state', version: 1 } as const
 
 /** Largest accepted message, in bytes, per protocol or record. */
 export const MAX_BYTES = {
@@ -31,5 +33,16 @@ export const MAX_BYTES = {
   manifestResponse: 64 * 1024,
   infoRequest: 256,
   /** A signed info record: ~150 bytes of fields plus a 64-byte signature. */
-  infoRecord: 1024
+  infoRecord: 1024,
+  /** Averaging requests and responses beyond their payload (ids, hashes, signature, framing). */
+  averageOverhead: 4096,
+  /** State sync: one chunk (and the bytes a chunk message may carry). */
+  stateChunk: 1 << 20,
+  /** State sync: the manifest message beyond its chunk hashes. */
+  stateManifestOverhead: 4096
 } as const
+
+/** Largest averaging message for a stage of `params` values: a dense float32 payload plus overhead. */
+export function averageMessageLimit (params: number): number {
+  return 4 * params + MAX_BYTES.averageOverhead
+}

@@ -8,6 +8,7 @@ import { timingFromEnv } from '../../daemon/timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../../pipeline/options.js'
+import { averagingService } from '../../averaging/service.js'
 import { pipelineService } from '../../pipeline/swarm.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
@@ -103,7 +104,8 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     controlPort,
     timing,
     stageHost: opts['no-pipeline'] === true ? undefined : { threads: pipeline.threads, checkpointEveryMs: timing.checkpointMs },
-    services: opts['no-pipeline'] === true ? {} : { pipeline: pipelineService(pipeline) }
+    // Averaging first: it loads the stage's state before the pipeline's server takes calls.
+    services: opts['no-pipeline'] === true ? {} : { averaging: averagingService(), pipeline: pipelineService(pipeline) }
   })
   await node.start()
   const status = node.status()
