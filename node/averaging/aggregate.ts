@@ -46,7 +46,8 @@ export async function aggregate (contributions: readonly Contribution[], theta: 
   const dropped = sorted.filter(c => !kept.includes(c)).map(c => c.sender)
   if (kept.length === 0) return { used: [], dropped, medianNorm: 0 }
   const ordered = kept.map(c => norms.get(c) as number).sort((a, b) => a - b)
-  const medianNorm = ordered[Math.floor((ordered.length - 1) / 2)]
+  const middle = ordered.length >> 1
+  const medianNorm = ordered.length % 2 === 1 ? ordered[middle] : (ordered[middle - 1] + ordered[middle]) / 2
   const tokens = kept.map(c => Math.min(Math.max(c.tokens, 0), maxTokens))
   const total = tokens.reduce((a, b) => a + b, 0)
   const mean = new Float32Array(theta.length)
