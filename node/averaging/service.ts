@@ -51,7 +51,7 @@ export interface RoundReport {
   ms: number
   /** Bytes this node sent during the round (requests and responses, length prefixes included). */
   bytesSent: number
-  /** Members whose hash matched ours, out of those that sent one. */
+  /** Members whose hash matched ours, out of those that sent one. (ms: to agreement; the checkpoint follows.) */
   agreed: number
   hashes: number
   resynced: boolean
@@ -161,6 +161,23 @@ export class AveragingService implements SwarmService, StageUser {
     }
   }
 
+  /**
+   * Runs a round now, whatever the tokens trained (benchmarks, operators), unless one is running
+   * already; the other members join when its contribution reaches them. Resolves with the
+   * report of the round once it ends.
+   */
+  async roundNow (): Promise<RoundReport | undefined> {
+    const served = this.served
+    const count = this.rounds.length
+    if (this.running === undefined && served !== undefined) this.run(async () => { await this.round(served) })
+    await this.running
+    return this.rounds.length > count ? this.rounds.at(-1) : undefined
+  }
+
+  private run (task: () => Promise<void>): void {
+    this.running = task().catch(err => { log.error('round failed: %e', err) }).finally(() => { this.running = undefined })
+  }
+
   /** Starts a round (or a resync) when due; at most one runs at a time. */
   private poll (): void {
     const served = this.served
@@ -176,8 +193,7 @@ export class AveragingService implements SwarmService, StageUser {
       const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
       if (collective >= this.tokensPerRound || invited) task = async () => { await this.round(served) }
     }
-    if (task === undefined) return
-    this.running = task().catch(err => { log.error('round failed: %e', err) }).finally(() => { this.running = undefined })
+    if (task !== undefined) this.run(task)
   }
 
   /** Ready replicas of the served stage in the registry's view, except this node and banned peers. */
@@ -257,6 +273,7 @@ export class AveragingService implements SwarmService, StageUser {
       payload = this.compressor.out.slice(0, size)
     }
     const signed = await signContribution(scope, { privateKey, peerId: host.peerId }, tokens, settings.mode === 'dense', payload)
+    log('stage %d round %d: contribution ready after %d ms', served.stage, round, Math.round(performance.now() - started))
     const box = this.box(this.boxes, round)
     box.set(this.self, { sender: this.self, tokens, dense: settings.mode === 'dense', payload, signed })
 
@@ -275,6 +292,7 @@ export class AveragingService implements SwarmService, StageUser {
       }
     }))
 
+    log('stage %d round %d: gathered %d of %d after %d ms', served.stage, round, box.size, members.length + 1, Math.round(performance.now() - started))
     const theta = outer.theta.slice()
     const momentum = outer.momentum.slice()
     const result = await aggregate([...box.values()], theta, momentum, settings, this.tokensPerRound)
@@ -289,11 +307,13 @@ export class AveragingService implements SwarmService, StageUser {
     this.publish()
     for (const r of [...this.boxes.keys()]) if (r <= round) this.boxes.delete(r)
 
+    log('stage %d round %d: applied after %d ms', served.stage, round, Math.round(performance.now() - started))
     // Hash exchange with the group; the minority resyncs from the majority.
     const group = [...box.keys()].filter(p => p !== this.self)
     const hashes = this.box(this.hashBoxes, round)
     const hashBytes = new Uint8Array(Buffer.from(this.hash, 'hex'))
     await Promise.all(group.map(async peer => await this.request(peer, { stage: served.stage, round: BigInt(round), stateHash: hashBytes }, third, n)))
+    log('stage %d round %d: hashes sent after %d ms', served.stage, round, Math.round(performance.now() - started))
     await this.until(() => group.every(p => hashes.has(p)), third)
     const counts = new Map<string, string[]>([[this.hash, [this.self]]])
     for (const [peer, h] of hashes) counts.set(h, [...(counts.get(h) ?? []), peer])
@@ -304,7 +324,6 @@ export class AveragingService implements SwarmService, StageUser {
       resynced = await this.resync(served, holders, true)
     }
     for (const r of [...this.hashBoxes.keys()]) if (r <= round) this.hashBoxes.delete(r)
-    await this.stageHost.checkpoint()
     const report: RoundReport = {
       round,
       members: result.used.length,
@@ -319,6 +338,8 @@ export class AveragingService implements SwarmService, StageUser {
     this.rounds.push(report)
     if (this.rounds.length > 100) this.rounds.shift()
     log('stage %d round %d: %o', served.stage, round, report)
+    // The round's state is on disk before the next round can start (atomic write).
+    await this.stageHost.checkpoint()
   }
 
   /** Loads the majority's shared state: theta as the weights, fresh inner moments and error feedback. */

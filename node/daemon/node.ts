@@ -163,6 +163,11 @@ export class SwarmNode {
     await parts.host.stop()
   }
 
+  /** The service started under `name` (for benchmarks and tests that drive it directly). */
+  service<T extends SwarmService> (name: string): T | undefined {
+    return this.parts?.services.get(name) as T | undefined
+  }
+
   /** Multiaddrs peers can dial, with /p2p/<peer id>. */
   get addresses (): string[] {
     return this.components.host.getMultiaddrs().map(ma => ma.toString())
