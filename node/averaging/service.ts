@@ -185,15 +185,28 @@ export class AveragingService implements SwarmService, StageUser {
     this.publish()
     const peers = this.replicaRecords()
     const ahead = peers.filter(p => p.round > served.outer.round)
+    const canonical = this.canonicalHash(served.outer.round, peers)
     let task: (() => Promise<void>) | undefined
     if (ahead.length > 0) {
       task = async () => { await this.resync(served, ahead.map(p => p.peerId), true) }
+    } else if (canonical !== this.hash) {
+      // Members that finished a round with different sets (a partition, a late contribution)
+      // converge on one state: the most common hash at this round, the smallest on a tie.
+      const holders = peers.filter(p => p.round === served.outer.round && p.stateHash === canonical).map(p => p.peerId)
+      task = async () => { await this.resync(served, holders, true) }
     } else {
       const collective = tokensSinceSync(served) + peers.filter(p => p.round === served.outer.round).reduce((n, p) => n + p.tokensSinceSync, 0)
       const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
       if (collective >= this.tokensPerRound || invited) task = async () => { await this.round(served) }
     }
     if (task !== undefined) this.run(task)
+  }
+
+  /** The state hash the replicas at `round` converge on: the most common (ours included), the smallest on a tie. */
+  private canonicalHash (round: number, peers: Array<{ round: number, stateHash: string }>): string {
+    const counts = new Map<string, number>([[this.hash, 1]])
+    for (const p of peers) if (p.round === round && p.stateHash !== '') counts.set(p.stateHash, (counts.get(p.stateHash) ?? 0) + 1)
+    return [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))[0][0]
   }
 
   /** Ready replicas of the served stage in the registry's view, except this node and banned peers. */
