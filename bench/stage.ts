@@ -5,7 +5,7 @@
 import ort from 'onnxruntime-node'
 import { intOption, parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
-import { buildStageGraphs, initParams, matmulFlops, paramCount, paramSize, stageLayout, stageParams, type ModelConfig, type StageLayout } from '../node/model/index.js'
+import { buildStageGraphs, initParams, matmulFlops, ParamLayout, paramCount, stageLayout, stageParams, type ModelConfig, type StageLayout } from '../node/model/index.js'
 import { Graph } from '../node/model/graph.js'
 
 const sessionOptions: ort.InferenceSession.SessionOptions = {
@@ -31,14 +31,10 @@ async function stageRunner (config: ModelConfig, layout: StageLayout, B: number,
   const graphs = buildStageGraphs(config, layout, 'float32')
   const forward = await ort.InferenceSession.create(graphs.forward, sessionOptions)
   const backward = await ort.InferenceSession.create(graphs.backward, sessionOptions)
-  const flat = initParams(graphs.params, 1)
+  const params = new ParamLayout(graphs.params)
+  const flat = initParams(params, 1)
   const feeds: Feeds = {}
-  let offset = 0
-  for (const p of graphs.params) {
-    const n = paramSize(p)
-    feeds[p.name] = new ort.Tensor('float32', flat.subarray(offset, offset + n), p.shape)
-    offset += n
-  }
+  for (const slot of params.slots) feeds[slot.name] = new ort.Tensor('float32', params.view(flat, slot), slot.shape)
   const d = config.dModel
   feeds.x = layout.stage === 0
     ? new ort.Tensor('int64', tokens(B * T, config.vocabSize, 0), [B, T])

@@ -71,6 +71,16 @@ export async function stageCid (runId: string, stage: number): Promise<CID> {
   return CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(`${NAMESPACE}/${runId}/stage/${stage}`)))
 }
 
+/** Averaging rounds within a stage: contributions, relays and result hashes (averaging.proto). */
+export function averageProtocol (runId: string): string {
+  return protocolId(runId, 'average', 1)
+}
+
+/** A stage's state (weights, optimizer and outer-loop state), streamed in hashed chunks (state.proto). */
+export function stateProtocol (runId: string): string {
+  return protocolId(runId, 'state', 1)
+}
+
 /** Largest accepted message, in bytes, per protocol or record. */
 export const MAX_BYTES = {
   manifestRequest: 256,
@@ -78,5 +88,16 @@ export const MAX_BYTES = {
   manifestResponse: 64 * 1024,
   infoRequest: 256,
   /** A signed info record: ~150 bytes of fields plus a 64-byte signature. */
-  infoRecord: 1024
+  infoRecord: 1024,
+  /** Averaging requests and responses beyond their payload (ids, hashes, signature, framing). */
+  averageOverhead: 4096,
+  /** State sync: one chunk (and the bytes a chunk message may carry). */
+  stateChunk: 1 << 20,
+  /** State sync: the manifest message beyond its chunk hashes. */
+  stateManifestOverhead: 4096
 } as const
+
+/** Largest averaging message for a stage of `params` values: a dense float32 payload plus overhead. */
+export function averageMessageLimit (params: number): number {
+  return 4 * params + MAX_BYTES.averageOverhead
+}

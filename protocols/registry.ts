@@ -15,6 +15,9 @@ export interface PeerInfo {
   issuedAt: bigint
   expiresAt: bigint
   servedThroughput: number
+  ready: boolean
+  tokensSinceSync: bigint
+  stateHash: Uint8Array<ArrayBuffer>
 }
 
 export namespace PeerInfo {
@@ -82,6 +85,21 @@ export namespace PeerInfo {
           w.double(obj.servedThroughput)
         }
 
+        if ((obj.ready != null && obj.ready !== false)) {
+          w.uint32(96)
+          w.bool(obj.ready)
+        }
+
+        if ((obj.tokensSinceSync != null && obj.tokensSinceSync !== 0n)) {
+          w.uint32(104)
+          w.uint64(obj.tokensSinceSync)
+        }
+
+        if ((obj.stateHash != null && obj.stateHash.byteLength > 0)) {
+          w.uint32(114)
+          w.bytes(obj.stateHash)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -97,7 +115,10 @@ export namespace PeerInfo {
           version: '',
           issuedAt: 0n,
           expiresAt: 0n,
-          servedThroughput: 0
+          servedThroughput: 0,
+          ready: false,
+          tokensSinceSync: 0n,
+          stateHash: uint8ArrayAlloc(0)
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -148,6 +169,18 @@ export namespace PeerInfo {
             }
             case 11: {
               obj.servedThroughput = reader.double()
+              break
+            }
+            case 12: {
+              obj.ready = reader.bool()
+              break
+            }
+            case 13: {
+              obj.tokensSinceSync = reader.uint64()
+              break
+            }
+            case 14: {
+              obj.stateHash = reader.bytes()
               break
             }
             default: {
@@ -242,6 +275,27 @@ export namespace PeerInfo {
               }
               break
             }
+            case 12: {
+              yield {
+                field: `${prefix}.ready`,
+                value: reader.bool()
+              }
+              break
+            }
+            case 13: {
+              yield {
+                field: `${prefix}.tokensSinceSync`,
+                value: reader.uint64()
+              }
+              break
+            }
+            case 14: {
+              yield {
+                field: `${prefix}.stateHash`,
+                value: reader.bytes()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -309,6 +363,21 @@ export namespace PeerInfo {
     value: number
   }
 
+  export interface PeerInfoReadyFieldEvent {
+    field: '$.ready'
+    value: boolean
+  }
+
+  export interface PeerInfoTokensSinceSyncFieldEvent {
+    field: '$.tokensSinceSync'
+    value: bigint
+  }
+
+  export interface PeerInfoStateHashFieldEvent {
+    field: '$.stateHash'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<PeerInfo>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, PeerInfo.codec())
   }
@@ -317,7 +386,7 @@ export namespace PeerInfo {
     return decodeMessage(buf, PeerInfo.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PeerInfo>): Generator<PeerInfoRunIdFieldEvent | PeerInfoPeerIdFieldEvent | PeerInfoStageFieldEvent | PeerInfoThroughputFieldEvent | PeerInfoQueueLengthFieldEvent | PeerInfoFreeMemoryFieldEvent | PeerInfoRoundFieldEvent | PeerInfoVersionFieldEvent | PeerInfoIssuedAtFieldEvent | PeerInfoExpiresAtFieldEvent | PeerInfoServedThroughputFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PeerInfo>): Generator<PeerInfoRunIdFieldEvent | PeerInfoPeerIdFieldEvent | PeerInfoStageFieldEvent | PeerInfoThroughputFieldEvent | PeerInfoQueueLengthFieldEvent | PeerInfoFreeMemoryFieldEvent | PeerInfoRoundFieldEvent | PeerInfoVersionFieldEvent | PeerInfoIssuedAtFieldEvent | PeerInfoExpiresAtFieldEvent | PeerInfoServedThroughputFieldEvent | PeerInfoReadyFieldEvent | PeerInfoTokensSinceSyncFieldEvent | PeerInfoStateHashFieldEvent> {
     return streamMessage(buf, PeerInfo.codec(), opts)
   }
 }

@@ -72,8 +72,8 @@ export class TestSwarm {
   }
 
   /** Starts `swarmtrain start` in `dir` and waits for its ready line. */
-  async start (name: string, dir: string, args: string[], env: Record<string, string> = {}): Promise<NodeProcess> {
-    return await this.launch(name, dir, ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], env)
+  async start (name: string, dir: string, args: string[], env: Record<string, string> = {}, timeoutMs?: number): Promise<NodeProcess> {
+    return await this.launch(name, dir, ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], env, timeoutMs)
   }
 
   /** Runs `swarmtrain join address` into `dir` and waits for the daemon's ready line. */

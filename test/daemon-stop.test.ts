@@ -8,6 +8,8 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { DAEMON_FILE } from '../node/daemon/daemon-file.js'
 import { readStageCheckpoint, stageCheckpointPath } from '../node/runtime/checkpoint.js'
+import { readManifest, runIdOf } from '../node/manifest/manifest.js'
+import { ParamLayout, stageLayout, stageParams } from '../node/model/index.js'
 import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
 
 const swarm = new TestSwarm()
@@ -43,11 +45,13 @@ test('a daemon mid-training stops within 5 s of SIGINT, with its final checkpoin
   assert.match(a.output.join('\n'), /stopped/)
   assert.not.ok(existsSync(join(dirA, DAEMON_FILE)), 'daemon.json was left behind')
 
-  const saved = await readStageCheckpoint(stageCheckpointPath(dirA, 0))
+  const manifest = await readManifest(dirA)
+  const layout = new ParamLayout(stageParams(manifest.model, stageLayout(manifest.model, 0, manifest.nStages)))
+  const saved = await readStageCheckpoint(stageCheckpointPath(dirA, 0), { runId: runIdOf(manifest), stage: 0, layout })
   assert.ok(saved !== undefined, 'no final checkpoint')
-  assert.is(saved.state.stage, 0)
-  assert.ok(saved.state.step >= trained, `the checkpoint is at step ${saved.state.step}, the daemon had trained ${trained}`)
-  savedStep = saved.state.step
+  assert.is(saved.stage, 0)
+  assert.ok(saved.step >= trained, `the checkpoint is at step ${saved.step}, the daemon had trained ${trained}`)
+  savedStep = saved.step
 })
 
 test('the checkpoint loads on restart, and a second SIGINT exits at once without daemon.json', async () => {

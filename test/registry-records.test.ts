@@ -21,7 +21,7 @@ async function identity () {
 
 function record (peerId: string, fields: Partial<PeerInfoRecord> = {}): PeerInfoRecord {
   const now = Date.now()
-  return { peerId, stage: 1, throughput: 1234.5, servedThroughput: 321.25, queueLength: 2, freeMemory: 8e9, round: 7, version: '0.1.0', issuedAt: now, expiresAt: now + 60_000, ...fields }
+  return { peerId, stage: 1, throughput: 1234.5, servedThroughput: 321.25, queueLength: 2, freeMemory: 8e9, round: 7, ready: true, tokensSinceSync: 4096, stateHash: '00112233445566778899aabbccddeeff', version: '0.1.0', issuedAt: now, expiresAt: now + 60_000, ...fields }
 }
 
 async function rejects (promise: Promise<unknown>, pattern: RegExp): Promise<void> {

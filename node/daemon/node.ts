@@ -17,6 +17,7 @@ import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
 import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
+import { StageHost, type StageHostInit, type StageHostStatus } from './stage-host.js'
 import { defaultTiming, type Timing } from '../timing.js'
 
 /** What a plugged-in service may use. */
@@ -32,6 +33,8 @@ export interface SwarmComponents {
   logger: ComponentLogger
   /** Aborted when the node starts stopping: every wait, sleep and retry loop ends on it. */
   shutdown: AbortSignal
+  /** Owns the engine of the stage this node serves (absent when the node runs no engine). */
+  stageHost?: StageHost
 }
 
 export interface SwarmService {
@@ -60,6 +63,9 @@ export interface SwarmNodeInit {
   /** Port of the 127.0.0.1 status server; 0 picks a free one; undefined serves none. */
   controlPort?: number
   timing?: Partial<Timing>
+  /** Run an engine for the stage this node serves (services such as the pipeline need it). */
+  stageHost?: StageHostInit
+  /** Started in this order (after the stage host has loaded the stage), stopped in reverse. */
   services?: Record<string, ServiceFactory>
 }
 
@@ -121,11 +127,13 @@ export class SwarmNode {
         seed: `${host.peerId.toString()}:${Date.now()}`,
         peerId: host.peerId.toString()
       })
-      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, shutdown, logger: host.logger }
+      const stageHost = this.init.stageHost === undefined ? undefined : new StageHost({ assigner, registry, manifest, runId, dir, logger: host.logger }, this.init.stageHost)
+      const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, stageHost, shutdown, logger: host.logger }
       const services = new Map(Object.entries(this.init.services ?? {}).map(([name, factory]) => [name, factory(components)]))
       this.parts = { ...components, services, unguard, stopping }
       await registry.start()
       await assigner.start()
+      await stageHost?.start()
       for (const service of services.values()) await service.start?.()
       if (this.init.controlPort !== undefined) {
         const control = new ControlServer(() => this.status())
@@ -149,6 +157,7 @@ export class SwarmNode {
     try {
       await parts.control?.close()
       for (const service of [...parts.services.values()].reverse()) await service.stop?.()
+      await parts.stageHost?.stop()
       await parts.assigner.stop()
       await parts.registry.stop()
       parts.unguard()
@@ -157,6 +166,11 @@ export class SwarmNode {
       // Last: while it exists, a second daemon in this directory is refused.
       if (parts.control !== undefined) await removeDaemonFile(this.init.dir)
     }
+  }
+
+  /** The service started under `name` (for benchmarks and tests that drive it directly). */
+  service<T extends SwarmService> (name: string): T | undefined {
+    return this.parts?.services.get(name) as T | undefined
   }
 
   /** Multiaddrs peers can dial, with /p2p/<peer id>. */
@@ -213,8 +227,9 @@ export class SwarmNode {
       stages: registry.view.stages.map(s => ({
         stage: s.stage,
         throughput: s.throughput,
-        peers: s.peers.map(p => ({ peerId: p.peerId, throughput: p.throughput, servedThroughput: p.servedThroughput, queueLength: p.queueLength, round: p.round, version: p.version, freeMemory: p.freeMemory, expiresAt: p.expiresAt }))
+        peers: s.peers.map(p => ({ peerId: p.peerId, throughput: p.throughput, servedThroughput: p.servedThroughput, queueLength: p.queueLength, round: p.round, ready: p.ready, tokensSinceSync: p.tokensSinceSync, stateHash: p.stateHash, version: p.version, freeMemory: p.freeMemory, expiresAt: p.expiresAt }))
       })),
+      stageHost: this.parts.stageHost?.status(),
       services: Object.fromEntries([...services.entries()].filter(([, s]) => s.status !== undefined).map(([name, s]) => [name, s.status?.()]))
     }
   }
@@ -233,6 +248,8 @@ export interface NodeStatus {
   connections: number
   moves: StageMove[]
   viewUpdatedAt: number
-  stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, version: string, freeMemory: number, expiresAt: number }> }>
+  stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, ready: boolean, tokensSinceSync: number, stateHash: string, version: string, freeMemory: number, expiresAt: number }> }>
+  /** The served stage's engine and averaging position. */
+  stageHost?: StageHostStatus
   services: Record<string, unknown>
 }

@@ -9,21 +9,32 @@ import { UserError } from '../errors.js'
 import { defaultModelConfig, type ModelConfig } from '../model/config.js'
 import { defaultOptimizerConfig, type OptimizerConfig } from '../runtime/optimizer-config.js'
 import { writeFileAtomic } from '../util/fs.js'
+import { MAX_CHUNK } from '../../native/format.js'
 
 export const MANIFEST_FORMAT_VERSION = 1
 export const MANIFEST_FILE = 'swarm.json'
 
 /** The outer loop: DiLoCo-style averaging of compressed pseudo-gradients within a stage. */
 export interface AveragingSettings {
-  /** Inner steps per outer step (H). */
+  /** Inner steps per outer step (H): a round starts once the stage's replicas together trained H steps' tokens. */
   innerSteps: number
+  /** 'sgd' (SparseLoCo: lr 1, no momentum) or 'nesterov' (DiLoCo: lr 0.7, momentum 0.9). */
+  outerOptimizer: 'sgd' | 'nesterov'
   outerLr: number
+  /** Nesterov momentum (unused by 'sgd'). */
   outerMomentum: number
+  /** 'sparse': error-feedback top-k compression; 'dense': float32 pseudo-gradients (for comparison). */
+  mode: 'sparse' | 'dense'
   /** Fraction of each chunk's values sent (top-k density), e.g. 64/4096. */
   topkDensity: number
+  /** Elements per compression chunk (at most 4096: offsets are 12 bits). */
   chunkSize: number
-  /** Bits per quantized value. */
+  /** Bits per quantized value: 2 (sign and two magnitudes per chunk) or 8. */
   valueBits: number
+  /** Error-feedback decay. */
+  beta: number
+  /** Bound on every wait of a round (gathering, relays, hash exchange), ms. */
+  roundTimeoutMs: number
 }
 
 export interface RunManifest {
@@ -37,7 +48,19 @@ export interface RunManifest {
   datasetId: string
 }
 
-export const defaultAveraging: AveragingSettings = { innerSteps: 50, outerLr: 0.7, outerMomentum: 0.9, topkDensity: 64 / 4096, chunkSize: 4096, valueBits: 2 }
+// SparseLoCo's settings: 64 of every 4096 values, 2-bit, beta 0.95, outer SGD with lr 1.
+export const defaultAveraging: AveragingSettings = {
+  innerSteps: 50,
+  outerOptimizer: 'sgd',
+  outerLr: 1,
+  outerMomentum: 0.9,
+  mode: 'sparse',
+  topkDensity: 64 / 4096,
+  chunkSize: 4096,
+  valueBits: 2,
+  beta: 0.95,
+  roundTimeoutMs: 30_000
+}
 
 export function defaultManifest (): RunManifest {
   return {
@@ -87,17 +110,27 @@ const counts = new Set(['warmupSteps', 'totalSteps', 'batchSize', 'microbatches'
 const fractions = new Set(['beta1', 'beta2', 'eps'])
 const optimizerChecks: Check[] = Object.keys(defaultOptimizerConfig).map(key =>
   counts.has(key) ? [key, key === 'warmupSteps' ? 0 : 1, key === 'weightVersions' ? 64 : 1 << 30, true] : [key, 0, fractions.has(key) ? 1 : 1e6, false])
+// What the compression kernels accept (native/format.ts): chunks of up to 4096, 2 or 8 bits.
 const averagingChecks: Check[] = [
   ['innerSteps', 1, 1 << 20, true], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
-  ['topkDensity', 0, 1, false], ['chunkSize', 1, 1 << 24, true], ['valueBits', 1, 32, true]
+  ['topkDensity', 0, 1, false], ['chunkSize', 1, MAX_CHUNK, true], ['valueBits', 2, 8, true],
+  ['beta', 0, 1, false], ['roundTimeoutMs', 1000, 3_600_000, true]
 ]
+const averagingChoices: Choice[] = [['outerOptimizer', ['sgd', 'nesterov']], ['mode', ['sparse', 'dense']]]
 
-function section (value: unknown, name: string, checks: Check[]): Record<string, number> {
+type Choice = [path: string, values: string[]]
+
+function section (value: unknown, name: string, checks: Check[], choices: Choice[] = []): Record<string, number | string> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ManifestError(`manifest: '${name}' must be an object`)
   const obj = value as Record<string, unknown>
-  const known = new Set(checks.map(c => c[0]))
+  const known = new Set([...checks, ...choices].map(c => c[0]))
   for (const key of Object.keys(obj)) if (!known.has(key)) throw new ManifestError(`manifest: unknown field '${name}.${key}'`)
-  const out: Record<string, number> = {}
+  const out: Record<string, number | string> = {}
+  for (const [key, values] of choices) {
+    const v = obj[key]
+    if (typeof v !== 'string' || !values.includes(v)) throw new ManifestError(`manifest: '${name}.${key}' must be ${values.map(x => `'${x}'`).join(' or ')}, got ${JSON.stringify(v)}`)
+    out[key] = v
+  }
   for (const [key, min, max, integer] of checks) {
     const v = obj[key]
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
@@ -126,9 +159,16 @@ export function validateManifest (value: unknown): RunManifest {
     model,
     nStages,
     optimizer: section(obj.optimizer, 'optimizer', optimizerChecks) as unknown as OptimizerConfig,
-    averaging: section(obj.averaging, 'averaging', averagingChecks) as unknown as AveragingSettings,
+    averaging: checkAveraging(section(obj.averaging, 'averaging', averagingChecks, averagingChoices) as unknown as AveragingSettings),
     datasetId: obj.datasetId
   }
+}
+
+/** The averaging settings the compressor cannot take, beyond each field's range. */
+function checkAveraging (a: AveragingSettings): AveragingSettings {
+  if (!(a.topkDensity > 0)) throw new ManifestError(`manifest: 'averaging.topkDensity' must be above 0, got ${a.topkDensity}`)
+  if (a.valueBits !== 2 && a.valueBits !== 8) throw new ManifestError(`manifest: 'averaging.valueBits' must be 2 or 8, got ${a.valueBits}`)
+  return a
 }
 
 /** Parses manifest bytes (from a file or a peer); `source` names where they came from in errors. */

@@ -3,4 +3,4 @@
 export * from './config.js'
 export { stageLayout, buildStageGraphs, buildInferenceGraph, modelParams, matmulFlops } from './stages.js'
 export { stageParams } from './gpt.js'
-export { initParams, paramCount, paramSize } from './params.js'
+export { initParams, paramCount, paramSize, ParamLayout, type ParamSlot } from './params.js'

@@ -1,17 +1,13 @@
-// The pipeline as a daemon service: serves this node's stage (an engine behind a StageServer),
-// routes calls to every stage's replicas found in the registry, and, unless told only to serve,
-// drives microbatches from this node's data shard. Plugged into SwarmNode as a service.
-// The stage's weights and optimizer state are checkpointed in the node directory, so a
-// restarted daemon resumes the stage it served.
-import type { Logger } from '@libp2p/interface'
+// The pipeline as a daemon service: serves this node's stage (the stage host's engine behind a
+// StageServer), routes calls to every stage's ready replicas found in the registry, and, unless
+// told only to serve, drives microbatches from this node's data shard. Plugged into SwarmNode as
+// a service; the stage host owns the engine, its checkpoints and its moves.
 import { loadDataset } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
-import type { StageChangeDetail } from '../assignment/assigner.js'
+import type { ServedStage, StageHost, StageUser } from '../daemon/stage-host.js'
 import { LOAD_REPORT_MS, STOP_DRAIN_MS } from '../timing.js'
 import { settlesWithin } from '../util/abort.js'
-import { stageLayout } from '../model/index.js'
-import { StageEngine } from '../runtime/stage-engine.js'
-import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
+import type { StageEngine } from '../runtime/stage-engine.js'
 import { SwarmStage, combineSignals, type CallStats, type ReplicaSource } from './caller.js'
 import { StageClient } from './client.js'
 import { Driver, type DriverReport, type DriverStats } from './driver.js'
@@ -19,7 +15,7 @@ import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
 import { stageProtocol } from '../../protocols/ids.js'
 import { StageServer, stageMessageLimit } from './server.js'
-import type { StageLoad, StageService, StageServiceStats } from './service.js'
+import type { StageCompute, StageLoad, StageService, StageServiceStats } from './service.js'
 
 export interface PipelineOptions {
   /** Drive microbatches from this node's data (false: only serve). */
@@ -32,12 +28,10 @@ export interface PipelineOptions {
   maxMicrobatches?: number
   /** Validation every N microbatches. */
   evalEvery?: number
-  /** onnxruntime threads per engine (default: all cores). */
+  /** onnxruntime threads of the stage's engine (default: all cores); the daemon gives it to the stage host. */
   threads?: number
   /** Test only: this node's stage computes this many times slower. */
   slowdown?: number
-  /** Checkpoint the served stage this often, ms (when it has stepped since). */
-  checkpointEveryMs: number
   onProgress?: (report: DriverReport) => void
 }
 
@@ -61,30 +55,24 @@ export function pipelineService (options: PipelineOptions): (components: SwarmCo
   return components => new PipelineService(components, options)
 }
 
-export class PipelineService implements SwarmService, ReplicaSource {
+export class PipelineService implements SwarmService, ReplicaSource, StageUser {
   private readonly components: SwarmComponents
+  private readonly stageHost: StageHost
   private readonly options: PipelineOptions
   private readonly self: string
-  private readonly log: Logger
   private readonly client: StageClient
   readonly router = new Router()
   readonly stages: SwarmStage[]
   driver?: Driver
-  private serving?: { stage: number, engine: StageEngine, server: StageServer, savedStep: number }
-  private moving: Promise<void> = Promise.resolve()
-  private saving: Promise<void> = Promise.resolve()
+  private serving?: { stage: number, server: StageServer }
   private loadTimer?: NodeJS.Timeout
-  private checkpointTimer?: NodeJS.Timeout
-  private readonly onStage = (event: Event): void => {
-    const { stage } = (event as CustomEvent<StageChangeDetail>).detail
-    this.moving = this.moving.then(() => this.serve(stage)).catch(err => this.log.error('could not serve stage %d: %e', stage, err))
-  }
 
   constructor (components: SwarmComponents, options: PipelineOptions) {
+    if (components.stageHost === undefined) throw new Error('the pipeline needs the node\'s stage host')
     this.components = components
+    this.stageHost = components.stageHost
     this.options = options
     this.self = components.host.peerId.toString()
-    this.log = components.logger.forComponent('swarmtrain:pipeline')
     const { model, nStages, optimizer } = components.manifest
     const maxMessageBytes = stageMessageLimit(optimizer.batchSize * model.seqLen, model.dModel)
     this.client = new StageClient({ dialer: components.host, shutdown: components.shutdown, logger: components.logger }, { protocol: stageProtocol(components.runId), maxMessageBytes })
@@ -93,23 +81,21 @@ export class PipelineService implements SwarmService, ReplicaSource {
       { client: this.client, router: this.router, replicas: this, local, shutdown: components.shutdown, logger: components.logger },
       { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: optimizer.batchSize * model.seqLen, wireDType: wireDTypes[options.wire] }
     ))
+    this.stageHost.use(this)
   }
 
-  /** Peers serving `stage` in the registry's view, except this node (its own replica is called directly). */
+  /** Ready peers serving `stage` in the registry's view, except this node (its own replica is called directly). */
   replicas (stage: number): string[] {
-    return this.components.registry.view.stages[stage]?.peers.map(p => p.peerId).filter(p => p !== this.self) ?? []
+    return this.components.registry.view.stages[stage]?.peers.filter(p => p.ready && p.peerId !== this.self).map(p => p.peerId) ?? []
   }
 
   async start (): Promise<void> {
-    const { assigner, manifest, registry } = this.components
-    assigner.addEventListener('stage', this.onStage)
-    if (assigner.stage !== undefined) await this.serve(assigner.stage)
+    const { manifest, registry } = this.components
     this.loadTimer = setInterval(() => {
       if (this.serving === undefined) return
       const load = this.serving.server.load()
       void registry.update({ queueLength: load.queueLength, servedThroughput: load.tokensPerSecond })
     }, LOAD_REPORT_MS)
-    this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.options.checkpointEveryMs)
     if (!this.options.drive) return
     const corpus = await loadDataset(manifest.datasetId)
     this.driver = new Driver({ stages: this.stages, signals: () => combineSignals(this.stages), logger: this.components.logger }, {
@@ -128,22 +114,18 @@ export class PipelineService implements SwarmService, ReplicaSource {
   }
 
   async stop (): Promise<void> {
-    this.components.assigner.removeEventListener('stage', this.onStage)
     clearInterval(this.loadTimer)
-    clearInterval(this.checkpointTimer)
     // Microbatches in flight get a bounded time to complete; then the client stops and they end.
     const drained = this.driver?.stop()
     await settlesWithin(drained, STOP_DRAIN_MS)
     await this.client.stop()
     await drained
-    await this.moving
-    await this.unserve()
   }
 
   status (): PipelineStatus {
     return {
       stage: this.serving?.stage,
-      checkpointStep: this.serving?.savedStep,
+      checkpointStep: this.stageHost.served?.savedStep,
       server: this.serving?.server.stats(),
       load: this.serving?.server.load(),
       driver: this.driver?.stats,
@@ -152,17 +134,13 @@ export class PipelineService implements SwarmService, ReplicaSource {
     }
   }
 
-  /** Serves `stage` from now on (a fresh engine: the averaging service syncs weights on a move). */
-  private async serve (stage: number): Promise<void> {
-    if (this.serving?.stage === stage) return
-    await this.unserve()
+  /** Serves the stage host's engine (called by the stage host once the stage's state is loaded). */
+  async attach (served: ServedStage): Promise<void> {
     const { manifest, host, runId } = this.components
     const { model, nStages, optimizer } = manifest
-    const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: this.options.threads, weightVersions: optimizer.weightVersions })
-    const savedStep = await this.resume(engine, stage)
-    const server = new StageServer({ registrar: host, engine, logger: this.components.logger }, {
+    const server = new StageServer({ registrar: host, engine: this.compute(served.engine), logger: this.components.logger }, {
       runId,
-      stage,
+      stage: served.stage,
       nStages,
       dModel: model.dModel,
       seqLen: model.seqLen,
@@ -172,53 +150,26 @@ export class PipelineService implements SwarmService, ReplicaSource {
       slowdown: this.options.slowdown
     })
     await server.start()
-    this.serving = { stage, engine, server, savedStep }
-    this.log('serving stage %d from step %d', stage, savedStep)
+    this.serving = { stage: served.stage, server }
   }
 
-  private async unserve (): Promise<void> {
+  async detach (): Promise<void> {
     const serving = this.serving
-    if (serving === undefined) return
-    await serving.server.stop()
-    await this.checkpoint()
     this.serving = undefined
-    await serving.engine.close()
+    await serving?.server.stop()
   }
 
-  /** Loads this node's checkpoint of `stage` into `engine` if it is of this run; returns the step it resumes from. */
-  private async resume (engine: StageEngine, stage: number): Promise<number> {
-    const path = stageCheckpointPath(this.components.dir, stage)
-    try {
-      const saved = await readStageCheckpoint(path)
-      if (saved === undefined) return 0
-      if (saved.state.runId !== this.components.runId || saved.state.stage !== stage) {
-        this.log('ignoring %s: it is of run %s stage %d', path, saved.state.runId, saved.state.stage)
-        return 0
-      }
-      await restoreEngines([engine], saved, path)
-      this.log('resumed stage %d at step %d from %s', stage, saved.state.step, path)
-      return saved.state.step
-    } catch (err) {
-      // A damaged checkpoint must not keep the node from serving: start the stage fresh.
-      this.log.error('ignoring unusable checkpoint %s: %e', path, err)
-      return 0
+  /** The engine as the server uses it: its inner steps go through the stage host. */
+  private compute (engine: StageEngine): StageCompute {
+    const stageHost = this.stageHost
+    return {
+      forwardAt: (...args: Parameters<StageEngine['forwardAt']>) => engine.forwardAt(...args),
+      backwardAt: (...args: Parameters<StageEngine['backwardAt']>) => engine.backwardAt(...args),
+      loss: (...args: Parameters<StageEngine['loss']>) => engine.loss(...args),
+      lossBackward: (...args: Parameters<StageEngine['lossBackward']>) => engine.lossBackward(...args),
+      step: (gradNorm?: number) => stageHost.step(engine, gradNorm),
+      get accumulatedTokens () { return engine.accumulatedTokens },
+      get weightsVersion () { return engine.weightsVersion }
     }
-  }
-
-  /** Saves the served stage if it stepped since the last save; saves never overlap. */
-  private async checkpoint (): Promise<void> {
-    this.saving = this.saving.then(async () => {
-      const serving = this.serving
-      if (serving === undefined || serving.engine.steps === serving.savedStep) return
-      const path = stageCheckpointPath(this.components.dir, serving.stage)
-      try {
-        const step = await saveStageCheckpoint(path, serving.engine, { runId: this.components.runId, stage: serving.stage })
-        serving.savedStep = step
-        this.log('checkpointed stage %d at step %d', serving.stage, step)
-      } catch (err) {
-        this.log.error('could not checkpoint stage %d to %s: %e', serving.stage, path, err)
-      }
-    })
-    await this.saving
   }
 }

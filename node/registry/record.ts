@@ -8,6 +8,8 @@ import { INFO_SIGNATURE_DOMAIN, MAX_BYTES, parseInfoKey } from '../../protocols/
 import { PeerInfo, SignedPeerInfo } from '../../protocols/registry.js'
 import { RECORD_MAX_CLOCK_SKEW_MS, RECORD_MAX_TTL_MS } from '../timing.js'
 
+/** State hashes are 16 bytes; a little room for a longer hash later. */
+const MAX_STATE_HASH_BYTES = 32
 
 export interface PeerInfoRecord {
   peerId: string
@@ -19,6 +21,12 @@ export interface PeerInfoRecord {
   queueLength: number
   freeMemory: number
   round: number
+  /** Its stage state is loaded and its server takes calls (the router calls only ready peers). */
+  ready: boolean
+  /** Tokens trained since the last averaging round. */
+  tokensSinceSync: number
+  /** Hex hash of its averaging state after `round` ('' before any). */
+  stateHash: string
   version: string
   /** Unix milliseconds. */
   issuedAt: number
@@ -49,6 +57,9 @@ export async function signInfoRecord (record: PeerInfoRecord, runId: string, pri
     queueLength: record.queueLength,
     freeMemory: BigInt(Math.max(0, Math.floor(record.freeMemory))),
     round: BigInt(record.round),
+    ready: record.ready,
+    tokensSinceSync: BigInt(Math.max(0, Math.floor(record.tokensSinceSync))),
+    stateHash: Buffer.from(record.stateHash, 'hex'),
     version: record.version,
     issuedAt: BigInt(record.issuedAt),
     expiresAt: BigInt(record.expiresAt)
@@ -108,7 +119,8 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
   for (const rate of [info.throughput, info.servedThroughput]) {
     if (!Number.isFinite(rate) || rate < 0 || rate > 1e12) throw new InfoRecordError('info record throughput out of range')
   }
-  if (info.freeMemory > BigInt(Number.MAX_SAFE_INTEGER) || info.round > BigInt(Number.MAX_SAFE_INTEGER)) throw new InfoRecordError('info record counter out of range')
+  if ([info.freeMemory, info.round, info.tokensSinceSync].some(n => n > BigInt(Number.MAX_SAFE_INTEGER))) throw new InfoRecordError('info record counter out of range')
+  if (info.stateHash.byteLength > MAX_STATE_HASH_BYTES) throw new InfoRecordError('info record state hash too long')
   if (!/^[\w.+-]{1,32}$/.test(info.version)) throw new InfoRecordError('info record version malformed')
   return {
     peerId: signer.toString(),
@@ -118,6 +130,9 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
     queueLength: info.queueLength,
     freeMemory: Number(info.freeMemory),
     round: Number(info.round),
+    ready: info.ready,
+    tokensSinceSync: Number(info.tokensSinceSync),
+    stateHash: Buffer.from(info.stateHash).toString('hex'),
     version: info.version,
     issuedAt,
     expiresAt

@@ -2,11 +2,13 @@
 // moments, plus JSON metadata. A training checkpoint (`train --local`) holds every stage and
 // everything needed to continue bit-exactly (model, optimizer config, step, seed, data source,
 // sampler state); parameters are keyed by name, so it loads into any stage split of the same
-// model. A stage checkpoint holds the one stage a daemon serves, tagged with run and stage.
+// model. A stage checkpoint holds the one stage a daemon serves as named state groups (flat
+// vectors in the stage's ParamLayout), tagged with run, stage, step, round and layout hash:
+// the same bytes state sync streams to a replica that joins the stage.
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UserError } from '../errors.js'
-import { checkModelConfig, paramSize, type ModelConfig } from '../model/index.js'
+import { checkModelConfig, type ModelConfig, type ParamLayout } from '../model/index.js'
 import { writeFileAtomic } from '../util/fs.js'
 import type { OptimizerConfig } from './optimizer-config.js'
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js'
@@ -39,11 +41,23 @@ export interface Checkpoint extends CheckpointTensors {
 const metadataKey = 'swarmtrain'
 const stageMetadataKey = 'swarmtrain.stage'
 
-/** The stage a daemon served, in which run, after how many inner steps. */
-export interface StageCheckpointState {
+/** The named state groups of a stage replica, each a flat vector in the stage's ParamLayout. */
+export const stageGroups = ['weights', 'adamw.m', 'adamw.v', 'theta_at_last_sync', 'outer_momentum', 'error_feedback'] as const
+export type StageGroup = typeof stageGroups[number]
+
+/** Which stage a stage state is of, in which run, and where it stands. */
+export interface StageStateTag {
   runId: string
   stage: number
+  /** Inner (AdamW) steps taken. */
   step: number
+  /** Averaging rounds completed: theta_at_last_sync is the result of round `round`. */
+  round: number
+  layoutHash: string
+}
+
+export interface StageState extends StageStateTag {
+  groups: Record<StageGroup, Float32Array>
 }
 
 /** Tensors keyed by parameter name; AdamW moments by `adamw.m.<name>` and `adamw.v.<name>`. */
@@ -53,24 +67,20 @@ export interface CheckpointTensors {
   v: Map<string, Float32Array>
 }
 
-/** Parameters and moments of each engine, each engine's taken between its calls, and the step each was at. */
-async function engineTensors (engines: readonly StageEngine[]): Promise<{ tensors: NamedTensor[], steps: number[] }> {
+/** Parameters and moments of each engine, each engine's taken between its calls, by parameter name. */
+async function engineTensors (engines: readonly StageEngine[]): Promise<NamedTensor[]> {
   const tensors: NamedTensor[] = []
   const moments: NamedTensor[] = []
-  const steps: number[] = []
   for (const engine of engines) {
-    const { weights, m, v, step } = await engine.snapshot()
-    steps.push(step)
-    let offset = 0
-    for (const p of engine.params) {
-      const n = paramSize(p)
-      tensors.push({ name: p.name, shape: p.shape, data: weights.subarray(offset, offset + n) })
-      moments.push({ name: `adamw.m.${p.name}`, shape: p.shape, data: m.subarray(offset, offset + n) })
-      moments.push({ name: `adamw.v.${p.name}`, shape: p.shape, data: v.subarray(offset, offset + n) })
-      offset += n
+    const { weights, m, v } = await engine.snapshot()
+    for (const slot of engine.params.slots) {
+      const view = (a: Float32Array) => engine.params.view(a, slot)
+      tensors.push({ name: slot.name, shape: slot.shape, data: view(weights) })
+      moments.push({ name: `adamw.m.${slot.name}`, shape: slot.shape, data: view(m) })
+      moments.push({ name: `adamw.v.${slot.name}`, shape: slot.shape, data: view(v) })
     }
   }
-  return { tensors: [...tensors, ...moments], steps }
+  return [...tensors, ...moments]
 }
 
 function splitTensors (tensors: Iterable<[string, { data: Float32Array }]>): CheckpointTensors {
@@ -89,8 +99,7 @@ function splitTensors (tensors: Iterable<[string, { data: Float32Array }]>): Che
 export async function saveCheckpoint (dir: string, engines: readonly StageEngine[], state: TrainingState): Promise<string> {
   await mkdir(dir, { recursive: true })
   const path = join(dir, checkpointFileName)
-  const { tensors } = await engineTensors(engines)
-  await writeFileAtomic(path, encodeSafetensors(tensors, { [metadataKey]: JSON.stringify(state) }))
+  await writeFileAtomic(path, encodeSafetensors(await engineTensors(engines), { [metadataKey]: JSON.stringify(state) }))
   return path
 }
 
@@ -99,16 +108,50 @@ export function stageCheckpointPath (dir: string, stage: number): string {
   return join(dir, `stage-${stage}.safetensors`)
 }
 
-/** Writes the stage a daemon serves to `path`, atomically; returns the step it saved. */
-export async function saveStageCheckpoint (path: string, engine: StageEngine, of: { runId: string, stage: number }): Promise<number> {
-  const { tensors, steps: [step] } = await engineTensors([engine])
-  const state: StageCheckpointState = { ...of, step }
-  await writeFileAtomic(path, encodeSafetensors(tensors, { [stageMetadataKey]: JSON.stringify(state) }))
-  return step
+/** A stage state as bytes (safetensors: one tensor per group, the tag as metadata). */
+export function encodeStageState (state: StageState): Uint8Array {
+  const { groups, ...tag } = state
+  const tensors = stageGroups.map(name => ({ name, shape: [groups[name].length], data: groups[name] }))
+  return encodeSafetensors(tensors, { [stageMetadataKey]: JSON.stringify(tag) })
+}
+
+/**
+ * Decodes a stage state and checks it is of run `expect.runId`, stage `expect.stage` and laid
+ * out as `expect.layout`; throws a CheckpointError or SafetensorsError naming the problem.
+ */
+export function decodeStageState (bytes: Uint8Array, what: string, expect: { runId: string, stage: number, layout: ParamLayout }): StageState {
+  const { tensors, metadata } = decodeSafetensors(bytes, what)
+  let tag: StageStateTag
+  try {
+    tag = JSON.parse(metadata[stageMetadataKey] ?? '') as StageStateTag
+  } catch {
+    throw new CheckpointError(`${what}: not a stage state (no '${stageMetadataKey}' metadata)`)
+  }
+  const isCount = (n: unknown): boolean => Number.isSafeInteger(n) && (n as number) >= 0
+  if (typeof tag !== 'object' || tag === null || typeof tag.runId !== 'string' || !isCount(tag.stage) || !isCount(tag.step) || !isCount(tag.round) || typeof tag.layoutHash !== 'string') {
+    throw new CheckpointError(`${what}: bad stage state metadata`)
+  }
+  if (tag.runId !== expect.runId || tag.stage !== expect.stage) throw new CheckpointError(`${what}: a state of run ${tag.runId} stage ${tag.stage}, not run ${expect.runId} stage ${expect.stage}`)
+  if (tag.layoutHash !== expect.layout.hash) throw new CheckpointError(`${what}: parameter layout ${tag.layoutHash} differs from this stage's ${expect.layout.hash}`)
+  if (tensors.size !== stageGroups.length) throw new CheckpointError(`${what}: ${tensors.size} groups, expected ${stageGroups.join(', ')}`)
+  const groups = {} as Record<StageGroup, Float32Array>
+  for (const name of stageGroups) {
+    const data = tensors.get(name)?.data
+    if (data === undefined) throw new CheckpointError(`${what}: no group ${name}`)
+    if (data.length !== expect.layout.size) throw new CheckpointError(`${what}: group ${name} has ${data.length} values, the stage has ${expect.layout.size}`)
+    groups[name] = data
+  }
+  const { runId, stage, step, round, layoutHash } = tag
+  return { runId, stage, step, round, layoutHash, groups }
+}
+
+/** Writes a stage state to `path`, atomically. */
+export async function saveStageCheckpoint (path: string, state: StageState): Promise<void> {
+  await writeFileAtomic(path, encodeStageState(state))
 }
 
 /** Reads a stage checkpoint; undefined if there is none, a CheckpointError or SafetensorsError naming the damage otherwise. */
-export async function readStageCheckpoint (path: string): Promise<{ state: StageCheckpointState } & CheckpointTensors | undefined> {
+export async function readStageCheckpoint (path: string, expect: { runId: string, stage: number, layout: ParamLayout }): Promise<StageState | undefined> {
   let bytes: Uint8Array
   try {
     bytes = await readFile(path)
@@ -116,17 +159,7 @@ export async function readStageCheckpoint (path: string): Promise<{ state: Stage
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw new CheckpointError(`cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
-  const { tensors, metadata } = decodeSafetensors(bytes, path)
-  let state: StageCheckpointState
-  try {
-    state = JSON.parse(metadata[stageMetadataKey] ?? '') as StageCheckpointState
-  } catch {
-    throw new CheckpointError(`${path}: not a stage checkpoint (no '${stageMetadataKey}' metadata)`)
-  }
-  if (typeof state?.runId !== 'string' || !Number.isSafeInteger(state.stage) || state.stage < 0 || !Number.isSafeInteger(state.step) || state.step < 0) {
-    throw new CheckpointError(`${path}: bad stage checkpoint metadata`)
-  }
-  return { state, ...splitTensors(tensors) }
+  return decodeStageState(bytes, path, expect)
 }
 
 /** Reads a checkpoint from a directory (its checkpoint.safetensors) or a file path. */
@@ -155,16 +188,13 @@ export async function restoreEngines (engines: readonly StageEngine[], checkpoin
     const weights = new Float32Array(size)
     const m = new Float32Array(size)
     const v = new Float32Array(size)
-    let offset = 0
-    for (const p of engine.params) {
-      const n = paramSize(p)
+    for (const slot of engine.params.slots) {
       for (const [map, out, kind] of [[checkpoint.weights, weights, ''], [checkpoint.m, m, 'adamw.m.'], [checkpoint.v, v, 'adamw.v.']] as const) {
-        const values = map.get(p.name)
-        if (values === undefined) throw new CheckpointError(`${what}: no tensor ${kind}${p.name}`)
-        if (values.length !== n) throw new CheckpointError(`${what}: ${kind}${p.name} has ${values.length} values, the model needs ${n}`)
-        out.set(values, offset)
+        const values = map.get(slot.name)
+        if (values === undefined) throw new CheckpointError(`${what}: no tensor ${kind}${slot.name}`)
+        if (values.length !== slot.size) throw new CheckpointError(`${what}: ${kind}${slot.name} has ${values.length} values, the model needs ${slot.size}`)
+        out.set(values, slot.offset)
       }
-      offset += n
     }
     await engine.loadState(weights, { step: checkpoint.state.step, m, v })
   }

@@ -1,7 +1,7 @@
 // The inner optimizer: AdamW with decoupled weight decay on matrices only, global-norm
 // gradient clipping, and a linear-warmup + cosine learning-rate schedule.
 import { adamwAsync } from '../../native/index.js'
-import { paramCount, paramSize, type ParamSpec } from '../model/index.js'
+import type { ParamLayout } from '../model/index.js'
 import type { OptimizerConfig } from './optimizer-config.js'
 
 /** The learning rate of 1-based step `step`. */
@@ -11,37 +11,59 @@ export function learningRate (config: OptimizerConfig, step: number): number {
   return config.minLr + 0.5 * (config.lr - config.minLr) * (1 + Math.cos(Math.PI * progress))
 }
 
-/** AdamW moments over one flat parameter vector laid out as `params` (spec order). */
+/** The AdamW kernel (native/index.ts adamwAsync); injectable so tests can make it fail. */
+export type AdamWKernel = typeof adamwAsync
+
+/** AdamW moments over one flat parameter vector of a ParamLayout. */
 export class AdamW {
   readonly m: Float32Array
   readonly v: Float32Array
   /** Steps taken so far; the next step is number `step + 1` (for bias correction and the schedule). */
   step = 0
+  private readonly kernel: AdamWKernel
+  /** The ranges one kernel call each updates: the decayed tensors, then the rest. */
+  private readonly ranges: Array<{ start: number, end: number, decay: boolean }>
+  /** Weights and moments before the step in progress, to undo a step that fails halfway. */
+  private readonly before: { weights: Float32Array, m: Float32Array, v: Float32Array }
 
-  constructor (readonly config: OptimizerConfig, private readonly params: readonly ParamSpec[]) {
-    const size = paramCount(params)
-    this.m = new Float32Array(size)
-    this.v = new Float32Array(size)
+  constructor (readonly config: OptimizerConfig, layout: ParamLayout, components: { kernel?: AdamWKernel } = {}) {
+    this.kernel = components.kernel ?? adamwAsync
+    this.m = new Float32Array(layout.size)
+    this.v = new Float32Array(layout.size)
+    this.before = { weights: new Float32Array(layout.size), m: new Float32Array(layout.size), v: new Float32Array(layout.size) }
+    // A layout that does not group decayed tensors needs one call per tensor.
+    this.ranges = layout.decayedSize > 0 || layout.slots.every(s => !s.decay)
+      ? [{ start: 0, end: layout.decayedSize, decay: true }, { start: layout.decayedSize, end: layout.size, decay: false }].filter(r => r.end > r.start)
+      : layout.slots.map(s => ({ start: s.offset, end: s.offset + s.size, decay: s.decay }))
   }
 
   /**
    * One step on `weights` from summed gradients `grads`: `gradScale` turns the sum into the
-   * mean (times the clipping factor). Returns the learning rate used. The native kernel runs
-   * off the main thread; nothing may touch the arrays until the promise settles.
+   * mean (times the clipping factor). Returns the learning rate used. All or nothing: if a
+   * kernel call fails, weights, moments and the step count are as they were before, and the
+   * error is thrown. The kernels run off the main thread; nothing may touch the arrays until
+   * the promise settles.
    */
   async update (weights: Float32Array, grads: Float32Array, gradScale: number): Promise<number> {
-    this.step++
-    const lr = learningRate(this.config, this.step)
+    const step = this.step + 1
+    const lr = learningRate(this.config, step)
     const { beta1, beta2, eps, weightDecay } = this.config
-    let offset = 0
-    for (const spec of this.params) {
-      const n = paramSize(spec)
-      const slice = (a: Float32Array) => a.subarray(offset, offset + n)
-      await adamwAsync(slice(weights), slice(grads), slice(this.m), slice(this.v), {
-        lr, beta1, beta2, eps, weightDecay: spec.decay ? weightDecay : 0, step: this.step, gradScale
-      })
-      offset += n
+    this.before.weights.set(weights)
+    this.before.m.set(this.m)
+    this.before.v.set(this.v)
+    try {
+      for (const { start, end, decay } of this.ranges) {
+        await this.kernel(weights.subarray(start, end), grads.subarray(start, end), this.m.subarray(start, end), this.v.subarray(start, end), {
+          lr, beta1, beta2, eps, weightDecay: decay ? weightDecay : 0, step, gradScale
+        })
+      }
+    } catch (err) {
+      weights.set(this.before.weights)
+      this.m.set(this.before.m)
+      this.v.set(this.before.v)
+      throw err
     }
+    this.step = step
     return lr
   }
 }

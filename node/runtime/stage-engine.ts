@@ -4,10 +4,10 @@
 import { randomInt } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { sumSquaresAsync } from '../../native/index.js'
-import { buildStageGraphs, initParams, paramSize, type ModelConfig, type ParamSpec, type StageLayout } from '../model/index.js'
+import { buildStageGraphs, initParams, ParamLayout, type ModelConfig, type StageLayout } from '../model/index.js'
 import { AdamW, clipFactor } from './optimizer.js'
 import { defaultOptimizerConfig, type OptimizerConfig } from './optimizer-config.js'
-import { SessionHost, type ParamSlot } from './session-host.js'
+import { SessionHost, type RunResult } from './session-host.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from './tensor.js'
 
 export interface StageEngineInit {
@@ -42,18 +42,21 @@ export interface OptimizerState {
 export const maxCallTokens = 1 << 16
 
 export class StageEngine {
-  /** All parameters, flat, in `params` order (the worker reads them; write via `updateWeights`). */
+  /** All parameters, flat, laid out by `params` (the worker reads them; write via `updateWeights`). */
   readonly weights: Float32Array
   private readonly grads: Float32Array
   private readonly adam: AdamW
   private tokens = 0
   /** Random per engine instance; see WeightsVersion. */
   readonly epoch = randomInt(1, 0xffffffff)
+  /** Tokens of all inner steps taken by this engine (counted inside the step, so never out of order). */
+  steppedTokens = 0
 
   private constructor (
     readonly model: ModelConfig,
     readonly layout: StageLayout,
-    readonly params: readonly ParamSpec[],
+    /** The flat layout of weights, gradients and optimizer state. */
+    readonly params: ParamLayout,
     readonly optimizer: OptimizerConfig,
     private readonly host: SessionHost,
     weights: SharedArrayBuffer,
@@ -67,25 +70,19 @@ export class StageEngine {
   static async create (init: StageEngineInit): Promise<StageEngine> {
     const { model, layout } = init
     const graphs = buildStageGraphs(model, layout, 'float32')
-    const slots: ParamSlot[] = []
-    let size = 0
-    for (const p of graphs.params) {
-      const n = paramSize(p)
-      slots.push({ name: p.name, offset: size, size: n, shape: p.shape })
-      size += n
-    }
-    const weights = new SharedArrayBuffer(size * 4)
-    const grads = new SharedArrayBuffer(size * 4)
-    initParams(graphs.params, init.seed ?? 0, new Float32Array(weights))
+    const params = new ParamLayout(graphs.params)
+    const weights = new SharedArrayBuffer(params.size * 4)
+    const grads = new SharedArrayBuffer(params.size * 4)
+    initParams(params, init.seed ?? 0, new Float32Array(weights))
     const host = await SessionHost.create({
       graphs: { forward: graphs.forward, backward: graphs.backward },
-      params: slots,
+      params: [...params.slots],
       weights,
       grads,
       threads: init.threads ?? availableParallelism(),
       keepVersions: init.weightVersions ?? 1
     })
-    return new StageEngine(model, layout, graphs.params, init.optimizer ?? defaultOptimizerConfig, host, weights, grads)
+    return new StageEngine(model, layout, params, init.optimizer ?? defaultOptimizerConfig, host, weights, grads)
   }
 
   get isFirst (): boolean { return this.layout.stage === 0 }
@@ -125,16 +122,14 @@ export class StageEngine {
     const [b, t] = this.checkInput(x)
     checkShape('gy', gy, 'float32', [b, t, this.model.dModel])
     checkFinite('gy', gy)
-    const { outputs, version } = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined })
-    this.tokens += b * t
+    const { outputs, version } = await this.accumulate(this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined }), b * t)
     return { gx: outputs.gx as FloatTensor | undefined, version: { epoch: this.epoch, version } }
   }
 
   /** Last stage: mean cross-entropy (nats per token) of `x` against `targets`; accumulates gradients. */
   async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
     const [b, t] = this.checkLast(x, targets)
-    const { outputs } = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t })
-    this.tokens += b * t
+    const { outputs } = await this.accumulate(this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t }), b * t)
     return { loss: outputs.loss.data[0] as number, gx: outputs.gx as FloatTensor | undefined }
   }
 
@@ -153,13 +148,16 @@ export class StageEngine {
   /**
    * One AdamW step on the mean of the accumulated gradients, clipped by `gradNorm` (the global
    * norm across stages, in local training) or else by this stage's own norm (in the swarm each
-   * stage clips its own slice). Zeroes the accumulator. Returns the learning rate and the norm used.
+   * stage clips its own slice). Zeroes the accumulator. Returns the learning rate and the norm
+   * used. All or nothing: if the update fails, weights, optimizer state and the accumulated
+   * gradients are as they were.
    */
   step (gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
     return this.host.exclusive(async () => {
       if (this.tokens === 0) throw new Error('step without accumulated gradients')
       const norm = gradNorm ?? Math.sqrt(await sumSquaresAsync(this.grads)) / this.tokens
       const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens)
+      this.steppedTokens += this.tokens
       this.grads.fill(0)
       this.tokens = 0
       return { lr, gradNorm: norm }
@@ -177,6 +175,11 @@ export class StageEngine {
   /** A consistent copy of the weights and optimizer state, taken between calls (for checkpoints). */
   snapshot (): Promise<OptimizerState & { weights: Float32Array }> {
     return this.host.exclusive(() => ({ weights: this.weights.slice(), step: this.adam.step, m: this.adam.m.slice(), v: this.adam.v.slice() }))
+  }
+
+  /** A copy of the weights and the tokens stepped on so far, taken between calls (an averaging round's snapshot). */
+  weightsSnapshot (): Promise<{ weights: Float32Array, steppedTokens: number }> {
+    return this.host.exclusive(() => ({ weights: this.weights.slice(), steppedTokens: this.steppedTokens }))
   }
 
   /** Replaces weights and optimizer state (resume, or joining a stage), dropping accumulated gradients. */
@@ -201,6 +204,18 @@ export class StageEngine {
 
   close (): Promise<void> {
     return this.host.close()
+  }
+
+  /**
+   * Counts a backward run's tokens in the host's queue slot right after the run, so a step
+   * queued later always sees them, and never sees tokens of a run that failed.
+   */
+  private async accumulate (run: Promise<RunResult>, tokens: number): Promise<RunResult> {
+    await this.host.exclusive(async () => {
+      await run
+      this.tokens += tokens
+    })
+    return await run
   }
 
   /** Validates a stage input; returns [batch, time]. */

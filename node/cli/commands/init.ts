@@ -34,7 +34,7 @@ ${Object.entries(modelFlags).map(([flag, key]) => `  --${flag.padEnd(16)} model.
 optimizer (inner AdamW):
 ${optimizerFlags.map(([flag, key]) => `  --${flag.padEnd(16)} (default ${(defaultOptimizerConfig as unknown as Record<string, number>)[key]})`).join('\n')}
 averaging and compression (outer step):
-${averagingFlags.map(([flag, key]) => `  --${flag.padEnd(16)} (default ${(defaultAveraging as unknown as Record<string, number>)[key]})`).join('\n')}`
+${averagingFlags.map(([flag, key]) => `  --${flag.padEnd(16)} (default ${(defaultAveraging as unknown as Record<string, number | string>)[key]})`).join('\n')}`
 
 export async function run (argv: string[]): Promise<number> {
   const flagNames = [...Object.keys(modelFlags), ...optimizerFlags.map(f => f[0]), ...averagingFlags.map(f => f[0]), 'stages', 'dataset', 'dir']
@@ -50,8 +50,12 @@ export async function run (argv: string[]): Promise<number> {
   for (const [flag, key] of Object.entries(modelFlags)) manifest.model[key] = intOption(flag, opts[flag], manifest.model[key], 1)
   const optimizer = manifest.optimizer as unknown as Record<string, number>
   for (const [flag, key] of optimizerFlags) optimizer[key] = numberOption(flag, opts[flag], optimizer[key], 0)
-  const averaging = manifest.averaging as unknown as Record<string, number>
-  for (const [flag, key] of averagingFlags) averaging[key] = numberOption(flag, opts[flag], averaging[key], 0)
+  // String settings (outer optimizer, mode) are taken as given; validateManifest names the choices.
+  const averaging = manifest.averaging as unknown as Record<string, number | string>
+  for (const [flag, key] of averagingFlags) {
+    const given = opts[flag]
+    averaging[key] = typeof averaging[key] === 'string' ? (typeof given === 'string' ? given : averaging[key]) : numberOption(flag, given, averaging[key] as number, 0)
+  }
   if (opts.dataset !== undefined) manifest.datasetId = opts.dataset as string
   const checked = validateManifest(manifest)
 

@@ -8,6 +8,7 @@ import { STOP_LIMIT_MS, timingFromEnv } from '../../timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../pipeline-options.js'
+import { averagingService } from '../../averaging/service.js'
 import { pipelineService } from '../../pipeline/swarm.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
@@ -83,7 +84,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   const given = opts.capacity === undefined ? undefined : numberOption('capacity', opts.capacity, 0, 1e-3, 1e12)
   const swarmKey = opts['swarm-key'] !== undefined ? await readSwarmKey(opts['swarm-key']) : await findSwarmKey(dir)
   const timing = timingFromEnv()
-  const pipeline = { ...pipelineOptionsFrom(opts), checkpointEveryMs: timing.checkpointMs }
+  const pipeline = pipelineOptionsFrom(opts)
   const capacity = await measureCapacity(manifest, dir, given)
   const node = new SwarmNode({
     dir,
@@ -97,7 +98,9 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     freeMemory: capacity.freeMemory,
     controlPort,
     timing,
-    services: opts['no-pipeline'] === true ? {} : { pipeline: pipelineService(pipeline) }
+    stageHost: opts['no-pipeline'] === true ? undefined : { threads: pipeline.threads, checkpointEveryMs: timing.checkpointMs },
+    // Averaging first: it loads the stage's state before the pipeline's server takes calls.
+    services: opts['no-pipeline'] === true ? {} : { averaging: averagingService(), pipeline: pipelineService(pipeline) }
   })
   await node.start()
   // Visible to operators without debug logging: a move changes what this node computes.

@@ -1,5 +1,6 @@
 // swarmtrain status: the swarm as the local daemon sees it, from its 127.0.0.1 status server.
 import { defaultNodeDir } from '../../daemon/dir.js'
+import type { AveragingStatus } from '../../averaging/service.js'
 import { DAEMON_FILE, daemonFilePath, readDaemonFile } from '../../daemon/daemon-file.js'
 import type { NodeStatus } from '../../daemon/node.js'
 import { DaemonUnreachableError, fetchStatus } from '../../daemon/process.js'
@@ -32,6 +33,8 @@ function table (s: NodeStatus): string {
     const members = stage.peers.map(p => `${short(p.peerId)}${p.peerId === s.peerId ? '*' : ''} (${p.throughput.toFixed(0)}/s, serving ${p.servedThroughput.toFixed(0)}/s, q${p.queueLength}, r${p.round}, v${p.version})`).join(', ')
     lines.push(`${String(stage.stage).padStart(5)}  ${String(stage.peers.length).padStart(5)}  ${stage.throughput.toFixed(1).padStart(8)}  ${members || '(no server)'}`)
   }
+  const avg = s.services.averaging as AveragingStatus | undefined
+  if (avg?.stage !== undefined) lines.push(`averaging stage ${avg.stage}  round ${avg.round}  hash ${avg.stateHash.slice(0, 12)}  agreeing ${avg.agreeing}/${avg.replicas}  tokens ${avg.tokensSinceSync}/${avg.tokensPerRound}  syncs ${avg.syncs}`)
   for (const m of s.moves) lines.push(`moved ${new Date(m.at).toISOString()}: stage ${m.from} -> ${m.to} (weakest ${m.before.toFixed(1)} -> ${m.after.toFixed(1)} tokens/s)`)
   return lines.join('\n')
 }

@@ -1,0 +1,501 @@
+// The averaging service: the replicas of a stage meet in rounds, with no coordinator.
+// - When: each replica publishes the tokens it trained since the last round (info record); once
+//   the stage's replicas at the same round together reach innerSteps x batch tokens, or another
+//   member's contribution for the next round arrives, a replica starts the round.
+// - What: its pseudo-gradient theta_at_last_sync - theta at the round's snapshot, through the
+//   native error-feedback compressor (or dense, for comparison), signed.
+// - How: all-to-all pushes to the stage's ready replicas; after a bounded wait, members missing
+//   a contribution ask the others for it (relay: signatures make relays safe).
+// - Result: the same contributions in sorted sender order through the same rule (aggregate.ts),
+//   then members exchange the hash of the new theta_at_last_sync; one that differs from the
+//   majority, or that falls behind, fetches the state from the majority (state-sync.ts).
+// - No stall: the pipeline keeps training during the round; the result is applied when it
+//   arrives as weights += theta_new - snapshot, keeping the progress made since the snapshot
+//   (Streaming DiLoCo's overlap with a one-round delay, as Psyche does): the next round's
+//   pseudo-gradient carries that progress, so nothing is lost and nothing waits.
+// Every wait is bounded by the manifest's round timeout; a member that dies costs its
+// contribution, not the round.
+import { logger } from '@libp2p/logger'
+import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
+import * as Digest from 'multiformats/hashes/digest'
+import type { Connection, Stream } from '@libp2p/interface'
+import { axpy, compressAsync, chunkCount, kForDensity, payloadSize, type ValueBits } from '../../native/index.js'
+import { AverageRequest, AverageResponse } from '../../protocols/averaging.js'
+import { averageMessageLimit, averageProtocol } from '../../protocols/ids.js'
+import type { SwarmComponents, SwarmService } from '../daemon/node.js'
+import { tokensSinceSync, type ServedStage, type StageHost, type StageUser } from '../daemon/stage-host.js'
+import { MessageStream } from '../p2p/messages.js'
+import { aggregate } from './aggregate.js'
+import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
+import { StateServer, fetchStageState, stateHash, type SharedState } from './state-sync.js'
+
+const log = logger('swarmtrain:averaging')
+
+/** Offences (forged or corrupted contributions or state chunks) after which a peer is ignored. */
+const BAN_AFTER = 3
+/** Rounds ahead of ours whose contributions are kept (a member may start the next round a bit earlier). */
+const ROUNDS_AHEAD = 2
+
+export interface AveragingOptions {
+  /** How often the trigger is checked, ms. */
+  pollMs?: number
+}
+
+export interface RoundReport {
+  round: number
+  /** Members whose contributions were used, and those dropped as non-finite. */
+  members: number
+  dropped: number
+  /** Expected members whose contribution never arrived. */
+  missing: number
+  ms: number
+  /** Bytes this node sent during the round (requests and responses, length prefixes included). */
+  bytesSent: number
+  /** Members whose hash matched ours, out of those that sent one. (ms: to agreement; the checkpoint follows.) */
+  agreed: number
+  hashes: number
+  resynced: boolean
+}
+
+/** The averaging service's part of the status JSON (`services.averaging`). */
+export interface AveragingStatus {
+  stage?: number
+  round: number
+  stateHash: string
+  tokensSinceSync: number
+  tokensPerRound: number
+  /** Replicas of the stage (ready, at our round) whose state hash equals ours, and all of them. */
+  agreeing: number
+  replicas: number
+  syncs: number
+  bytesSent: number
+  banned: string[]
+  rounds: RoundReport[]
+}
+
+export function averagingService (options: AveragingOptions = {}): (components: SwarmComponents) => AveragingService {
+  return components => new AveragingService(components, options)
+}
+
+export class AveragingService implements SwarmService, StageUser {
+  private readonly components: SwarmComponents
+  private readonly stageHost: StageHost
+  private readonly self: string
+  private readonly protocol: string
+  private readonly options: Required<AveragingOptions>
+  private readonly tokensPerRound: number
+  private readonly stateServer: StateServer
+  private served?: ServedStage
+  private hash = ''
+  /** Contributions and hashes received per round, for the served stage. */
+  private readonly boxes = new Map<number, Map<string, VerifiedContribution>>()
+  private readonly hashBoxes = new Map<number, Map<string, string>>()
+  private readonly offences = new Map<string, number>()
+  private running?: Promise<void>
+  private timer?: NodeJS.Timeout
+  private compressor?: { hints: Float32Array, out: Uint8Array<ArrayBuffer> }
+  private bytesSent = 0
+  private syncs = 0
+  private readonly rounds: RoundReport[] = []
+  private readonly wakers = new Set<() => void>()
+
+  constructor (components: SwarmComponents, options: AveragingOptions) {
+    if (components.stageHost === undefined) throw new Error('averaging needs the node\'s stage host')
+    this.components = components
+    this.stageHost = components.stageHost
+    this.self = components.host.peerId.toString()
+    this.protocol = averageProtocol(components.runId)
+    this.options = { pollMs: options.pollMs ?? 250 }
+    const { optimizer, model } = components.manifest
+    this.tokensPerRound = components.manifest.averaging.innerSteps * optimizer.batchSize * model.seqLen * optimizer.microbatches
+    this.stateServer = new StateServer({ host: components.host }, { runId: components.runId }, () => this.sharedState())
+    this.stageHost.use(this)
+  }
+
+  async start (): Promise<void> {
+    await this.components.host.handle(this.protocol, async (stream: Stream, connection: Connection) => { await this.handle(stream, connection) }, { maxInboundStreams: 64 })
+    await this.stateServer.start()
+    this.timer = setInterval(() => { this.poll() }, this.options.pollMs)
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.timer)
+    await this.running
+    await this.components.host.unhandle(this.protocol)
+    await this.stateServer.stop()
+  }
+
+  /** Before the stage serves: load the stage's state from its replicas if they are ahead of ours. */
+  async attach (served: ServedStage): Promise<void> {
+    this.boxes.clear()
+    this.hashBoxes.clear()
+    this.compressor = undefined
+    this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
+    this.served = served
+    await this.components.registry.refresh().catch(() => {})
+    const ahead = this.replicaRecords().filter(p => p.round > served.outer.round)
+    if (ahead.length > 0) await this.resync(served, ahead.map(p => p.peerId), false)
+    this.publish()
+  }
+
+  async detach (): Promise<void> {
+    await this.running
+    this.served = undefined
+  }
+
+  status (): AveragingStatus {
+    const served = this.served
+    const peers = this.replicaRecords().filter(p => served !== undefined && p.round === served.outer.round)
+    return {
+      stage: served?.stage,
+      round: served?.outer.round ?? 0,
+      stateHash: this.hash,
+      tokensSinceSync: served === undefined ? 0 : tokensSinceSync(served),
+      tokensPerRound: this.tokensPerRound,
+      agreeing: peers.filter(p => p.stateHash === this.hash).length + (served === undefined ? 0 : 1),
+      replicas: peers.length + (served === undefined ? 0 : 1),
+      syncs: this.syncs,
+      bytesSent: this.bytesSent,
+      banned: [...this.offences].filter(([, n]) => n >= BAN_AFTER).map(([p]) => p),
+      rounds: this.rounds.slice(-10)
+    }
+  }
+
+  /**
+   * Runs a round now, whatever the tokens trained (benchmarks, operators), unless one is running
+   * already; the other members join when its contribution reaches them. Resolves with the
+   * report of the round once it ends.
+   */
+  async roundNow (): Promise<RoundReport | undefined> {
+    const served = this.served
+    const count = this.rounds.length
+    if (this.running === undefined && served !== undefined) this.run(async () => { await this.round(served) })
+    await this.running
+    return this.rounds.length > count ? this.rounds.at(-1) : undefined
+  }
+
+  private run (task: () => Promise<void>): void {
+    this.running = task().catch(err => { log.error('round failed: %e', err) }).finally(() => { this.running = undefined })
+  }
+
+  /** Starts a round (or a resync) when due; at most one runs at a time. */
+  private poll (): void {
+    const served = this.served
+    if (served === undefined || this.running !== undefined) return
+    this.publish()
+    const peers = this.replicaRecords()
+    const ahead = peers.filter(p => p.round > served.outer.round)
+    const canonical = this.canonicalHash(served.outer.round, peers)
+    let task: (() => Promise<void>) | undefined
+    if (ahead.length > 0) {
+      task = async () => { await this.resync(served, ahead.map(p => p.peerId), true) }
+    } else if (canonical !== this.hash) {
+      // Members that finished a round with different sets (a partition, a late contribution)
+      // converge on one state: the most common hash at this round, the smallest on a tie.
+      const holders = peers.filter(p => p.round === served.outer.round && p.stateHash === canonical).map(p => p.peerId)
+      task = async () => { await this.resync(served, holders, true) }
+    } else {
+      const collective = tokensSinceSync(served) + peers.filter(p => p.round === served.outer.round).reduce((n, p) => n + p.tokensSinceSync, 0)
+      const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
+      if (collective >= this.tokensPerRound || invited) task = async () => { await this.round(served) }
+    }
+    if (task !== undefined) this.run(task)
+  }
+
+  /** The state hash the replicas at `round` converge on: the most common (ours included), the smallest on a tie. */
+  private canonicalHash (round: number, peers: Array<{ round: number, stateHash: string }>): string {
+    const counts = new Map<string, number>([[this.hash, 1]])
+    for (const p of peers) if (p.round === round && p.stateHash !== '') counts.set(p.stateHash, (counts.get(p.stateHash) ?? 0) + 1)
+    return [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))[0][0]
+  }
+
+  /** Ready replicas of the served stage in the registry's view, except this node and banned peers. */
+  private replicaRecords (): Array<{ peerId: string, round: number, tokensSinceSync: number, stateHash: string }> {
+    const stage = this.served?.stage
+    if (stage === undefined) return []
+    return this.components.registry.view.stages[stage]?.peers.filter(p => p.ready && p.peerId !== this.self && !this.banned(p.peerId)) ?? []
+  }
+
+  private publish (): void {
+    const served = this.served
+    if (served === undefined) return
+    void this.components.registry.update({ round: served.outer.round, stateHash: this.hash, tokensSinceSync: tokensSinceSync(served) })
+  }
+
+  private sharedState (): { stage: number, layout: ServedStage['engine']['params'], state: SharedState, hash: string } | undefined {
+    const served = this.served
+    if (served === undefined) return undefined
+    const { theta, momentum, round } = served.outer
+    return { stage: served.stage, layout: served.engine.params, state: { round, step: served.engine.steps, theta, momentum }, hash: this.hash }
+  }
+
+  private scope (served: ServedStage, round: number): ContributionScope {
+    const { runId, manifest } = this.components
+    return { runId, stage: served.stage, round, params: served.engine.params.size, settings: manifest.averaging }
+  }
+
+  private box<T> (boxes: Map<number, Map<string, T>>, round: number): Map<string, T> {
+    let box = boxes.get(round)
+    if (box === undefined) {
+      box = new Map()
+      boxes.set(round, box)
+    }
+    return box
+  }
+
+  /** Waits until `done()` holds or `ms` pass; woken whenever a message arrives. */
+  private async until (done: () => boolean, ms: number): Promise<void> {
+    const deadline = Date.now() + ms
+    while (!done() && Date.now() < deadline) {
+      await new Promise<void>(resolve => {
+        const wake = (): void => { clearTimeout(timer); this.wakers.delete(wake); resolve() }
+        const timer = setTimeout(wake, Math.min(100, Math.max(0, deadline - Date.now())))
+        this.wakers.add(wake)
+      })
+    }
+  }
+
+  private wake (): void {
+    for (const wake of [...this.wakers]) wake()
+  }
+
+  /** One round: contribute, gather (with relays), aggregate, apply, compare hashes. */
+  private async round (served: ServedStage): Promise<void> {
+    const started = performance.now()
+    const sentBefore = this.bytesSent
+    const { manifest, privateKey, host } = this.components
+    const settings = manifest.averaging
+    const round = served.outer.round + 1
+    const scope = this.scope(served, round)
+    const third = settings.roundTimeoutMs / 3
+    const { engine, outer } = served
+    const n = engine.params.size
+
+    const snapshot = await engine.weightsSnapshot()
+    const delta = new Float32Array(n)
+    for (let i = 0; i < n; i++) delta[i] = outer.theta[i] - snapshot.weights[i]
+    const tokens = snapshot.steppedTokens - served.syncedTokens
+    let payload: Uint8Array<ArrayBuffer>
+    if (settings.mode === 'dense') {
+      payload = new Uint8Array(delta.buffer.slice(0))
+    } else {
+      const k = kForDensity(settings.topkDensity, settings.chunkSize)
+      const bits = settings.valueBits as ValueBits
+      this.compressor ??= { hints: new Float32Array(chunkCount(n, settings.chunkSize)), out: new Uint8Array(payloadSize(n, settings.chunkSize, k, bits)) }
+      const size = await compressAsync(outer.error, delta, this.compressor.hints, this.compressor.out, { beta: settings.beta, chunk: settings.chunkSize, k, bits })
+      payload = this.compressor.out.slice(0, size)
+    }
+    const signed = await signContribution(scope, { privateKey, peerId: host.peerId }, tokens, settings.mode === 'dense', payload)
+    log('stage %d round %d: contribution ready after %d ms', served.stage, round, Math.round(performance.now() - started))
+    const box = this.box(this.boxes, round)
+    box.set(this.self, { sender: this.self, tokens, dense: settings.mode === 'dense', payload, signed })
+
+    // All-to-all: every ready replica we know of, and anyone who already sent us theirs.
+    const members = [...new Set([...this.replicaRecords().map(p => p.peerId), ...box.keys()])].filter(p => p !== this.self)
+    await Promise.all(members.map(async peer => await this.request(peer, { stage: served.stage, round: BigInt(round), push: signed }, third, n)))
+    await this.until(() => members.every(p => box.has(p)), third)
+    // Relays: ask the members we heard from for the contributions we miss.
+    const missing = members.filter(p => !box.has(p))
+    await Promise.all(missing.map(async wanted => {
+      for (const holder of [...box.keys()].filter(p => p !== this.self)) {
+        const response = await this.request(holder, { stage: served.stage, round: BigInt(round), want: peerIdFromString(wanted).toMultihash().bytes }, third / 2, n)
+        if (response?.contribution === undefined || box.has(wanted)) continue
+        const relayed = await this.accept(response.contribution, scope, holder)
+        if (relayed?.sender === wanted) return
+      }
+    }))
+
+    log('stage %d round %d: gathered %d of %d after %d ms', served.stage, round, box.size, members.length + 1, Math.round(performance.now() - started))
+    const theta = outer.theta.slice()
+    const momentum = outer.momentum.slice()
+    const result = await aggregate([...box.values()], theta, momentum, settings, this.tokensPerRound)
+    // Apply, keeping the progress made since the snapshot: weights += theta_new - snapshot.
+    for (let i = 0; i < n; i++) delta[i] = theta[i] - snapshot.weights[i]
+    await engine.updateWeights(weights => { axpy(weights, delta, 1) })
+    outer.theta.set(theta)
+    outer.momentum.set(momentum)
+    outer.round = round
+    served.syncedTokens = snapshot.steppedTokens
+    this.hash = stateHash(round, theta, momentum)
+    this.publish()
+    for (const r of [...this.boxes.keys()]) if (r <= round) this.boxes.delete(r)
+
+    log('stage %d round %d: applied after %d ms', served.stage, round, Math.round(performance.now() - started))
+    // Hash exchange with the group; the minority resyncs from the majority.
+    const group = [...box.keys()].filter(p => p !== this.self)
+    const hashes = this.box(this.hashBoxes, round)
+    const hashBytes = new Uint8Array(Buffer.from(this.hash, 'hex'))
+    await Promise.all(group.map(async peer => await this.request(peer, { stage: served.stage, round: BigInt(round), stateHash: hashBytes }, third, n)))
+    log('stage %d round %d: hashes sent after %d ms', served.stage, round, Math.round(performance.now() - started))
+    await this.until(() => group.every(p => hashes.has(p)), third)
+    const counts = new Map<string, string[]>([[this.hash, [this.self]]])
+    for (const [peer, h] of hashes) counts.set(h, [...(counts.get(h) ?? []), peer])
+    const [majority, holders] = [...counts.entries()].sort((a, b) => b[1].length - a[1].length || (a[0] === this.hash ? -1 : b[0] === this.hash ? 1 : 0))[0]
+    let resynced = false
+    if (majority !== this.hash) {
+      log.error('round %d: our state hash %s differs from the majority %s; resyncing', round, this.hash, majority)
+      resynced = await this.resync(served, holders, true)
+    }
+    for (const r of [...this.hashBoxes.keys()]) if (r <= round) this.hashBoxes.delete(r)
+    const report: RoundReport = {
+      round,
+      members: result.used.length,
+      dropped: result.dropped.length,
+      missing: missing.filter(p => !box.has(p)).length,
+      ms: Math.round(performance.now() - started),
+      bytesSent: this.bytesSent - sentBefore,
+      agreed: (counts.get(this.hash)?.length ?? 1) - 1,
+      hashes: hashes.size,
+      resynced
+    }
+    this.rounds.push(report)
+    if (this.rounds.length > 100) this.rounds.shift()
+    log('stage %d round %d: %o', served.stage, round, report)
+    // The round's state is on disk before the next round can start (atomic write).
+    await this.stageHost.checkpoint()
+  }
+
+  /** Loads the majority's shared state: theta as the weights, fresh inner moments and error feedback. */
+  private async resync (served: ServedStage, peers: string[], toggleReady: boolean): Promise<boolean> {
+    const { host, registry, runId, manifest } = this.components
+    if (toggleReady) await registry.update({ ready: false })
+    try {
+      const state = await fetchStageState({ host }, {
+        runId,
+        stage: served.stage,
+        layout: served.engine.params,
+        peers,
+        timeoutMs: manifest.averaging.roundTimeoutMs,
+        onOffence: (peer, reason) => { this.offend(peer, reason) }
+      })
+      const n = served.engine.params.size
+      await served.engine.loadState(state.theta, { step: state.step, m: new Float32Array(n), v: new Float32Array(n) })
+      served.outer.theta.set(state.theta)
+      served.outer.momentum.set(state.momentum)
+      served.outer.error.fill(0)
+      served.outer.round = state.round
+      served.syncedTokens = served.engine.steppedTokens
+      this.compressor = undefined
+      this.hash = state.hash
+      this.syncs++
+      log('stage %d synced to round %d (%s) from %d replicas', served.stage, state.round, state.hash, peers.length)
+      await this.stageHost.checkpoint()
+      return true
+    } catch (err) {
+      log.error('state sync of stage %d failed: %e', served.stage, err)
+      return false
+    } finally {
+      this.publish()
+      if (toggleReady) await registry.update({ ready: true })
+    }
+  }
+
+  private banned (peer: string): boolean {
+    return (this.offences.get(peer) ?? 0) >= BAN_AFTER
+  }
+
+  private offend (peer: string, reason: string): void {
+    const count = (this.offences.get(peer) ?? 0) + 1
+    this.offences.set(peer, count)
+    log.error('offence %d by %s: %s%s', count, peer, reason, count >= BAN_AFTER ? ' (banned)' : '')
+  }
+
+  /** Verifies and stores a contribution (from its sender or relayed by `from`); undefined if refused. */
+  private async accept (signed: AverageRequest['push'] & object, scope: ContributionScope, from: string): Promise<VerifiedContribution | undefined> {
+    try {
+      const verified = await verifyContribution(signed, scope)
+      if (this.banned(verified.sender)) return undefined
+      this.box(this.boxes, scope.round).set(verified.sender, verified)
+      this.wake()
+      return verified
+    } catch (err) {
+      if (err instanceof ContributionError) this.offend(from, err.message)
+      throw err
+    }
+  }
+
+  /** One request on its own stream; undefined when the peer cannot be reached or refuses. */
+  private async request (peer: string, request: AverageRequest, timeoutMs: number, params: number): Promise<AverageResponse | undefined> {
+    const signal = AbortSignal.timeout(Math.max(1, timeoutMs))
+    try {
+      const stream = await this.components.host.dialProtocol(peerIdFromString(peer), this.protocol, { signal })
+      const messages = new MessageStream(stream, averageMessageLimit(params))
+      try {
+        const bytes = AverageRequest.encode(request)
+        this.bytesSent += bytes.length + varintLength(bytes.length)
+        await messages.write(rawBytes, bytes, { signal })
+        const response = await messages.read(AverageResponse, { signal })
+        await stream.close({ signal })
+        if (!response.ok) log('%s refused a request: %s', peer, response.error)
+        return response
+      } catch (err) {
+        stream.abort(err as Error)
+        throw err
+      }
+    } catch (err) {
+      log('averaging request to %s failed: %s', peer, (err as Error).message)
+      return undefined
+    }
+  }
+
+  private async handle (stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer.toString()
+    const served = this.served
+    if (served === undefined || this.banned(from)) {
+      stream.abort(new Error(served === undefined ? 'not serving a stage' : 'banned'))
+      return
+    }
+    const messages = new MessageStream(stream, averageMessageLimit(served.engine.params.size))
+    const reply = async (response: Omit<AverageResponse, 'ok' | 'error'> & Partial<AverageResponse>): Promise<void> => {
+      const bytes = AverageResponse.encode({ ok: true, error: '', ...response })
+      this.bytesSent += bytes.length + varintLength(bytes.length)
+      await messages.write(rawBytes, bytes)
+    }
+    try {
+      const request = await messages.read(AverageRequest, { signal: AbortSignal.timeout(this.components.manifest.averaging.roundTimeoutMs) })
+      const round = Number(request.round)
+      const current = served.outer.round
+      if (request.stage !== served.stage) {
+        await reply({ ok: false, error: `this node serves stage ${served.stage}` })
+      } else if (request.push !== undefined) {
+        if (round <= current || round > current + ROUNDS_AHEAD) {
+          await reply({ ok: false, error: `round ${round} is not open here (at round ${current})` })
+        } else {
+          const refused = await this.accept(request.push, this.scope(served, round), from).then(() => undefined, (err: Error) => err)
+          await reply(refused === undefined ? {} : { ok: false, error: refused.message })
+        }
+      } else if (request.want !== undefined) {
+        let wanted = ''
+        try {
+          wanted = peerIdFromMultihash(Digest.decode(request.want)).toString()
+        } catch {
+          // not a peer id: nothing to send back
+        }
+        await reply({ contribution: this.boxes.get(round)?.get(wanted)?.signed })
+      } else if (request.stateHash !== undefined) {
+        if (round <= current + ROUNDS_AHEAD && round >= current && request.stateHash.length === 16) {
+          this.box(this.hashBoxes, round).set(from, Buffer.from(request.stateHash).toString('hex'))
+          this.wake()
+        }
+        await reply({})
+      } else {
+        await reply({ ok: false, error: 'empty request' })
+      }
+      await stream.close()
+    } catch (err) {
+      log('averaging request from %s failed: %e', from, err)
+      stream.abort(err as Error)
+    }
+  }
+}
+
+const rawBytes = { encode: (b: Uint8Array) => b }
+
+function varintLength (n: number): number {
+  let length = 1
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80)
+    length++
+  }
+  return length
+}

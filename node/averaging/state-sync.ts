@@ -1,0 +1,242 @@
+// State sync (/swarmtrain/<run>/state/1): a replica streams its stage's shared state
+// (theta_at_last_sync and the outer momentum, which every member of the last round holds bit
+// for bit, tagged with the round) as a manifest of chunk hashes followed by the chunks. Because
+// agreeing replicas hold the same bytes, a fetch splits the chunks among them and resumes a
+// failed range from another. Inner AdamW moments and the error-feedback buffer are each
+// replica's own: a syncing node starts them fresh.
+import { logger } from '@libp2p/logger'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
+import { MAX_BYTES, stateProtocol } from '../../protocols/ids.js'
+import { StateManifest, StateRequest } from '../../protocols/averaging.js'
+import type { ParamLayout } from '../model/index.js'
+import type { Host } from '../p2p/host.js'
+import { MessageStream } from '../p2p/messages.js'
+import { decodeSafetensors, encodeSafetensors } from '../runtime/safetensors.js'
+import { sha256 } from './contribution.js'
+
+const log = logger('swarmtrain:averaging:state')
+
+const sharedKey = 'swarmtrain.shared'
+
+/** A state sync that failed: no replica answered, or every answer was refused. */
+export class StateSyncError extends Error {
+  override name = 'StateSyncError'
+}
+
+/** The state every member of a stage's last round holds identically. */
+export interface SharedState {
+  round: number
+  /** The serving replica's inner step (its schedule position; not covered by the hash). */
+  step: number
+  theta: Float32Array
+  momentum: Float32Array
+}
+
+/** Hex hash of a shared state: sha256 of round, theta and momentum, first 16 bytes. */
+export function stateHash (round: number, theta: Float32Array, momentum: Float32Array): string {
+  const view = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+  return Buffer.from(sha256(new TextEncoder().encode(`${round}:`), view(theta), view(momentum)).subarray(0, 16)).toString('hex')
+}
+
+/** Bytes of the largest shared state of a stage of `params` values (two groups plus a header). */
+export function maxStateBytes (params: number): number {
+  return 8 * params + 4096
+}
+
+export function encodeSharedState (runId: string, stage: number, layout: ParamLayout, state: SharedState): Uint8Array {
+  return encodeSafetensors([
+    { name: 'theta_at_last_sync', shape: [state.theta.length], data: state.theta },
+    { name: 'outer_momentum', shape: [state.momentum.length], data: state.momentum }
+  ], { [sharedKey]: JSON.stringify({ runId, stage, round: state.round, layoutHash: layout.hash }) })
+}
+
+function decodeSharedState (bytes: Uint8Array, expect: { runId: string, stage: number, layout: ParamLayout, round: number, step: number }): SharedState {
+  const { tensors, metadata } = decodeSafetensors(bytes, 'synced state')
+  let tag: { runId?: unknown, stage?: unknown, round?: unknown, layoutHash?: unknown }
+  try {
+    tag = JSON.parse(metadata[sharedKey] ?? '') as typeof tag
+  } catch {
+    throw new StateSyncError('synced state has no metadata')
+  }
+  if (tag?.runId !== expect.runId || tag.stage !== expect.stage || tag.round !== expect.round || tag.layoutHash !== expect.layout.hash) {
+    throw new StateSyncError('synced state is of another run, stage, round or layout')
+  }
+  const theta = tensors.get('theta_at_last_sync')?.data
+  const momentum = tensors.get('outer_momentum')?.data
+  if (theta?.length !== expect.layout.size || momentum?.length !== expect.layout.size || tensors.size !== 2) throw new StateSyncError('synced state groups do not fit the stage')
+  return { round: expect.round, step: expect.step, theta, momentum }
+}
+
+const rawBytes = { encode: (b: Uint8Array) => b, decode: (b: Uint8Array | Uint8ArrayList) => b.subarray() }
+
+export interface StateServerInit {
+  runId: string
+  chunkBytes?: number
+}
+
+/** Serves the shared state of the stage this node holds (`current` gives it, or undefined). */
+export class StateServer {
+  private readonly protocol: string
+  private readonly chunkBytes: number
+  private cache?: { key: string, bytes: Uint8Array, hashes: Array<Uint8Array<ArrayBuffer>> }
+
+  constructor (
+    private readonly components: { host: Host },
+    private readonly init: StateServerInit,
+    private readonly current: () => { stage: number, layout: ParamLayout, state: SharedState, hash: string } | undefined
+  ) {
+    this.protocol = stateProtocol(init.runId)
+    this.chunkBytes = init.chunkBytes ?? MAX_BYTES.stateChunk
+  }
+
+  async start (): Promise<void> {
+    await this.components.host.handle(this.protocol, async (stream: Stream) => { await this.serve(stream) }, { maxInboundStreams: 8 })
+  }
+
+  async stop (): Promise<void> {
+    await this.components.host.unhandle(this.protocol)
+  }
+
+  private async serve (stream: Stream): Promise<void> {
+    const messages = new MessageStream(stream, 256)
+    try {
+      const request = await messages.read(StateRequest, { signal: AbortSignal.timeout(10_000) })
+      const current = this.current()
+      const wanted = Buffer.from(request.stateHash).toString('hex')
+      if (current === undefined || current.stage !== request.stage || (wanted !== '' && wanted !== current.hash)) {
+        await messages.write(StateManifest, { error: `no state of stage ${request.stage}${wanted === '' ? '' : ` with hash ${wanted}`}`, round: 0n, step: 0n, totalBytes: 0n, chunkBytes: 0, chunkHashes: [], stateHash: new Uint8Array() })
+        await stream.close()
+        return
+      }
+      const key = `${current.stage}:${current.hash}`
+      if (this.cache?.key !== key) {
+        const bytes = encodeSharedState(this.init.runId, current.stage, current.layout, current.state)
+        const hashes: Array<Uint8Array<ArrayBuffer>> = []
+        for (let at = 0; at < bytes.length; at += this.chunkBytes) hashes.push(sha256(bytes.subarray(at, at + this.chunkBytes)))
+        this.cache = { key, bytes, hashes }
+      }
+      const { bytes, hashes } = this.cache
+      await messages.write(StateManifest, {
+        error: '',
+        round: BigInt(current.state.round),
+        step: BigInt(current.state.step),
+        totalBytes: BigInt(bytes.length),
+        chunkBytes: this.chunkBytes,
+        chunkHashes: hashes,
+        stateHash: Buffer.from(current.hash, 'hex')
+      })
+      const end = request.chunkCount === 0 ? hashes.length : Math.min(hashes.length, request.fromChunk + request.chunkCount)
+      for (let i = request.fromChunk; i < end; i++) await messages.write(rawBytes, bytes.subarray(i * this.chunkBytes, (i + 1) * this.chunkBytes))
+      await stream.close()
+    } catch (err) {
+      log('state request failed: %e', err)
+      stream.abort(err as Error)
+    }
+  }
+}
+
+export interface FetchStateInit {
+  runId: string
+  stage: number
+  layout: ParamLayout
+  /** Replicas to fetch from (peer id strings). */
+  peers: string[]
+  timeoutMs: number
+  /** Called with a peer that served a corrupted chunk or manifest (to ban repeat offenders). */
+  onOffence?: (peer: string, reason: string) => void
+}
+
+/**
+ * Fetches a stage's shared state from its replicas: asks each for its manifest, keeps those
+ * that agree with the most common state hash, splits the chunks among them, checks every chunk
+ * against the manifest and fetches a failed range again from another agreeing replica.
+ * The public entry point for anyone who needs a stage's current weights (e.g. export --swarm).
+ */
+export async function fetchStageState (components: { host: Host }, init: FetchStateInit): Promise<SharedState & { hash: string }> {
+  const { host } = components
+  const protocol = stateProtocol(init.runId)
+  const limit = maxStateBytes(init.layout.size)
+  const maxChunks = Math.ceil(limit / MAX_BYTES.stateChunk) + 1
+  const manifestLimit = MAX_BYTES.stateManifestOverhead + 40 * maxChunks
+
+  /** Opens a state stream, reads its manifest, and yields the chunks it sends. */
+  const open = async (peer: string, fromChunk: number, chunkCount: number, hash: Uint8Array<ArrayBuffer>) => {
+    const signal = AbortSignal.timeout(init.timeoutMs)
+    const stream = await host.dialProtocol(peerIdFromString(peer), protocol, { signal })
+    const messages = new MessageStream(stream, Math.max(manifestLimit, MAX_BYTES.stateChunk))
+    await messages.write(StateRequest, { stage: init.stage, fromChunk, chunkCount, stateHash: hash }, { signal })
+    const manifest = await messages.read(StateManifest, { signal })
+    return { stream, messages, manifest, signal }
+  }
+
+  const manifests = new Map<string, StateManifest>()
+  await Promise.all(init.peers.map(async peer => {
+    try {
+      const { stream, manifest } = await open(peer, 0, 1, new Uint8Array())
+      stream.abort(new Error('manifest only'))
+      if (manifest.error !== '') throw new Error(manifest.error)
+      const total = Number(manifest.totalBytes)
+      if (total > limit || manifest.chunkBytes < 1 || manifest.chunkBytes > MAX_BYTES.stateChunk || manifest.chunkHashes.length !== Math.ceil(total / manifest.chunkBytes) || manifest.round > BigInt(Number.MAX_SAFE_INTEGER) || manifest.step > BigInt(Number.MAX_SAFE_INTEGER)) {
+        init.onOffence?.(peer, 'bad state manifest')
+        return
+      }
+      manifests.set(peer, manifest)
+    } catch (err) {
+      log('no state manifest from %s: %e', peer, err)
+    }
+  }))
+  // The replicas that agree with the most common state (ties: the higher round).
+  const byHash = new Map<string, string[]>()
+  for (const [peer, m] of manifests) {
+    const key = `${Buffer.from(m.stateHash).toString('hex')}`
+    byHash.set(key, [...(byHash.get(key) ?? []), peer])
+  }
+  const [hash, sources] = [...byHash.entries()].sort((a, b) => b[1].length - a[1].length || Number(manifests.get(b[1][0])!.round - manifests.get(a[1][0])!.round))[0] ?? []
+  if (hash === undefined || sources === undefined) throw new StateSyncError(`no replica of stage ${init.stage} served its state (asked ${init.peers.length})`)
+  const manifest = manifests.get(sources[0])!
+  const total = Number(manifest.totalBytes)
+  const chunkBytes = manifest.chunkBytes
+  const count = manifest.chunkHashes.length
+  const bytes = new Uint8Array(total)
+  const done = new Array<boolean>(count).fill(false)
+  const hashBytes = new Uint8Array(Buffer.from(hash, 'hex'))
+
+  /** Fetches chunks [from, to) from `peer`, as far as it gets; marks each good chunk done. */
+  const fetchRange = async (peer: string, from: number, to: number): Promise<void> => {
+    try {
+      const { stream, messages, manifest: m, signal } = await open(peer, from, to - from, hashBytes)
+      if (m.error !== '') throw new Error(m.error)
+      for (let i = from; i < to; i++) {
+        const chunk = await messages.read(rawBytes, { signal })
+        const expected = Math.min(chunkBytes, total - i * chunkBytes)
+        const good = manifest.chunkHashes[i]
+        if (chunk.length !== expected || !Buffer.from(sha256(chunk)).equals(Buffer.from(good))) {
+          init.onOffence?.(peer, `state chunk ${i} is truncated or corrupted`)
+          stream.abort(new Error('bad chunk'))
+          return
+        }
+        bytes.set(chunk, i * chunkBytes)
+        done[i] = true
+      }
+      await stream.close()
+    } catch (err) {
+      log('state range %d-%d from %s failed: %e', from, to, peer, err)
+    }
+  }
+
+  // Split the chunks among the agreeing replicas; then retry what is missing from each in turn.
+  const share = Math.ceil(count / sources.length)
+  await Promise.all(sources.map(async (peer, i) => { if (i * share < count) await fetchRange(peer, i * share, Math.min(count, (i + 1) * share)) }))
+  for (const peer of sources) {
+    const first = done.indexOf(false)
+    if (first < 0) break
+    await fetchRange(peer, first, count)
+  }
+  if (done.includes(false)) throw new StateSyncError(`could not fetch every state chunk of stage ${init.stage} from ${sources.length} replicas`)
+  const state = decodeSharedState(bytes, { runId: init.runId, stage: init.stage, layout: init.layout, round: Number(manifest.round), step: Number(manifest.step) })
+  const got = stateHash(state.round, state.theta, state.momentum)
+  if (got !== hash) throw new StateSyncError(`synced state hashes to ${got}, the replicas announced ${hash}`)
+  return { ...state, hash }
+}

@@ -1,0 +1,112 @@
+// The round's rule and its inputs: aggregation is deterministic and bounded by the clip, and a
+// contribution that is forged, corrupted or out of scope is refused before it is used.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { chunkCount, compress, kForDensity, payloadSize } from '../native/index.js'
+import { aggregate, type Contribution } from '../node/averaging/aggregate.js'
+import { ContributionError, signContribution, verifyContribution, type ContributionScope } from '../node/averaging/contribution.js'
+import { defaultAveraging, type AveragingSettings } from '../node/manifest/manifest.js'
+import { Rng } from '../node/util/random.js'
+
+const n = 10_000
+const dense: AveragingSettings = { ...defaultAveraging, mode: 'dense' }
+
+function randomVector (seed: string, scale = 1): Float32Array {
+  const rng = new Rng(seed)
+  return Float32Array.from({ length: n }, () => scale * rng.normal())
+}
+
+function denseContribution (sender: string, values: Float32Array, tokens = 100): Contribution {
+  return { sender, tokens, dense: true, payload: new Uint8Array(values.slice().buffer) }
+}
+
+function norm (a: Float32Array): number {
+  return Math.sqrt(a.reduce((s, x) => s + x * x, 0))
+}
+
+async function outcome (contributions: Contribution[], settings = dense): Promise<Float32Array> {
+  const theta = new Float32Array(n)
+  await aggregate(contributions, theta, new Float32Array(n), settings, 1e9)
+  return theta
+}
+
+test('the result does not depend on the order contributions arrived in (bit for bit)', async () => {
+  const cs = ['p3', 'p1', 'p2'].map((p, i) => denseContribution(p, randomVector(p), 50 + 30 * i))
+  const a = await outcome(cs)
+  const b = await outcome([cs[2], cs[0], cs[1]])
+  assert.ok(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)))
+})
+
+test('a NaN contribution is dropped; a 1000x one moves the result no more than the median norm allows', async () => {
+  const honest = ['a', 'b', 'c'].map(p => denseContribution(p, randomVector(p)))
+  const poisoned = randomVector('d')
+  poisoned[17] = NaN
+  const theta = new Float32Array(n)
+  const result = await aggregate([...honest, denseContribution('d', poisoned)], theta, new Float32Array(n), dense, 1e9)
+  assert.equal(result.dropped, ['d'])
+  assert.ok(theta.every(Number.isFinite))
+  assert.ok(Buffer.from(theta.buffer).equals(Buffer.from((await outcome(honest)).buffer)), 'the dropped contribution changed the result')
+
+  // Honest updates of norm 1; a fourth member sends one 1000x larger. Each has weight 1/4 and
+  // the large one is clipped to the median norm (1): it moves the result by at most 1/4.
+  const unit = (v: Float32Array) => v.map(x => x / norm(v))
+  const equal = ['a', 'b', 'c'].map(p => denseContribution(p, unit(randomVector(p))))
+  const without = await outcome(equal)
+  const withBig = await outcome([...equal, denseContribution('e', unit(randomVector('e')).map(x => 1000 * x))])
+  const shift = norm(withBig.map((x, i) => x - 0.75 * without[i]))
+  assert.ok(shift <= 0.25 * 1.001, `the 1000x member moved the result by ${shift}, the clip allows 0.25`)
+  assert.ok(shift > 0.2, `the clipped member should still count: shift ${shift}`)
+})
+
+test('weights follow tokens: a member with 3x the tokens counts 3x', async () => {
+  const one = new Float32Array(n).fill(1)
+  const minusOne = new Float32Array(n).fill(-1)
+  const theta = await outcome([denseContribution('a', one, 300), denseContribution('b', minusOne, 100)])
+  // SGD with lr 1 from theta 0: theta = -mean = -(3/4 - 1/4).
+  assert.ok(theta.every(x => Math.abs(x + 0.5) < 1e-6), `theta[0] = ${theta[0]}`)
+})
+
+test('contributions are refused when forged, corrupted, out of scope or of the wrong shape', async () => {
+  const key = await generateKeyPair('Ed25519')
+  const peerId = peerIdFromPrivateKey(key)
+  const settings: AveragingSettings = { ...defaultAveraging, chunkSize: 1024, topkDensity: 1 / 64 }
+  const scope: ContributionScope = { runId: 'run1', stage: 1, round: 4, params: n, settings }
+  const k = kForDensity(settings.topkDensity, settings.chunkSize)
+  const out = new Uint8Array(payloadSize(n, settings.chunkSize, k, 2))
+  const size = compress(new Float32Array(n), randomVector('x'), new Float32Array(chunkCount(n, settings.chunkSize)), out, { beta: settings.beta, chunk: settings.chunkSize, k, bits: 2 })
+  const payload = out.slice(0, size)
+  const signed = await signContribution(scope, { privateKey: key, peerId }, 512, false, payload)
+  const ok = await verifyContribution(signed, scope)
+  assert.is(ok.sender, peerId.toString())
+  assert.is(ok.tokens, 512)
+
+  const refused = async (s: typeof signed, sc: ContributionScope, pattern: RegExp): Promise<void> => {
+    const err = await verifyContribution(s, sc).then(() => undefined, (e: Error) => e)
+    assert.instance(err, ContributionError)
+    assert.match(String(err?.message), pattern)
+  }
+  const flipped = signed.contribution.slice()
+  flipped[flipped.length - 5] ^= 0x40
+  await refused({ ...signed, contribution: flipped }, scope, /signature/)
+  const badSignature = signed.signature.slice()
+  badSignature[0] ^= 1
+  await refused({ ...signed, signature: badSignature }, scope, /signature/)
+  await refused(signed, { ...scope, round: 5 }, /round/)
+  await refused(signed, { ...scope, params: n + 1 }, /payload/)
+  await refused(signed, { ...scope, settings: { ...settings, mode: 'dense' } }, /sparse contribution in a dense run/)
+  // Signed by its sender but corrupted before signing (the hash field no longer matches).
+  const corrupted = payload.slice()
+  corrupted[40] ^= 0xff
+  const lying = await signContribution(scope, { privateKey: key, peerId }, 512, false, payload)
+  const { Contribution } = await import('../protocols/averaging.js')
+  const body = Contribution.decode(lying.contribution)
+  const forged = await signContribution(scope, { privateKey: key, peerId }, 512, false, corrupted)
+  const forgedBody = Contribution.decode(forged.contribution)
+  const mixed = Contribution.encode({ ...forgedBody, payloadHash: body.payloadHash })
+  await refused({ contribution: mixed, signature: new Uint8Array(await key.sign(new Uint8Array([...new TextEncoder().encode('swarmtrain/contribution/1:'), ...mixed]))) }, scope, /hash/)
+  await refused(await signContribution(scope, { privateKey: key, peerId }, 512, false, payload.slice(0, 100)), scope, /payload/)
+})
+
+test.run()

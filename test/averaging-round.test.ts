@@ -1,0 +1,26 @@
+// Averaging rounds between daemons on 127.0.0.1: replicas of one stage trained on different data
+// leave each round holding the same theta_at_last_sync, bit for bit (equal state hashes).
+import '../node/shim.js'
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { TestSwarm } from './daemon-harness.js'
+import { START_MS, agreed, daemonFlags as common, tinyRun } from './averaging-harness.js'
+
+for (const mode of ['sparse', 'dense']) {
+  test(`3 replicas with different data: after ${mode} rounds their state hashes are identical`, async () => {
+    const swarm = new TestSwarm()
+    try {
+      const seed = await swarm.init('a', [...tinyRun, '--inner-steps', '3', '--mode', mode, '--round-timeout-ms', '15000'])
+      const a = await swarm.start('a', seed, [...common, '--max-microbatches', '12'], {}, START_MS)
+      const others = await Promise.all(['b', 'c'].map(async name => await swarm.start(name, swarm.clone(seed, name), [...common, '--max-microbatches', '12', '--bootstrap', a.address], {}, START_MS)))
+      const nodes = [a, ...others]
+      const statuses = await agreed(swarm, nodes, 1, 120_000)
+      assert.ok(statuses.some(s => s.rounds.some(r => r.members === 3)), `no round had all 3 members: ${JSON.stringify(statuses.map(s => s.rounds))}`)
+      assert.ok(statuses.every(s => s.stateHash.length === 32))
+    } finally {
+      await swarm.close()
+    }
+  })
+}
+
+test.run()
