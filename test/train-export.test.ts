@@ -1,7 +1,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -11,7 +11,8 @@ import { encode } from '../node/data/tokenizer.js'
 import { evenBatches } from '../node/data/sampler.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { evaluateMicrobatch } from '../node/pipeline/chain.js'
-import { readCheckpoint, restoreEngines } from '../node/runtime/checkpoint.js'
+import { defaultManifest, runIdOf, writeManifest } from '../node/manifest/manifest.js'
+import { readCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../node/runtime/checkpoint.js'
 import { trainLocal } from '../node/runtime/local-training.js'
 import { initializerDims } from '../node/runtime/onnx-info.js'
 import { defaultOptimizerConfig } from '../node/runtime/optimizer.js'
@@ -73,6 +74,30 @@ test('export writes one ONNX model whose logits give the training loss; generate
   const greedy = (await run(process.execPath, [cli, 'generate', '--model', out, '--prompt', 'the dog sat on', '--tokens', '8', '--temperature', '0'])).stdout
   assert.is(greedy.charCodeAt(14), argmax, greedy)
   assert.ok(greedy.startsWith('the dog sat on') && greedy.endsWith('\n'), greedy)
+})
+
+test('export takes a node directory with every stage checkpoint of its run: the same model as the training checkpoint', async () => {
+  // Two daemons' stage files, gathered in one node directory with the run's manifest.
+  const node = join(dir, 'node')
+  mkdirSync(node)
+  const manifest = { ...defaultManifest(), model, nStages: 2 }
+  await writeManifest(node, manifest)
+  const checkpoint = await readCheckpoint(dir)
+  const engines = await Promise.all([0, 1].map(s => StageEngine.create({ model, layout: stageLayout(model, s, 2), threads: 1 })))
+  try {
+    await restoreEngines(engines, checkpoint)
+    await saveStageCheckpoint(stageCheckpointPath(node, 0), engines[0], { runId: runIdOf(manifest), stage: 0 })
+    const incomplete = await run(process.execPath, [cli, 'export', '--checkpoint', node, '--out', join(dir, 'x.onnx')]).then(() => undefined, (err: { code: number, stderr: string }) => err)
+    assert.is(incomplete?.code, 2)
+    assert.match(incomplete?.stderr ?? '', /node has no checkpoint of stage 1 \(of 2\): a daemon keeps only the stages it served/)
+    await saveStageCheckpoint(stageCheckpointPath(node, 1), engines[1], { runId: runIdOf(manifest), stage: 1 })
+  } finally {
+    await Promise.all(engines.map(e => e.close()))
+  }
+  const out = join(dir, 'from-stages.onnx')
+  const { stdout } = await run(process.execPath, [cli, 'export', '--checkpoint', node, '--out', out])
+  assert.match(stdout, /wrote .*from-stages\.onnx: 2 layers x d32, \d+ parameters, stage steps 40\/40/)
+  assert.equal(readFileSync(out), readFileSync(join(dir, 'model.onnx')))
 })
 
 test('export and generate refuse bad input with one line', async () => {
