@@ -62,7 +62,7 @@ test('a SIGKILLed server restarted from its directory alone rejoins, takes its s
   }
 })
 
-test('a killed peer leaves the views long before its record expires, and the empty stage is reported', async () => {
+test('a killed peer leaves the views long before its record expires, and the empty stage is reported (log line, status)', async () => {
   const swarm = new TestSwarm()
   try {
     // Records live 60 s here: the peer must go because it is gone, not because its record expired.
@@ -81,6 +81,11 @@ test('a killed peer leaves the views long before its record expires, and the emp
     await waitFor('a to report the empty stage', 10_000, async () =>
       a.output.some(l => l.startsWith('waiting for a server of stage 1: nothing trains until every stage has one')) ? true : undefined, () => a.output.join('\n'))
     assert.ok(existsSync(join(seed, 'peers.json')))
+    const status = await swarm.run(['status', '--control-port', String(a.controlPort)])
+    assert.is(status.code, 0, status.stderr)
+    assert.match(status.stdout, /^swarm: 1 node\(s\)  training 0\.0 tokens\/s  round 0  loss - \(this node does not drive\)$/m)
+    assert.match(status.stdout, /^ +1 +0 .* NO SERVER: nothing trains/m)
+    assert.match(status.stdout, /^ +0 +1 .* ok \(no spare server\) .*\*/m)
   } finally {
     await swarm.close()
   }
