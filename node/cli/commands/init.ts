@@ -32,7 +32,7 @@ D/swarm.key (a libp2p pre-shared key) with --private, and D/identity.key.
                      with the same settings never mix)
 model:
   --stages N         pipeline stages (default ${defaultManifest().nStages})
-${Object.entries(modelFlags).map(([flag, key]) => `  --${flag.padEnd(16)} model.${key}`).join('\n')}
+${Object.entries(modelFlags).map(([flag, key]) => `  --${flag.padEnd(16)} model.${key} (default ${defaultManifest().model[key]})`).join('\n')}
   --dataset NAME     dataset id (default ${defaultManifest().datasetId})
 optimizer (inner AdamW):
 ${optimizerFlags.map(([flag, key]) => `  --${flag.padEnd(16)} (default ${(defaultOptimizerConfig as unknown as Record<string, number>)[key]})`).join('\n')}
