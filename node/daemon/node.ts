@@ -78,7 +78,10 @@ export class SwarmNode {
   private readonly timing: Timing
   private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, coverage: StageCoverage, unguard: () => void }
   private savedPeers: string[] = []
+  /** The view's peer ids when the peers were last saved. */
+  private savedMembers?: string
   private peersTimer?: NodeJS.Timeout
+  private savingPeers?: Promise<void>
   private startedAt = 0
   controlPort?: number
 
@@ -143,10 +146,14 @@ export class SwarmNode {
       await registry.start()
       await assigner.start()
       for (const service of services.values()) await service.start?.()
-      // Its first line follows the start banner: it waits for a fresh read of the swarm.
+      // In the background: it first waits for a fresh read of the swarm.
       void coverage.start()
-      await this.savePeers(given)
-      this.peersTimer = setInterval(() => { this.savePeers(given).catch(err => { log.error('could not save peers: %e', err) }) }, this.timing.refreshMs)
+      // Saved in the background: each write syncs to disk, which a busy disk makes slow.
+      const save = (): void => {
+        this.savingPeers ??= this.savePeers(given).catch(err => { log.error('could not save peers: %e', err) }).finally(() => { this.savingPeers = undefined })
+      }
+      save()
+      this.peersTimer = setInterval(save, this.timing.refreshMs)
       if (this.init.controlPort !== undefined) {
         const control = new ControlServer(() => this.status())
         this.parts.control = control
@@ -166,6 +173,7 @@ export class SwarmNode {
     if (parts === undefined) return
     this.parts = undefined
     clearInterval(this.peersTimer)
+    await this.savingPeers
     parts.coverage.stop()
     await parts.control?.close()
     for (const service of [...parts.services.values()].reverse()) await service.stop?.()
@@ -213,19 +221,25 @@ export class SwarmNode {
     if (!await waitForRoutingPeers(host, this.timing.dialTimeoutMs)) log.error('bootstrap: no peer entered the DHT routing table')
   }
 
-  /** Keeps the given bootstrap peers and the peers of the current view in the directory, for a restart. */
+  /**
+   * Keeps the given bootstrap peers and the peers of the current view in the directory, for a
+   * restart. Written only when the view's membership changes (each write syncs to disk).
+   */
   private async savePeers (given: string[]): Promise<void> {
     const parts = this.parts
     if (parts === undefined) return
     const { host, registry } = parts
     const self = host.peerId.toString()
+    const ids = registry.view.stages.flatMap(s => s.peers.map(p => p.peerId)).filter(id => id !== self).sort()
+    const members = ids.join(',')
+    if (members === this.savedMembers) return
     const met: string[] = []
-    for (const peer of registry.view.stages.flatMap(s => s.peers)) {
-      if (peer.peerId === self) continue
-      const known = await host.peerStore.get(peerIdFromString(peer.peerId)).catch(() => undefined)
-      for (const { multiaddr } of known?.addresses.slice(0, 2) ?? []) met.push(multiaddr.getComponents().some(c => c.name === 'p2p') ? multiaddr.toString() : `${multiaddr.toString()}/p2p/${peer.peerId}`)
+    for (const id of ids) {
+      const known = await host.peerStore.get(peerIdFromString(id)).catch(() => undefined)
+      for (const { multiaddr } of known?.addresses.slice(0, 2) ?? []) met.push(multiaddr.getComponents().some(c => c.name === 'p2p') ? multiaddr.toString() : `${multiaddr.toString()}/p2p/${id}`)
     }
     this.savedPeers = await savePeers(this.init.dir, [...given, ...met, ...this.savedPeers], this.savedPeers)
+    this.savedMembers = members
   }
 
   /** The swarm as this node sees it: the status JSON. */

@@ -295,11 +295,12 @@ export class StageRegistry {
         record = await this.verify(id, await this.askPeer(peerIdFromString(id)), 'the peer')
         this.direct.add(id)
       } catch {
-        // A peer that answered directly before and now cannot be dialed is gone (killed,
-        // crashed, cut off): its last record may stay valid for minutes, so it leaves the
-        // view now. Peers only ever seen through the DHT (unreachable, e.g. behind NAT)
-        // stay while they republish.
-        if (this.direct.delete(id)) {
+        // A peer that answered directly before, has no connection left and cannot be dialed
+        // is gone (killed, crashed, frozen until the connection monitor cut it off): its last
+        // record may stay valid for minutes, so it leaves the view now. A connected peer that
+        // is merely slow stays; so do peers only ever seen through the DHT (e.g. behind NAT)
+        // while they republish.
+        if (this.host.getConnections(peerIdFromString(id)).length === 0 && this.direct.delete(id)) {
           this.known.delete(id)
           log('%s no longer answers: dropped from the view', id)
         } else {

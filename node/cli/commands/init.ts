@@ -4,7 +4,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { randomBytes } from 'node:crypto'
 import { access, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { defaultNodeDir } from '../../daemon/dir.js'
+import { PEERS_FILE, defaultNodeDir } from '../../daemon/dir.js'
 import { MANIFEST_FILE, RUN_NAME, defaultAveraging, defaultManifest, runIdOf, validateManifest, writeManifest } from '../../manifest/manifest.js'
 import { SWARM_KEY_FILE, loadOrCreateIdentity, newSwarmKey, writeSwarmKey } from '../../p2p/keys.js'
 import { defaultOptimizerConfig } from '../../runtime/optimizer.js'
@@ -65,6 +65,8 @@ export async function run (argv: string[]): Promise<number> {
   const exists = await access(join(dir, MANIFEST_FILE)).then(() => true, () => false)
   if (exists && opts.force !== true) throw new UsageError(`${join(dir, MANIFEST_FILE)} already exists (pass --force to replace it)`)
   await writeManifest(dir, checked)
+  // Peers saved for the previous run of this directory belong to that run.
+  await rm(join(dir, PEERS_FILE), { force: true })
   // A public run must not keep a key from an earlier private run in the same directory.
   if (opts.private === true) await writeSwarmKey(join(dir, SWARM_KEY_FILE), newSwarmKey())
   else await rm(join(dir, SWARM_KEY_FILE), { force: true })
