@@ -14,6 +14,10 @@ test('chooseStage joins the stage with the least throughput among those that fit
   // Ties go to the picker, so simultaneous joiners spread out.
   const empty = [0, 1, 2].map(stage => ({ stage, throughput: 0, servers: 0 }))
   assert.equal([0, 1, 2].map(i => chooseStage(empty, anywhere, () => i)), [0, 1, 2])
+  // A restarted node's checkpointed stage wins a tie, never over a weaker stage or one that does not fit.
+  assert.equal([0, 1, 2].map(i => chooseStage(empty, anywhere, () => i, 1)), [1, 1, 1])
+  assert.is(chooseStage(loads, anywhere, () => 0, 1), 2)
+  assert.is(chooseStage(empty, s => s !== 1, () => 0, 1), 0)
 })
 
 test('rebalanceMove follows the 1/0.75 rule and never empties a stage', () => {

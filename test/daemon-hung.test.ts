@@ -19,7 +19,7 @@ test('a frozen peer is disconnected within seconds; status reports the swarm', a
 
     const table = await swarm.run(['status', '--dir', seedDir])
     assert.is(table.code, 0, table.stderr)
-    assert.match(table.stdout, /stage +peers +tokens\/s +members/)
+    assert.match(table.stdout, /stage +servers +capacity\/s +serving\/s +health +members/)
     assert.match(table.stdout, new RegExp(`peer ${a.peerId}`))
     const json = JSON.parse((await swarm.run(['status', '--dir', seedDir, '--json'])).stdout)
     assert.is(json.peerId, a.peerId)

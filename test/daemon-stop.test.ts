@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { DAEMON_FILE } from '../node/daemon/daemon-file.js'
 import { readStageCheckpoint, stageCheckpointPath } from '../node/runtime/checkpoint.js'
 import { readManifest, runIdOf } from '../node/manifest/manifest.js'
-import { ParamLayout, stageLayout, stageParams } from '../node/model/index.js'
+import { stageParamLayout } from '../node/model/index.js'
 import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
 
 const swarm = new TestSwarm()
@@ -46,7 +46,7 @@ test('a daemon mid-training stops within 5 s of SIGINT, with its final checkpoin
   assert.not.ok(existsSync(join(dirA, DAEMON_FILE)), 'daemon.json was left behind')
 
   const manifest = await readManifest(dirA)
-  const layout = new ParamLayout(stageParams(manifest.model, stageLayout(manifest.model, 0, manifest.nStages)))
+  const layout = stageParamLayout(manifest.model, 0, manifest.nStages)
   const saved = await readStageCheckpoint(stageCheckpointPath(dirA, 0), { runId: runIdOf(manifest), stage: 0, layout })
   assert.ok(saved !== undefined, 'no final checkpoint')
   assert.is(saved.stage, 0)

@@ -1,7 +1,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -11,7 +11,9 @@ import { encode } from '../node/data/tokenizer.js'
 import { evenBatches } from '../node/data/sampler.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { evaluateMicrobatch } from '../node/pipeline/chain.js'
-import { readCheckpoint, restoreEngines } from '../node/runtime/checkpoint.js'
+import { defaultManifest, runIdOf, writeManifest } from '../node/manifest/manifest.js'
+import type { StageState } from '../node/runtime/checkpoint.js'
+import { readCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../node/runtime/checkpoint.js'
 import { trainLocal } from '../node/training/local.js'
 import { initializerDims } from '../node/runtime/onnx-info.js'
 import { defaultOptimizerConfig } from '../node/runtime/optimizer-config.js'
@@ -23,6 +25,14 @@ const model: ModelConfig = { vocabSize: 256, dModel: 32, nLayers: 2, nHeads: 2, 
 const text = encode('the cat sat on the mat. the dog sat on the log. '.repeat(40))
 const dir = mkdtempSync(join(tmpdir(), 'swarmtrain-export-'))
 const optimizer = { ...defaultOptimizerConfig, lr: 1e-2, warmupSteps: 5, totalSteps: 40, batchSize: 8 }
+
+
+/** A daemon's stage checkpoint of `engine`, as its stage host would write it before any averaging round. */
+async function stageState (engine: StageEngine, runId: string, stage: number): Promise<StageState> {
+  const { weights, m, v, step } = await engine.snapshot()
+  const zeros = (): Float32Array => new Float32Array(weights.length)
+  return { runId, stage, step, round: 0, layoutHash: engine.params.hash, groups: { weights, 'adamw.m': m, 'adamw.v': v, theta_at_last_sync: weights.slice(), outer_momentum: zeros(), error_feedback: zeros() } }
+}
 
 test('export writes one ONNX model whose logits give the training loss; generate continues a prompt', async () => {
   await trainLocal({ model, optimizer, stages: 2, corpus: { source: 'test', train: text, validation: text }, seed: 2, evalEvery: 40, evalBatches: 1, checkpointDir: dir, threads: 1 })
@@ -73,6 +83,30 @@ test('export writes one ONNX model whose logits give the training loss; generate
   const greedy = (await run(process.execPath, [cli, 'generate', '--model', out, '--prompt', 'the dog sat on', '--tokens', '8', '--temperature', '0'])).stdout
   assert.is(greedy.charCodeAt(14), argmax, greedy)
   assert.ok(greedy.startsWith('the dog sat on') && greedy.endsWith('\n'), greedy)
+})
+
+test('export takes a node directory with every stage checkpoint of its run: the same model as the training checkpoint', async () => {
+  // Two daemons' stage files, gathered in one node directory with the run's manifest.
+  const node = join(dir, 'node')
+  mkdirSync(node)
+  const manifest = { ...defaultManifest(), model, nStages: 2 }
+  await writeManifest(node, manifest)
+  const checkpoint = await readCheckpoint(dir)
+  const engines = await Promise.all([0, 1].map(s => StageEngine.create({ model, layout: stageLayout(model, s, 2), threads: 1 })))
+  try {
+    await restoreEngines(engines, checkpoint)
+    await saveStageCheckpoint(stageCheckpointPath(node, 0), await stageState(engines[0], runIdOf(manifest), 0))
+    const incomplete = await run(process.execPath, [cli, 'export', '--checkpoint', node, '--out', join(dir, 'x.onnx')]).then(() => undefined, (err: { code: number, stderr: string }) => err)
+    assert.is(incomplete?.code, 2)
+    assert.match(incomplete?.stderr ?? '', /node has no checkpoint of stage 1 \(of 2\): a daemon keeps only the stages it served/)
+    await saveStageCheckpoint(stageCheckpointPath(node, 1), await stageState(engines[1], runIdOf(manifest), 1))
+  } finally {
+    await Promise.all(engines.map(e => e.close()))
+  }
+  const out = join(dir, 'from-stages.onnx')
+  const { stdout } = await run(process.execPath, [cli, 'export', '--checkpoint', node, '--out', out])
+  assert.match(stdout, /wrote .*from-stages\.onnx: 2 layers x d32, \d+ parameters, stage steps 40\/40/)
+  assert.equal(readFileSync(out), readFileSync(join(dir, 'model.onnx')))
 })
 
 test('export and generate refuse bad input with one line', async () => {

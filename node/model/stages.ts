@@ -4,7 +4,7 @@ import { gradients } from './autodiff.js'
 import { checkModelConfig, type DType, type ModelConfig, type ParamSpec, type StageGraphs, type StageLayout } from './config.js'
 import { block, embed, head, lmLoss, stageParams, embeddingParams, blockParams, headParams } from './gpt.js'
 import { Graph, type Tensor } from './graph.js'
-import { paramSize } from './params.js'
+import { ParamLayout, paramSize } from './params.js'
 
 /** Stage `stage` of `nStages`: a contiguous run of blocks; earlier stages take the remainder. */
 export function stageLayout (config: ModelConfig, stage: number, nStages: number): StageLayout {
@@ -15,6 +15,11 @@ export function stageLayout (config: ModelConfig, stage: number, nStages: number
   const extra = config.nLayers % nStages
   const firstLayer = stage * base + Math.min(stage, extra)
   return { stage, nStages, firstLayer, endLayer: firstLayer + base + (stage < extra ? 1 : 0) }
+}
+
+/** The flat parameter layout of stage `stage` of `nStages` (what its engine, checkpoints and averaging use). */
+export function stageParamLayout (config: ModelConfig, stage: number, nStages: number): ParamLayout {
+  return new ParamLayout(stageParams(config, stageLayout(config, stage, nStages)))
 }
 
 /** The forward and backward graphs of one stage, with the tensor names documented on StageGraphs. */

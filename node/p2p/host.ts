@@ -4,6 +4,7 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
+import { mdns } from '@libp2p/mdns'
 import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -12,11 +13,14 @@ import { yamux } from '@libp2p/yamux'
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
+import { logger } from '@libp2p/logger'
 import { dhtProtocol } from '../../protocols/ids.js'
 import { defaultTiming } from '../timing.js'
 import { version } from '../version.js'
 import { nodeLogger } from './logger.js'
 import { privateNetwork } from './pnet.js'
+
+const log = logger('swarmtrain:p2p')
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
 export type HostServices = {
@@ -33,6 +37,8 @@ export interface HostInit {
   listen: string[]
   announce?: string[]
   bootstrap?: string[]
+  /** Find the run's peers on the local network by multicast DNS. */
+  mdns?: boolean
   /** pnet pre-shared key (swarm.key bytes): only peers with the same key can connect. */
   swarmKey?: Uint8Array
   /** DHT record validators and selectors by key namespace (`/<namespace>/...`). */
@@ -60,12 +66,20 @@ function baseOptions (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dia
   }
 }
 
+/** The mDNS service name of a run: only peers of the same run answer each other's queries. */
+export function mdnsServiceTag (runId: string): string {
+  return `_swarmtrain-${runId}._udp.local`
+}
+
 export async function createHost (init: HostInit): Promise<Host> {
   const pingTimeout = init.pingTimeoutMs ?? defaultTiming.pingTimeoutMs
-  return await createLibp2p({
+  const host = await createLibp2p({
     ...baseOptions(init),
     addresses: { listen: init.listen, announce: init.announce ?? [] },
-    peerDiscovery: (init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
+    peerDiscovery: [
+      ...(init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
+      ...init.mdns === true ? [mdns({ serviceTag: mdnsServiceTag(init.runId) })] : []
+    ],
     connectionMonitor: {
       pingInterval: init.pingIntervalMs ?? defaultTiming.pingIntervalMs,
       pingTimeout: { minTimeout: pingTimeout, maxTimeout: pingTimeout },
@@ -92,6 +106,16 @@ export async function createHost (init: HostInit): Promise<Host> {
       })
     }
   })
+  // libp2p only records discovered peers; dial the ones mDNS finds (the swarm key, when set,
+  // and the run check still decide who stays).
+  if (init.mdns === true) {
+    host.addEventListener('peer:discovery', event => {
+      const { id, multiaddrs } = event.detail
+      if (multiaddrs.length === 0 || host.getConnections(id).length > 0) return
+      host.dial(id, { signal: AbortSignal.timeout(init.dialTimeoutMs ?? 10_000) }).catch(err => { log('dialing %p found by mDNS failed: %e', id, err) })
+    })
+  }
+  return host
 }
 
 /** A host with no DHT, for one-off exchanges before the node knows its run (e.g. `join`). */

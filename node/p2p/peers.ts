@@ -2,7 +2,8 @@
 // run id, so identify tells us which run a peer serves: a peer of another run (a different
 // manifest) is disconnected, and a bootstrap peer of another run is a clear error.
 import type { IdentifyResult, PeerId } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { runIdOfProtocol } from '../../protocols/ids.js'
 import { PeerRefusedError } from './errors.js'
 import type { Libp2p } from 'libp2p'
@@ -27,16 +28,44 @@ export function guardRun (host: Libp2p, runId: string): () => void {
 }
 
 /**
- * Dials `address` and waits until identify says which runs the peer serves. Failures become a
- * PeerRefusedError naming the likely cause (unreachable, different swarm key, not swarmtrain).
+ * Parses a peer's multiaddr; with `needPeerId`, it must end in /p2p/<peer id>. Mistakes are a
+ * PeerRefusedError naming the address and what is wrong with it.
  */
-export async function dialAndIdentify (host: Libp2p, address: string, timeoutMs: number): Promise<{ peerId: PeerId, runs: Set<string> }> {
-  let ma
+export function parsePeerAddress (address: string, needPeerId: boolean): Multiaddr {
+  let ma: Multiaddr
   try {
     ma = multiaddr(address)
   } catch (err) {
-    throw new PeerRefusedError(`'${address}' is not a multiaddr: ${(err as Error).message}`)
+    throw new PeerRefusedError(`'${address}' is not a multiaddr (e.g. /ip4/192.0.2.10/tcp/4171/p2p/12D3KooW...): ${(err as Error).message}`)
   }
+  const id = ma.getComponents().find(c => c.name === 'p2p')?.value
+  if (id === undefined && needPeerId) throw new PeerRefusedError(`'${address}' names no peer: add /p2p/<peer id> (start prints it)`)
+  if (id !== undefined) {
+    try {
+      peerIdFromString(id)
+    } catch {
+      throw new PeerRefusedError(`'${address}' has a bad peer id '${id}' (copy the whole id that start prints, e.g. 12D3KooW...)`)
+    }
+  }
+  return ma
+}
+
+/** Why a dial failed, in words: nothing listening, or (the handshake failed) a swarm key mismatch. */
+function dialFailure (err: Error, keyed: boolean): string {
+  if (/ECONNREFUSED/.test(err.message)) return 'nothing listens there (is the daemon running, and is the port right?)'
+  // A pnet key mismatch looks like a reset handshake or a timeout, never like a refusal.
+  return keyed
+    ? 'this node has a swarm key: most likely the peer uses another one, or none (a public run); both sides need the same swarm.key'
+    : 'this node has no swarm key: most likely the peer is in a private swarm; pass its key with --swarm-key FILE'
+}
+
+/**
+ * Dials `address` and waits until identify says which runs the peer serves. Failures become a
+ * PeerRefusedError naming the likely cause (unreachable, different swarm key, not swarmtrain);
+ * `keyed` says whether this node uses a swarm key.
+ */
+export async function dialAndIdentify (host: Libp2p, address: string, timeoutMs: number, keyed = false): Promise<{ peerId: PeerId, runs: Set<string> }> {
+  const ma = parsePeerAddress(address, false)
   const expected = ma.getComponents().find(c => c.name === 'p2p')?.value
   const identified = Promise.withResolvers<IdentifyResult>()
   const onIdentify = (event: CustomEvent<IdentifyResult>): void => {
@@ -49,9 +78,8 @@ export async function dialAndIdentify (host: Libp2p, address: string, timeoutMs:
     try {
       connection = await host.dial(ma, { signal })
     } catch (err) {
-      // A swarm key mismatch looks like a failed handshake or a timeout, never like a refusal.
       const e = err as Error
-      throw new PeerRefusedError(`cannot connect to ${address}: ${e.name}: ${e.message} (is it running, and do both sides use the same swarm key, or none?)`)
+      throw new PeerRefusedError(`cannot connect to ${address}: ${e.name}: ${e.message}: ${dialFailure(e, keyed)}`)
     }
     const known = await host.peerStore.get(connection.remotePeer).catch(() => undefined)
     let protocols = known?.protocols ?? []

@@ -87,6 +87,8 @@ export class StageRegistry {
   private readonly candidates = new Map<string, number>()
   /** The newest valid record seen per peer: a lookup that misses once does not drop a live peer. */
   private readonly known = new Map<string, PeerInfoRecord>()
+  /** Peers that answered us directly: when they stop, they are gone. */
+  private readonly direct = new Set<string>()
   /** Peers that answered neither directly nor through the DHT, and when: not retried for a while. */
   private readonly unreachable = new Map<string, number>()
   private current: SwarmView
@@ -117,6 +119,7 @@ export class StageRegistry {
    */
   async start (): Promise<void> {
     await this.host.handle(infoProtocol(this.init.runId), async (stream: Stream) => { await this.serveInfo(stream) })
+    this.host.addEventListener('peer:disconnect', this.onDisconnect)
     this.timers = [
       setInterval(() => { this.publish().catch(err => { this.log.error('publish failed: %e', err) }) }, this.init.refreshMs),
       setInterval(() => { this.refresh().catch(err => { this.log.error('read failed: %e', err) }) }, this.init.refreshMs)
@@ -125,6 +128,7 @@ export class StageRegistry {
   }
 
   async stop (): Promise<void> {
+    this.host.removeEventListener('peer:disconnect', this.onDisconnect)
     for (const timer of this.timers) clearInterval(timer)
     this.timers = []
     await this.host.unhandle(infoProtocol(this.init.runId))
@@ -246,25 +250,15 @@ export class StageRegistry {
       if (this.host.getConnections(peer).length > 0) {
         try {
           this.remember(await this.verify(id, await this.askPeer(peer), 'the peer'))
+          this.direct.add(id)
           return
         } catch (err) {
           this.log('asking %s for its record failed: %e', id, err)
         }
       }
-      // Unconnected (or failing) peers may take a dial timeout: reach them in the background,
-      // dialing first (its addresses are in the peer store), then through the DHT.
+      // Unconnected (or failing) peers may take a dial timeout: reach them in the background.
       if ((this.unreachable.get(id) ?? -Infinity) > now - 10 * this.init.refreshMs) return
-      const reaching = this.inBackground(`reach ${id}`, async () => {
-        let record: PeerInfoRecord | undefined
-        try {
-          record = await this.verify(id, await this.askPeer(peer), 'the peer')
-        } catch {
-          record = await this.fromDht(id).catch(() => undefined)
-        }
-        if (record === undefined) this.unreachable.set(id, Date.now())
-        else this.unreachable.delete(id)
-        this.remember(record)
-      })
+      const reaching = this.reach(id)
       if (complete) await reaching
     }))
     const at = Date.now()
@@ -282,8 +276,47 @@ export class StageRegistry {
     return { stages, updatedAt: at }
   }
 
+  /**
+   * Asks a peer we are not (or no longer) connected to for its record in the background:
+   * dialing first (its addresses are in the peer store), then through the DHT.
+   */
+  private reach (id: string): Promise<void> | undefined {
+    return this.inBackground(`reach ${id}`, async () => {
+      let record: PeerInfoRecord | undefined
+      try {
+        record = await this.verify(id, await this.askPeer(peerIdFromString(id)), 'the peer')
+        this.direct.add(id)
+      } catch {
+        // A peer that answered directly before, has no connection left and cannot be dialed
+        // is gone (killed, crashed, frozen until the connection monitor cut it off): its last
+        // record may stay valid for minutes, so it leaves the view now. A connected peer that
+        // is merely slow stays; so do peers only ever seen through the DHT (e.g. behind NAT)
+        // while they republish.
+        if (this.host.getConnections(peerIdFromString(id)).length === 0 && this.direct.delete(id)) {
+          this.known.delete(id)
+          this.log('%s no longer answers: dropped from the view', id)
+        } else {
+          record = await this.fromDht(id).catch(() => undefined)
+        }
+      }
+      if (record === undefined) this.unreachable.set(id, Date.now())
+      else this.unreachable.delete(id)
+      this.remember(record)
+    })
+  }
+
+  /** A peer of the view disconnected: check at once whether it is still there, rather than at the next refresh. */
+  private readonly onDisconnect = (event: CustomEvent<PeerId>): void => {
+    const id = event.detail.toString()
+    if (!this.known.has(id) || this.timers.length === 0) return
+    void this.reach(id)?.then(async () => {
+      if (!this.known.has(id) && this.timers.length > 0) await this.refresh()
+    }).catch(err => { this.log.error('read failed: %e', err) })
+  }
+
   private remember (record: PeerInfoRecord | undefined): void {
-    if (record === undefined) return
+    // Only this node speaks for itself: a record under our id is from a previous run of it.
+    if (record === undefined || record.peerId === this.peerId.toString()) return
     const cached = this.known.get(record.peerId)
     if (cached === undefined || record.issuedAt > cached.issuedAt) this.known.set(record.peerId, record)
   }

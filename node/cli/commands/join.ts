@@ -9,9 +9,10 @@ import { fetchManifest } from '../../manifest/exchange.js'
 import { MANIFEST_FILE, ManifestError, readManifest, runIdOf, writeManifest } from '../../manifest/manifest.js'
 import { createClientHost } from '../../p2p/host.js'
 import { SWARM_KEY_FILE, findSwarmKey, loadOrCreateIdentity, readSwarmKey } from '../../p2p/keys.js'
+import { parsePeerAddress } from '../../p2p/peers.js'
 import { parse } from '../args.js'
 import { UsageError } from '../errors.js'
-import { runDaemon, startHelp, startOptions } from './start.js'
+import { checkStartOptions, runDaemon, startHelp, startOptions } from './start.js'
 
 export const summary = 'fetch the manifest from a peer, save it, and start'
 
@@ -28,6 +29,13 @@ export async function run (argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { ...startOptions, run: { type: 'string' } }, true)
   if (positionals.length !== 1) throw new UsageError('join takes exactly one MULTIADDR (the peer to join through)')
   const address = positionals[0]
+  // Every mistake in the options is reported before the manifest is fetched and saved.
+  try {
+    parsePeerAddress(address, true)
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+  checkStartOptions(values)
   const dir = values.dir ?? defaultNodeDir()
   await mkdir(dir, { recursive: true, mode: 0o700 })
   const swarmKey = values['swarm-key'] !== undefined ? await readSwarmKey(values['swarm-key']) : await findSwarmKey(dir)
@@ -36,7 +44,7 @@ export async function run (argv: string[]): Promise<number> {
   const host = await createClientHost({ privateKey, swarmKey, dialTimeoutMs })
   let fetched
   try {
-    fetched = await fetchManifest(host, address, { expectedRunId: values.run, timeoutMs: dialTimeoutMs })
+    fetched = await fetchManifest(host, address, { expectedRunId: values.run, timeoutMs: dialTimeoutMs, keyed: swarmKey !== undefined })
   } finally {
     await host.stop()
   }

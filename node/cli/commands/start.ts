@@ -1,12 +1,14 @@
 // swarmtrain start: runs the daemon until SIGINT/SIGTERM.
 import type { StageChangeDetail } from '../../assignment/assigner.js'
 import { measureCapacity } from '../../assignment/capacity.js'
-import { defaultNodeDir } from '../../daemon/dir.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { PEERS_FILE, defaultNodeDir } from '../../daemon/dir.js'
 import { DAEMON_FILE, readDaemonFile, removeDaemonFileSync } from '../../daemon/daemon-file.js'
 import { SwarmNode } from '../../daemon/node.js'
 import { STOP_LIMIT_MS, timingFromEnv } from '../../timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
+import { parsePeerAddress } from '../../p2p/peers.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../pipeline-options.js'
 import { averagingService } from '../../averaging/service.js'
 import { pipelineService } from '../../pipeline/swarm.js'
@@ -23,6 +25,7 @@ export const startOptions = {
   listen: { type: 'string', multiple: true },
   bootstrap: { type: 'string', multiple: true },
   announce: { type: 'string', multiple: true },
+  'no-mdns': { type: 'boolean' },
   stage: { type: 'string' },
   'control-port': { type: 'string' },
   'swarm-key': { type: 'string' },
@@ -33,9 +36,13 @@ export const startOptions = {
 
 export const startHelp = `  --dir D             node directory with swarm.json (default $SWARMTRAIN_DIR or ~/.swarmtrain)
   --listen MA         multiaddr to listen on, repeatable (default ${DEFAULT_LISTEN})
-  --bootstrap MA      peer to join through, /p2p/<id> included, repeatable
+  --bootstrap MA      peer to join through, /p2p/<id> included, repeatable; the peers met
+                      are saved in D/${PEERS_FILE}, so a restart needs no --bootstrap
   --announce MA       address to announce instead of the listen addresses, repeatable
-  --stage auto|N      serve stage N and never move (default auto: choose and rebalance)
+  --no-mdns           do not look for the run's peers on the LAN by multicast DNS (default:
+                      on, unless every listen address is loopback)
+  --stage auto|N      serve stage N and never move (default auto: resume the stage of this
+                      node's checkpoint if it needs a server, else the weakest; rebalance)
   --control-port P    port of the status server on 127.0.0.1 (default 0: any free port,
                       recorded in D/${DAEMON_FILE} for 'swarmtrain status')
   --swarm-key F       pre-shared key of a private swarm (default D/swarm.key if present)
@@ -55,6 +62,7 @@ export interface StartOptions extends PipelineCliValues {
   listen?: string[]
   bootstrap?: string[]
   announce?: string[]
+  'no-mdns'?: boolean
   stage?: string
   'control-port'?: string
   'swarm-key'?: string
@@ -74,8 +82,50 @@ async function refuseSecondDaemon (dir: string): Promise<void> {
   throw new UsageError(`a daemon (pid ${pid}) already runs in ${dir}; stop it first or use another --dir`)
 }
 
+/** Checks the options a manifest is not needed for, before anything is written or dialed. */
+export function checkStartOptions (opts: StartOptions): void {
+  intOption('control-port', opts['control-port'], 0, 0, 65535)
+  if (opts.capacity !== undefined) numberOption('capacity', opts.capacity, 0, 1e-3, 1e12)
+  pipelineOptionsFrom(opts)
+  for (const [flag, addresses] of [['listen', opts.listen], ['announce', opts.announce]] as const) {
+    for (const address of addresses ?? []) {
+      let ma
+      try {
+        ma = multiaddr(address)
+      } catch (err) {
+        throw new UsageError(`--${flag} '${address}' is not a multiaddr (e.g. ${DEFAULT_LISTEN}): ${(err as Error).message}`)
+      }
+      if (!ma.getComponents().some(c => c.name === 'tcp')) throw new UsageError(`--${flag} '${address}' has no TCP port: swarmtrain speaks TCP (e.g. ${DEFAULT_LISTEN})`)
+    }
+  }
+  for (const address of opts.bootstrap ?? []) {
+    try {
+      parsePeerAddress(address, true)
+    } catch (err) {
+      throw new UsageError(`--bootstrap: ${(err as Error).message}`)
+    }
+  }
+}
+
+/** mDNS announces this node on the LAN: pointless (and noisy) when it only listens on loopback. */
+function lanAddresses (listen: string[]): boolean {
+  return listen.some(address => {
+    const host = multiaddr(address).getComponents().find(c => c.name === 'ip4' || c.name === 'ip6')?.value
+    return host === undefined || !(host.startsWith('127.') || host === '::1')
+  })
+}
+
+/** The listen addresses are taken, or not ours to take: one line instead of libp2p's stack. */
+function listenError (err: Error, listen: string[]): Error {
+  const text = `${err.name}: ${err.message}`
+  if (/EADDRINUSE/.test(text)) return new UsageError(`cannot listen on ${listen.join(', ')}: the port is in use (is another daemon running? pick a free one with --listen /ip4/0.0.0.0/tcp/PORT)`)
+  if (/EADDRNOTAVAIL|UnsupportedListenAddress/.test(text)) return new UsageError(`cannot listen on ${listen.join(', ')}: ${/EADDRNOTAVAIL/.test(text) ? 'no interface of this machine has that address' : err.message}`)
+  return err
+}
+
 /** Starts a daemon from parsed start options and runs it until a signal. */
 export async function runDaemon (opts: StartOptions): Promise<number> {
+  checkStartOptions(opts)
   const dir = opts.dir ?? defaultNodeDir()
   const manifest = await readManifest(dir)
   await refuseSecondDaemon(dir)
@@ -86,12 +136,14 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   const timing = timingFromEnv()
   const pipeline = pipelineOptionsFrom(opts)
   const capacity = await measureCapacity(manifest, dir, given)
+  const listen = opts.listen ?? [DEFAULT_LISTEN]
   const node = new SwarmNode({
     dir,
     manifest,
-    listen: opts.listen ?? [DEFAULT_LISTEN],
+    listen,
     announce: opts.announce,
     bootstrap: opts.bootstrap,
+    mdns: opts['no-mdns'] !== true && lanAddresses(listen),
     swarmKey,
     stage,
     throughput: capacity.throughput,
@@ -102,7 +154,11 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     // Averaging first: it loads the stage's state before the pipeline's server takes calls.
     services: opts['no-pipeline'] === true ? {} : { averaging: averagingService(), pipeline: pipelineService(pipeline) }
   })
-  await node.start()
+  try {
+    await node.start()
+  } catch (err) {
+    throw listenError(err as Error, listen)
+  }
   // Visible to operators without debug logging: a move changes what this node computes.
   node.components.assigner.addEventListener('stage', event => {
     const move = (event as CustomEvent<StageChangeDetail>).detail.move

@@ -4,9 +4,10 @@ import type { AveragingStatus } from '../../averaging/service.js'
 import { DAEMON_FILE, daemonFilePath, readDaemonFile } from '../../daemon/daemon-file.js'
 import type { NodeStatus } from '../../daemon/node.js'
 import { DaemonUnreachableError, fetchStatus } from '../../daemon/process.js'
+import type { PipelineStatus } from '../../pipeline/swarm.js'
 import { intOption, parse } from '../args.js'
 
-export const summary = "show the swarm as the local daemon sees it: peers, throughput, stage, round"
+export const summary = "show the swarm as the local daemon sees it: loss, tokens/s, round, each stage's servers and health"
 
 export const usage = `usage: swarmtrain status [--json] [--dir D] [--control-port P]
 
@@ -21,17 +22,56 @@ async function controlPort (dir: string, given?: string): Promise<number> {
   throw new DaemonUnreachableError(`no running daemon found (no valid ${daemonFilePath(dir)}); start one or pass --control-port`)
 }
 
+/** What `status` says about the swarm as a whole, from the daemon's status JSON. */
+export interface SwarmSummary {
+  nodes: number
+  /** Tokens trained per second: the slowest stage's served rate (every microbatch passes every stage). */
+  tokensPerSecond: number
+  /** The highest averaging round any node reports. */
+  round: number
+  /** This node's driver's moving-average training loss and last validation loss, if it drives. */
+  loss?: number
+  validationLoss?: number
+  /** Stages with no server: nothing trains while there is one. */
+  missing: number[]
+}
+
+export function summarize (s: NodeStatus): SwarmSummary {
+  const driver = (s.services.pipeline as PipelineStatus | undefined)?.driver
+  const peers = s.stages.flatMap(stage => stage.peers)
+  return {
+    nodes: peers.length,
+    tokensPerSecond: Math.min(...s.stages.map(stage => stage.peers.reduce((sum, p) => sum + p.servedThroughput, 0))),
+    round: Math.max(0, ...peers.map(p => p.round)),
+    loss: driver?.trainLoss,
+    validationLoss: driver?.validationLoss,
+    missing: s.stages.filter(stage => stage.peers.length === 0).map(stage => stage.stage)
+  }
+}
+
+function health (servers: number): string {
+  if (servers === 0) return 'NO SERVER: nothing trains'
+  return servers === 1 ? 'ok (no spare server)' : 'ok'
+}
+
 function table (s: NodeStatus): string {
   const short = (id: string): string => `${id.slice(0, 8)}…${id.slice(-6)}`
+  const sum = summarize(s)
+  const loss = sum.loss === undefined
+    ? 'loss - (this node does not drive)'
+    : `loss ${sum.loss.toFixed(4)}${sum.validationLoss === undefined ? '' : `  validation ${sum.validationLoss.toFixed(4)}`} (this node's driver)`
   const lines = [
     `peer ${s.peerId}  run ${s.runId}  version ${s.version}`,
-    `stage ${s.stage ?? '-'}${s.pinned ? ' (pinned)' : ''}  round ${s.round}  throughput ${s.throughput.toFixed(1)} tokens/s  connections ${s.connections}`,
+    `this node: stage ${s.stage ?? '-'}${s.pinned ? ' (pinned)' : ''}  capacity ${s.throughput.toFixed(1)} tokens/s  connections ${s.connections}  up ${Math.round(s.uptimeMs / 1000)} s`,
+    `swarm: ${sum.nodes} node(s)  training ${sum.tokensPerSecond.toFixed(1)} tokens/s  round ${sum.round}  ${loss}`,
+    ...sum.missing.length > 0 ? [`waiting for a server of stage ${sum.missing.join(', ')}: nothing trains until every stage has one`] : [],
     '',
-    'stage  peers  tokens/s  members'
+    'stage  servers  capacity/s  serving/s  health                     members'
   ]
   for (const stage of s.stages) {
     const members = stage.peers.map(p => `${short(p.peerId)}${p.peerId === s.peerId ? '*' : ''} (${p.throughput.toFixed(0)}/s, serving ${p.servedThroughput.toFixed(0)}/s, q${p.queueLength}, r${p.round}, v${p.version})`).join(', ')
-    lines.push(`${String(stage.stage).padStart(5)}  ${String(stage.peers.length).padStart(5)}  ${stage.throughput.toFixed(1).padStart(8)}  ${members || '(no server)'}`)
+    const serving = stage.peers.reduce((n, p) => n + p.servedThroughput, 0)
+    lines.push(`${String(stage.stage).padStart(5)}  ${String(stage.peers.length).padStart(7)}  ${stage.throughput.toFixed(1).padStart(10)}  ${serving.toFixed(1).padStart(9)}  ${health(stage.peers.length).padEnd(25)}  ${members}`)
   }
   const avg = s.services.averaging as AveragingStatus | undefined
   if (avg?.stage !== undefined) lines.push(`averaging stage ${avg.stage}  round ${avg.round}  hash ${avg.stateHash.slice(0, 12)}  agreeing ${avg.agreeing}/${avg.replicas}  tokens ${avg.tokensSinceSync}/${avg.tokensPerRound}  syncs ${avg.syncs}`)

@@ -2,7 +2,9 @@
 // the swarm chains them, with progress lines (or JSON lines) at every evaluation.
 import { loadBrown, loadTextFile, type Corpus } from '../../data/corpus.js'
 import { defaultModelConfig } from '../../model/index.js'
-import { CheckpointError, readCheckpoint, type Checkpoint } from '../../runtime/checkpoint.js'
+import { access } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CheckpointError, checkpointFileName, readCheckpoint, type Checkpoint } from '../../runtime/checkpoint.js'
 import { trainLocal, type EvalReport } from '../../training/local.js'
 import { defaultOptimizerConfig } from '../../runtime/optimizer-config.js'
 import { intOption, parse } from '../args.js'
@@ -20,6 +22,8 @@ export const usage = `usage: swarmtrain train --local [options]
   --data FILE         train on this UTF-8 text file instead of the Brown corpus
   --checkpoint-dir D  write D/checkpoint.safetensors at every evaluation
   --resume            continue from the checkpoint in --checkpoint-dir
+  --force             start afresh even though --checkpoint-dir holds a checkpoint (it is
+                      overwritten at the first evaluation)
   --seed N            seed of the initial weights and of the data sampling (default 1)
   --json              one JSON line per evaluation: {"step","loss","val_loss","tokens_per_s",...}
 
@@ -33,6 +37,7 @@ const options = {
   data: { type: 'string' },
   'checkpoint-dir': { type: 'string' },
   resume: { type: 'boolean' },
+  force: { type: 'boolean' },
   seed: { type: 'string' },
   json: { type: 'boolean' }
 } as const
@@ -44,6 +49,8 @@ export async function run (argv: string[]): Promise<number> {
   const { values: v } = parse(argv, options)
   if (v.local !== true) throw new UsageError("train needs --local (to train with peers, use 'swarmtrain start')")
   if (v.resume === true && v['checkpoint-dir'] === undefined) throw new UsageError('--resume needs --checkpoint-dir')
+  if (v.resume === true && v.force === true) throw new UsageError('--resume continues the checkpoint and --force replaces it: pass one')
+  if (v.resume !== true && v.force !== true && v['checkpoint-dir'] !== undefined) await refuseOverwrite(v['checkpoint-dir'])
   const evalEvery = intOption('eval-every', v['eval-every'], 100, 1)
   const seedFlag = intOption('seed', v.seed, 1, 0, 0xffffffff)
 
@@ -88,6 +95,14 @@ export async function run (argv: string[]): Promise<number> {
     onEval: print
   })
   return 0
+}
+
+/** A fresh run would overwrite the checkpoint in `dir` at its first evaluation: only with --force. */
+async function refuseOverwrite (dir: string): Promise<void> {
+  const path = join(dir, checkpointFileName)
+  if (!await access(path).then(() => true, () => false)) return
+  const step = await readCheckpoint(path).then(c => ` at step ${c.state.step}`, () => '')
+  throw new UsageError(`${path} holds a checkpoint${step}: pass --resume to continue it, or --force to start afresh and overwrite it`)
 }
 
 function round (x: number): number {
