@@ -4,7 +4,7 @@ import type { AveragingStatus } from '../node/averaging/service.js'
 import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
 
 /** `init` flags of a one-stage model small enough for many rounds on a busy machine. */
-export const tinyRun = ['--stages', '1', '--d-model', '32', '--layers', '1', '--heads', '2', '--seq-len', '16', '--batch-size', '4', '--private']
+export const tinyRun = ['--stages', '1', '--d-model', '32', '--layers', '1', '--heads', '2', '--seq-len', '16', '--batch-size', '4', '--microbatches', '1', '--private']
 export const daemonFlags = ['--capacity', '1000', '--threads', '1', '--eval-every', '0']
 /** Daemons may take long to start when the machine is busy. */
 export const START_MS = 120_000

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { NodeStatus } from '../node/daemon/node.js'
 import { TestSwarm, waitFor, type NodeProcess } from './daemon-harness.js'
 
-const tiny = ['--stages', '3', '--d-model', '64', '--layers', '3', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--private']
+const tiny = ['--stages', '3', '--d-model', '64', '--layers', '3', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--microbatches', '1', '--private']
 
 /** The stage each node serves, once the three nodes serve three different stages. */
 async function spread (swarm: TestSwarm, nodes: NodeProcess[]): Promise<NodeStatus[]> {

@@ -27,7 +27,7 @@ async function signalAndTime (node: NodeProcess, signal: NodeJS.Signals): Promis
 test.after(async () => { await swarm.close() })
 
 test('a daemon mid-training stops within 5 s of SIGINT, with its final checkpoint and no daemon.json', async () => {
-  dirA = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--private'])
+  dirA = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--microbatches', '1', '--private'])
   const a = await swarm.start('a', dirA, [...common, '--stage', '0'])
   const b = await swarm.start('b', swarm.clone(dirA, 'b'), [...common, '--stage', '1', '--no-drive', '--bootstrap', a.address])
   const trained = await waitFor('a to train a few steps', 120_000, async () => {

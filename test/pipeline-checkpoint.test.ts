@@ -12,7 +12,7 @@ const MICROBATCHES = 24
 test('a SIGKILLed stage server resumes its stage from its last checkpoint', async () => {
   const swarm = new TestSwarm()
   try {
-    const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--private'])
+    const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--microbatches', '1', '--private'])
     const common = ['--capacity', '1000', '--threads', '1']
     const env = { SWARMTRAIN_CHECKPOINT_MS: '300' }
     const a = await swarm.start('a', seed, [...common, '--stage', '0', '--max-microbatches', String(MICROBATCHES), '--eval-every', '0'], env)

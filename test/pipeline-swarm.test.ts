@@ -52,7 +52,7 @@ async function probeBadRequests (dir: string, node: NodeProcess): Promise<string
 test('2 stages x 2 replicas train below the unigram entropy; a killed replica loses no microbatch; a slow one gets fewer calls; bad requests get errors', async () => {
   const swarm = new TestSwarm()
   try {
-    const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--private'])
+    const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--microbatches', '1', '--private'])
     const common = ['--capacity', '1000', '--threads', '1']
     const a = await swarm.start('a', seed, [...common, '--stage', '0', '--max-microbatches', String(MICROBATCHES), '--eval-every', '60'])
     const join = ['--bootstrap', a.address, '--no-drive']
