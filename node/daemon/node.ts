@@ -4,12 +4,16 @@
 // components and started after the node has chosen its stage; it hears of moves through the
 // assigner's `stage` event.
 import { logger } from '@libp2p/logger'
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
+import { Registry } from 'prom-client'
 import { KEEP_ALIVE, type PrivateKey } from '@libp2p/interface'
 import { freemem } from 'node:os'
 import { join } from 'node:path'
 import { stageMemoryBytes } from '../assignment/memory.js'
 import { StageAssigner, type StageMove } from '../assignment/assigner.js'
 import { serveManifest } from '../manifest/exchange.js'
+import { SwarmEvents, type SwarmEvent } from '../metrics/events.js'
+import { registerSwarmMetrics, transferredBytes } from '../metrics/prometheus.js'
 import { runIdOf, type RunManifest } from '../manifest/manifest.js'
 import { PeerRefusedError } from '../p2p/errors.js'
 import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
@@ -17,6 +21,7 @@ import { loadOrCreateIdentity } from '../p2p/keys.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
 import { writeFileAtomic } from '../util/fs.js'
+import { HttpServer } from '../util/http.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
 import { defaultTiming, type Timing } from './timing.js'
@@ -59,6 +64,10 @@ export interface SwarmNodeInit {
   freeMemory?: number
   /** Port of the 127.0.0.1 status server; 0 picks a free one; undefined serves none. */
   controlPort?: number
+  /** Port of the Prometheus endpoint (/metrics); undefined serves none. */
+  metricsPort?: number
+  /** Address the metrics endpoint listens on (default 127.0.0.1). */
+  metricsHost?: string
   timing?: Partial<Timing>
   services?: Record<string, ServiceFactory>
 }
@@ -70,9 +79,15 @@ export class SwarmNode {
   readonly runId: string
   private readonly init: SwarmNodeInit
   private readonly timing: Timing
-  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, unguard: () => void }
+  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, metrics?: HttpServer, unguard: () => void }
   private startedAt = 0
+  /** Prometheus series: libp2p's and ours (node/metrics). */
+  readonly metrics = new Registry()
+  private readonly events = new SwarmEvents()
+  private bytes = { sent: 0, received: 0 }
+  private observeTimer?: NodeJS.Timeout
   controlPort?: number
+  metricsPort?: number
 
   constructor (init: SwarmNodeInit) {
     this.init = init
@@ -104,7 +119,8 @@ export class SwarmNode {
       pingTimeoutMs: this.timing.pingTimeoutMs,
       dialTimeoutMs: this.timing.dialTimeoutMs,
       // The registry re-provides every 10 refreshes; three missed rounds and the record goes.
-      providerValidityMs: 30 * this.timing.refreshMs
+      providerValidityMs: 30 * this.timing.refreshMs,
+      metrics: prometheusMetrics({ registry: this.metrics })
     })
     try {
       const unguard = guardRun(host, runId)
@@ -128,13 +144,20 @@ export class SwarmNode {
       await registry.start()
       await assigner.start()
       for (const service of services.values()) await service.start?.()
+      this.startedAt = Date.now()
+      registerSwarmMetrics(this.metrics, () => this.status())
+      this.observeTimer = setInterval(() => { void this.observe() }, 1000)
+      if (this.init.metricsPort !== undefined) {
+        const metrics = new HttpServer({ '/metrics': async () => ({ type: this.metrics.contentType, body: await this.metrics.metrics() }) })
+        this.parts.metrics = metrics
+        this.metricsPort = await metrics.listen(this.init.metricsPort, this.init.metricsHost)
+      }
       if (this.init.controlPort !== undefined) {
         const control = new ControlServer(() => this.status())
         this.parts.control = control
         this.controlPort = await control.listen(this.init.controlPort)
         await writeFileAtomic(join(dir, DAEMON_FILE), JSON.stringify({ pid: process.pid, peerId: host.peerId.toString(), controlPort: this.controlPort }) + '\n')
       }
-      this.startedAt = Date.now()
     } catch (err) {
       if (this.parts !== undefined) await this.stop().catch(() => {})
       else await host.stop()
@@ -146,12 +169,25 @@ export class SwarmNode {
     const parts = this.parts
     if (parts === undefined) return
     this.parts = undefined
+    clearInterval(this.observeTimer)
     await parts.control?.close()
+    await parts.metrics?.close()
     for (const service of [...parts.services.values()].reverse()) await service.stop?.()
     await parts.assigner.stop()
     await parts.registry.stop()
     parts.unguard()
     await parts.host.stop()
+  }
+
+  /** Every second: the events since the last status, and the bytes transferred. */
+  private async observe (): Promise<void> {
+    try {
+      if (this.parts === undefined) return
+      this.events.observe(this.status())
+      this.bytes = await transferredBytes(this.metrics)
+    } catch (err) {
+      log.error('could not observe the node: %e', err)
+    }
   }
 
   /** Multiaddrs peers can dial, with /p2p/<peer id>. */
@@ -203,6 +239,8 @@ export class SwarmNode {
       throughput: self?.throughput ?? 0,
       connections: host.getConnections().length,
       moves: assigner.moves,
+      bytes: this.bytes,
+      events: this.events.recent(),
       viewUpdatedAt: registry.view.updatedAt,
       stages: registry.view.stages.map(s => ({
         stage: s.stage,
@@ -226,6 +264,10 @@ export interface NodeStatus {
   throughput: number
   connections: number
   moves: StageMove[]
+  /** Bytes sent and received over all connections. */
+  bytes: { sent: number, received: number }
+  /** Recent joins, leaves, moves, bans and failures, newest last. */
+  events: SwarmEvent[]
   viewUpdatedAt: number
   stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, version: string, freeMemory: number, expiresAt: number }> }>
   services: Record<string, unknown>

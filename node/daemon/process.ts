@@ -7,6 +7,7 @@ import { request } from 'node:http'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UserError } from '../errors.js'
+import { parseLogLine } from '../metrics/log.js'
 import type { NodeStatus } from './node.js'
 
 /** The command line's entry point, to spawn daemons with the same build. */
@@ -31,7 +32,7 @@ export interface DaemonProcess {
   /** Its first listen address, with /p2p/<peer id>: what others bootstrap from. */
   address: string
   controlPort: number
-  /** Every stdout line so far. */
+  /** Every stdout line so far (the text of JSON log lines). */
   output: string[]
   /** Everything it wrote to stderr. */
   stderr: () => string
@@ -42,7 +43,7 @@ export interface SpawnDaemonOptions {
   args: string[]
   env?: Record<string, string>
   timeoutMs?: number
-  /** Called with every stdout line, e.g. to echo progress. */
+  /** Called with every stdout line as printed, e.g. to echo progress or keep a JSON log. */
   onLine?: (line: string) => void
 }
 
@@ -62,9 +63,11 @@ export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonP
       buffered += c
       const lines = buffered.split('\n')
       buffered = lines.pop() ?? ''
-      for (const line of lines) {
+      for (const raw of lines) {
+        // JSON logs (--log-format json) carry the same text in `msg`.
+        const line = parseLogLine(raw)?.msg ?? raw
         output.push(line)
-        options.onLine?.(line)
+        options.onLine?.(raw)
         if (line === 'ready') { clearTimeout(timer); resolve(true) }
       }
     })

@@ -8,6 +8,7 @@ import { loadBrown, type Corpus } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import type { StageChangeDetail } from '../assignment/assigner.js'
 import { UserError } from '../errors.js'
+import { LossHistory, type LossHistoryJSON } from '../metrics/loss-history.js'
 import { stageLayout } from '../model/index.js'
 import { StageEngine } from '../runtime/stage-engine.js'
 import { readStageCheckpoint, restoreEngines, saveStageCheckpoint, stageCheckpointPath } from '../runtime/checkpoint.js'
@@ -58,6 +59,10 @@ export interface PipelineStatus {
   calls: CallStats[]
   /** Calls routed to each peer. */
   routed: Record<string, number>
+  /** Peers the router avoids for now after failed calls. */
+  banned: string[]
+  /** This node's training and validation loss against the tokens it drove (bounded). */
+  history: LossHistoryJSON
 }
 
 /** A service factory for SwarmNode's `services`. */
@@ -73,6 +78,7 @@ export class PipelineService implements SwarmService, ReplicaSource {
   readonly router = new Router()
   readonly stages: SwarmStage[]
   driver?: Driver
+  readonly history = new LossHistory()
   private serving?: { stage: number, engine: StageEngine, server: StageServer, savedStep: number }
   private moving: Promise<void> = Promise.resolve()
   private saving: Promise<void> = Promise.resolve()
@@ -123,7 +129,10 @@ export class PipelineService implements SwarmService, ReplicaSource {
       inFlight: this.options.inFlight,
       maxMicrobatches: this.options.maxMicrobatches,
       evalEvery: this.options.evalEvery,
-      onProgress: this.options.onProgress
+      onProgress: report => {
+        this.history.add(report.kind, report.tokens, report.loss)
+        this.options.onProgress?.(report)
+      }
     })
     this.driver.start()
   }
@@ -149,7 +158,9 @@ export class PipelineService implements SwarmService, ReplicaSource {
       load: this.serving?.server.load(),
       driver: this.driver?.stats,
       calls: this.stages.map(s => s.stats),
-      routed: Object.fromEntries(this.router.callCounts())
+      routed: Object.fromEntries(this.router.callCounts()),
+      banned: [...this.router.callCounts().keys()].filter(peer => this.router.isBanned(peer)),
+      history: this.history.toJSON()
     }
   }
 
