@@ -45,13 +45,16 @@ export interface SpawnDaemonOptions {
   timeoutMs?: number
   /** Called with every stdout line as printed, e.g. to echo progress or keep a JSON log. */
   onLine?: (line: string) => void
+  /** Its own process group, so a terminal's Ctrl-C reaches only the parent, which stops it in order. */
+  detached?: boolean
 }
 
 /** Spawns `swarmtrain <args>` and resolves once it prints `ready`; rejects if it exits or times out first. */
 export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonProcess> {
   const child = spawn(process.execPath, ['--no-warnings', cliPath, ...options.args], {
     env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe']
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.detached
   })
   const output: string[] = []
   let stderr = ''
