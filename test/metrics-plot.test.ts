@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { sparkline } from '../node/cli/demo-view.js'
 import { cliPath } from '../node/daemon/process.js'
 import { Log, parseLogLine, type LogLevel } from '../node/metrics/log.js'
 import { LossHistory } from '../node/metrics/loss-history.js'
@@ -46,6 +47,18 @@ test('the SVG plot draws each named curve inside the plot area, escapes names, r
   assert.ok(lines[0][0][1] < lines[0][2][1] && lines[0][0][0] < lines[0][2][0])
   assert.throws(() => lossPlotSvg([{ name: 'x', points: [] }]), /nothing to plot/)
   assert.ok(polylines(lossPlotSvg([{ name: 'flat', points: [[5, 2], [5, 2]] }])).length === 1, 'a degenerate range still plots')
+})
+
+test("the demo's sparkline: one column per share of the points, highest loss the tallest bar", () => {
+  const falling = Array.from({ length: 100 }, (_, i): [number, number] => [i, 5 - i / 25])
+  const line = sparkline(falling, 10)
+  assert.is([...line].length, 10)
+  const bars = '▁▂▃▄▅▆▇█'
+  for (let i = 1; i < line.length; i++) assert.ok(bars.indexOf(line[i]) <= bars.indexOf(line[i - 1]), `a falling loss gives falling bars: ${line}`)
+  assert.is(line[0], '█')
+  assert.is(line[line.length - 1], '▁')
+  assert.is(sparkline([[1, 2], [2, 2]], 10), '▁▁', 'flat, and never wider than the points')
+  assert.is(sparkline([], 10), '')
 })
 
 test('JSON log lines carry the text and the fields; levels filter', () => {

@@ -43,7 +43,7 @@ export function demoView (frame: DemoFrame): string[] {
   const driver = pipeline?.driver
   const fmt = (v: number | undefined): string => v === undefined ? '-' : v.toFixed(4)
   const lines = [
-    `${clock(frame.elapsedMs)} of ${clock(frame.limitMs)}  tokens ${driver?.tokens ?? 0}  ${frame.tokensPerSecond.toFixed(0)} tokens/s  ` +
+    `${clock(Math.min(frame.elapsedMs, frame.limitMs))} of ${clock(frame.limitMs)}  tokens ${driver?.tokens ?? 0}  ${frame.tokensPerSecond.toFixed(0)} tokens/s  ` +
       `microbatches ${driver?.completed ?? 0}${driver !== undefined && driver.failed > 0 ? ` (${driver.failed} failed)` : ''}  sent ${mib(status.bytes.sent)}  received ${mib(status.bytes.received)}`,
     `loss ${fmt(driver?.trainLoss)}  validation ${fmt(driver?.validationLoss)}  ${sparkline(pipeline?.history.train ?? [], 40)}`
   ]
