@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { defaultNodeDir } from '../../daemon/dir.js'
 import { DAEMON_FILE, type NodeStatus } from '../../daemon/node.js'
 import { DaemonUnreachableError, fetchStatus } from '../../daemon/process.js'
+import type { PipelineStatus } from '../../pipeline/swarm.js'
 import { intOption, parse } from '../args.js'
 
 export const summary = "show the swarm as the local daemon sees it: peers, throughput, stage, round"
@@ -24,11 +25,19 @@ async function controlPort (dir: string, given?: string): Promise<number> {
   throw new DaemonUnreachableError(`no running daemon found (no valid ${path}); start one or pass --control-port`)
 }
 
+/** What this node's driver trained so far, if it drives. */
+function lossLine (pipeline: PipelineStatus | undefined): string[] {
+  const d = pipeline?.driver
+  if (d === undefined) return []
+  return [`driving: ${d.completed} microbatches (${d.failed} failed), ${d.tokens} tokens, loss ${d.trainLoss?.toFixed(4) ?? '-'}, validation loss ${d.validationLoss?.toFixed(4) ?? '-'}`]
+}
+
 function table (s: NodeStatus): string {
   const short = (id: string): string => `${id.slice(0, 8)}…${id.slice(-6)}`
   const lines = [
     `peer ${s.peerId}  run ${s.runId}  version ${s.version}`,
     `stage ${s.stage ?? '-'}${s.pinned ? ' (pinned)' : ''}  round ${s.round}  throughput ${s.throughput.toFixed(1)} tokens/s  connections ${s.connections}`,
+    ...lossLine(s.services.pipeline as PipelineStatus | undefined),
     '',
     'stage  peers  tokens/s  members'
   ]
