@@ -2,14 +2,15 @@
 // operators' scripts) can see the swarm as this daemon does, and the web dashboard at / that
 // draws it live. The dashboard's files are served from the package (node/dashboard), uPlot from
 // node_modules, so it works offline from any install.
+import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { HttpServer, type HttpAnswer, type HttpRoutes } from '../util/http.js'
 
-/** node/dashboard in the package: this file runs as dist/node/daemon/control.js. */
-const dashboardDir = fileURLToPath(new URL('../../../node/dashboard/', import.meta.url))
+/** node/dashboard in the package, from dist/node/daemon/control.js or from the source tree. */
+const dashboardDir = ['../../../node/dashboard/', '../dashboard/'].map(p => fileURLToPath(new URL(p, import.meta.url))).find(dir => existsSync(join(dir, 'index.html'))) ?? ''
 const uplotDir = dirname(createRequire(import.meta.url).resolve('uplot'))
 
 const files: Record<string, [string, string]> = {

@@ -46,13 +46,6 @@ export class Log {
   warn (msg: string, fields?: LogFields): void { this.log('warn', msg, fields) }
   info (msg: string, fields?: LogFields): void { this.log('info', msg, fields) }
   debug (msg: string, fields?: LogFields): void { this.log('debug', msg, fields) }
-
-  /** A long operation's progress: `what 12.0/48.0 MiB (25%)`; a caller reports it now and then, and once when done. */
-  progress (what: string, done: number, total: number, unit = 'MiB'): void {
-    const scale = unit === 'MiB' ? 2 ** 20 : 1
-    const percent = total > 0 ? Math.floor(100 * done / total) : 100
-    this.info(`${what} ${(done / scale).toFixed(1)}/${(total / scale).toFixed(1)} ${unit} (${percent}%)`, { event: 'progress', what, done, total })
-  }
 }
 
 /** The process's log; commands replace it from their --log-format and --log-level options. */
