@@ -15,6 +15,7 @@ import { serveManifest } from '../manifest/exchange.js'
 import { SwarmEvents, type SwarmEvent } from '../metrics/events.js'
 import { registerSwarmMetrics, transferredBytes } from '../metrics/prometheus.js'
 import { runIdOf, type RunManifest } from '../manifest/manifest.js'
+import { UserError } from '../errors.js'
 import { PeerRefusedError } from '../p2p/errors.js'
 import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
 import { loadOrCreateIdentity } from '../p2p/keys.js'
@@ -150,7 +151,10 @@ export class SwarmNode {
       if (this.init.metricsPort !== undefined) {
         const metrics = new HttpServer({ '/metrics': async () => ({ type: this.metrics.contentType, body: await this.metrics.metrics() }) })
         this.parts.metrics = metrics
-        this.metricsPort = await metrics.listen(this.init.metricsPort, this.init.metricsHost)
+        const host = this.init.metricsHost ?? '127.0.0.1'
+        this.metricsPort = await metrics.listen(this.init.metricsPort, host).catch((err: NodeJS.ErrnoException) => {
+          throw new UserError(`cannot serve metrics on ${host}:${this.init.metricsPort} (${err.code ?? err.message})`)
+        })
       }
       if (this.init.controlPort !== undefined) {
         const control = new ControlServer(() => this.status())
