@@ -36,6 +36,8 @@ export class TestSwarm {
   readonly root = mkdtempSync(join(tmpdir(), 'swarmtrain-swarm-'))
   readonly nodes: NodeProcess[] = []
   private readonly children = new Set<ChildProcess>()
+  /** Daemons still starting: close() waits for them, or a start racing a failed one would leak its process. */
+  private readonly starting = new Set<Promise<unknown>>()
 
   dir (name: string): string {
     return join(this.root, name)
@@ -83,10 +85,14 @@ export class TestSwarm {
 
   private async launch (name: string, dir: string, args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<NodeProcess> {
     let spawned: DaemonProcess
+    const starting = spawnDaemon({ args, env: { ...fastTimers, ...env }, timeoutMs })
+    this.starting.add(starting)
     try {
-      spawned = await spawnDaemon({ args, env: { ...fastTimers, ...env }, timeoutMs })
+      spawned = await starting
     } catch (err) {
       throw new Error(`node ${name} did not start: ${(err as Error).message}`)
+    } finally {
+      this.starting.delete(starting)
     }
     this.children.add(spawned.child)
     spawned.child.on('close', () => this.children.delete(spawned.child))
@@ -120,6 +126,8 @@ export class TestSwarm {
   }
 
   async close (): Promise<void> {
+    // A daemon that is still starting either becomes a child (killed below) or kills itself.
+    await Promise.allSettled([...this.starting])
     await Promise.all([...this.children].map(async child => { await stopDaemon(child, 0) }))
     rmSync(this.root, { recursive: true, force: true })
   }

@@ -14,7 +14,7 @@ export interface Command {
   run(argv: string[]): Promise<number | void>
 }
 
-const commands = ['demo', 'init', 'start', 'join', 'status', 'train', 'export', 'generate'] as const
+const commands = ['demo', 'init', 'start', 'join', 'status', 'train', 'export', 'generate', 'plot'] as const
 
 async function load (name: string): Promise<Command> {
   return await import(`./commands/${name}.js`) as Command

@@ -1,6 +1,7 @@
 // The pipeline's command-line options (for `start`, `join` and `demo`) and its progress lines.
 import { intOption, numberOption } from './args.js'
 import { UsageError } from './errors.js'
+import { log } from '../metrics/log.js'
 import { wireDTypes, type WireDType } from '../pipeline/activations.js'
 import type { DriverReport } from '../pipeline/driver.js'
 import type { PipelineOptions } from '../pipeline/swarm.js'
@@ -57,8 +58,12 @@ export function wireOption (value: string | undefined): WireDType {
   return wire as WireDType
 }
 
-/** One line per validation and every 10th microbatch: `microbatch 120  loss 2.4512  1843 tokens/s`. */
+/**
+ * One line per validation and every 10th microbatch: `microbatch 120  loss 2.4512  1843 tokens/s`;
+ * a JSON log has every microbatch, with the tokens trained (what `swarmtrain plot` reads).
+ */
 export function printProgress (report: DriverReport): void {
-  if (report.kind === 'validation') console.log(`microbatch ${report.completed}  validation loss ${report.loss.toFixed(4)} nats/byte`)
-  else if (report.completed % 10 === 0) console.log(`microbatch ${report.completed}  loss ${report.loss.toFixed(4)}  ${report.tokensPerSecond.toFixed(0)} tokens/s`)
+  const fields = { event: 'loss', kind: report.kind, loss: report.loss, tokens: report.tokens, microbatch: report.completed, tokensPerSecond: report.tokensPerSecond }
+  if (report.kind === 'validation') log.info(`microbatch ${report.completed}  validation loss ${report.loss.toFixed(4)} nats/byte`, fields)
+  else if (report.completed % 10 === 0 || log.format === 'json') log.info(`microbatch ${report.completed}  loss ${report.loss.toFixed(4)}  ${report.tokensPerSecond.toFixed(0)} tokens/s`, fields)
 }

@@ -1,40 +1,39 @@
-// The control server: JSON status on http://127.0.0.1:<port>/status, loopback only, so the
-// `status` command (and operators' scripts) can see the swarm as this daemon does.
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+// The control server on 127.0.0.1: the status JSON at /status, so the `status` command (and
+// operators' scripts) can see the swarm as this daemon does, and the web dashboard at / that
+// draws it live. The dashboard's files are served from the package (node/dashboard), uPlot from
+// node_modules, so it works offline from any install.
+import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { HttpServer, type HttpAnswer, type HttpRoutes } from '../util/http.js'
 
-export class ControlServer {
-  private readonly server: Server
+/** node/dashboard in the package, from dist/node/daemon/control.js or from the source tree. */
+const dashboardDir = ['../../../node/dashboard/', '../dashboard/'].map(p => fileURLToPath(new URL(p, import.meta.url))).find(dir => existsSync(join(dir, 'index.html'))) ?? ''
+const uplotDir = dirname(createRequire(import.meta.url).resolve('uplot'))
 
+const files: Record<string, [string, string]> = {
+  '/': [join(dashboardDir, 'index.html'), 'text/html; charset=utf-8'],
+  '/dashboard.js': [join(dashboardDir, 'dashboard.js'), 'text/javascript; charset=utf-8'],
+  '/dashboard.css': [join(dashboardDir, 'dashboard.css'), 'text/css; charset=utf-8'],
+  '/uplot.js': [join(uplotDir, 'uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
+  '/uplot.css': [join(uplotDir, 'uPlot.min.css'), 'text/css; charset=utf-8']
+}
+
+export class ControlServer extends HttpServer {
   constructor (status: () => unknown) {
-    this.server = createServer((req, res) => {
-      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/status') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try GET /status\n')
-        return
+    const cache = new Map<string, Uint8Array>()
+    const routes: HttpRoutes = {
+      '/status': () => ({ type: 'application/json', body: JSON.stringify(status(), null, 2) + '\n' })
+    }
+    for (const [path, [file, type]] of Object.entries(files)) {
+      routes[path] = async (): Promise<HttpAnswer> => {
+        let body = cache.get(path)
+        if (body === undefined) cache.set(path, body = await readFile(file))
+        return { type, body }
       }
-      let body: string
-      try {
-        body = JSON.stringify(status(), null, 2)
-      } catch (err) {
-        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`)
-        return
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(body + '\n')
-    })
-  }
-
-  /** Listens on 127.0.0.1 only; port 0 picks a free one. Returns the port. */
-  async listen (port: number): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, '127.0.0.1', () => { this.server.off('error', reject); resolve() })
-    })
-    return (this.server.address() as AddressInfo).port
-  }
-
-  async close (): Promise<void> {
-    if (!this.server.listening) return
-    this.server.closeAllConnections()
-    await new Promise<void>(resolve => this.server.close(() => { resolve() }))
+    }
+    super(routes)
   }
 }

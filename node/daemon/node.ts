@@ -3,6 +3,8 @@
 // pipeline's stage server and driver, averaging). A service is built from the node's
 // components and started after the node has chosen its stage; it hears of moves through the
 // assigner's `stage` event.
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
+import { Registry } from 'prom-client'
 import { KEEP_ALIVE, type ComponentLogger, type PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { freemem } from 'node:os'
@@ -11,12 +13,16 @@ import { stageMemoryBytes } from '../assignment/memory.js'
 import { StageAssigner, type StageMove } from '../assignment/assigner.js'
 import { StageCoverage } from '../assignment/coverage.js'
 import { serveManifest } from '../manifest/exchange.js'
+import { SwarmEvents, type SwarmEvent } from '../metrics/events.js'
+import { registerSwarmMetrics, transferredBytes } from '../metrics/prometheus.js'
 import { runIdOf, type RunManifest } from '../manifest/manifest.js'
+import { UserError } from '../errors.js'
 import { PeerRefusedError } from '../p2p/errors.js'
 import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
 import { loadOrCreateIdentity } from '../p2p/keys.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
+import { HttpServer } from '../util/http.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
 import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
@@ -69,6 +75,10 @@ export interface SwarmNodeInit {
   freeMemory?: number
   /** Port of the 127.0.0.1 status server; 0 picks a free one; undefined serves none. */
   controlPort?: number
+  /** Port of the Prometheus endpoint (/metrics); undefined serves none. */
+  metricsPort?: number
+  /** Address the metrics endpoint listens on (default 127.0.0.1). */
+  metricsHost?: string
   timing?: Partial<Timing>
   /** Run an engine for the stage this node serves (services such as the pipeline need it). */
   stageHost?: StageHostInit
@@ -80,14 +90,20 @@ export class SwarmNode {
   readonly runId: string
   private readonly init: SwarmNodeInit
   private readonly timing: Timing
-  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, coverage: StageCoverage, unguard: () => void, stopping: AbortController }
+  private parts?: SwarmComponents & { services: Map<string, SwarmService>, control?: ControlServer, metrics?: HttpServer, coverage: StageCoverage, unguard: () => void, stopping: AbortController }
   private savedPeers: string[] = []
   /** The view's peer ids when the peers were last saved. */
   private savedMembers?: string
   private peersTimer?: NodeJS.Timeout
   private savingPeers?: Promise<void>
   private startedAt = 0
+  /** Prometheus series: libp2p's and ours (node/metrics). */
+  readonly metrics = new Registry()
+  private readonly events = new SwarmEvents()
+  private bytes = { sent: 0, received: 0 }
+  private observeTimer?: NodeJS.Timeout
   controlPort?: number
+  metricsPort?: number
 
   constructor (init: SwarmNodeInit) {
     this.init = init
@@ -124,7 +140,8 @@ export class SwarmNode {
       pingTimeoutMs: this.timing.pingTimeoutMs,
       dialTimeoutMs: this.timing.dialTimeoutMs,
       // The registry re-provides every 10 refreshes; three missed rounds and the record goes.
-      providerValidityMs: 30 * this.timing.refreshMs
+      providerValidityMs: 30 * this.timing.refreshMs,
+      metrics: prometheusMetrics({ registry: this.metrics })
     })
     try {
       const stopping = new AbortController()
@@ -162,13 +179,23 @@ export class SwarmNode {
       }
       save()
       this.peersTimer = setInterval(save, this.timing.refreshMs)
+      this.startedAt = Date.now()
+      registerSwarmMetrics(this.metrics, () => this.status())
+      this.observeTimer = setInterval(() => { void this.observe() }, 1000)
+      if (this.init.metricsPort !== undefined) {
+        const metrics = new HttpServer({ '/metrics': async () => ({ type: this.metrics.contentType, body: await this.metrics.metrics() }) })
+        this.parts.metrics = metrics
+        const host = this.init.metricsHost ?? '127.0.0.1'
+        this.metricsPort = await metrics.listen(this.init.metricsPort, host).catch((err: NodeJS.ErrnoException) => {
+          throw new UserError(`cannot serve metrics on ${host}:${this.init.metricsPort} (${err.code ?? err.message})`)
+        })
+      }
       if (this.init.controlPort !== undefined) {
         const control = new ControlServer(() => this.status())
         this.parts.control = control
         this.controlPort = await control.listen(this.init.controlPort)
         await writeDaemonFile(dir, { pid: process.pid, peerId: host.peerId.toString(), controlPort: this.controlPort })
       }
-      this.startedAt = Date.now()
     } catch (err) {
       if (this.parts !== undefined) await this.stop().catch(() => {})
       else await host.stop()
@@ -182,10 +209,12 @@ export class SwarmNode {
     this.parts = undefined
     parts.stopping.abort()
     try {
+      clearInterval(this.observeTimer)
       clearInterval(this.peersTimer)
       await this.savingPeers
       parts.coverage.stop()
       await parts.control?.close()
+      await parts.metrics?.close()
       for (const service of [...parts.services.values()].reverse()) await service.stop?.()
       await parts.stageHost?.stop()
       await parts.assigner.stop()
@@ -201,6 +230,17 @@ export class SwarmNode {
   /** The service started under `name` (for benchmarks and tests that drive it directly). */
   service<T extends SwarmService> (name: string): T | undefined {
     return this.parts?.services.get(name) as T | undefined
+  }
+
+  /** Every second: the events since the last status, and the bytes transferred. */
+  private async observe (): Promise<void> {
+    try {
+      if (this.parts === undefined) return
+      this.events.observe(this.status())
+      this.bytes = await transferredBytes(this.metrics)
+    } catch (err) {
+      this.parts?.host.logger.forComponent('swarmtrain:daemon').error('could not observe the node: %e', err)
+    }
   }
 
   /** Multiaddrs peers can dial, with /p2p/<peer id>. */
@@ -280,6 +320,8 @@ export class SwarmNode {
       throughput: self?.throughput ?? 0,
       connections: host.getConnections().length,
       moves: assigner.moves,
+      bytes: this.bytes,
+      events: this.events.recent(),
       viewUpdatedAt: registry.view.updatedAt,
       stages: registry.view.stages.map(s => ({
         stage: s.stage,
@@ -304,6 +346,10 @@ export interface NodeStatus {
   throughput: number
   connections: number
   moves: StageMove[]
+  /** Bytes sent and received over all connections. */
+  bytes: { sent: number, received: number }
+  /** Recent joins, leaves, moves, bans and failures, newest last. */
+  events: SwarmEvent[]
   viewUpdatedAt: number
   stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, ready: boolean, tokensSinceSync: number, stateHash: string, version: string, freeMemory: number, expiresAt: number }> }>
   /** The served stage's engine and averaging position. */

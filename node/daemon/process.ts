@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UserError } from '../errors.js'
 import { DAEMON_READY_TIMEOUT_MS, DAEMON_STOP_GRACE_MS, STATUS_REQUEST_TIMEOUT_MS } from '../timing.js'
+import { parseLogLine } from '../metrics/log.js'
 import type { NodeStatus } from './node.js'
 
 /** The command line's entry point, to spawn daemons with the same build. */
@@ -32,7 +33,7 @@ export interface DaemonProcess {
   /** Its first listen address, with /p2p/<peer id>: what others bootstrap from. */
   address: string
   controlPort: number
-  /** Every stdout line so far. */
+  /** Every stdout line so far (the text of JSON log lines). */
   output: string[]
   /** Everything it wrote to stderr. */
   stderr: () => string
@@ -43,15 +44,18 @@ export interface SpawnDaemonOptions {
   args: string[]
   env?: Record<string, string>
   timeoutMs?: number
-  /** Called with every stdout line, e.g. to echo progress. */
+  /** Called with every stdout line as printed, e.g. to echo progress or keep a JSON log. */
   onLine?: (line: string) => void
+  /** Its own process group, so a terminal's Ctrl-C reaches only the parent, which stops it in order. */
+  detached?: boolean
 }
 
 /** Spawns `swarmtrain <args>` and resolves once it prints `ready`; rejects if it exits or times out first. */
 export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonProcess> {
   const child = spawn(process.execPath, ['--no-warnings', cliPath, ...options.args], {
     env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe']
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.detached
   })
   const output: string[] = []
   let stderr = ''
@@ -63,9 +67,11 @@ export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonP
       buffered += c
       const lines = buffered.split('\n')
       buffered = lines.pop() ?? ''
-      for (const line of lines) {
+      for (const raw of lines) {
+        // JSON logs (--log-format json) carry the same text in `msg`.
+        const line = parseLogLine(raw)?.msg ?? raw
         output.push(line)
-        options.onLine?.(line)
+        options.onLine?.(raw)
         if (line === 'ready') { clearTimeout(timer); resolve(true) }
       }
     })

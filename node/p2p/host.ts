@@ -50,6 +50,8 @@ export interface HostInit {
   dialTimeoutMs?: number
   /** How long this node keeps others' provider records (kad-dht's default is 48 h). */
   providerValidityMs?: number
+  /** libp2p's metrics implementation (e.g. @libp2p/prometheus-metrics). */
+  metrics?: Libp2pOptions['metrics']
 }
 
 /** What every swarmtrain host has: identity, user agent, TCP + noise + yamux, pnet when keyed, dial timeout. */
@@ -75,6 +77,7 @@ export async function createHost (init: HostInit): Promise<Host> {
   const pingTimeout = init.pingTimeoutMs ?? defaultTiming.pingTimeoutMs
   const host = await createLibp2p({
     ...baseOptions(init),
+    metrics: init.metrics,
     addresses: { listen: init.listen, announce: init.announce ?? [] },
     peerDiscovery: [
       ...(init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],

@@ -43,6 +43,8 @@ export interface DriverReport {
   /** Mean loss in nats per token (per byte for the byte-level model). */
   loss: number
   completed: number
+  /** Training tokens of the completed microbatches so far. */
+  tokens: number
   /** Training tokens per second over the last microbatches (so waiting for peers at the start does not count). */
   tokensPerSecond: number
 }
@@ -144,7 +146,7 @@ export class Driver {
     this.stats.validationLoss = loss
     this.stats.validations.push(loss)
     this.log('validation loss %s after %d microbatches', loss.toFixed(4), this.stats.completed)
-    this.init.onProgress?.({ kind: 'validation', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
+    this.init.onProgress?.({ kind: 'validation', loss, completed: this.stats.completed, tokens: this.stats.tokens, tokensPerSecond: this.tokensPerSecond() })
     return loss
   }
 
@@ -171,7 +173,7 @@ export class Driver {
           this.recent.push({ at: Date.now(), tokens: batch.x.data.length })
           if (this.recent.length > 20) this.recent.shift()
           this.stats.trainLoss = this.stats.trainLoss === undefined ? loss : 0.9 * this.stats.trainLoss + 0.1 * loss
-          this.init.onProgress?.({ kind: 'train', loss, completed: this.stats.completed, tokensPerSecond: this.tokensPerSecond() })
+          this.init.onProgress?.({ kind: 'train', loss, completed: this.stats.completed, tokens: this.stats.tokens, tokensPerSecond: this.tokensPerSecond() })
           if (this.init.evalEvery > 0 && this.stats.completed % this.init.evalEvery === 0 && this.evaluating === undefined) {
             this.evaluating = this.evaluate().catch(err => { this.log.error('evaluation failed: %e', err) }).then(() => { this.evaluating = undefined })
           }

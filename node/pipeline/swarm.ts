@@ -8,6 +8,7 @@ import type { ServedStage, StageHost, StageUser } from '../daemon/stage-host.js'
 import { LOAD_REPORT_MS, STOP_DRAIN_MS } from '../timing.js'
 import { settlesWithin } from '../util/abort.js'
 import type { StageEngine } from '../runtime/stage-engine.js'
+import { LossHistory, type LossHistoryJSON } from '../metrics/loss-history.js'
 import { SwarmStage, combineSignals, type CallStats, type ReplicaSource } from './caller.js'
 import { StageClient } from './client.js'
 import { Driver, type DriverReport, type DriverStats } from './driver.js'
@@ -48,6 +49,10 @@ export interface PipelineStatus {
   calls: CallStats[]
   /** Calls routed to each peer. */
   routed: Record<string, number>
+  /** Peers the router avoids for now after failed calls. */
+  banned: string[]
+  /** This node's training and validation loss against the tokens it drove (bounded). */
+  history: LossHistoryJSON
 }
 
 /** A service factory for SwarmNode's `services`. */
@@ -64,6 +69,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
   readonly router = new Router()
   readonly stages: SwarmStage[]
   driver?: Driver
+  readonly history = new LossHistory()
   private serving?: { stage: number, server: StageServer }
   private loadTimer?: NodeJS.Timeout
 
@@ -108,7 +114,10 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       maxStaleness: manifest.optimizer.weightVersions - 2,
       maxMicrobatches: this.options.maxMicrobatches,
       evalEvery: this.options.evalEvery,
-      onProgress: this.options.onProgress
+      onProgress: report => {
+        this.history.add(report.kind, report.tokens, report.loss)
+        this.options.onProgress?.(report)
+      }
     })
     this.driver.start()
   }
@@ -130,7 +139,9 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       load: this.serving?.server.load(),
       driver: this.driver?.stats,
       calls: this.stages.map(s => s.stats),
-      routed: Object.fromEntries(this.router.callCounts())
+      routed: Object.fromEntries(this.router.callCounts()),
+      banned: [...this.router.callCounts().keys()].filter(peer => this.router.isBanned(peer)),
+      history: this.history.toJSON()
     }
   }
 

@@ -151,6 +151,11 @@ export async function saveStageCheckpoint (path: string, state: StageState): Pro
 }
 
 /** Reads a stage checkpoint; undefined if there is none, a CheckpointError or SafetensorsError naming the damage otherwise. */
+/** A stage state's weights by parameter name (views into its weights group). */
+export function stageWeights (state: StageState, layout: ParamLayout): Map<string, Float32Array> {
+  return new Map(layout.slots.map(slot => [slot.name, layout.view(state.groups.weights, slot)]))
+}
+
 export async function readStageCheckpoint (path: string, expect: { runId: string, stage: number, layout: ParamLayout }): Promise<StageState | undefined> {
   let bytes: Uint8Array
   try {

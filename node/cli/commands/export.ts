@@ -6,7 +6,7 @@ import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { MANIFEST_FILE, readManifest, runIdOf } from '../../manifest/manifest.js'
 import { buildInferenceGraph, paramCount, stageParamLayout, type ModelConfig } from '../../model/index.js'
-import { CheckpointError, checkpointFileName, readCheckpoint, readStageCheckpoint, stageCheckpointPath } from '../../runtime/checkpoint.js'
+import { CheckpointError, checkpointFileName, readCheckpoint, readStageCheckpoint, stageCheckpointPath, stageWeights } from '../../runtime/checkpoint.js'
 import { writeFileAtomic } from '../../util/fs.js'
 import { parse } from '../args.js'
 import { UsageError } from '../errors.js'
@@ -45,7 +45,7 @@ async function fromStageCheckpoints (dir: string): Promise<Weights> {
       missing.push(stage)
       continue
     }
-    for (const slot of layout.slots) weights.set(slot.name, layout.view(saved.groups.weights, slot))
+    for (const [name, values] of stageWeights(saved, layout)) weights.set(name, values)
     steps.push(saved.step)
   }
   if (missing.length > 0) {

@@ -12,8 +12,10 @@ import { parsePeerAddress } from '../../p2p/peers.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../pipeline-options.js'
 import { averagingService } from '../../averaging/service.js'
 import { pipelineService } from '../../pipeline/swarm.js'
+import { log } from '../../metrics/log.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
+import { configureLogFrom, logCliHelp, logCliOptions, type LogCliValues } from '../log-options.js'
 
 export const summary = 'run the daemon: join the swarm, pick a stage, serve status on 127.0.0.1'
 
@@ -28,10 +30,13 @@ export const startOptions = {
   'no-mdns': { type: 'boolean' },
   stage: { type: 'string' },
   'control-port': { type: 'string' },
+  'metrics-port': { type: 'string' },
+  'metrics-host': { type: 'string' },
   'swarm-key': { type: 'string' },
   capacity: { type: 'string' },
   'no-pipeline': { type: 'boolean' },
-  ...pipelineCliOptions
+  ...pipelineCliOptions,
+  ...logCliOptions
 } as const
 
 export const startHelp = `  --dir D             node directory with swarm.json (default $SWARMTRAIN_DIR or ~/.swarmtrain)
@@ -44,10 +49,13 @@ export const startHelp = `  --dir D             node directory with swarm.json (
   --stage auto|N      serve stage N and never move (default auto: resume the stage of this
                       node's checkpoint if it needs a server, else the weakest; rebalance)
   --control-port P    port of the status server on 127.0.0.1 (default 0: any free port,
-                      recorded in D/${DAEMON_FILE} for 'swarmtrain status')
+                      recorded in D/${DAEMON_FILE} for 'swarmtrain status'); the dashboard is at /
+  --metrics-port P    serve Prometheus metrics at http://127.0.0.1:P/metrics (default: none)
+  --metrics-host H    address the metrics endpoint listens on (default 127.0.0.1)
   --swarm-key F       pre-shared key of a private swarm (default D/swarm.key if present)
   --capacity TPS      skip the capacity probe: this node's tokens/s (for tests)
   --no-pipeline       (tests) only discovery and stage assignment: no engine, no training
+${logCliHelp}
 ${pipelineCliHelp}`
 
 export const usage = `usage: swarmtrain start [options]
@@ -57,7 +65,7 @@ that clearly balances the swarm, and stops cleanly on SIGINT/SIGTERM.
 
 ${startHelp}`
 
-export interface StartOptions extends PipelineCliValues {
+export interface StartOptions extends PipelineCliValues, LogCliValues {
   dir?: string
   listen?: string[]
   bootstrap?: string[]
@@ -65,6 +73,8 @@ export interface StartOptions extends PipelineCliValues {
   'no-mdns'?: boolean
   stage?: string
   'control-port'?: string
+  'metrics-port'?: string
+  'metrics-host'?: string
   'swarm-key'?: string
   capacity?: string
   'no-pipeline'?: boolean
@@ -126,11 +136,13 @@ function listenError (err: Error, listen: string[]): Error {
 /** Starts a daemon from parsed start options and runs it until a signal. */
 export async function runDaemon (opts: StartOptions): Promise<number> {
   checkStartOptions(opts)
+  configureLogFrom(opts)
   const dir = opts.dir ?? defaultNodeDir()
   const manifest = await readManifest(dir)
   await refuseSecondDaemon(dir)
   const stage = opts.stage === undefined || opts.stage === 'auto' ? undefined : intOption('stage', opts.stage, 0, 0, manifest.nStages - 1)
   const controlPort = intOption('control-port', opts['control-port'], 0, 0, 65535)
+  const metricsPort = opts['metrics-port'] === undefined ? undefined : intOption('metrics-port', opts['metrics-port'], 0, 0, 65535)
   const given = opts.capacity === undefined ? undefined : numberOption('capacity', opts.capacity, 0, 1e-3, 1e12)
   const swarmKey = opts['swarm-key'] !== undefined ? await readSwarmKey(opts['swarm-key']) : await findSwarmKey(dir)
   const timing = timingFromEnv()
@@ -149,6 +161,8 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     throughput: capacity.throughput,
     freeMemory: capacity.freeMemory,
     controlPort,
+    metricsPort,
+    metricsHost: opts['metrics-host'],
     timing,
     stageHost: opts['no-pipeline'] === true ? undefined : { threads: pipeline.threads, checkpointEveryMs: timing.checkpointMs },
     // Averaging first: it loads the stage's state before the pipeline's server takes calls.
@@ -165,13 +179,15 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     if (move !== undefined) console.log(`moving from stage ${move.from} to stage ${move.to}: weakest stage ${move.before.toFixed(1)} -> ${move.after.toFixed(1)} tokens/s`)
   })
   const status = node.status()
-  console.log(`peer id   ${status.peerId}`)
-  for (const address of status.addresses) console.log(`listening ${address}`)
-  console.log(`run       ${node.runId}${swarmKey === undefined ? '' : ' (private)'}`)
-  console.log(`capacity  ${capacity.throughput.toFixed(1)} tokens/s (${capacity.source})`)
-  console.log(`stage     ${status.stage ?? '-'}${status.pinned ? ' (pinned)' : ''}`)
-  console.log(`status    http://127.0.0.1:${node.controlPort}/status`)
-  console.log('ready')
+  log.info(`peer id   ${status.peerId}`, { peerId: status.peerId })
+  for (const address of status.addresses) log.info(`listening ${address}`, { address })
+  log.info(`run       ${node.runId}${swarmKey === undefined ? '' : ' (private)'}`, { runId: node.runId, private: swarmKey !== undefined })
+  log.info(`capacity  ${capacity.throughput.toFixed(1)} tokens/s (${capacity.source})`, { capacity: capacity.throughput, source: capacity.source })
+  log.info(`stage     ${status.stage ?? '-'}${status.pinned ? ' (pinned)' : ''}`, { stage: status.stage, pinned: status.pinned })
+  log.info(`status    http://127.0.0.1:${node.controlPort}/status`, { controlPort: node.controlPort })
+  log.info(`dashboard http://127.0.0.1:${node.controlPort}/`)
+  if (node.metricsPort !== undefined) log.info(`metrics   http://${opts['metrics-host'] ?? '127.0.0.1'}:${node.metricsPort}/metrics`, { metricsPort: node.metricsPort })
+  log.info('ready')
 
   const signal = await new Promise<NodeJS.Signals>(resolve => {
     let received = false
@@ -183,11 +199,11 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
   })
-  console.log(`${signal}: stopping (again to exit at once)`)
+  log.info(`${signal}: stopping (again to exit at once)`, { signal })
   // Unref'd and never cleared: it also ends a process that lingers after a clean stop.
   setTimeout(() => { exitNow(dir, `stopping took over ${STOP_LIMIT_MS} ms: exiting`, 1) }, STOP_LIMIT_MS).unref()
   await node.stop()
-  console.log('stopped')
+  log.info('stopped')
   return 0
 }
 
