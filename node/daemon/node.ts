@@ -12,8 +12,9 @@ import { StageAssigner, type StageMove } from '../assignment/assigner.js'
 import { serveManifest } from '../manifest/exchange.js'
 import { runIdOf, type RunManifest } from '../manifest/manifest.js'
 import { PeerRefusedError } from '../p2p/errors.js'
-import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
+import { createHost, hostNetworkStatus, waitForRoutingPeers, type Host } from '../p2p/host.js'
 import { loadOrCreateIdentity } from '../p2p/keys.js'
+import type { NetworkStatus } from '../p2p/network.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
 import { writeFileAtomic } from '../util/fs.js'
@@ -202,6 +203,7 @@ export class SwarmNode {
       round: self?.round ?? 0,
       throughput: self?.throughput ?? 0,
       connections: host.getConnections().length,
+      network: hostNetworkStatus(host),
       moves: assigner.moves,
       viewUpdatedAt: registry.view.updatedAt,
       stages: registry.view.stages.map(s => ({
@@ -225,6 +227,7 @@ export interface NodeStatus {
   round: number
   throughput: number
   connections: number
+  network: NetworkStatus
   moves: StageMove[]
   viewUpdatedAt: number
   stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, version: string, freeMemory: number, expiresAt: number }> }>

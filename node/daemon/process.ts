@@ -44,11 +44,14 @@ export interface SpawnDaemonOptions {
   timeoutMs?: number
   /** Called with every stdout line, e.g. to echo progress. */
   onLine?: (line: string) => void
+  /** A command that runs the daemon, e.g. ['ip', 'netns', 'exec', 'home1'] for a network namespace. */
+  prefix?: string[]
 }
 
 /** Spawns `swarmtrain <args>` and resolves once it prints `ready`; rejects if it exits or times out first. */
 export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, ['--no-warnings', cliPath, ...options.args], {
+  const command = [...options.prefix ?? [], process.execPath, '--no-warnings', cliPath, ...options.args]
+  const child = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe']
   })

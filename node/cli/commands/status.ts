@@ -29,6 +29,7 @@ function table (s: NodeStatus): string {
   const lines = [
     `peer ${s.peerId}  run ${s.runId}  version ${s.version}`,
     `stage ${s.stage ?? '-'}${s.pinned ? ' (pinned)' : ''}  round ${s.round}  throughput ${s.throughput.toFixed(1)} tokens/s  connections ${s.connections}`,
+    network(s.network),
     '',
     'stage  peers  tokens/s  members'
   ]
@@ -38,6 +39,14 @@ function table (s: NodeStatus): string {
   }
   for (const m of s.moves) lines.push(`moved ${new Date(m.at).toISOString()}: stage ${m.from} -> ${m.to} (weakest ${m.before.toFixed(1)} -> ${m.after.toFixed(1)} tokens/s)`)
   return lines.join('\n')
+}
+
+/** One line: reachability, relays, direct vs relayed connections, and the guard's refusals. */
+function network (n: NodeStatus['network']): string {
+  const relay = n.relayAddresses.length > 0 ? `  relayed via ${n.relayAddresses.length} relay(s)` : ''
+  const relaying = n.relayReservations === undefined ? '' : `  relaying for ${n.relayReservations}`
+  const guard = n.guard.strikes > 0 || n.guard.refusedConnections > 0 ? `  refused ${n.guard.refusedConnections} conns, ${n.guard.refusedStreams} streams, banned ${n.guard.banned.length}` : ''
+  return `network ${n.reachability}${relay}${relaying}  connections ${n.direct} direct, ${n.relayed} relayed${n.relayedOnly.length > 0 ? ` (${n.relayedOnly.length} peers relay-only)` : ''}${guard}`
 }
 
 export async function run (argv: string[]): Promise<number> {
