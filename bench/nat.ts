@@ -25,8 +25,8 @@ const execFile = promisify(execFileCb)
 
 /** A small model, so that four daemons train visibly within a couple of minutes on 2 cores. */
 const MODEL = ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '64', '--batch-size', '8']
-/** Daemon timers as in the tests: records expire within seconds of a node's death. */
-const TIMERS = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '1000', SWARMTRAIN_DIAL_TIMEOUT_MS: '5000' }
+/** Daemon timers: records expire within seconds of a node's death; dials get time on a loaded machine. */
+const TIMERS = { SWARMTRAIN_RECORD_TTL_MS: '10000', SWARMTRAIN_REFRESH_MS: '2000', SWARMTRAIN_DIAL_TIMEOUT_MS: '15000' }
 /** The whole run stops by itself after this long. */
 const BUDGET_MS = 6 * 60_000
 
@@ -38,7 +38,7 @@ interface Node {
 }
 
 async function sh (...command: string[]): Promise<string> {
-  const { stdout } = await execFile(command[0], command.slice(1), { timeout: 30_000 })
+  const { stdout } = await execFile(command[0], command.slice(1), { timeout: 60_000 })
   return stdout
 }
 
@@ -134,9 +134,18 @@ async function status (node: Node): Promise<NodeStatus> {
   return JSON.parse(out) as NodeStatus
 }
 
+/** Each node's status; a node that does not answer (a loaded machine is slow to start a process) is asked up to three times. */
 async function statuses (nodes: Node[]): Promise<Map<Node, NodeStatus>> {
   const out = new Map<Node, NodeStatus>()
-  await Promise.all(nodes.map(async node => { const s = await status(node).catch(() => undefined); if (s !== undefined) out.set(node, s) }))
+  for (let attempt = 0; attempt < 3 && out.size < nodes.length; attempt++) {
+    await Promise.all(nodes.filter(node => !out.has(node)).map(async node => {
+      try {
+        out.set(node, await status(node))
+      } catch (err) {
+        console.error(`nat: no status from ${node.name}: ${(err as Error).message.split('\n')[0]}`)
+      }
+    }))
+  }
   return out
 }
 
@@ -156,7 +165,7 @@ async function waitUntil (what: string, timeoutMs: number, check: () => Promise<
 
 function networkLine (name: string, s: NodeStatus): string {
   const n = s.network
-  return `${name.padEnd(3)} ${n.reachability.padEnd(8)} direct ${String(n.direct).padStart(2)}  relayed ${String(n.relayed).padStart(2)}  relay-only peers ${n.relayedOnly.length}  relay slots held ${n.relayAddresses.length}${n.relayReservations === undefined ? '' : `  granted ${n.relayReservations}`}`
+  return `${name.padEnd(3)} ${n.reachability.padEnd(8)} direct ${String(n.direct).padStart(2)}  relayed ${String(n.relayed).padStart(2)}  relay-only peers ${n.relayedOnly.length}  relays holding a slot ${n.relays.length}${n.relayReservations === undefined ? '' : `  granted ${n.relayReservations}`}`
 }
 
 export async function run (args: string[]): Promise<void> {
@@ -196,7 +205,7 @@ export async function run (args: string[]): Promise<void> {
         prefix: ['ip', 'netns', 'exec', ns],
         args: ['start', '--dir', dir, '--listen', `/ip4/0.0.0.0/tcp/${port}`, '--capacity', '1000', '--threads', '1', ...extra],
         env: TIMERS,
-        timeoutMs: 60_000
+        timeoutMs: 180_000
       })
       const node = { name, ns, dir, daemon }
       nodes.push(node)
@@ -208,18 +217,16 @@ export async function run (args: string[]): Promise<void> {
     const b = await start('B', n.pub, 4002, ['--stage', '1', '--no-drive', '--bootstrap', addrA])
     const addrB = `/ip4/11.0.2.1/tcp/4002/p2p/${b.daemon.peerId}`
     // AutoNAT v2: each relay dials the other's addresses back.
-    const relaysPublic = await waitUntil('AutoNAT to confirm the relays', 60_000, async () => [...(await statuses([a, b])).values()].filter(s => s.network.reachability === 'public').length === 2)
+    const relaysPublic = await waitUntil('AutoNAT to confirm the relays', 90_000, async () => [...(await statuses([a, b])).values()].filter(s => s.network.reachability === 'public').length === 2)
     say(`relays A ${a.daemon.peerId.slice(-8)} and B ${b.daemon.peerId.slice(-8)} up in ${n.pub}; AutoNAT: ${relaysPublic ? 'both public' : 'not confirmed'}`)
     const volunteer = ['--stage', '0', '--bootstrap', addrA, '--bootstrap', addrB, '--eval-every', '10']
-    const v1 = await start('V1', n.home1, 4001, volunteer)
-    const v2 = await start('V2', n.home2, 4001, volunteer)
-    const volunteers = [v1, v2]
+    const volunteers = await Promise.all([start('V1', n.home1, 4001, volunteer), start('V2', n.home2, 4001, volunteer)])
     say('volunteers V1 (home1 behind gw1) and V2 (home2 behind gw2) started')
 
     // Phase 1: both volunteers train, hold relay slots, and validate at least twice.
     await waitUntil('both volunteers to train and validate twice', 180_000, async () => {
       const s = await statuses(volunteers)
-      return volunteers.every(v => (driver(s.get(v))?.validations.length ?? 0) >= 2 && (s.get(v)?.network.relayAddresses.length ?? 0) > 0)
+      return volunteers.every(v => (driver(s.get(v))?.validations.length ?? 0) >= 2 && (s.get(v)?.network.relays.length ?? 0) > 0)
     })
     const before = await statuses(nodes)
     for (const node of nodes) { const s = before.get(node); if (s !== undefined) say(networkLine(node.name, s)) }

@@ -13,7 +13,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import { dcutr } from '@libp2p/dcutr'
 import { identify } from '@libp2p/identify'
-import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
+import { kadDHT, passthroughMapper, type KadDHT, type KadDHTComponents, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
@@ -125,7 +125,7 @@ export async function createHost (init: HostInit): Promise<Host> {
       dcutr: dcutr(),
       // A node behind NAT cannot be a relay: nobody outside could reach it.
       ...(relayClient ? {} : { relay: circuitRelayServer({ reservations: relayLimits }) }),
-      dht: kadDHT({
+      dht: (components: KadDHTComponents) => throttleLonelyQueries(kadDHT({
         protocol: dhtProtocol(init.runId),
         logPrefix: 'swarmtrain:dht',
         // Every reachable peer of a run is a server: runs are small and often on one LAN or
@@ -141,7 +141,7 @@ export async function createHost (init: HostInit): Promise<Host> {
         ...(init.providerValidityMs === undefined
           ? {}
           : { reprovide: { validity: init.providerValidityMs, interval: init.providerValidityMs / 6, threshold: init.providerValidityMs / 2 } })
-      })
+      })(components))
     }
   })
   guard.attach(host)
@@ -151,6 +151,25 @@ export async function createHost (init: HostInit): Promise<Host> {
 /** The host's `network` status: reachability, relays, direct and relayed connections, the guard. */
 export function hostNetworkStatus (host: Host): NetworkStatus {
   return host.services.network.status(host.services.guard.stats, host.services.relay?.reservations.size)
+}
+
+/** How long a closest-peers query waits while this node knows no DHT peer at all. */
+const LONELY_QUERY_DELAY_MS = 1000
+
+/**
+ * A lone node's queries end at once (allowQueryWithZeroPeers), and libp2p's random walk (relay
+ * discovery and AutoNAT use it) then re-queries in a loop of microtasks that starves the event
+ * loop: nothing else runs, not even the bootstrap dial. Outside queries while the routing table
+ * is empty wait a little first; the DHT's own queries are not affected.
+ */
+function throttleLonelyQueries (dht: KadDHT): KadDHT {
+  const single = dht as SingleKadDHT
+  const query = single.getClosestPeers.bind(single)
+  single.getClosestPeers = async function * (key, options) {
+    if (single.routingTable.size === 0) await new Promise(resolve => setTimeout(resolve, LONELY_QUERY_DELAY_MS))
+    yield * query(key, options)
+  }
+  return dht
 }
 
 /** A host with no DHT, for one-off exchanges before the node knows its run (e.g. `join`). */

@@ -18,7 +18,8 @@ export interface NetworkStatus {
   reachability: Reachability
   /** Public addresses AutoNAT confirmed. */
   verifiedAddresses: string[]
-  /** This node's relayed addresses (one per relay it holds a slot on). */
+  /** Relays this node holds a slot on, and the relayed addresses it announces through them. */
+  relays: string[]
   relayAddresses: string[]
   /** Slots this node grants others as a relay (undefined: it does not relay). */
   relayReservations?: number
@@ -31,6 +32,13 @@ export interface NetworkStatus {
 
 function isCircuit (address: Multiaddr): boolean {
   return address.getComponents().some(c => c.name === 'p2p-circuit')
+}
+
+/** The relay's peer id in a relayed address (the /p2p/ before /p2p-circuit). */
+function relayOf (address: Multiaddr): string | undefined {
+  const components = address.getComponents()
+  const circuit = components.findIndex(c => c.name === 'p2p-circuit')
+  return components.slice(0, circuit).reverse().find(c => c.name === 'p2p')?.value
 }
 
 function isLoopback (address: Multiaddr): boolean {
@@ -77,10 +85,12 @@ export class NetworkMonitor {
     const connections = connectionManager.getConnections()
     const relayed = connections.filter(c => isCircuit(c.remoteAddr))
     const directPeers = new Set(connections.filter(c => !isCircuit(c.remoteAddr)).map(c => c.remotePeer.toString()))
+    const relayAddresses = addressManager.getAddresses().filter(isCircuit)
     return {
       reachability,
       verifiedAddresses: verified.map(a => a.multiaddr.toString()),
-      relayAddresses: addressManager.getAddresses().filter(isCircuit).map(a => a.toString()),
+      relays: [...new Set(relayAddresses.map(relayOf).filter((p): p is string => p !== undefined))],
+      relayAddresses: relayAddresses.map(a => a.toString()),
       relayReservations,
       direct: connections.length - relayed.length,
       relayed: relayed.length,

@@ -43,7 +43,7 @@ function table (s: NodeStatus): string {
 
 /** One line: reachability, relays, direct vs relayed connections, and the guard's refusals. */
 function network (n: NodeStatus['network']): string {
-  const relay = n.relayAddresses.length > 0 ? `  relayed via ${n.relayAddresses.length} relay(s)` : ''
+  const relay = n.relays.length > 0 ? `  reachable via ${n.relays.length} relay(s)` : ''
   const relaying = n.relayReservations === undefined ? '' : `  relaying for ${n.relayReservations}`
   const guard = n.guard.strikes > 0 || n.guard.refusedConnections > 0 ? `  refused ${n.guard.refusedConnections} conns, ${n.guard.refusedStreams} streams, banned ${n.guard.banned.length}` : ''
   return `network ${n.reachability}${relay}${relaying}  connections ${n.direct} direct, ${n.relayed} relayed${n.relayedOnly.length > 0 ? ` (${n.relayedOnly.length} peers relay-only)` : ''}${guard}`
