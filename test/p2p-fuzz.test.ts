@@ -66,7 +66,7 @@ test('garbage, silent streams and floods on every protocol: the node trains on, 
       }
       for (let i = 0; i < 8; i++) silent.push(await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000) }))
       // The flood: far more streams than the rate allows, all at once.
-      const flood = await Promise.allSettled(Array.from({ length: 400 }, async () => await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000) })))
+      const flood = await Promise.allSettled(Array.from({ length: 400 }, async () => await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000), maxOutboundStreams: 1000 })))
       refused += flood.filter(r => r.status === 'rejected').length
     }))
     const status = await swarm.status(victim)
