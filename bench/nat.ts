@@ -28,7 +28,7 @@ const MODEL = ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '
 /** Daemon timers: records expire within seconds of a node's death; dials get time on a loaded machine. */
 const TIMERS = { SWARMTRAIN_RECORD_TTL_MS: '10000', SWARMTRAIN_REFRESH_MS: '2000', SWARMTRAIN_DIAL_TIMEOUT_MS: '15000' }
 /** The whole run stops by itself after this long. */
-const BUDGET_MS = 6 * 60_000
+const BUDGET_MS = 8 * 60_000
 
 interface Node {
   name: string

@@ -61,13 +61,23 @@ test('garbage, silent streams and floods on every protocol: the node trains on, 
       for (const bytes of frames) {
         const stream = await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000) })
         stream.send(bytes)
-        await stream.close({ signal: AbortSignal.timeout(15_000) }).catch(() => {})
-        try { for await (const _ of stream) { /* drain whatever comes back */ } } catch {}
+        await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
+        // Whatever comes back (an error reply, a reset, or nothing: a half-closed stream may linger).
+        const drained = (async () => { try { for await (const _ of stream) { /* discard */ } } catch {} })()
+        await Promise.race([drained, new Promise(resolve => setTimeout(resolve, 1000))])
+        stream.abort(new Error('done'))
       }
       for (let i = 0; i < 8; i++) silent.push(await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000) }))
-      // The flood: far more streams than the rate allows, all at once.
-      const flood = await Promise.allSettled(Array.from({ length: 400 }, async () => await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000), maxOutboundStreams: 1000 })))
-      refused += flood.filter(r => r.status === 'rejected').length
+      // The floods: far more streams at once than libp2p lets a connection hold, then streams
+      // opened and dropped in quick succession, far faster than the rate allows.
+      const open = (): { signal: AbortSignal, maxOutboundStreams: number } => ({ signal: AbortSignal.timeout(15_000), maxOutboundStreams: 1000 })
+      const held = await Promise.allSettled(Array.from({ length: 100 }, async () => await attacker.dialProtocol(target, protocol, open())))
+      refused += held.filter(r => r.status === 'rejected').length
+      for (const r of held) if (r.status === 'fulfilled') r.value.abort(new Error('flood'))
+      for (let batch = 0; batch < 30; batch++) {
+        const churn = await Promise.allSettled(Array.from({ length: 20 }, async () => { (await attacker.dialProtocol(target, protocol, open())).abort(new Error('flood')) }))
+        refused += churn.filter(r => r.status === 'rejected').length
+      }
     }))
     const status = await swarm.status(victim)
     assert.ok(status.network.guard.strikes > 0, 'the floods cost strikes')

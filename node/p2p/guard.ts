@@ -12,7 +12,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 
 const log = logger('swarmtrain:p2p:guard')
 
-/** Past this many peers with strikes or bans, idle records are forgotten. */
+/** Past this many peers with strikes, bans or stream buckets, idle ones are forgotten. */
 const MAX_TRACKED_PEERS = 10_000
 
 export interface PeerGuardInit {
@@ -73,14 +73,13 @@ export class PeerGuard {
   private host?: Libp2p
   private readonly protocolsWatched = new Set<string>()
   private readonly onSelfUpdate = (): void => { this.watchProtocols() }
-  private readonly onDisconnect = (event: CustomEvent<PeerId>): void => { this.buckets.delete(event.detail.toString()) }
 
   constructor (init: PeerGuardInit = {}) {
     this.init = {
       maxConnectionsPerIp: init.maxConnectionsPerIp ?? 32,
       maxConnectionsPerPeer: init.maxConnectionsPerPeer ?? 8,
-      streamsPerSecond: init.streamsPerSecond ?? 50,
-      streamBurst: init.streamBurst ?? 200,
+      streamsPerSecond: init.streamsPerSecond ?? 20,
+      streamBurst: init.streamBurst ?? 100,
       strikesToBan: init.strikesToBan ?? 3,
       strikeWindowMs: init.strikeWindowMs ?? 10 * 60_000,
       banBaseMs: init.banBaseMs ?? 60_000,
@@ -103,14 +102,12 @@ export class PeerGuard {
   attach (host: Libp2p): void {
     this.host = host
     host.addEventListener('self:peer:update', this.onSelfUpdate)
-    host.addEventListener('peer:disconnect', this.onDisconnect)
     this.watchProtocols()
   }
 
   /** libp2p stops its services with the host. */
   stop (): void {
     this.host?.removeEventListener('self:peer:update', this.onSelfUpdate)
-    this.host?.removeEventListener('peer:disconnect', this.onDisconnect)
     this.host = undefined
   }
 
@@ -203,11 +200,15 @@ export class PeerGuard {
     return (this.host?.getConnections(peer).length ?? 0) >= this.init.maxConnectionsPerPeer
   }
 
-  /** Token bucket per (peer, protocol); false when the peer is over its rate. */
+  /**
+   * Token bucket per (peer, protocol); false when the peer is over its rate. Buckets outlive
+   * connections (a reconnect must not refill them); full ones are forgotten when many pile up.
+   */
   private take (peer: string, protocol: string): boolean {
     const now = this.init.now()
     let byProtocol = this.buckets.get(peer)
     if (byProtocol === undefined) {
+      if (this.buckets.size >= MAX_TRACKED_PEERS) this.forgetFullBuckets(now)
       byProtocol = new Map()
       this.buckets.set(peer, byProtocol)
     }
@@ -218,6 +219,11 @@ export class PeerGuard {
     if (bucket.tokens < 1) return false
     bucket.tokens--
     return true
+  }
+
+  private forgetFullBuckets (now: number): void {
+    const refilled = (b: Bucket): boolean => b.tokens + (now - b.at) * this.init.streamsPerSecond / 1000 >= this.init.streamBurst
+    for (const [peer, byProtocol] of this.buckets) if ([...byProtocol.values()].every(refilled)) this.buckets.delete(peer)
   }
 
   /**
