@@ -18,8 +18,9 @@ import { registerSwarmMetrics, transferredBytes } from '../metrics/prometheus.js
 import { runIdOf, type RunManifest } from '../manifest/manifest.js'
 import { UserError } from '../errors.js'
 import { PeerRefusedError } from '../p2p/errors.js'
-import { createHost, waitForRoutingPeers, type Host } from '../p2p/host.js'
+import { createHost, hostNetworkStatus, waitForRoutingPeers, type Host } from '../p2p/host.js'
 import { loadOrCreateIdentity } from '../p2p/keys.js'
+import type { NetworkStatus } from '../p2p/network.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
 import { HttpServer } from '../util/http.js'
@@ -319,6 +320,7 @@ export class SwarmNode {
       round: self?.round ?? 0,
       throughput: self?.throughput ?? 0,
       connections: host.getConnections().length,
+      network: hostNetworkStatus(host),
       moves: assigner.moves,
       bytes: this.bytes,
       events: this.events.recent(),
@@ -345,6 +347,7 @@ export interface NodeStatus {
   round: number
   throughput: number
   connections: number
+  network: NetworkStatus
   moves: StageMove[]
   /** Bytes sent and received over all connections. */
   bytes: { sent: number, received: number }

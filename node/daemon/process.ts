@@ -48,11 +48,14 @@ export interface SpawnDaemonOptions {
   onLine?: (line: string) => void
   /** Its own process group, so a terminal's Ctrl-C reaches only the parent, which stops it in order. */
   detached?: boolean
+  /** A command that runs the daemon, e.g. ['ip', 'netns', 'exec', 'home1'] for a network namespace. */
+  prefix?: string[]
 }
 
 /** Spawns `swarmtrain <args>` and resolves once it prints `ready`; rejects if it exits or times out first. */
 export async function spawnDaemon (options: SpawnDaemonOptions): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, ['--no-warnings', cliPath, ...options.args], {
+  const command = [...options.prefix ?? [], process.execPath, '--no-warnings', cliPath, ...options.args]
+  const child = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: options.detached

@@ -1,11 +1,20 @@
 // The libp2p host of a swarmtrain node: TCP, noise, yamux, identify, ping, a kad-dht private
 // to the run, bootstrap peers, pnet when a swarm key is given, a persistent identity, and a
-// connection monitor tuned to notice a hung peer within seconds.
+// connection monitor tuned to notice a hung peer within seconds. For volunteers behind NAT:
+// AutoNAT v2 tells each node whether the world can dial it, nodes with a public address relay
+// (circuit relay v2, with limits), a node behind NAT holds slots on two relays and announces
+// its relayed addresses, and DCUtR upgrades relayed connections to direct ones where the NATs
+// allow. Relayed connections are "limited": they carry identify, ping and DCUtR, never stage
+// calls or averaging (see README, "Volunteers behind NAT"). The guard caps connections and
+// stream rates per IP and per peer, and bans peers that keep offending.
 import { noise } from '@chainsafe/libp2p-noise'
+import { autoNATv2 } from '@libp2p/autonat-v2'
 import { bootstrap } from '@libp2p/bootstrap'
+import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
 import { identify } from '@libp2p/identify'
 import { mdns } from '@libp2p/mdns'
-import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
+import { kadDHT, passthroughMapper, type KadDHT, type KadDHTComponents, type SelectFn, type SingleKadDHT, type ValidateFn } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
@@ -18,6 +27,8 @@ import { dhtProtocol } from '../../protocols/ids.js'
 import { defaultTiming } from '../timing.js'
 import { version } from '../version.js'
 import { nodeLogger } from './logger.js'
+import { PeerGuard, type PeerGuardInit } from './guard.js'
+import { needsRelay, networkMonitor, type NetworkMonitor, type NetworkStatus } from './network.js'
 import { privateNetwork } from './pnet.js'
 
 const log = logger('swarmtrain:p2p')
@@ -27,6 +38,26 @@ export type HostServices = {
   identify: Identify
   ping: Ping
   dht: KadDHT
+  network: NetworkMonitor
+  guard: PeerGuard
+  autoNAT: unknown
+  dcutr: unknown
+  relay?: CircuitRelayService
+}
+
+/** How many relays a node behind NAT holds a slot on (one may go down). */
+export const RELAY_SLOTS = 2
+
+/**
+ * What a relay grants each slot. Relayed connections only carry connection setup (identify,
+ * ping, DCUtR hole punching), so 1 MiB and 2 minutes per connection are plenty, and a stranger
+ * cannot turn a volunteer's relay into a free pipe.
+ */
+export const relayLimits = {
+  maxReservations: 64,
+  reservationTtl: 30 * 60_000,
+  defaultDurationLimit: 2 * 60_000,
+  defaultDataLimit: BigInt(1 << 20)
 }
 
 export type Host = Libp2p<HostServices>
@@ -52,6 +83,17 @@ export interface HostInit {
   providerValidityMs?: number
   /** libp2p's metrics implementation (e.g. @libp2p/prometheus-metrics). */
   metrics?: Libp2pOptions['metrics']
+  /** Hold relay slots: default when every listen address is private and one is not loopback (behind NAT). */
+  relayClient?: boolean
+  /** Limits on strangers (tests shrink them). */
+  guard?: PeerGuardInit
+}
+
+/** The public-swarm connection manager limits: total connections, pending handshakes, new connections per second per IP. */
+const connectionLimits = {
+  maxConnections: 256,
+  maxIncomingPendingConnections: 16,
+  inboundConnectionThreshold: 10
 }
 
 /** What every swarmtrain host has: identity, user agent, TCP + noise + yamux, pnet when keyed, dial timeout. */
@@ -73,12 +115,19 @@ export function mdnsServiceTag (runId: string): string {
   return `_swarmtrain-${runId}._udp.local`
 }
 
+/** Builds and starts the host; its guard is already watching it. */
 export async function createHost (init: HostInit): Promise<Host> {
   const pingTimeout = init.pingTimeoutMs ?? defaultTiming.pingTimeoutMs
+  const relayClient = init.relayClient ?? needsRelay(init.listen)
+  const guard = new PeerGuard(init.guard)
+  const base = baseOptions(init)
   const host = await createLibp2p({
-    ...baseOptions(init),
+    ...base,
     metrics: init.metrics,
-    addresses: { listen: init.listen, announce: init.announce ?? [] },
+    transports: [...base.transports ?? [], circuitRelayTransport({ reservationConcurrency: RELAY_SLOTS })],
+    connectionGater: guard.gater,
+    connectionManager: { ...base.connectionManager, ...connectionLimits },
+    addresses: { listen: [...init.listen, ...(relayClient ? Array(RELAY_SLOTS).fill('/p2p-circuit') : [])], announce: init.announce ?? [] },
     peerDiscovery: [
       ...(init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
       ...init.mdns === true ? [mdns({ serviceTag: mdnsServiceTag(init.runId) })] : []
@@ -91,11 +140,18 @@ export async function createHost (init: HostInit): Promise<Host> {
     services: {
       identify: identify(),
       ping: ping(),
-      dht: kadDHT({
+      network: networkMonitor(),
+      guard: () => guard,
+      autoNAT: autoNATv2(),
+      dcutr: dcutr(),
+      // A node behind NAT cannot be a relay: nobody outside could reach it.
+      ...(relayClient ? {} : { relay: circuitRelayServer({ reservations: relayLimits }) }),
+      dht: (components: KadDHTComponents) => throttleLonelyQueries(kadDHT({
         protocol: dhtProtocol(init.runId),
         logPrefix: 'swarmtrain:dht',
-        // Every peer of a run is a server: runs are small and often on one LAN or machine.
-        clientMode: false,
+        // Every reachable peer of a run is a server: runs are small and often on one LAN or
+        // machine. A peer behind NAT is a client: others could only reach it through a relay.
+        clientMode: relayClient,
         peerInfoMapper: passthroughMapper,
         initialQuerySelfInterval: 0,
         // The first node of a run is alone: its queries must end at once, not wait for peers.
@@ -106,7 +162,7 @@ export async function createHost (init: HostInit): Promise<Host> {
         ...(init.providerValidityMs === undefined
           ? {}
           : { reprovide: { validity: init.providerValidityMs, interval: init.providerValidityMs / 6, threshold: init.providerValidityMs / 2 } })
-      })
+      })(components))
     }
   })
   // libp2p only records discovered peers; dial the ones mDNS finds (the swarm key, when set,
@@ -118,7 +174,32 @@ export async function createHost (init: HostInit): Promise<Host> {
       host.dial(id, { signal: AbortSignal.timeout(init.dialTimeoutMs ?? 10_000) }).catch(err => { log('dialing %p found by mDNS failed: %e', id, err) })
     })
   }
+  guard.attach(host)
   return host
+}
+
+/** The host's `network` status: reachability, relays, direct and relayed connections, the guard. */
+export function hostNetworkStatus (host: Host): NetworkStatus {
+  return host.services.network.status(host.services.guard.stats, host.services.relay?.reservations.size)
+}
+
+/** How long a closest-peers query waits while this node knows no DHT peer at all. */
+const LONELY_QUERY_DELAY_MS = 1000
+
+/**
+ * A lone node's queries end at once (allowQueryWithZeroPeers), and libp2p's random walk (relay
+ * discovery and AutoNAT use it) then re-queries in a loop of microtasks that starves the event
+ * loop: nothing else runs, not even the bootstrap dial. Outside queries while the routing table
+ * is empty wait a little first; the DHT's own queries are not affected.
+ */
+function throttleLonelyQueries (dht: KadDHT): KadDHT {
+  const single = dht as SingleKadDHT
+  const query = single.getClosestPeers.bind(single)
+  single.getClosestPeers = async function * (key, options) {
+    if (single.routingTable.size === 0) await new Promise(resolve => setTimeout(resolve, LONELY_QUERY_DELAY_MS))
+    yield * query(key, options)
+  }
+  return dht
 }
 
 /** A host with no DHT, for one-off exchanges before the node knows its run (e.g. `join`). */

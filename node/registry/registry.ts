@@ -326,6 +326,8 @@ export class StageRegistry {
       return await verifyInfoRecord(infoKey(this.init.runId, peerId), value, { runId: this.init.runId, nStages: this.init.nStages })
     } catch (err) {
       this.log('dropping info record of %s from %s: %e', peerId, source, err)
+      // A peer handing out a record that fails verification loses its connection; repeats, a ban.
+      if (source === 'the peer') this.host.services.guard.strike(peerIdFromString(peerId), `its info record failed verification: ${(err as Error).message}`)
       throw err
     }
   }

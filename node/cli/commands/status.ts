@@ -63,6 +63,7 @@ function table (s: NodeStatus): string {
   const lines = [
     `peer ${s.peerId}  run ${s.runId}  version ${s.version}`,
     `this node: stage ${s.stage ?? '-'}${s.pinned ? ' (pinned)' : ''}  capacity ${s.throughput.toFixed(1)} tokens/s  connections ${s.connections}  up ${Math.round(s.uptimeMs / 1000)} s`,
+    network(s.network),
     `swarm: ${sum.nodes} node(s)  training ${sum.tokensPerSecond.toFixed(1)} tokens/s  round ${sum.round}  ${loss}`,
     ...sum.missing.length > 0 ? [`waiting for a server of stage ${sum.missing.join(', ')}: nothing trains until every stage has one`] : [],
     '',
@@ -77,6 +78,14 @@ function table (s: NodeStatus): string {
   if (avg?.stage !== undefined) lines.push(`averaging stage ${avg.stage}  round ${avg.round}  hash ${avg.stateHash.slice(0, 12)}  agreeing ${avg.agreeing}/${avg.replicas}  tokens ${avg.tokensSinceSync}/${avg.tokensPerRound}  syncs ${avg.syncs}`)
   for (const m of s.moves) lines.push(`moved ${new Date(m.at).toISOString()}: stage ${m.from} -> ${m.to} (weakest ${m.before.toFixed(1)} -> ${m.after.toFixed(1)} tokens/s)`)
   return lines.join('\n')
+}
+
+/** One line: reachability, relays, direct vs relayed connections, and the guard's refusals. */
+function network (n: NodeStatus['network']): string {
+  const relay = n.relays.length > 0 ? `  reachable via ${n.relays.length} relay(s)` : ''
+  const relaying = n.relayReservations === undefined ? '' : `  relaying for ${n.relayReservations}`
+  const guard = n.guard.strikes > 0 || n.guard.refusedConnections > 0 ? `  refused ${n.guard.refusedConnections} conns, ${n.guard.refusedStreams} streams, banned ${n.guard.banned.length}` : ''
+  return `network ${n.reachability}${relay}${relaying}  connections ${n.direct} direct, ${n.relayed} relayed${n.relayedOnly.length > 0 ? ` (${n.relayedOnly.length} peers relay-only)` : ''}${guard}`
 }
 
 export async function run (argv: string[]): Promise<number> {
