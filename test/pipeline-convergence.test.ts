@@ -1,7 +1,8 @@
 // The convergence benchmark's quick version: a small model split in 2 stages, trained through
 // stage servers on loopback libp2p at the driver's default (adaptive) depth, must reach local
 // training's validation loss at equal tokens. With one optimizer step per microbatch and no weight
-// stash (the schedule before weight versions), the same run ended 5-15% above local.
+// stash at depth 3 (the schedule before weight versions), the same run ended 22% above local
+// (3.109 against 2.540).
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
