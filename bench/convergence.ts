@@ -9,7 +9,8 @@
 //   pipeline-latency      `pipeline` with 100 ms added one way to every stage call (200 ms round trip)
 //   pipeline-latency-d1   the same at depth 1 (reference: what the latency costs without depth)
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
-// tenth of the tokens: they are there for their tokens/s.
+// tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
+// default convergence.svg).
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { availableParallelism } from 'node:os'
@@ -28,6 +29,8 @@ import type { OptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 import { intOption, parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
+import { lossPlotSvg } from '../node/metrics/svg-plot.js'
+import { writeFileAtomic } from '../node/util/fs.js'
 
 const runId = 'benchconvergence'
 const seed = 1
@@ -75,19 +78,19 @@ export interface Setup {
 }
 
 export async function runLocal (s: Setup): Promise<ConvergenceResult> {
-  const tokensPerStep = s.optimizer.batchSize * s.optimizer.microbatches * s.model.seqLen
+  const perStep = tokensPerStep(s)
   const curve: Array<[number, number]> = []
   let trainSeconds = 0
   let last = 0
   await trainLocal({
     model: s.model, optimizer: s.optimizer, stages: s.nStages, corpus: s.corpus, seed, evalEvery: s.evalSteps, evalBatches: Math.ceil(evalWindows / s.optimizer.batchSize), threads: s.threads,
     onEval: r => {
-      curve.push([r.step * tokensPerStep, r.valLoss])
-      if (r.step > 0) trainSeconds += (r.step - last) * tokensPerStep / r.tokensPerS
+      curve.push([r.step * perStep, r.valLoss])
+      if (r.step > 0) trainSeconds += (r.step - last) * perStep / r.tokensPerS
       last = r.step
     }
   })
-  const tokens = s.steps * tokensPerStep
+  const tokens = s.steps * perStep
   return { mode: 'local', tokens, val_loss: curve[curve.length - 1][1], tokens_per_s: tokens / trainSeconds, curve }
 }
 
@@ -161,7 +164,8 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
 export async function run (args: string[]): Promise<void> {
   const { values } = parse(args, {
     json: { type: 'boolean' }, steps: { type: 'string' }, modes: { type: 'string' }, quick: { type: 'boolean' },
-    'batch-size': { type: 'string' }, microbatches: { type: 'string' }, 'weight-versions': { type: 'string' }, 'in-flight': { type: 'string' }
+    'batch-size': { type: 'string' }, microbatches: { type: 'string' }, 'weight-versions': { type: 'string' }, 'in-flight': { type: 'string' },
+    plot: { type: 'string' }
   })
   const manifest = defaultManifest()
   // Overrides of the manifest's schedule, to study it.
@@ -189,4 +193,11 @@ export async function run (args: string[]): Promise<void> {
       console.log(`${result.mode.padEnd(20)} ${String(result.tokens).padStart(9)} tokens  val ${result.val_loss.toFixed(4)}${ratio}  ${result.tokens_per_s.toFixed(0).padStart(6)} tokens/s${extra}`)
     }
   }
+  const plot = values.plot ?? 'convergence.svg'
+  await writeFileAtomic(plot, lossPlotSvg(results.map(r => ({ name: r.mode, points: r.curve })), { title: `validation loss against tokens, ${steps} steps of ${tokensPerStep(setup)} tokens` }))
+  if (values.json !== true) console.log(`plot: ${plot}`)
+}
+
+function tokensPerStep (s: Setup): number {
+  return s.optimizer.batchSize * s.optimizer.microbatches * s.model.seqLen
 }

@@ -2,6 +2,7 @@
 // with --json one JSON object per line.
 import '../node/shim.js'
 import { readdirSync } from 'node:fs'
+import { UserError } from '../node/errors.js'
 
 const here = new URL('.', import.meta.url)
 const available = readdirSync(here).filter(f => f.endsWith('.js') && f !== 'main.js').map(f => f.slice(0, -3)).sort()
@@ -12,4 +13,11 @@ if (name === undefined || !available.includes(name)) {
   process.exit(2)
 }
 const bench = await import(new URL(`${name}.js`, here).href) as { run(args: string[]): Promise<void> }
-await bench.run(args)
+try {
+  await bench.run(args)
+} catch (err) {
+  // Bad options and bad files are one line, as on the command line; anything else is a bug.
+  if (!(err instanceof UserError)) throw err
+  console.error(`bench ${name}: ${err.message}`)
+  process.exitCode = 2
+}
