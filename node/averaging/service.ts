@@ -433,7 +433,7 @@ export class AveragingService implements SwarmService, StageUser {
 
   /** One request on its own stream; undefined when the peer cannot be reached or refuses. */
   private async request (peer: string, request: AverageRequest, timeoutMs: number, params: number): Promise<AverageResponse | undefined> {
-    const signal = AbortSignal.timeout(Math.max(1, timeoutMs))
+    const signal = AbortSignal.timeout(Math.max(1, Math.round(timeoutMs)))
     try {
       const stream = await this.components.host.dialProtocol(peerIdFromString(peer), this.protocol, { signal })
       const messages = new MessageStream(stream, averageMessageLimit(params))
