@@ -10,7 +10,9 @@ for (const mode of ['sparse', 'dense']) {
   test(`3 replicas with different data: after ${mode} rounds their state hashes are identical`, async () => {
     const swarm = new TestSwarm()
     try {
-      const seed = await swarm.init('a', [...tinyRun, '--inner-steps', '3', '--mode', mode, '--round-timeout-ms', '15000'])
+      // 30 inner steps of 64 tokens: more than one node's 12 microbatches, less than three's, so
+      // the first round waits for all three replicas to have trained (and then includes them).
+      const seed = await swarm.init('a', [...tinyRun, '--inner-steps', '30', '--mode', mode, '--round-timeout-ms', '15000'])
       const a = await swarm.start('a', seed, [...common, '--max-microbatches', '12'], {}, START_MS)
       const others = await Promise.all(['b', 'c'].map(async name => await swarm.start(name, swarm.clone(seed, name), [...common, '--max-microbatches', '12', '--bootstrap', a.address], {}, START_MS)))
       const nodes = [a, ...others]

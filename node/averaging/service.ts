@@ -33,6 +33,8 @@ const log = logger('swarmtrain:averaging')
 
 /** Offences (forged or corrupted contributions or state chunks) after which a peer is ignored. */
 const BAN_AFTER = 3
+/** Contributions kept per round: bounds the memory a flood of new identities can take. */
+const MAX_MEMBERS = 256
 /** Rounds ahead of ours whose contributions are kept (a member may start the next round a bit earlier). */
 const ROUNDS_AHEAD = 2
 
@@ -55,6 +57,9 @@ export interface RoundReport {
   agreed: number
   hashes: number
   resynced: boolean
+  /** Tokens/s this replica trained while the round ran, and between the previous round and this one. */
+  tokensPerSecondDuring: number
+  tokensPerSecondBetween: number
 }
 
 /** The averaging service's part of the status JSON (`services.averaging`). */
@@ -98,6 +103,8 @@ export class AveragingService implements SwarmService, StageUser {
   private syncs = 0
   private readonly rounds: RoundReport[] = []
   private readonly wakers = new Set<() => void>()
+  /** When the last round ended and the engine's stepped tokens then (for tokens/s between rounds). */
+  private lastRoundEnd = { at: performance.now(), tokens: 0 }
 
   constructor (components: SwarmComponents, options: AveragingOptions) {
     if (components.stageHost === undefined) throw new Error('averaging needs the node\'s stage host')
@@ -131,6 +138,7 @@ export class AveragingService implements SwarmService, StageUser {
     this.hashBoxes.clear()
     this.compressor = undefined
     this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
+    this.lastRoundEnd = { at: performance.now(), tokens: served.engine.steppedTokens }
     this.served = served
     await this.components.registry.refresh().catch(() => {})
     const ahead = this.replicaRecords().filter(p => p.round > served.outer.round)
@@ -262,6 +270,7 @@ export class AveragingService implements SwarmService, StageUser {
   /** One round: contribute, gather (with relays), aggregate, apply, compare hashes. */
   private async round (served: ServedStage): Promise<void> {
     const started = performance.now()
+    const tokensAtStart = served.engine.steppedTokens
     const sentBefore = this.bytesSent
     const { manifest, privateKey, host } = this.components
     const settings = manifest.averaging
@@ -337,16 +346,22 @@ export class AveragingService implements SwarmService, StageUser {
       resynced = await this.resync(served, holders, true)
     }
     for (const r of [...this.hashBoxes.keys()]) if (r <= round) this.hashBoxes.delete(r)
+    const ended = performance.now()
+    const perSecond = (tokens: number, ms: number): number => ms > 0 ? Math.round(1000 * tokens / ms) : 0
+    const between = { tokens: tokensAtStart - this.lastRoundEnd.tokens, ms: started - this.lastRoundEnd.at }
+    this.lastRoundEnd = { at: ended, tokens: served.engine.steppedTokens }
     const report: RoundReport = {
       round,
       members: result.used.length,
       dropped: result.dropped.length,
       missing: missing.filter(p => !box.has(p)).length,
-      ms: Math.round(performance.now() - started),
+      ms: Math.round(ended - started),
       bytesSent: this.bytesSent - sentBefore,
       agreed: (counts.get(this.hash)?.length ?? 1) - 1,
       hashes: hashes.size,
-      resynced
+      resynced,
+      tokensPerSecondDuring: perSecond(served.engine.steppedTokens - tokensAtStart, ended - started),
+      tokensPerSecondBetween: perSecond(between.tokens, between.ms)
     }
     this.rounds.push(report)
     if (this.rounds.length > 100) this.rounds.shift()
@@ -405,7 +420,9 @@ export class AveragingService implements SwarmService, StageUser {
     try {
       const verified = await verifyContribution(signed, scope)
       if (this.banned(verified.sender)) return undefined
-      this.box(this.boxes, scope.round).set(verified.sender, verified)
+      const box = this.box(this.boxes, scope.round)
+      if (!box.has(verified.sender) && box.size >= MAX_MEMBERS) throw new Error(`round ${scope.round} already holds ${MAX_MEMBERS} contributions`)
+      box.set(verified.sender, verified)
       this.wake()
       return verified
     } catch (err) {
@@ -416,7 +433,7 @@ export class AveragingService implements SwarmService, StageUser {
 
   /** One request on its own stream; undefined when the peer cannot be reached or refuses. */
   private async request (peer: string, request: AverageRequest, timeoutMs: number, params: number): Promise<AverageResponse | undefined> {
-    const signal = AbortSignal.timeout(Math.max(1, timeoutMs))
+    const signal = AbortSignal.timeout(Math.max(1, Math.round(timeoutMs)))
     try {
       const stream = await this.components.host.dialProtocol(peerIdFromString(peer), this.protocol, { signal })
       const messages = new MessageStream(stream, averageMessageLimit(params))

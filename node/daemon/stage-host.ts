@@ -107,7 +107,9 @@ export class StageHost extends EventTarget {
     const { assigner } = this.components
     assigner.addEventListener('stage', this.onStage)
     this.checkpointTimer = setInterval(() => { void this.checkpoint() }, this.init.checkpointEveryMs)
-    if (assigner.stage !== undefined) await this.serve(assigner.stage)
+    // The first serve's failure (e.g. the engine cannot load) fails the start; later ones are logged.
+    const stage = assigner.stage
+    if (stage !== undefined) await this.enqueue(async () => { await this.switchTo(stage) })
   }
 
   async stop (): Promise<void> {
@@ -118,11 +120,13 @@ export class StageHost extends EventTarget {
 
   /** Serves `stage` from now on; serves and unserves run one at a time, in call order. */
   serve (stage: number): Promise<void> {
-    return this.enqueue(async () => {
-      if (this.current?.stage === stage) return
-      await this.unserve()
-      await this.load(stage)
-    }).catch(err => { this.log.error('could not serve stage %d: %e', stage, err) })
+    return this.enqueue(async () => { await this.switchTo(stage) }).catch(err => { this.log.error('could not serve stage %d: %e', stage, err) })
+  }
+
+  private async switchTo (stage: number): Promise<void> {
+    if (this.current?.stage === stage) return
+    await this.unserve()
+    await this.load(stage)
   }
 
   /**
