@@ -39,14 +39,14 @@ export type HostServices = {
 }
 
 /** How many relays a node behind NAT holds a slot on (one may go down). */
-export const RELAY_SLOTS = 2
+const RELAY_SLOTS = 2
 
 /**
  * What a relay grants each slot. Relayed connections only carry connection setup (identify,
  * ping, DCUtR hole punching), so 1 MiB and 2 minutes per connection are plenty, and a stranger
  * cannot turn a volunteer's relay into a free pipe.
  */
-export const relayLimits = {
+const relayLimits = {
   maxReservations: 64,
   reservationTtl: 30 * 60_000,
   defaultDurationLimit: 2 * 60_000,
@@ -72,8 +72,6 @@ export interface HostInit {
   dialTimeoutMs?: number
   /** How long this node keeps others' provider records (kad-dht's default is 48 h). */
   providerValidityMs?: number
-  /** Hold relay slots: default when every listen address is private and one is not loopback (behind NAT). */
-  relayClient?: boolean
   /** Limits on strangers (tests shrink them). */
   guard?: PeerGuardInit
 }
@@ -101,7 +99,8 @@ function baseOptions (init: { privateKey: PrivateKey, swarmKey?: Uint8Array, dia
 /** Builds and starts the host; its guard is already watching it. */
 export async function createHost (init: HostInit): Promise<Host> {
   const pingTimeout = init.pingTimeoutMs ?? 5000
-  const relayClient = init.relayClient ?? needsRelay(init.listen)
+  // Behind NAT: every listen address private, and not only loopback.
+  const relayClient = needsRelay(init.listen)
   const guard = new PeerGuard(init.guard)
   const base = baseOptions(init)
   const host = await createLibp2p({
