@@ -52,7 +52,7 @@ export interface GuardStats {
 }
 
 /** The IP of a direct connection's remote address; undefined for relayed (p2p-circuit) ones, whose IP is the relay's. */
-export function remoteIp (address: Multiaddr): string | undefined {
+function remoteIp (address: Multiaddr): string | undefined {
   const components = address.getComponents()
   if (components.some(c => c.name === 'p2p-circuit')) return undefined
   return components.find(c => c.name === 'ip4' || c.name === 'ip6')?.value

@@ -46,14 +46,14 @@ export type HostServices = {
 }
 
 /** How many relays a node behind NAT holds a slot on (one may go down). */
-export const RELAY_SLOTS = 2
+const RELAY_SLOTS = 2
 
 /**
  * What a relay grants each slot. Relayed connections only carry connection setup (identify,
  * ping, DCUtR hole punching), so 1 MiB and 2 minutes per connection are plenty, and a stranger
  * cannot turn a volunteer's relay into a free pipe.
  */
-export const relayLimits = {
+const relayLimits = {
   maxReservations: 64,
   reservationTtl: 30 * 60_000,
   defaultDurationLimit: 2 * 60_000,
@@ -83,8 +83,6 @@ export interface HostInit {
   providerValidityMs?: number
   /** libp2p's metrics implementation (e.g. @libp2p/prometheus-metrics). */
   metrics?: Libp2pOptions['metrics']
-  /** Hold relay slots: default when every listen address is private and one is not loopback (behind NAT). */
-  relayClient?: boolean
   /** Limits on strangers (tests shrink them). */
   guard?: PeerGuardInit
 }
@@ -118,7 +116,8 @@ export function mdnsServiceTag (runId: string): string {
 /** Builds and starts the host; its guard is already watching it. */
 export async function createHost (init: HostInit): Promise<Host> {
   const pingTimeout = init.pingTimeoutMs ?? defaultTiming.pingTimeoutMs
-  const relayClient = init.relayClient ?? needsRelay(init.listen)
+  // Behind NAT: every listen address private, and not only loopback.
+  const relayClient = needsRelay(init.listen)
   const guard = new PeerGuard(init.guard)
   const base = baseOptions(init)
   const host = await createLibp2p({
