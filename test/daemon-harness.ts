@@ -36,6 +36,7 @@ export class TestSwarm {
   readonly root = mkdtempSync(join(tmpdir(), 'swarmtrain-swarm-'))
   readonly nodes: NodeProcess[] = []
   private readonly children = new Set<ChildProcess>()
+  private closed = false
 
   dir (name: string): string {
     return join(this.root, name)
@@ -88,6 +89,11 @@ export class TestSwarm {
     } catch (err) {
       throw new Error(`node ${name} did not start: ${(err as Error).message}`)
     }
+    // A node that became ready after close() (its siblings failed, the test ended) would live on.
+    if (this.closed) {
+      await stopDaemon(spawned.child, 0)
+      throw new Error(`node ${name} started after the swarm was closed`)
+    }
     this.children.add(spawned.child)
     spawned.child.on('close', () => this.children.delete(spawned.child))
     const node: NodeProcess = { name, dir, ...spawned }
@@ -120,6 +126,7 @@ export class TestSwarm {
   }
 
   async close (): Promise<void> {
+    this.closed = true
     await Promise.all([...this.children].map(async child => { await stopDaemon(child, 0) }))
     rmSync(this.root, { recursive: true, force: true })
   }
