@@ -38,6 +38,7 @@ export class TestSwarm {
   private readonly children = new Set<ChildProcess>()
   /** Daemons still starting: close() waits for them, or a start racing a failed one would leak its process. */
   private readonly starting = new Set<Promise<unknown>>()
+  private closed = false
 
   dir (name: string): string {
     return join(this.root, name)
@@ -94,6 +95,11 @@ export class TestSwarm {
     } finally {
       this.starting.delete(starting)
     }
+    // A node that became ready after close() (its siblings failed, the test ended) would live on.
+    if (this.closed) {
+      await stopDaemon(spawned.child, 0)
+      throw new Error(`node ${name} started after the swarm was closed`)
+    }
     this.children.add(spawned.child)
     spawned.child.on('close', () => this.children.delete(spawned.child))
     const node: NodeProcess = { name, dir, ...spawned }
@@ -126,6 +132,7 @@ export class TestSwarm {
   }
 
   async close (): Promise<void> {
+    this.closed = true
     // A daemon that is still starting either becomes a child (killed below) or kills itself.
     await Promise.allSettled([...this.starting])
     await Promise.all([...this.children].map(async child => { await stopDaemon(child, 0) }))
