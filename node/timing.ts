@@ -96,3 +96,23 @@ export const DAEMON_READY_TIMEOUT_MS = 60_000
 export const DAEMON_STOP_GRACE_MS = 10_000
 /** A status request to a daemon's 127.0.0.1 server must be answered within this. */
 export const STATUS_REQUEST_TIMEOUT_MS = 5000
+/** The demo gives its driving node this long to stop (its microbatches in flight finish)... */
+export const DEMO_DRIVER_STOP_MS = 10_000
+/** ...and then each server this long. */
+export const DEMO_SERVER_STOP_MS = 6_000
+
+// Averaging, metrics and the public-swarm guard.
+
+/** The averaging service looks at its stage's progress this often. */
+export const AVERAGING_POLL_MS = 250
+/** A peer asking for a stage's state must send its request within this. */
+export const STATE_REQUEST_TIMEOUT_MS = 10_000
+/** Prometheus scrapes within this of each other share one status snapshot. */
+export const METRICS_SNAPSHOT_MS = 200
+/** A stranger's offences count within this window... */
+export const GUARD_STRIKE_WINDOW_MS = 10 * 60_000
+/** ...three of them ban it this long, doubling with each ban up to the maximum. */
+export const GUARD_BAN_BASE_MS = 60_000
+export const GUARD_BAN_MAX_MS = 24 * 3600_000
+/** A lone node's outside DHT queries wait this long (see p2p/host.ts throttleLonelyQueries). */
+export const LONELY_QUERY_DELAY_MS = 1000

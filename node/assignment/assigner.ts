@@ -9,6 +9,8 @@ import { Rng, hashString } from '../util/random.js'
 import { chooseStage, rebalanceMove, type Move, type Server, type StageLoad } from './policy.js'
 
 export interface AssignerComponents {
+  /** Lines for the operator (the command line prints them); default: the debug log. */
+  notice?: (line: string) => void
   registry: StageRegistry
   logger: ComponentLogger
   /** Ends the wait before a move at once when the node stops. */
@@ -56,11 +58,14 @@ export class StageAssigner extends EventTarget {
   private checking?: Promise<void>
   readonly moves: StageMove[] = []
 
+  private readonly notice: (line: string) => void
+
   constructor (components: AssignerComponents, init: AssignerInit) {
     super()
     this.registry = components.registry
     this.shutdown = components.shutdown
     this.log = components.logger.forComponent('swarmtrain:assignment')
+    this.notice = components.notice ?? (line => { this.log(line) })
     this.init = init
     this.rng = new Rng(init.seed)
   }
@@ -88,8 +93,8 @@ export class StageAssigner extends EventTarget {
         throw new NoStageFitsError(`no stage of this run fits in free memory: the smallest needs ${gib(least)}, ${gib(this.init.freeMemory)} free (pin one with --stage N to try anyway)`)
       }
       // Visible without debug logging: whether the saved weights are used is the operator's question after a restart.
-      if (saved !== undefined && saved.stage === stage) console.log(`resuming stage ${stage} from ${saved.path} (step ${saved.step}): the stage needs a server`)
-      else if (saved !== undefined) console.log(`not resuming stage ${saved.stage} from ${saved.path}: stage ${stage} needs this node more (${describe(stages)}); the checkpoint stays for later`)
+      if (saved !== undefined && saved.stage === stage) this.notice(`resuming stage ${stage} from ${saved.path} (step ${saved.step}): the stage needs a server`)
+      else if (saved !== undefined) this.notice(`not resuming stage ${saved.stage} from ${saved.path}: stage ${stage} needs this node more (${describe(stages)}); the checkpoint stays for later`)
     }
     this.current = stage
     this.log('joining stage %d', stage)

@@ -11,7 +11,7 @@ export interface CoverageInit {
   nStages: number
   /** How often to look at the registry's view (it changes at most once per refresh). */
   intervalMs: number
-  /** Where the lines go (stdout). */
+  /** Where the lines go (the node passes its notices, which the command line prints). */
   print?: (line: string) => void
 }
 
@@ -25,7 +25,7 @@ export class StageCoverage {
 
   constructor (components: CoverageComponents, init: CoverageInit) {
     this.registry = components.registry
-    this.init = { print: line => { console.log(line) }, ...init }
+    this.init = { print: () => {}, ...init }
   }
 
   /** Stages nobody serves in the current view. */

@@ -28,6 +28,7 @@ import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, fetchStageState, stateHash, type SharedState } from './state-sync.js'
+import { AVERAGING_POLL_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
 
@@ -112,7 +113,7 @@ export class AveragingService implements SwarmService, StageUser {
     this.stageHost = components.stageHost
     this.self = components.host.peerId.toString()
     this.protocol = averageProtocol(components.runId)
-    this.options = { pollMs: options.pollMs ?? 250 }
+    this.options = { pollMs: options.pollMs ?? AVERAGING_POLL_MS }
     const { optimizer, model } = components.manifest
     this.tokensPerRound = components.manifest.averaging.innerSteps * optimizer.batchSize * model.seqLen * optimizer.microbatches
     this.stateServer = new StateServer({ host: components.host }, { runId: components.runId }, () => this.sharedState())

@@ -15,6 +15,7 @@ import type { Host } from '../p2p/host.js'
 import { MessageStream } from '../p2p/messages.js'
 import { decodeSafetensors, encodeSafetensors } from '../runtime/safetensors.js'
 import { sha256 } from './contribution.js'
+import { STATE_REQUEST_TIMEOUT_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging:state')
 
@@ -102,7 +103,7 @@ export class StateServer {
   private async serve (stream: Stream): Promise<void> {
     const messages = new MessageStream(stream, 256)
     try {
-      const request = await messages.read(StateRequest, { signal: AbortSignal.timeout(10_000) })
+      const request = await messages.read(StateRequest, { signal: AbortSignal.timeout(STATE_REQUEST_TIMEOUT_MS) })
       const current = this.current()
       const wanted = Buffer.from(request.stateHash).toString('hex')
       if (current === undefined || current.stage !== request.stage || (wanted !== '' && wanted !== current.hash)) {

@@ -1,5 +1,5 @@
 // The logging options of the commands that run for long (start, join, demo).
-import { configureLog, logFormats, logLevels, type Log, type LogFormat, type LogLevel } from '../metrics/log.js'
+import { configureLog, logFormats, logLevels, type Log, type LogFormat, type LogLevel } from './log.js'
 import { UsageError } from './errors.js'
 
 export const logCliOptions = {

@@ -1,7 +1,7 @@
 // The pipeline's command-line options (for `start`, `join` and `demo`) and its progress lines.
 import { intOption, numberOption } from './args.js'
 import { UsageError } from './errors.js'
-import { log } from '../metrics/log.js'
+import { log } from './log.js'
 import { wireDTypes, type WireDType } from '../pipeline/activations.js'
 import type { DriverReport } from '../pipeline/driver.js'
 import type { PipelineOptions } from '../pipeline/swarm.js'

@@ -27,7 +27,8 @@ import { HttpServer } from '../util/http.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
 import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
-import { PEERS_FILE, findSavedStage, readSavedPeers, savePeers } from './dir.js'
+import { PEERS_FILE, readSavedPeers, savePeers } from './dir.js'
+import { findSavedStage } from '../runtime/checkpoint.js'
 import { StageHost, type StageHostInit, type StageHostStatus } from './stage-host.js'
 import { defaultTiming, type Timing } from '../timing.js'
 
@@ -85,6 +86,8 @@ export interface SwarmNodeInit {
   stageHost?: StageHostInit
   /** Started in this order (after the stage host has loaded the stage), stopped in reverse. */
   services?: Record<string, ServiceFactory>
+  /** Lines for the operator: restarts, missing stages (the command line prints them; default: none). */
+  notice?: (line: string) => void
 }
 
 export class SwarmNode {
@@ -106,8 +109,11 @@ export class SwarmNode {
   controlPort?: number
   metricsPort?: number
 
+  private readonly notice: (line: string) => void
+
   constructor (init: SwarmNodeInit) {
     this.init = init
+    this.notice = init.notice ?? (() => {})
     this.runId = runIdOf(init.manifest)
     this.timing = { ...defaultTiming, ...init.timing }
     if (init.stage !== undefined && (init.stage < 0 || init.stage >= init.manifest.nStages)) {
@@ -152,7 +158,7 @@ export class SwarmNode {
       await this.checkBootstrap(host, given, saved)
       const registry = new StageRegistry({ host, privateKey, shutdown }, { runId, nStages: manifest.nStages, recordTtlMs: this.timing.recordTtlMs, refreshMs: this.timing.refreshMs, queryTimeoutMs: this.timing.dialTimeoutMs })
       const freeMemory = this.init.freeMemory ?? freemem()
-      const assigner = new StageAssigner({ registry, shutdown, logger: host.logger }, {
+      const assigner = new StageAssigner({ registry, shutdown, logger: host.logger, notice: this.notice }, {
         nStages: manifest.nStages,
         throughput: this.init.throughput,
         freeMemory,
@@ -161,12 +167,12 @@ export class SwarmNode {
         rebalanceMs: this.timing.rebalanceMs,
         seed: `${host.peerId.toString()}:${Date.now()}`,
         peerId: host.peerId.toString(),
-        saved: await findSavedStage(dir, runId, manifest)
+        saved: await findSavedStage(dir, runId, manifest, (path, err) => { host.logger.forComponent('swarmtrain:daemon').error('ignoring %s: %e', path, err) })
       })
       const stageHost = this.init.stageHost === undefined ? undefined : new StageHost({ assigner, registry, manifest, runId, dir, logger: host.logger }, this.init.stageHost)
       const components: SwarmComponents = { host, privateKey, manifest, runId, dir, registry, assigner, stageHost, shutdown, logger: host.logger }
       const services = new Map(Object.entries(this.init.services ?? {}).map(([name, factory]) => [name, factory(components)]))
-      const coverage = new StageCoverage({ registry }, { nStages: manifest.nStages, intervalMs: this.timing.refreshMs })
+      const coverage = new StageCoverage({ registry }, { nStages: manifest.nStages, intervalMs: this.timing.refreshMs, print: this.notice })
       this.parts = { ...components, services, coverage, unguard, stopping }
       await registry.start()
       await assigner.start()
@@ -276,10 +282,10 @@ export class SwarmNode {
     if (given.length > 0 && !accepted.slice(0, given.length).includes(true)) throw new PeerRefusedError(`no bootstrap peer accepted this node: ${failures.join('; ')}`)
     for (const failure of failures) log.error('bootstrap: %s', failure)
     if (!accepted.includes(true)) {
-      console.log(`none of the ${saved.length} peer(s) saved in ${join(this.init.dir, PEERS_FILE)} answered: waiting for peers to connect (or pass --bootstrap)`)
+      this.notice(`none of the ${saved.length} peer(s) saved in ${join(this.init.dir, PEERS_FILE)} answered: waiting for peers to connect (or pass --bootstrap)`)
       return
     }
-    if (given.length === 0) console.log(`rejoined the swarm through ${accepted.filter(Boolean).length} of ${saved.length} saved peer(s)`)
+    if (given.length === 0) this.notice(`rejoined the swarm through ${accepted.filter(Boolean).length} of ${saved.length} saved peer(s)`)
     if (!await waitForRoutingPeers(host, this.timing.dialTimeoutMs)) log.error('bootstrap: no peer entered the DHT routing table')
   }
 

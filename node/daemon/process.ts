@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UserError } from '../errors.js'
 import { DAEMON_READY_TIMEOUT_MS, DAEMON_STOP_GRACE_MS, STATUS_REQUEST_TIMEOUT_MS } from '../timing.js'
-import { parseLogLine } from '../metrics/log.js'
+import { parseLogLine } from '../metrics/log-line.js'
 import type { NodeStatus } from './node.js'
 
 /** The command line's entry point, to spawn daemons with the same build. */

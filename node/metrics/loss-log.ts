@@ -6,7 +6,7 @@ import { readdir, stat } from 'node:fs/promises'
 import { basename, join, relative } from 'node:path'
 import { createInterface } from 'node:readline'
 import { UserError } from '../errors.js'
-import { parseLogLine } from './log.js'
+import { parseLogLine } from './log-line.js'
 import { LossHistory } from './loss-history.js'
 import type { PlotCurve } from './svg-plot.js'
 

@@ -6,15 +6,15 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { NodeStatus } from '../daemon/node.js'
 import type { PipelineStatus } from '../pipeline/swarm.js'
+import { METRICS_SNAPSHOT_MS } from '../timing.js'
 
 /** Status snapshots are reused for this long, so one scrape builds the status once. */
-const SNAPSHOT_MS = 200
 
 export function registerSwarmMetrics (registry: Registry, status: () => NodeStatus): void {
   let cached: { at: number, status: NodeStatus } | undefined
   const snapshot = (): NodeStatus => {
     const now = Date.now()
-    if (cached === undefined || now - cached.at > SNAPSHOT_MS) cached = { at: now, status: status() }
+    if (cached === undefined || now - cached.at > METRICS_SNAPSHOT_MS) cached = { at: now, status: status() }
     return cached.status
   }
   const pipeline = (): PipelineStatus | undefined => snapshot().services.pipeline as PipelineStatus | undefined

@@ -9,6 +9,7 @@
 import { logger } from '@libp2p/logger'
 import type { Connection, ConnectionGater, Libp2p, MultiaddrConnection, PeerId, Stream, StreamMiddleware } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { GUARD_STRIKE_WINDOW_MS, GUARD_BAN_BASE_MS, GUARD_BAN_MAX_MS } from '../timing.js'
 
 const log = logger('swarmtrain:p2p:guard')
 
@@ -81,9 +82,9 @@ export class PeerGuard {
       streamsPerSecond: init.streamsPerSecond ?? 20,
       streamBurst: init.streamBurst ?? 100,
       strikesToBan: init.strikesToBan ?? 3,
-      strikeWindowMs: init.strikeWindowMs ?? 10 * 60_000,
-      banBaseMs: init.banBaseMs ?? 60_000,
-      banMaxMs: init.banMaxMs ?? 24 * 3600_000,
+      strikeWindowMs: init.strikeWindowMs ?? GUARD_STRIKE_WINDOW_MS,
+      banBaseMs: init.banBaseMs ?? GUARD_BAN_BASE_MS,
+      banMaxMs: init.banMaxMs ?? GUARD_BAN_MAX_MS,
       now: init.now ?? Date.now
     }
   }

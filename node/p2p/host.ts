@@ -24,7 +24,7 @@ import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { dhtProtocol } from '../../protocols/ids.js'
-import { defaultTiming } from '../timing.js'
+import { LONELY_QUERY_DELAY_MS, defaultTiming } from '../timing.js'
 import { version } from '../version.js'
 import { nodeLogger } from './logger.js'
 import { PeerGuard, type PeerGuardInit } from './guard.js'
@@ -170,7 +170,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     host.addEventListener('peer:discovery', event => {
       const { id, multiaddrs } = event.detail
       if (multiaddrs.length === 0 || host.getConnections(id).length > 0) return
-      host.dial(id, { signal: AbortSignal.timeout(init.dialTimeoutMs ?? 10_000) }).catch(err => { log('dialing %p found by mDNS failed: %e', id, err) })
+      host.dial(id, { signal: AbortSignal.timeout(init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs) }).catch(err => { log('dialing %p found by mDNS failed: %e', id, err) })
     })
   }
   guard.attach(host)
@@ -182,8 +182,6 @@ export function hostNetworkStatus (host: Host): NetworkStatus {
   return host.services.network.status(host.services.guard.stats, host.services.relay?.reservations.size)
 }
 
-/** How long a closest-peers query waits while this node knows no DHT peer at all. */
-const LONELY_QUERY_DELAY_MS = 1000
 
 /**
  * A lone node's queries end at once (allowQueryWithZeroPeers), and libp2p's random walk (relay

@@ -63,7 +63,7 @@ export class StageClient {
     this.dialer = components.dialer
     this.shutdown = components.shutdown
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:client')
-    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs, addedLatencyMs: init.addedLatencyMs ?? 0 }
+    this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs, addedLatencyMs: init.addedLatencyMs === undefined ? 0 : Math.max(init.addedLatencyMs, 0) }
   }
 
   /** Sends one request to `peer` and resolves with its OK response (error replies reject). */

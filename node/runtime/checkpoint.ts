@@ -5,10 +5,11 @@
 // model. A stage checkpoint holds the one stage a daemon serves as named state groups (flat
 // vectors in the stage's ParamLayout), tagged with run, stage, step, round and layout hash:
 // the same bytes state sync streams to a replica that joins the stage.
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UserError } from '../errors.js'
-import { checkModelConfig, type ModelConfig, type ParamLayout } from '../model/index.js'
+import { checkModelConfig, stageParamLayout, type ModelConfig, type ParamLayout } from '../model/index.js'
+import type { RunManifest } from '../manifest/manifest.js'
 import { writeFileAtomic } from '../util/fs.js'
 import type { OptimizerConfig } from './optimizer-config.js'
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js'
@@ -229,4 +230,30 @@ function parseState (json: string | undefined, file: string): TrainingState {
     throw new CheckpointError(`${file}: metadata has a bad step, seed, data or sampler field`)
   }
   return state
+}
+
+/** A stage this node checkpointed for its run: what a restart should resume. */
+export interface SavedStage {
+  stage: number
+  step: number
+  path: string
+}
+
+/**
+ * The newest usable `stage-<s>.safetensors` of run `runId` in `dir` (a node that moved keeps
+ * the older ones: the newest is the stage it served last).
+ */
+export async function findSavedStage (dir: string, runId: string, manifest: RunManifest, onUnusable: (path: string, err: Error) => void = () => {}): Promise<SavedStage | undefined> {
+  const names = (await readdir(dir).catch(() => [])).filter(name => /^stage-\d+\.safetensors$/.test(name))
+  const files = await Promise.all(names.map(async name => ({ stage: Number(/\d+/.exec(name)![0]), path: join(dir, name), mtime: (await stat(join(dir, name)).catch(() => undefined))?.mtime.getTime() ?? 0 })))
+  for (const { stage, path } of files.sort((a, b) => b.mtime - a.mtime)) {
+    if (stage >= manifest.nStages) continue
+    try {
+      const saved = await readStageCheckpoint(path, { runId, stage, layout: stageParamLayout(manifest.model, stage, manifest.nStages) })
+      if (saved !== undefined) return { stage, step: saved.step, path }
+    } catch (err) {
+      onUnusable(path, err as Error)
+    }
+  }
+  return undefined
 }

@@ -13,7 +13,7 @@ import type { NodeStatus } from '../../daemon/node.js'
 import { UserError } from '../../errors.js'
 import { defaultManifest, runIdOf, writeManifest, type RunManifest } from '../../manifest/manifest.js'
 import { LOG_FILE } from '../../metrics/loss-log.js'
-import { parseLogLine } from '../../metrics/log.js'
+import { parseLogLine } from '../../metrics/log-line.js'
 import { lossPlotSvg, type PlotCurve } from '../../metrics/svg-plot.js'
 import { buildInferenceGraph, stageParamLayout } from '../../model/index.js'
 import { SWARM_KEY_FILE, newSwarmKey, writeSwarmKey } from '../../p2p/keys.js'
@@ -23,6 +23,7 @@ import { writeFileAtomic } from '../../util/fs.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { demoView } from '../demo-view.js'
 import { UsageError } from '../errors.js'
+import { DEMO_DRIVER_STOP_MS, DEMO_SERVER_STOP_MS } from '../../timing.js'
 
 export const summary = 'train on this machine: a few daemons on 127.0.0.1 form a private swarm, with a live view'
 
@@ -50,8 +51,6 @@ class DemoError extends UserError {
 
 const timers = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '2000', SWARMTRAIN_DIAL_TIMEOUT_MS: '5000' }
 /** How long a daemon may take to stop before it is killed: the driver finishes its microbatches in flight first. */
-const DRIVER_STOP_MS = 10_000
-const SERVER_STOP_MS = 6_000
 const PROMPT = 'The jury said'
 
 interface Run {
@@ -211,11 +210,11 @@ async function stopAll (run: Run): Promise<void> {
   const [driver, ...servers] = run.daemons
   if (alive(driver)) {
     console.log('stopping node 0 (the driver: its microbatches in flight finish, its stage is checkpointed)')
-    await stopDaemon(driver.child, DRIVER_STOP_MS)
+    await stopDaemon(driver.child, DEMO_DRIVER_STOP_MS)
   }
   if (servers.some(alive)) {
     console.log(`stopping node${servers.length > 1 ? `s 1-${servers.length}` : ' 1'} (stage servers: each checkpoints its stage)`)
-    await Promise.all(servers.map(async d => { await stopDaemon(d.child, SERVER_STOP_MS) }))
+    await Promise.all(servers.map(async d => { await stopDaemon(d.child, DEMO_SERVER_STOP_MS) }))
   }
   // A daemon killed while writing a checkpoint leaves its temporary file: the last complete checkpoint stands.
   let removed = 0

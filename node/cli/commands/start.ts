@@ -12,7 +12,7 @@ import { parsePeerAddress } from '../../p2p/peers.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../pipeline-options.js'
 import { averagingService } from '../../averaging/service.js'
 import { pipelineService } from '../../pipeline/swarm.js'
-import { log } from '../../metrics/log.js'
+import { log } from '../log.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
 import { configureLogFrom, logCliHelp, logCliOptions, type LogCliValues } from '../log-options.js'
@@ -154,6 +154,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     manifest,
     listen,
     announce: opts.announce,
+    notice: line => { log.info(line) },
     bootstrap: opts.bootstrap,
     mdns: opts['no-mdns'] !== true && lanAddresses(listen),
     swarmKey,

@@ -15,7 +15,9 @@ export interface LogInit {
   write?: (line: string, level: LogLevel) => void
 }
 
-export type LogFields = Record<string, unknown>
+import type { LogFields } from '../metrics/log-line.js'
+
+export type { LogFields }
 
 export class Log {
   readonly format: LogFormat
@@ -55,14 +57,4 @@ export function configureLog (init: LogInit): Log {
   log = new Log(init)
   if (init.level === 'debug') enable('swarmtrain:*')
   return log
-}
-
-/** A JSON log line's record, or undefined for any other line. */
-export function parseLogLine (line: string): (LogFields & { msg: string }) | undefined {
-  if (!line.startsWith('{')) return undefined
-  try {
-    const record = JSON.parse(line) as unknown
-    if (typeof record === 'object' && record !== null && typeof (record as { msg?: unknown }).msg === 'string') return record as LogFields & { msg: string }
-  } catch {}
-  return undefined
 }
