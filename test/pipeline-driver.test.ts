@@ -67,4 +67,39 @@ test('a bounded run validates periodically and once at the end, then reports don
   assert.is(reports[reports.length - 1], 'validation:10')
 })
 
+test('an adaptive driver ends its bounded run even when depth grows on its last completions', async () => {
+  // Latency-bound fake stages (nothing queues), so depth keeps growing until the budget is spent.
+  // A driver that kept adding workers with nothing left to issue would spin forever in one
+  // synchronous loop; a worker thread lets this test notice that instead of hanging with it.
+  const driverUrl = new URL('../node/pipeline/driver.js', import.meta.url).href
+  const code = `
+    const { parentPort } = await import('node:worker_threads')
+    const { Driver } = await import(${JSON.stringify(driverUrl)})
+    const wait = () => new Promise(resolve => setTimeout(resolve, 2))
+    const first = {
+      async forward (x) { await wait(); return { data: new Float32Array(x.data.length * 2), shape: [...x.shape, 2] } },
+      async backward () { await wait(); return undefined }
+    }
+    const last = { async lossBackward (x) { await wait(); return { loss: 2, gx: { data: new Float32Array(x.data.length), shape: x.shape } } } }
+    const text = new TextEncoder().encode('the quick brown fox jumps over the lazy dog. '.repeat(50))
+    const driver = new Driver({ stages: [first, last] }, { train: text, validation: text, seqLen: 16, batchSize: 2, seed: 1, evalEvery: 0, maxMicrobatches: 40 })
+    driver.start()
+    while (!driver.stats.done) await new Promise(resolve => setTimeout(resolve, 5))
+    parentPort.postMessage({ completed: driver.stats.completed, depth: driver.depth })`
+  const { Worker } = await import('node:worker_threads')
+  const worker = new Worker(`import(${JSON.stringify('data:text/javascript,' + encodeURIComponent(code))})`, { eval: true })
+  try {
+    const result = await new Promise<{ completed: number, depth: number } | undefined>((resolve, reject) => {
+      const timer = setTimeout(() => resolve(undefined), 20_000)
+      worker.once('message', m => { clearTimeout(timer); resolve(m) })
+      worker.once('error', err => { clearTimeout(timer); reject(err) })
+    })
+    assert.ok(result !== undefined, 'the driver never finished its 40 microbatches')
+    assert.is(result.completed, 40)
+    assert.ok(result.depth > 3, `depth grew (${result.depth})`)
+  } finally {
+    await worker.terminate()
+  }
+})
+
 test.run()

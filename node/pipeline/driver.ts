@@ -105,9 +105,17 @@ export class Driver {
     void this.finish()
   }
 
-  /** One worker per microbatch in flight; surplus workers end after their microbatch (see `work`). */
+  /** Whether another microbatch may be issued. */
+  private get issuing (): boolean {
+    return this.running && (this.init.maxMicrobatches === undefined || this.stats.issued < this.init.maxMicrobatches)
+  }
+
+  /**
+   * One worker per microbatch in flight; surplus workers end after their microbatch (see `work`).
+   * Only while there is something to issue: a worker with nothing to do ends at once, in this loop.
+   */
   private addWorkers (): void {
-    while (this.running && this.active < this.depth) {
+    while (this.issuing && this.active < this.depth) {
       this.active++
       const worker: Promise<void> = this.work().finally(() => this.workers.delete(worker))
       this.workers.add(worker)
@@ -153,7 +161,7 @@ export class Driver {
   private async work (): Promise<void> {
     // `active` drops in the same tick the worker leaves, so exactly the surplus leaves when depth goes down.
     try {
-      while (this.running && (this.init.maxMicrobatches === undefined || this.stats.issued < this.init.maxMicrobatches)) {
+      while (this.issuing) {
         // Depth went down: this worker is surplus.
         if (this.active > this.depth) return
         // New microbatches wait while an evaluation runs: its calls then find the fastest replicas
