@@ -20,7 +20,7 @@ import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { createHost, type Host } from '../node/p2p/host.js'
 import { SwarmStage, combineSignals } from '../node/pipeline/caller.js'
 import { StageClient } from '../node/pipeline/client.js'
-import { Driver } from '../node/pipeline/driver.js'
+import { Driver, maxDepth } from '../node/pipeline/driver.js'
 import { Router } from '../node/pipeline/router.js'
 import { stageProtocol } from '../protocols/ids.js'
 import { StageServer, stageMessageLimit } from '../node/pipeline/server.js'
@@ -130,6 +130,7 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
       seed,
       inFlight: mode.inFlight,
       maxStaleness: optimizer.weightVersions - 2,
+      maxInFlight: maxDepth(optimizer.microbatches),
       evalEvery: s.evalSteps * optimizer.microbatches,
       evalBatches: Math.ceil(evalWindows / optimizer.batchSize),
       maxMicrobatches: microbatches,

@@ -27,6 +27,11 @@ export interface DriverInit {
   inFlight?: number
   /** Adaptive depth keeps backwards at most this many weight versions stale (the manifest's weightVersions - 2). */
   maxStaleness?: number
+  /**
+   * Adaptive depth never exceeds this (default: no bound but staleness). A pipeline learns like
+   * one machine only while few backwards straddle a step: half a step's microbatches is the bound.
+   */
+  maxInFlight?: number
   /** Seeds this node's shard of random windows. */
   seed: number | string
   /** Evaluate after every this many completed microbatches (0: never). */
@@ -65,11 +70,21 @@ export interface DriverStats {
   done: boolean
 }
 
+/**
+ * The most microbatches a driver keeps in flight for a step of `microbatches`: half of them, so
+ * that most backwards land in the step of their forward. Measured against local training at
+ * equal tokens: a quarter of the backwards a step stale cost 0.9% of validation loss at 200
+ * steps, three quarters 2.9%, nearly all of them 22% at 600 steps.
+ */
+export function maxDepth (microbatches: number): number {
+  return Math.max(1, Math.floor(microbatches / 2))
+}
+
 export class Driver {
   readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, evaluationMs: 0, done: false }
   private readonly stages: readonly StageCaller[]
   private readonly signals: () => PipelineSignals
-  private readonly init: Required<Omit<DriverInit, 'inFlight' | 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'inFlight' | 'maxMicrobatches' | 'onProgress'>
+  private readonly init: Required<Omit<DriverInit, 'inFlight' | 'maxInFlight' | 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'inFlight' | 'maxInFlight' | 'maxMicrobatches' | 'onProgress'>
   private readonly sampler: BatchSampler
   private readonly evalSet: TokenBatch[]
   private readonly control?: DepthControl
@@ -90,7 +105,7 @@ export class Driver {
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
     this.signals = components.signals ?? (() => ({ staleness: 0, waitedMs: 0 }))
     this.init = { ...init, maxStaleness: init.maxStaleness ?? 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
-    if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness })
+    if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness, max: init.maxInFlight })
     this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
     this.evalSet = this.init.evalEvery > 0 ? evenBatches(init.validation, init.seqLen, init.batchSize, this.init.evalBatches) : []
   }

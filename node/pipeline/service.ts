@@ -25,7 +25,11 @@ export interface StageServiceInit {
   maxTokens: number
   /** Take an inner step once this many tokens have accumulated. */
   stepTokens: number
-  /** Calls handed to the engine at once (it runs them in turn; 2 overlaps decoding with compute), and calls waiting beyond those before we answer BUSY. */
+  /**
+   * Calls handed to the engine at once (it runs them in turn), and calls waiting beyond those
+   * before we answer BUSY. Default 1: a call handed over early waits inside the engine, where
+   * its wait is not reported, and drivers size their depth by the waits replies report.
+   */
   concurrency?: number
   maxQueue?: number
   /** Test only: stretch every call's compute time by this factor, as a slower machine would. */
@@ -108,7 +112,7 @@ export class StageService {
   constructor (components: { engine: StageCompute, logger?: ComponentLogger }, init: StageServiceInit) {
     this.engine = components.engine
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:service')
-    this.init = { ...init, concurrency: init.concurrency ?? 2, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1 }
+    this.init = { ...init, concurrency: init.concurrency ?? 1, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1 }
   }
 
   load (): StageLoad {

@@ -11,7 +11,7 @@ import type { StageEngine } from '../runtime/stage-engine.js'
 import { LossHistory, type LossHistoryJSON } from '../metrics/loss-history.js'
 import { SwarmStage, combineSignals, type CallStats, type ReplicaSource } from './caller.js'
 import { StageClient } from './client.js'
-import { Driver, type DriverReport, type DriverStats } from './driver.js'
+import { Driver, maxDepth, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
 import { stageProtocol } from '../../protocols/ids.js'
@@ -112,6 +112,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       seed: this.self,
       inFlight: this.options.inFlight,
       maxStaleness: manifest.optimizer.weightVersions - 2,
+      maxInFlight: maxDepth(manifest.optimizer.microbatches),
       maxMicrobatches: this.options.maxMicrobatches,
       evalEvery: this.options.evalEvery,
       onProgress: report => {
