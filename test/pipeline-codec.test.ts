@@ -28,16 +28,21 @@ test('activations round-trip through f32, f16 and int8 within their precision', 
   }
 })
 
-test('activations survive an unaligned position inside a decoded message', () => {
+test('activations survive an unaligned position inside a decoded message, in a Uint8Array or a Buffer', () => {
   const x = randomActivations(4 * 8, 2)
-  const encoded = StageRequest.encode({ id: 7, stage: 1, x: encodeActivations(x, [1, 4, 8], DType.F32) })
-  // Shifted by one byte so the float32 data cannot sit at an aligned offset.
-  const bytes = new Uint8Array(encoded.length + 1).subarray(1)
-  bytes.set(encoded)
-  const request = decodeRequest(bytes)
-  assert.is(request.id, 7)
-  assert.ok(request.x!.data.byteOffset % 4 !== 0, 'the data is unaligned')
-  assert.equal(Array.from(decodeActivations(request.x!).data), Array.from(x))
+  for (const dtype of [DType.F32, DType.F16, DType.INT8]) {
+    const encoded = StageRequest.encode({ id: 7, stage: 1, x: encodeActivations(x, [1, 4, 8], dtype) })
+    // Shifted by one byte so the data cannot sit at an aligned offset. The transport hands out
+    // Node.js Buffers (whose slice() is a view, not a copy), so both kinds are checked.
+    for (const chunk of [new Uint8Array(encoded.length + 1), Buffer.alloc(encoded.length + 1)]) {
+      const bytes = chunk.subarray(1)
+      bytes.set(encoded)
+      const request = decodeRequest(bytes)
+      assert.is(request.id, 7)
+      assert.ok(request.x!.data.byteOffset % 2 !== 0, 'the data is unaligned')
+      assert.equal(decodeActivations(request.x!).data, decodeActivations(StageRequest.decode(encoded).x!).data, `${dtype} in a ${chunk.constructor.name}`)
+    }
+  }
 })
 
 test('tokens round-trip and ids outside the vocabulary are refused', () => {

@@ -80,9 +80,14 @@ function bytesOf (a: Float32Array | Uint16Array | Int8Array | Int32Array): Uint8
 
 type ViewType<T> = { new (buffer: ArrayBuffer, byteOffset: number, length: number): T, BYTES_PER_ELEMENT: number }
 
-/** A typed view of received bytes, in place when they are aligned for the element type (a copy otherwise). */
+/**
+ * A typed view of received bytes, in place when they are aligned for the element type (a copy
+ * otherwise). The copy is `new Uint8Array(bytes)`, not `bytes.slice()`: received bytes are often a
+ * Node.js Buffer (the socket's or the decipher's chunk, passed on zero-copy), whose slice() is a view,
+ * so `.buffer` would be the whole chunk and offset 0 the wrong bytes.
+ */
 function view<T> (bytes: Uint8Array, Type: ViewType<T>): T {
   const n = bytes.byteLength / Type.BYTES_PER_ELEMENT
   if (bytes.byteOffset % Type.BYTES_PER_ELEMENT === 0) return new Type(bytes.buffer as ArrayBuffer, bytes.byteOffset, n)
-  return new Type(bytes.slice().buffer, 0, n)
+  return new Type(new Uint8Array(bytes).buffer, 0, n)
 }

@@ -78,7 +78,7 @@ export class StageServer {
       while (true) {
         let message: Uint8Array
         try {
-          message = (await lp.read()).slice() // copied: early runs saw these bytes change under us (cause not pinned down); ~0.3 ms per MB
+          message = (await lp.read()).subarray() // in place: no layer below writes into a chunk it has handed on (test/pipeline-wire.test.ts)
         } catch (err) {
           const name = (err as Error).name
           if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError') {
