@@ -115,11 +115,20 @@ class Job : public Napi::AsyncWorker {
       SetError("failed");  // replaced by the typed error in OnError
     }
   }
+  // A job can finish while the process exits (a second Ctrl-C): the environment then refuses to
+  // run JavaScript and node-addon-api throws; nobody is left to tell, and an exception escaping
+  // a completion callback would abort the process instead of letting it exit.
   void OnOK() override {
-    Napi::Env env = Env();
-    deferred_.Resolve(call_.returns_number ? Napi::Value(Napi::Number::New(env, result_)) : env.Undefined());
+    try {
+      Napi::Env env = Env();
+      deferred_.Resolve(call_.returns_number ? Napi::Value(Napi::Number::New(env, result_)) : env.Undefined());
+    } catch (const Napi::Error&) {}
   }
-  void OnError(const Napi::Error&) override { deferred_.Reject(to_js(Env(), error_).Value()); }
+  void OnError(const Napi::Error&) override {
+    try {
+      deferred_.Reject(to_js(Env(), error_).Value());
+    } catch (const Napi::Error&) {}
+  }
 
  private:
   Napi::Promise::Deferred deferred_;
