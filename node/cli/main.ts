@@ -2,11 +2,9 @@
 // The swarmtrain command line. Each command lives in ./commands/<name>.ts and exports
 // `summary`, `usage` and `run(argv)`.
 import '../shim.js'
-import { rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { UserError } from '../errors.js'
 import { UsageError } from './errors.js'
+import { removeOnnxruntimeDebugLog } from './ort-debug-log.js'
 
 export interface Command {
   summary: string
@@ -47,16 +45,6 @@ async function main (argv: string[]): Promise<number> {
   return (await command.run(rest)) ?? 0
 }
 
-/**
- * onnxruntime's bundled telemetry library creates an empty `mat-debug-<pid>.log` in the temp
- * directory of every process that opens a session, and never removes it: remove ours when empty.
- */
-function removeOnnxruntimeDebugLog (): void {
-  const path = join(tmpdir(), `mat-debug-${process.pid}.log`)
-  try {
-    if (statSync(path).size === 0) rmSync(path)
-  } catch {}
-}
 process.on('exit', removeOnnxruntimeDebugLog)
 
 main(process.argv.slice(2)).then(

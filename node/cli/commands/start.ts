@@ -13,6 +13,7 @@ import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type Pipeline
 import { averagingService } from '../../averaging/service.js'
 import { pipelineService } from '../../pipeline/swarm.js'
 import { log } from '../log.js'
+import { removeOnnxruntimeDebugLog } from '../ort-debug-log.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { UsageError } from '../errors.js'
 import { configureLogFrom, logCliHelp, logCliOptions, type LogCliValues } from '../log-options.js'
@@ -193,7 +194,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   const signal = await new Promise<NodeJS.Signals>(resolve => {
     let received = false
     const onSignal = (name: NodeJS.Signals): void => {
-      if (received) exitNow(dir, `${name} again: exiting without a clean stop`, 130)
+      if (received) dieBy(name, dir)
       received = true
       resolve(name)
     }
@@ -202,17 +203,28 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
   })
   log.info(`${signal}: stopping (again to exit at once)`, { signal })
   // Unref'd and never cleared: it also ends a process that lingers after a clean stop.
-  setTimeout(() => { exitNow(dir, `stopping took over ${STOP_LIMIT_MS} ms: exiting`, 1) }, STOP_LIMIT_MS).unref()
+  setTimeout(() => {
+    removeDaemonFileSync(dir)
+    console.error(`swarmtrain: stopping took over ${STOP_LIMIT_MS} ms: exiting`)
+    process.exit(1)
+  }, STOP_LIMIT_MS).unref()
   await node.stop()
   log.info('stopped')
   return 0
 }
 
-/** Leaves at once, without the final checkpoint, but without a stale daemon.json. */
-function exitNow (dir: string, reason: string, code: number): never {
+/**
+ * A second signal: leaves at once, without the final checkpoint but without a stale daemon.json,
+ * by dying of the signal as if we had never caught it (a shell then reports 130 for SIGINT). Not
+ * `process.exit`: that terminates the session worker threads, and onnxruntime-node aborts the
+ * whole process when a session run is cut short that way.
+ */
+function dieBy (signal: NodeJS.Signals, dir: string): void {
   removeDaemonFileSync(dir)
-  console.error(`swarmtrain: ${reason}`)
-  process.exit(code)
+  removeOnnxruntimeDebugLog()
+  console.error(`swarmtrain: ${signal} again: exiting without a clean stop`)
+  process.removeAllListeners(signal)
+  process.kill(process.pid, signal)
 }
 
 export async function run (argv: string[]): Promise<number> {
