@@ -2,10 +2,12 @@
 // with its own directory, listening on 127.0.0.1 port 0, with fast test timers. Every child
 // is killed in close(), so a failing test leaks no process.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { cpSync, mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { NodeStatus } from '../node/daemon/node.js'
+import { MANIFEST_FILE } from '../node/manifest/manifest.js'
+import { SWARM_KEY_FILE } from '../node/p2p/keys.js'
 import { cliPath, type DaemonProcess, fetchStatus, spawnDaemon, stopDaemon } from '../node/daemon/process.js'
 import type { PipelineStatus } from '../node/pipeline/swarm.js'
 
@@ -67,10 +69,16 @@ export class TestSwarm {
     return dir
   }
 
-  /** A node directory holding a copy of `from`'s manifest (and swarm key, if any), and its own identity. */
+  /**
+   * A fresh node of `from`'s run: a copy of its manifest (and swarm key, if any), nothing of its
+   * state (`from` may be running: its checkpoints and peers are not the newcomer's).
+   */
   clone (from: string, name: string): string {
     const dir = this.dir(name)
-    cpSync(from, dir, { recursive: true, filter: src => !/identity\.key|daemon\.json|capacity\.json/.test(src) })
+    mkdirSync(dir, { recursive: true })
+    for (const file of [MANIFEST_FILE, SWARM_KEY_FILE]) {
+      if (existsSync(join(from, file))) copyFileSync(join(from, file), join(dir, file))
+    }
     return dir
   }
 

@@ -72,6 +72,9 @@ test('a killed peer leaves the views long before its record expires, and the emp
     const b = await swarm.start('b', swarm.clone(seed, 'b'), ['--no-pipeline', '--capacity', '100', '--stage', '1', '--bootstrap', a.address], env)
     await waitFor('a to see b', 30_000, async () => (await swarm.status(a)).stages[1].peers.length === 1 ? true : undefined)
     await waitFor('a to report a complete pipeline', 10_000, async () => a.output.some(l => l.startsWith('every stage has a server')) ? true : undefined, () => a.output.join('\n'))
+    // a saves the peers it meets (each refresh, in the background): b's address reaches peers.json.
+    await waitFor('a to save b in peers.json', 10_000, async () =>
+      existsSync(join(seed, 'peers.json')) && readFileSync(join(seed, 'peers.json'), 'utf8').includes(b.peerId) ? true : undefined)
 
     await swarm.kill(b)
     const killed = Date.now()
@@ -80,7 +83,6 @@ test('a killed peer leaves the views long before its record expires, and the emp
     assert.ok(gone < 20_000, `${gone} ms`)
     await waitFor('a to report the empty stage', 10_000, async () =>
       a.output.some(l => l.startsWith('waiting for a server of stage 1: nothing trains until every stage has one')) ? true : undefined, () => a.output.join('\n'))
-    assert.ok(existsSync(join(seed, 'peers.json')))
     const status = await swarm.run(['status', '--control-port', String(a.controlPort)])
     assert.is(status.code, 0, status.stderr)
     assert.match(status.stdout, /^swarm: 1 node\(s\)  training 0\.0 tokens\/s  round 0  loss - \(this node does not drive\)$/m)

@@ -1,7 +1,7 @@
 // The swarm trains across processes on 127.0.0.1: 2 stages x 2 replicas, a tiny model, one
-// driving node. Mid-run one replica is SIGKILLed; another computes 8x slower on purpose (this
-// tiny model's calls take ~1 ms, so timing noise is large: a wide handicap keeps the routing
-// signal well above it).
+// driving node. Mid-run one replica is SIGKILLed with a call in flight; another computes 8x
+// slower on purpose (this tiny model's calls take ~1 ms, so timing noise is large: a wide
+// handicap keeps the routing signal well above it).
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -54,7 +54,8 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
   try {
     const seed = await swarm.init('a', ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '32', '--batch-size', '8', '--microbatches', '1', '--private'])
     const common = ['--capacity', '1000', '--threads', '1']
-    const a = await swarm.start('a', seed, [...common, '--stage', '0', '--max-microbatches', String(MICROBATCHES), '--eval-every', '60'])
+    // a computes its own stage slower than b, so that the router sends stage-0 calls to b.
+    const a = await swarm.start('a', seed, [...common, '--stage', '0', '--max-microbatches', String(MICROBATCHES), '--eval-every', '60', '--test-slowdown', '4'])
     const join = ['--bootstrap', a.address, '--no-drive']
     const b = await swarm.start('b', swarm.clone(seed, 'b'), [...common, ...join, '--stage', '0'])
     const c = await swarm.start('c', swarm.clone(seed, 'c'), [...common, ...join, '--stage', '1'])
@@ -64,6 +65,15 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     await waitFor('the driver to be a quarter through and b to have served', 120_000, async () => {
       const [da, sb] = [await swarm.pipeline(a), await swarm.pipeline(b)]
       return (da.driver?.completed ?? 0) >= MICROBATCHES / 4 && (sb.server?.forward ?? 0) > 0 ? true : undefined
+    })
+    // Freeze b until the driver has sent it a call (or one sent before froze and timed out), so
+    // that a call is surely lost with b.
+    const sentToB = (await swarm.pipeline(a)).routed[b.peerId] ?? 0
+    b.child.kill('SIGSTOP')
+    await waitFor('the driver to send a call to the frozen b', 120_000, async () => {
+      const s = await swarm.pipeline(a)
+      const retried = Object.values(s.calls[0].retries).reduce((x, y) => x + y, 0)
+      return (s.routed[b.peerId] ?? 0) > sentToB || retried > 0 ? true : undefined
     })
     await swarm.kill(b)
 
