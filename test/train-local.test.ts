@@ -16,7 +16,7 @@ const dir = mkdtempSync(join(tmpdir(), 'swarmtrain-train-'))
 
 test('a small model learns the Brown corpus: validation loss below 2.4 nats per byte (beats bigrams)', async () => {
   const model = { vocabSize: 256, dModel: 128, nLayers: 2, nHeads: 4, seqLen: 64 }
-  const optimizer = { ...defaultOptimizerConfig, lr: 6e-3, minLr: 6e-4, warmupSteps: 20, totalSteps: 300, batchSize: 32 }
+  const optimizer = { ...defaultOptimizerConfig, lr: 6e-3, minLr: 6e-4, warmupSteps: 20, totalSteps: 300, batchSize: 32, microbatches: 1 }
   const reports = await trainLocal({ model, optimizer, stages: 2, corpus: await loadBrown(), seed: 1, evalEvery: 300, evalBatches: 8, threads: 2 })
   const [first, last] = [reports[0], reports.at(-1)!]
   assert.is(last.step, 300)
