@@ -131,16 +131,27 @@ export class StageHost extends EventTarget {
 
   /**
    * One inner step of the served engine (what the stage server calls once a batch has
-   * accumulated); counts its tokens toward the next round and emits `step`.
+   * accumulated); counts its tokens toward the next round and emits `step`. The learning-rate
+   * schedule follows the swarm's progress, not this replica's: with R ready replicas of the
+   * stage (this one included) sharing the stage's batches, each step here stands for R steps
+   * of the run, so the schedule advances by R. Otherwise two replicas would each end a run
+   * halfway down the cosine, never annealed.
    */
   async step (engine: StageEngine, gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
     const before = engine.steppedTokens
-    const result = await engine.step(gradNorm)
     const served = this.current
+    const result = await engine.step(gradNorm, served?.engine === engine ? this.replicaCount(served.stage) : 1)
     if (served?.engine === engine) {
       this.dispatchEvent(new CustomEvent<StepDetail>('step', { detail: { stage: served.stage, step: engine.steps, tokens: engine.steppedTokens - before } }))
     }
     return result
+  }
+
+  /** Ready replicas of `stage` in the swarm's view, this node included. */
+  private replicaCount (stage: number): number {
+    const self = this.components.registry.self?.peerId
+    const others = this.components.registry.view.stages[stage]?.peers.filter(p => p.ready && p.peerId !== self).length ?? 0
+    return others + 1
   }
 
   /** Saves the served stage if it stepped or averaged since the last save; saves never overlap. */

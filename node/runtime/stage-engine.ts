@@ -148,15 +148,16 @@ export class StageEngine {
   /**
    * One AdamW step on the mean of the accumulated gradients, clipped by `gradNorm` (the global
    * norm across stages, in local training) or else by this stage's own norm (in the swarm each
-   * stage clips its own slice). Zeroes the accumulator. Returns the learning rate and the norm
+   * stage clips its own slice); `advance` moves the schedule (see AdamW.step). Zeroes the
+   * accumulator. Returns the learning rate and the norm
    * used. All or nothing: if the update fails, weights, optimizer state and the accumulated
    * gradients are as they were.
    */
-  step (gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
+  step (gradNorm?: number, advance = 1): Promise<{ lr: number, gradNorm: number }> {
     return this.host.exclusive(async () => {
       if (this.tokens === 0) throw new Error('step without accumulated gradients')
       const norm = gradNorm ?? Math.sqrt(await sumSquaresAsync(this.grads)) / this.tokens
-      const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens)
+      const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens, advance)
       this.steppedTokens += this.tokens
       this.grads.fill(0)
       this.tokens = 0
