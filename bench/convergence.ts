@@ -8,6 +8,11 @@
 //   pipeline-d1           the same, one microbatch in flight (reference)
 //   pipeline-latency      `pipeline` with 100 ms added one way to every stage call (200 ms round trip)
 //   pipeline-latency-d1   the same at depth 1 (reference: what the latency costs without depth)
+//   dense                 a real swarm of daemons, 2 stages x 2 replicas, each replica driving a
+//                         quarter of the tokens; replicas average every round, dense float32
+//   sparse                the same with the manifest's compression (top-k + 2-bit values)
+//   churn                 `sparse`, with one replica SIGKILLed a third of the way in and a fresh
+//                         node joining at two thirds to drive what it left undone
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
 // default convergence.svg).
@@ -15,7 +20,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { availableParallelism } from 'node:os'
 import { loadBrown, type Corpus } from '../node/data/corpus.js'
-import { defaultManifest } from '../node/manifest/manifest.js'
+import { type AveragingSettings, defaultManifest } from '../node/manifest/manifest.js'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { createHost, type Host } from '../node/p2p/host.js'
 import { SwarmStage, combineSignals } from '../node/pipeline/caller.js'
@@ -31,6 +36,7 @@ import { intOption, parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
 import { lossPlotSvg } from '../node/metrics/svg-plot.js'
 import { writeFileAtomic } from '../node/util/fs.js'
+import { runSwarm } from './lib/swarm-run.js'
 
 const runId = 'benchconvergence'
 const seed = 1
@@ -45,13 +51,18 @@ export interface Mode {
   latencyMs: number
   /** Fraction of the token budget this mode trains for. */
   share: number
+  /** A swarm of daemons with averaging (2 stages x 2 replicas) instead of one replica per stage. */
+  swarm?: { averaging: 'dense' | 'sparse', churn?: boolean }
 }
 
 export const modes: Record<string, Mode | undefined> = {
   pipeline: { name: 'pipeline', latencyMs: 0, share: 1 },
   'pipeline-d1': { name: 'pipeline-d1', inFlight: 1, latencyMs: 0, share: 1 },
   'pipeline-latency': { name: 'pipeline-latency', latencyMs, share: 1 },
-  'pipeline-latency-d1': { name: 'pipeline-latency-d1', inFlight: 1, latencyMs, share: 0.1 }
+  'pipeline-latency-d1': { name: 'pipeline-latency-d1', inFlight: 1, latencyMs, share: 0.1 },
+  dense: { name: 'dense', latencyMs: 0, share: 1, swarm: { averaging: 'dense' } },
+  sparse: { name: 'sparse', latencyMs: 0, share: 1, swarm: { averaging: 'sparse' } },
+  churn: { name: 'churn', latencyMs: 0, share: 1, swarm: { averaging: 'sparse', churn: true } }
 }
 
 export interface ConvergenceResult {
@@ -63,6 +74,10 @@ export interface ConvergenceResult {
   curve: Array<[tokens: number, loss: number]>
   depth?: number
   version_misses?: number
+  /** Swarm modes: bytes each peer sent for averaging, and for everything else (pipeline, DHT). */
+  averaging_bytes_per_peer?: number
+  pipeline_bytes_per_peer?: number
+  rounds?: number
 }
 
 export interface Setup {
@@ -75,6 +90,8 @@ export interface Setup {
   evalSteps: number
   /** onnxruntime threads per engine (default: all cores). */
   threads?: number
+  /** Swarm modes: the manifest's averaging settings, changed. */
+  averaging?: Partial<AveragingSettings>
 }
 
 export async function runLocal (s: Setup): Promise<ConvergenceResult> {
@@ -96,6 +113,31 @@ export async function runLocal (s: Setup): Promise<ConvergenceResult> {
 
 async function host (): Promise<Host> {
   return await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'] })
+}
+
+/** 2 stages x 2 replicas of daemons, every replica driving, averaging as `mode` says. */
+export async function runAveragingSwarm (s: Setup, mode: Mode, onProgress?: (line: string) => void): Promise<ConvergenceResult> {
+  const defaults = defaultManifest()
+  const manifest = { ...defaults, model: s.model, optimizer: s.optimizer, nStages: 2, averaging: { ...defaults.averaging, ...s.averaging } }
+  const result = await runSwarm({
+    manifest,
+    averaging: mode.swarm!.averaging,
+    churn: mode.swarm!.churn,
+    replicas: 2,
+    microbatches: s.steps * s.optimizer.microbatches,
+    evalEvery: Math.max(1, Math.round(s.evalSteps * s.optimizer.microbatches / 4)),
+    onProgress
+  })
+  return {
+    mode: mode.name,
+    tokens: result.tokens,
+    val_loss: result.valLoss,
+    tokens_per_s: result.tokensPerSecond,
+    curve: result.curve,
+    averaging_bytes_per_peer: Math.round(result.averagingBytesPerPeer),
+    pipeline_bytes_per_peer: Math.round(result.pipelineBytesPerPeer),
+    rounds: result.rounds
+  }
 }
 
 /** One replica per stage, each on its own libp2p host, and a driver on another, all on loopback. */
@@ -183,14 +225,19 @@ export async function run (args: string[]): Promise<void> {
   const setup: Setup = { model: manifest.model, optimizer, nStages: 3, corpus: await loadBrown(), steps, evalSteps: Math.max(1, Math.round(steps / 6)) }
   const results: ConvergenceResult[] = []
   for (const name of names) {
-    const result = name === 'local' ? await runLocal(setup) : await runPipeline(setup, modes[name]!)
+    const mode = modes[name]
+    const progress = values.json === true ? undefined : (line: string): void => { process.stderr.write(`\r${line}   `) }
+    const result = name === 'local' ? await runLocal(setup) : mode!.swarm !== undefined ? await runAveragingSwarm(setup, mode!, progress) : await runPipeline(setup, mode!)
+    if (progress !== undefined && mode?.swarm !== undefined) process.stderr.write('\n')
     results.push(result)
     const local = results.find(r => r.mode === 'local')
     if (values.json === true) {
       console.log(JSON.stringify({ bench: 'convergence', ...result, ratio_to_local: local === undefined ? undefined : result.val_loss / local.val_loss }))
     } else {
       const ratio = local === undefined ? '' : `  ${(result.val_loss / local.val_loss).toFixed(3)}x local`
-      const extra = result.depth === undefined ? '' : `  depth ${result.depth}, ${result.version_misses} version misses`
+      const extra = result.depth !== undefined
+        ? `  depth ${result.depth}, ${result.version_misses} version misses`
+        : result.rounds !== undefined ? `  ${result.rounds} rounds, ${(result.averaging_bytes_per_peer! / 1e6).toFixed(2)} MB averaging + ${(result.pipeline_bytes_per_peer! / 1e6).toFixed(1)} MB other per peer` : ''
       console.log(`${result.mode.padEnd(20)} ${String(result.tokens).padStart(9)} tokens  val ${result.val_loss.toFixed(4)}${ratio}  ${result.tokens_per_s.toFixed(0).padStart(6)} tokens/s${extra}`)
     }
   }

@@ -1,0 +1,137 @@
+// A real swarm for the convergence benchmark: daemons on loopback (`swarmtrain start`), two
+// replicas per stage, every replica driving its share of the token budget, averaging as the
+// manifest says. Optionally one replica is SIGKILLed a third of the way in and a fresh node
+// joins at two thirds, driving what the killed one left undone (equal tokens in total).
+import { mkdtemp, mkdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type DaemonProcess, fetchStatus, spawnDaemon, stopDaemon } from '../../node/daemon/process.js'
+import type { NodeStatus } from '../../node/daemon/node.js'
+import type { AveragingStatus } from '../../node/averaging/service.js'
+import type { PipelineStatus } from '../../node/pipeline/swarm.js'
+import { type AveragingSettings, type RunManifest, writeManifest } from '../../node/manifest/manifest.js'
+import { SWARM_KEY_FILE, newSwarmKey, writeSwarmKey } from '../../node/p2p/keys.js'
+
+/** Fast discovery, as the demo uses: nodes find each other within seconds on loopback. */
+const timers = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '1000', SWARMTRAIN_DIAL_TIMEOUT_MS: '5000' }
+
+export interface SwarmRunInit {
+  manifest: RunManifest
+  averaging: AveragingSettings['mode']
+  /** Replicas per stage; every replica drives. */
+  replicas: number
+  /** Microbatches driven by the whole swarm. */
+  microbatches: number
+  /** Validation every this many microbatches of each driver. */
+  evalEvery: number
+  /** Kill one replica at a third of the budget, add a fresh node at two thirds. */
+  churn?: boolean
+  onProgress?: (line: string) => void
+}
+
+export interface SwarmRunResult {
+  /** Mean of the drivers' final validation losses. */
+  valLoss: number
+  tokens: number
+  tokensPerSecond: number
+  /** Per peer, mean over the peers alive at the end: averaging bytes, and everything else sent. */
+  averagingBytesPerPeer: number
+  pipelineBytesPerPeer: number
+  /** Mean validation loss of the drivers against the swarm's tokens. */
+  curve: Array<[number, number]>
+  rounds: number
+}
+
+interface Member { daemon: DaemonProcess, stage: number, budget: number }
+
+async function statusOf (d: DaemonProcess): Promise<{ node: NodeStatus, pipeline: PipelineStatus, averaging: AveragingStatus }> {
+  const node = await fetchStatus(d.controlPort)
+  return { node, pipeline: node.services.pipeline as PipelineStatus, averaging: node.services.averaging as AveragingStatus }
+}
+
+export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
+  const { manifest, replicas } = init
+  const nStages = manifest.nStages
+  const drivers = nStages * replicas
+  const tokensPerMicrobatch = manifest.optimizer.batchSize * manifest.model.seqLen
+  const perDriver = Math.floor(init.microbatches / drivers)
+  const root = await mkdtemp(join(tmpdir(), 'swarmtrain-convergence-'))
+  const key = newSwarmKey()
+  const members: Member[] = []
+  const dead: Member[] = []
+  let next = 0
+  const start = async (stage: number, budget: number): Promise<Member> => {
+    const dir = join(root, `node${next++}`)
+    await mkdir(dir)
+    await writeManifest(dir, { ...manifest, averaging: { ...manifest.averaging, mode: init.averaging } })
+    await writeSwarmKey(join(dir, SWARM_KEY_FILE), key)
+    const bootstrap = members.length === 0 ? [] : ['--bootstrap', members[0].daemon.address]
+    const daemon = await spawnDaemon({
+      args: ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--stage', String(stage), '--capacity', '1000', '--threads', '1',
+        '--max-microbatches', String(budget), '--eval-every', String(init.evalEvery), ...bootstrap],
+      env: timers,
+      // A busy machine starts daemons slowly; the run is long anyway.
+      timeoutMs: 180_000
+    })
+    const member = { daemon, stage, budget }
+    members.push(member)
+    return member
+  }
+  const started = performance.now()
+  try {
+    for (let i = 0; i < drivers; i++) await start(i % nStages, perDriver)
+    const budget = perDriver * drivers
+    let churned = 0
+    for (;;) {
+      await new Promise(resolve => setTimeout(resolve, 2000))
+      const live = members.filter(m => !dead.includes(m))
+      const statuses = await Promise.all(live.map(async m => await statusOf(m.daemon)))
+      const completed = statuses.reduce((n, s) => n + (s.pipeline.driver?.completed ?? 0), 0) + dead.reduce((n, m) => n + m.budget, 0)
+      init.onProgress?.(`${init.averaging}${init.churn === true ? ' churn' : ''}: ${completed}/${budget} microbatches`)
+      if (init.churn === true && churned === 0 && completed >= budget / 3) {
+        // The last replica of the last stage dies; what it did not drive is driven later by a newcomer.
+        const victim = live[live.length - 1]
+        const done = statuses[statuses.length - 1].pipeline.driver?.completed ?? 0
+        victim.daemon.child.kill('SIGKILL')
+        victim.budget = done
+        dead.push(victim)
+        churned = 1
+        init.onProgress?.(`killed a replica of stage ${victim.stage} after ${done} of its microbatches`)
+        continue
+      }
+      if (init.churn === true && churned === 1 && completed >= 2 * budget / 3) {
+        const victim = dead[0]
+        await start(victim.stage, perDriver - victim.budget)
+        churned = 2
+        init.onProgress?.(`a fresh node joined stage ${victim.stage}`)
+        continue
+      }
+      if ((init.churn !== true || churned === 2) && statuses.every(s => s.pipeline.driver?.done === true)) {
+        const seconds = (performance.now() - started) / 1000
+        const finals = statuses.map(s => s.pipeline.driver!.validations.at(-1)!)
+        const curves = statuses.map(s => s.pipeline.driver!.validations)
+        const points = Math.min(...curves.map(c => c.length))
+        const curve: Array<[number, number]> = []
+        for (let i = 0; i < points; i++) {
+          const at = i === points - 1 ? budget : Math.min(budget, (i + 1) * init.evalEvery * drivers)
+          curve.push([at * tokensPerMicrobatch, curves.reduce((sum, c) => sum + c[i], 0) / curves.length])
+        }
+        const averagingBytes = statuses.map(s => s.averaging.bytesSent)
+        const allBytes = statuses.map(s => s.node.bytes.sent)
+        const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
+        return {
+          valLoss: mean(finals),
+          tokens: budget * tokensPerMicrobatch,
+          tokensPerSecond: budget * tokensPerMicrobatch / seconds,
+          averagingBytesPerPeer: mean(averagingBytes),
+          pipelineBytesPerPeer: mean(allBytes.map((b, i) => b - averagingBytes[i])),
+          curve,
+          rounds: Math.max(...statuses.map(s => s.averaging.round))
+        }
+      }
+    }
+  } finally {
+    await Promise.all(members.filter(m => !dead.includes(m)).map(async m => { await stopDaemon(m.daemon.child, 5000) }))
+    await rm(root, { recursive: true, force: true })
+  }
+}
