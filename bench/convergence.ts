@@ -178,7 +178,7 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
       maxMicrobatches: microbatches,
       onProgress: r => { if (r.kind === 'validation') curve.push([r.completed * tokensPerMicrobatch, r.loss]) }
     })
-    curve.push([0, await driver.evaluate()])
+    await driver.evaluate() // the starting point, reported through onProgress
     const started = performance.now()
     driver.start()
     while (!driver.stats.done) await new Promise(resolve => setTimeout(resolve, 100))
