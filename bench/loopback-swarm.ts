@@ -7,7 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { stageLayout, type ModelConfig } from '../node/model/index.js'
 import { createHost, type Host } from '../node/p2p/host.js'
 import { SwarmStage, type ReplicaSource } from '../node/pipeline/caller.js'
-import { StageClient } from '../node/pipeline/client.js'
+import { StageClient, type StageClientComponents } from '../node/pipeline/client.js'
 import { Forwarder } from '../node/pipeline/forward.js'
 import { Router } from '../node/pipeline/router.js'
 import { StageServer, stageMessageLimit } from '../node/pipeline/server.js'
@@ -32,6 +32,8 @@ export interface LoopbackSwarmInit {
   wireDType?: DType
   /** Added one way to every stage call, the driver's and the servers' hops alike (ms). */
   latencyMs?: number
+  /** Servers cannot reach the next stage (as behind a NAT): their hops fail to dial, and drivers must relay. */
+  unreachable?: boolean
   /** What a server computes with, given its engine (tests: a replica that fails). */
   compute?: (engine: StageEngine, stage: number, replica: number) => StageCompute
 }
@@ -63,7 +65,8 @@ export class LoopbackSwarm implements ReplicaSource {
         for (let replica = 0; replica < replicas; replica++) {
           const member = await newMember(init)
           const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, seed: init.seed, threads: init.threads, weightVersions: optimizer.weightVersions })
-          const next = stage < nStages - 1 ? swarm.caller(stage + 1, member.client, new Router()) : undefined
+          const hops = init.unreachable === true ? stageClient(init, { dialProtocol: async () => { throw new Error('no route to the next stage') } }) : member.client
+          const next = stage < nStages - 1 ? swarm.caller(stage + 1, hops, new Router()) : undefined
           const tokens = optimizer.batchSize * model.seqLen
           const server = new StageServer({ registrar: member.host, engine: init.compute?.(engine, stage, replica) ?? engine, next }, {
             runId, stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize,
@@ -116,6 +119,10 @@ export class LoopbackSwarm implements ReplicaSource {
 
 async function newMember (init: LoopbackSwarmInit): Promise<Member> {
   const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), runId: init.runId, listen: ['/ip4/127.0.0.1/tcp/0'] })
+  return { host, client: stageClient(init, host) }
+}
+
+function stageClient (init: LoopbackSwarmInit, dialer: StageClientComponents['dialer']): StageClient {
   const maxMessageBytes = stageMessageLimit(init.optimizer.batchSize * init.model.seqLen, init.model.dModel)
-  return { host, client: new StageClient({ dialer: host }, { protocol: stageProtocol(init.runId), maxMessageBytes, addedLatencyMs: init.latencyMs }) }
+  return new StageClient({ dialer }, { protocol: stageProtocol(init.runId), maxMessageBytes, addedLatencyMs: init.latencyMs })
 }

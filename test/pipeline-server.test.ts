@@ -7,7 +7,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { lpStream, streamPair } from '@libp2p/utils'
 import type { Connection, PeerId, Stream, StreamHandler } from '@libp2p/interface'
-import { DType, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
+import { DType, MAX_PEER_ID_CHARS, MAX_ROUTE_HOPS, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
 import { encodeActivations, encodeTokens } from '../node/pipeline/activations.js'
 import { StageRequestError, SwarmStage } from '../node/pipeline/caller.js'
 import { StageClient, StageClientStoppedError } from '../node/pipeline/client.js'
@@ -97,7 +97,7 @@ class FakePeer {
       handle: async (_: string, handler: StreamHandler) => { this.handler = handler },
       unhandle: async () => { this.handler = undefined }
     }
-    this.server = new StageServer({ registrar, engine }, { runId, stage: engine.stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64, stepTokens: extra.stepTokens ?? 1000, ...extra })
+    this.server = new StageServer({ registrar, engine }, { runId, stage: engine.stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64, stepTokens: extra.stepTokens ?? 1000, self: id.toString(), ...extra })
   }
 
   async accept (): Promise<Stream> {
@@ -193,6 +193,7 @@ test('malformed, wrong and oversized requests get error replies; the server keep
     return decodeResponse((await lp.read()).subarray())
   }
   const x = encodeTokens(tokens([1, 2]))
+  const [other, other2] = [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()]
   const cases: Array<[string, Partial<StageRequest>]> = [
     ['wrong stage', { stage: 1, x }],
     ['missing x', { stage: 0 }],
@@ -200,7 +201,15 @@ test('malformed, wrong and oversized requests get error replies; the server keep
     ['token outside the vocabulary', { stage: 0, x: encodeTokens(tokens([1, 999])) }],
     ['too long a sequence', { stage: 0, x: encodeTokens(tokens([1, 2, 3, 4, 5, 6, 7, 8, 9])) }],
     ['bytes that do not match the shape', { stage: 0, x: { ...x, shape: [1, 3] } }],
-    ['a token reply dtype', { stage: 0, x, replyDtype: DType.I32 }]
+    ['a token reply dtype', { stage: 0, x, replyDtype: DType.I32 }],
+    // TRAIN routes are a peer's word too: one valid peer per later stage, never this server, nothing beyond the last stage.
+    ['a TRAIN without a route', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [] }],
+    ['a TRAIN route beyond the last stage', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other, other2] }],
+    ['a TRAIN route through the server itself', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [peer.id.toString()] }],
+    ['a TRAIN route naming no peer id', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: ['../../etc/passwd'] }],
+    ['a TRAIN route with an overlong peer id', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: ['1'.repeat(MAX_PEER_ID_CHARS + 1)] }],
+    ['a TRAIN without targets', { stage: 0, kind: StageRequest.Kind.TRAIN, x, route: [other] }],
+    ['a route on a FORWARD', { stage: 0, x, route: [other] }]
   ]
   for (const [i, [what, request]] of cases.entries()) {
     const r = await ask(StageRequest.encode({ ...request, id: 100 + i }))
@@ -214,6 +223,15 @@ test('malformed, wrong and oversized requests get error replies; the server keep
   const ok = await ask(StageRequest.encode({ id: 7, stage: 0, x, replyDtype: DType.F16 }))
   assert.is(ok.status, StageResponse.Status.OK)
   assert.equal(ok.y?.shape, [1, 2, D])
+  // A valid TRAIN to a server with no way on to the next stage: UNROUTABLE, and nothing computed.
+  const calls = peer.engine.calls
+  const unroutable = await ask(StageRequest.encode({ id: 9, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other], replyDtype: DType.F16 }))
+  assert.is(unroutable.status, StageResponse.Status.UNROUTABLE)
+  assert.is(peer.engine.calls, calls)
+  // More hops than any run has: refused while decoding, before anything is allocated for them.
+  const tooMany = await ask(StageRequest.encode({ id: 10, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: Array.from({ length: MAX_ROUTE_HOPS + 1 }, () => other), replyDtype: DType.F16 }))
+  assert.is(tooMany.status, StageResponse.Status.BAD_REQUEST)
+  assert.match(tooMany.error, /too many/)
 
   const huge = new Uint8Array(peer.server.maxMessageBytes + 1)
   await lp.write(huge).catch(() => {})
