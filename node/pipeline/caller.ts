@@ -265,9 +265,10 @@ export class SwarmStage implements StageCaller {
           this.signals.staleness = Math.max(this.signals.staleness, staleness)
         }
         this.signals.waitedMs += waitedMs
-        // The later hops of a TRAIN: the depth control hears of their staleness and waits here.
+        // The later hops of a remote TRAIN: the depth control hears of their staleness and waits
+        // here (after a local one, this node's own callers of those stages have counted them).
         const elapsedMs = performance.now() - started
-        for (const hop of result.hops?.slice(1) ?? []) {
+        for (const hop of peer === local?.peer ? [] : result.hops?.slice(1) ?? []) {
           this.signals.staleness = Math.max(this.signals.staleness, Math.min(hop.staleness, MAX_STALENESS_COUNTED))
           this.signals.waitedMs += Math.min(hop.waitMs, elapsedMs)
         }
