@@ -253,7 +253,8 @@ export class SwarmStage implements StageCaller {
           totalMs = performance.now() - started
           router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
           this.stats.computeMs += response.computeMs
-          this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
+          // (A TRAIN's time includes the later stages': it is no measure of this call's transport.)
+          if (onward === undefined) this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
           version = response.version
           // A peer's numbers: bounded before they size an array or steer the depth.
           staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED)
