@@ -4,7 +4,7 @@
 // reports validation loss against tokens (the same fixed validation windows), the final loss and
 // its ratio to `local`, and training tokens/s.
 //   local                 train --local: the stages chained in this process, one microbatch at a time
-//   pipeline              3 stages x 1 replica on loopback libp2p, the driver's default (adaptive) depth
+//   pipeline              3 stages x 1 replica on loopback libp2p, forwarded server to server, the driver's default (adaptive) depth
 //   pipeline-d1           the same, one microbatch in flight (reference)
 //   pipeline-latency      `pipeline` with 100 ms added one way to every stage call (200 ms round trip)
 //   pipeline-latency-d1   the same at depth 1 (reference: what the latency costs without depth)
@@ -16,22 +16,15 @@
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
 // default convergence.svg).
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { multiaddr } from '@multiformats/multiaddr'
 import { availableParallelism } from 'node:os'
 import { loadBrown, type Corpus } from '../node/data/corpus.js'
 import { type AveragingSettings, defaultManifest } from '../node/manifest/manifest.js'
-import { stageLayout, type ModelConfig } from '../node/model/index.js'
-import { createHost, type Host } from '../node/p2p/host.js'
-import { SwarmStage, combineSignals } from '../node/pipeline/caller.js'
-import { StageClient } from '../node/pipeline/client.js'
+import type { ModelConfig } from '../node/model/index.js'
+import { combineSignals } from '../node/pipeline/caller.js'
 import { Driver, maxDepth } from '../node/pipeline/driver.js'
-import { Router } from '../node/pipeline/router.js'
-import { stageProtocol } from '../protocols/ids.js'
-import { StageServer, stageMessageLimit } from '../node/pipeline/server.js'
 import { trainLocal } from '../node/training/local.js'
 import type { OptimizerConfig } from '../node/runtime/optimizer-config.js'
-import { StageEngine } from '../node/runtime/stage-engine.js'
+import { LoopbackSwarm } from './lib/loopback-swarm.js'
 import { intOption, parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
 import { lossPlotSvg } from '../node/metrics/svg-plot.js'
@@ -111,10 +104,6 @@ export async function runLocal (s: Setup): Promise<ConvergenceResult> {
   return { mode: 'local', tokens, val_loss: curve[curve.length - 1][1], tokens_per_s: tokens / trainSeconds, curve }
 }
 
-async function host (): Promise<Host> {
-  return await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'] })
-}
-
 /** 2 stages x 2 replicas of daemons, every replica driving, averaging as `mode` says. */
 export async function runAveragingSwarm (s: Setup, mode: Mode, onProgress?: (line: string) => void): Promise<ConvergenceResult> {
   const defaults = defaultManifest()
@@ -140,31 +129,18 @@ export async function runAveragingSwarm (s: Setup, mode: Mode, onProgress?: (lin
   }
 }
 
-/** One replica per stage, each on its own libp2p host, and a driver on another, all on loopback. */
+/** One replica per stage, each on its own libp2p host, and a driver on another, all on loopback; microbatches forwarded server to server. */
 export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceResult> {
   const { model, optimizer, nStages } = s
   const tokensPerMicrobatch = optimizer.batchSize * model.seqLen
-  const servers: Array<{ host: Host, engine: StageEngine, server: StageServer }> = []
-  const driverHost = await host()
-  let client: StageClient | undefined
+  const swarm = await LoopbackSwarm.create({ runId, model, optimizer, nStages, threads: s.threads ?? availableParallelism(), seed, latencyMs: mode.latencyMs })
   try {
-    for (let stage = 0; stage < nStages; stage++) {
-      const h = await host()
-      const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, seed, threads: s.threads ?? availableParallelism(), weightVersions: optimizer.weightVersions })
-      const server = new StageServer({ registrar: h, engine }, {
-        runId, stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize,
-        maxTokens: tokensPerMicrobatch, stepTokens: tokensPerMicrobatch * optimizer.microbatches
-      })
-      await server.start()
-      servers.push({ host: h, engine, server })
-      await driverHost.dial(multiaddr(h.getMultiaddrs()[0].toString()))
-    }
-    client = new StageClient({ dialer: driverHost }, { protocol: stageProtocol(runId), maxMessageBytes: stageMessageLimit(tokensPerMicrobatch, model.dModel), addedLatencyMs: mode.latencyMs })
-    const router = new Router()
-    const callers = servers.map((server, stage) => new SwarmStage({ client: client!, router, replicas: { replicas: () => [server.host.peerId.toString()] } }, { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: tokensPerMicrobatch }))
+    const callers = swarm.callers()
+    const forwarder = swarm.forwarder(callers)
     const microbatches = Math.max(1, Math.round(s.steps * mode.share)) * optimizer.microbatches
     const curve: Array<[number, number]> = []
-    const driver = new Driver({ stages: callers, signals: () => combineSignals(callers) }, {
+    // The depth control hears the later stages' staleness and waits through the first stage's caller.
+    const driver = new Driver({ stages: callers, train: async batch => await forwarder.train(batch), signals: () => combineSignals(callers) }, {
       train: s.corpus.train,
       validation: s.corpus.validation,
       seqLen: model.seqLen,
@@ -184,6 +160,7 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
     while (!driver.stats.done) await new Promise(resolve => setTimeout(resolve, 100))
     const seconds = (performance.now() - started - driver.stats.evaluationMs) / 1000
     if (driver.stats.failed > 0) throw new Error(`${mode.name}: ${driver.stats.failed} microbatches failed`)
+    if (forwarder.stats.relayed > 0) throw new Error(`${mode.name}: ${forwarder.stats.relayed} microbatches were relayed, not forwarded`)
     return {
       mode: mode.name,
       tokens: driver.stats.tokens,
@@ -191,16 +168,10 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
       tokens_per_s: driver.stats.tokens / seconds,
       curve,
       depth: driver.depth,
-      version_misses: callers.reduce((a, c) => a + c.stats.versionMisses, 0)
+      version_misses: callers.reduce((a, c) => a + c.stats.versionMisses, 0) + swarm.servers.reduce((a, v) => a + v.server.stats().versionMisses, 0)
     }
   } finally {
-    await client?.stop()
-    await driverHost.stop()
-    for (const { host, engine, server } of servers) {
-      await server.stop()
-      await engine.close()
-      await host.stop()
-    }
+    await swarm.stop()
   }
 }
 

@@ -3,41 +3,33 @@
 // the same stage engines chained in-process as `train --local` chains them, in the same run.
 // Per microbatch it splits the swarm's time into server compute and everything else the calls
 // cost (encoding, decoding, transport), measured with one microbatch in flight so that queueing
-// does not blur it; throughput is measured with the driver's default microbatches in flight.
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { multiaddr } from '@multiformats/multiaddr'
+// does not blur it; throughput is measured with the driver's default microbatches in flight, each
+// microbatch relayed through the driver (FORWARD/BACKWARD calls) and then forwarded server to
+// server (one TRAIN call), with the bytes each puts on the driver's link.
 import { availableParallelism } from 'node:os'
 import { BatchSampler } from '../node/data/sampler.js'
 import { loadBrown } from '../node/data/corpus.js'
 import { defaultManifest } from '../node/manifest/manifest.js'
 import { stageLayout } from '../node/model/index.js'
-import { createHost, type Host } from '../node/p2p/host.js'
 import { wireDTypes } from '../node/pipeline/activations.js'
-import { SwarmStage } from '../node/pipeline/caller.js'
+import type { SwarmStage } from '../node/pipeline/caller.js'
 import { wireOption } from '../node/cli/pipeline-options.js'
-import { trainMicrobatch, type StageCaller } from '../node/pipeline/chain.js'
-import { StageClient } from '../node/pipeline/client.js'
-import { Router } from '../node/pipeline/router.js'
-import { stageProtocol } from '../protocols/ids.js'
-import { StageServer, stageMessageLimit } from '../node/pipeline/server.js'
+import { trainMicrobatch, type Microbatch } from '../node/pipeline/chain.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 import { intOption, parse } from '../node/cli/args.js'
+import { LoopbackSwarm } from './lib/loopback-swarm.js'
 
 const runId = 'benchpipeline'
 const nStages = 2
 
-async function host (): Promise<Host> {
-  return await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'] })
-}
-
 /** Runs `count` microbatches with `inFlight` at a time; returns wall seconds. */
-async function drive (stages: readonly StageCaller[], sampler: BatchSampler, count: number, inFlight: number): Promise<number> {
+async function drive (train: (batch: Microbatch) => Promise<unknown>, sampler: BatchSampler, count: number, inFlight: number): Promise<number> {
   let issued = 0
   const started = performance.now()
   await Promise.all(Array.from({ length: inFlight }, async () => {
     while (issued < count) {
       issued++
-      await trainMicrobatch(stages, sampler.next())
+      await train(sampler.next())
     }
   }))
   return (performance.now() - started) / 1000
@@ -54,43 +46,36 @@ export async function run (args: string[]): Promise<void> {
 
   // Local: one engine per stage, all cores each, chained in-process (what `train --local` runs).
   const local = await Promise.all(Array.from({ length: nStages }, (_, s) => StageEngine.create({ model, layout: stageLayout(model, s, nStages), optimizer, threads: cores })))
-  await drive(local, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 1), 1, 1) // warm-up
-  const localSeconds = await drive(local, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 2), count, 1)
+  const chained = async (batch: Microbatch): Promise<number> => await trainMicrobatch(local, batch)
+  await drive(chained, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 1), 1, 1) // warm-up
+  const localSeconds = await drive(chained, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 2), count, 1)
   await Promise.all(local.map(async e => await e.close()))
 
   // Swarm: two replicas per stage behind stage servers on their own hosts, one driver host.
-  const servers: Array<{ host: Host, engine: StageEngine, server: StageServer }> = []
-  for (let i = 0; i < 2 * nStages; i++) {
-    const stage = i % nStages
-    const h = await host()
-    const engine = await StageEngine.create({ model, layout: stageLayout(model, stage, nStages), optimizer, threads: Math.max(1, cores / 2) })
-    const server = new StageServer({ registrar: h, engine, logger: h.logger }, {
-      runId, stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize,
-      maxTokens: tokensPerMicrobatch, stepTokens: tokensPerMicrobatch * optimizer.microbatches
-    })
-    await server.start()
-    servers.push({ host: h, engine, server })
-  }
-  const driverHost = await host()
-  for (const s of servers) await driverHost.dial(multiaddr(s.host.getMultiaddrs()[0].toString()))
-  const client = new StageClient({ dialer: driverHost, logger: driverHost.logger }, { protocol: stageProtocol(runId), maxMessageBytes: stageMessageLimit(tokensPerMicrobatch, model.dModel) })
-  const router = new Router()
-  const replicas = { replicas: (stage: number) => servers.filter((_, i) => i % nStages === stage).map(s => s.host.peerId.toString()) }
-  const callers = (): SwarmStage[] => Array.from({ length: nStages }, (_, stage) => new SwarmStage({ client, router, replicas, logger: driverHost.logger }, { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: tokensPerMicrobatch, wireDType: wireDTypes[wire] }))
-
-  await drive(callers(), new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 3), 2 * nStages, 2) // warm-up: every replica measured once
-  const serial = callers()
-  await drive(serial, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 4), count, 1)
-  const computeMs = serial.reduce((a, s) => a + s.stats.computeMs, 0) / count
-  const overheadMs = serial.reduce((a, s) => a + s.stats.overheadMs, 0) / count
-  const swarmSeconds = await drive(callers(), new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 5), count, nStages + 1)
-
-  await client.stop()
-  await driverHost.stop()
-  for (const s of servers) {
-    await s.server.stop()
-    await s.engine.close()
-    await s.host.stop()
+  const swarm = await LoopbackSwarm.create({ runId, model, optimizer, nStages, replicas: 2, threads: Math.max(1, cores / 2), wireDType: wireDTypes[wire] })
+  let computeMs: number, overheadMs: number, relayedSeconds: number, forwardedSeconds: number, relayedBytes: number, forwardedBytes: number
+  let fellBack: number
+  try {
+    const relay = (stages: SwarmStage[]) => async (batch: Microbatch) => await trainMicrobatch(stages, batch)
+    const forwarder = swarm.forwarder(swarm.callers())
+    const forward = async (batch: Microbatch): Promise<number> => await forwarder.train(batch)
+    const traffic = swarm.driver.client.traffic
+    const bytes = (): number => traffic.sentBytes + traffic.receivedBytes
+    await drive(relay(swarm.callers()), new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 3), 2 * nStages, 2) // warm-up: every replica measured once
+    await drive(forward, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 3), 2 * nStages, 2)
+    const serial = swarm.callers()
+    await drive(relay(serial), new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 4), count, 1)
+    computeMs = serial.reduce((a, s) => a + s.stats.computeMs, 0) / count
+    overheadMs = serial.reduce((a, s) => a + s.stats.overheadMs, 0) / count
+    let before = bytes()
+    relayedSeconds = await drive(relay(swarm.callers()), new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 5), count, nStages + 1)
+    relayedBytes = (bytes() - before) / count
+    before = bytes()
+    forwardedSeconds = await drive(forward, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 5), count, nStages + 1)
+    forwardedBytes = (bytes() - before) / count
+    fellBack = forwarder.stats.relayed
+  } finally {
+    await swarm.stop()
   }
 
   const result = {
@@ -98,7 +83,12 @@ export async function run (args: string[]): Promise<void> {
     model: `d${model.dModel} L${model.nLayers} T${model.seqLen} B${optimizer.batchSize}`,
     wire,
     microbatches: count,
-    swarm_tokens_per_s: count * tokensPerMicrobatch / swarmSeconds,
+    swarm_tokens_per_s: count * tokensPerMicrobatch / relayedSeconds,
+    forwarded_tokens_per_s: count * tokensPerMicrobatch / forwardedSeconds,
+    driver_link_bytes_per_microbatch: relayedBytes,
+    forwarded_driver_link_bytes_per_microbatch: forwardedBytes,
+    /** Microbatches the forwarded runs relayed after all (a server could not reach the next stage): 0 on loopback. */
+    forwarded_but_relayed: fellBack,
     local_tokens_per_s: count * tokensPerMicrobatch / localSeconds,
     compute_ms_per_microbatch: computeMs,
     transport_ms_per_microbatch: overheadMs,
@@ -109,7 +99,8 @@ export async function run (args: string[]): Promise<void> {
     return
   }
   console.log(`pipeline: ${result.model}, ${nStages} stages x 2 replicas on loopback, ${wire} activations, ${count} microbatches of ${tokensPerMicrobatch} tokens`)
-  console.log('                                   swarm        local')
-  console.log(`tokens/s                    ${result.swarm_tokens_per_s.toFixed(0).padStart(12)} ${result.local_tokens_per_s.toFixed(0).padStart(12)}`)
+  console.log('                               swarm relayed  swarm forwarded        local')
+  console.log(`tokens/s                    ${result.swarm_tokens_per_s.toFixed(0).padStart(16)} ${result.forwarded_tokens_per_s.toFixed(0).padStart(16)} ${result.local_tokens_per_s.toFixed(0).padStart(12)}`)
+  console.log(`driver's link, MB/microbatch ${(relayedBytes / 1e6).toFixed(3).padStart(15)} ${(forwardedBytes / 1e6).toFixed(3).padStart(16)} (${(relayedBytes / forwardedBytes).toFixed(0)}x fewer bytes forwarded)`)
   console.log(`per microbatch (1 in flight): compute ${computeMs.toFixed(1)} ms, serialization + transport ${overheadMs.toFixed(1)} ms (${(100 * result.overhead_fraction).toFixed(1)}% of the total; target < 10%)`)
 }

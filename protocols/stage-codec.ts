@@ -2,12 +2,18 @@
 // hostile: sizes are bounded before anything is allocated, tensors are checked for consistent
 // shape, dtype and byte length, and every problem becomes a StageMessageError that the server
 // answers with an error reply instead of crashing.
-import { DType, StageRequest, StageResponse, type Tensor } from './stage.js'
+import { DType, StageRequest, StageResponse, type Hop, type Tensor } from './stage.js'
 
-export { DType, StageRequest, StageResponse, type Tensor }
+export { DType, StageRequest, StageResponse, type Hop, type Tensor }
 
 /** Most dimensions a tensor on this protocol has ([B, T, D] activations, [B, T] tokens). */
 const MAX_TENSOR_RANK = 3
+
+/** Most hops a TRAIN route or reply names (stages after the first): far more than any run has. */
+export const MAX_ROUTE_HOPS = 64
+
+/** Longest peer id string on a route (an Ed25519 or RSA peer id in base58 is 46-53 characters). */
+export const MAX_PEER_ID_CHARS = 128
 
 /** A message that is not a valid stage request or response. */
 export class StageMessageError extends Error {
@@ -33,7 +39,7 @@ export function messageBytesFor (elements: number): number {
  */
 export function decodeRequest (bytes: Uint8Array): StageRequest {
   try {
-    return StageRequest.decode(bytes, { limits: { x: { shape: MAX_TENSOR_RANK }, gy: { shape: MAX_TENSOR_RANK }, targets: { shape: MAX_TENSOR_RANK } } })
+    return StageRequest.decode(bytes, { limits: { x: { shape: MAX_TENSOR_RANK }, gy: { shape: MAX_TENSOR_RANK }, targets: { shape: MAX_TENSOR_RANK }, route: MAX_ROUTE_HOPS } })
   } catch (err) {
     throw Object.assign(new StageMessageError(`undecodable request: ${(err as Error).message}`), { id: leadingId(bytes) })
   }
@@ -41,7 +47,7 @@ export function decodeRequest (bytes: Uint8Array): StageRequest {
 
 export function decodeResponse (bytes: Uint8Array): StageResponse {
   try {
-    return StageResponse.decode(bytes, { limits: { y: { shape: MAX_TENSOR_RANK } } })
+    return StageResponse.decode(bytes, { limits: { y: { shape: MAX_TENSOR_RANK }, hops: MAX_ROUTE_HOPS } })
   } catch (err) {
     throw new StageMessageError(`undecodable response: ${(err as Error).message}`)
   }
@@ -85,4 +91,20 @@ export function checkTensor (name: string, t: Tensor | undefined, dtypes: readon
   const scaleBytes = t.dtype === DType.INT8 ? rows * 4 : 0
   if (t.scales.byteLength !== scaleBytes) throw new StageMessageError(`${name} has ${t.scales.byteLength} bytes of scales, expected ${scaleBytes}`)
   return n
+}
+
+/**
+ * Checks a TRAIN route that reaches stage `stage` (of `nStages`) and names the replicas of the
+ * stages after it: exactly one peer per later stage (nothing beyond the last stage), each a
+ * plausible peer id, none twice and none `self` (a node serves one stage, so a repeat is a loop).
+ */
+export function checkRoute (route: readonly string[], stage: number, nStages: number, self?: string): void {
+  const hops = nStages - 1 - stage
+  if (route.length !== hops) throw new StageMessageError(`the route names ${route.length} hops, stage ${stage} of ${nStages} has ${hops} after it`)
+  const seen = new Set<string>()
+  for (const peer of route) {
+    if (peer.length === 0 || peer.length > MAX_PEER_ID_CHARS || !/^[1-9A-HJ-NP-Za-km-z]+$/.test(peer)) throw new StageMessageError(`the route names an invalid peer id '${peer.slice(0, 64)}'`)
+    if (peer === self || seen.has(peer)) throw new StageMessageError(`the route loops through ${peer}`)
+    seen.add(peer)
+  }
 }

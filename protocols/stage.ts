@@ -209,17 +209,20 @@ export interface StageRequest {
   targets?: Tensor
   replyDtype: DType
   at?: WeightsVersion
+  route: string[]
 }
 
 export namespace StageRequest {
   export enum Kind {
     FORWARD = 'FORWARD',
-    BACKWARD = 'BACKWARD'
+    BACKWARD = 'BACKWARD',
+    TRAIN = 'TRAIN'
   }
 
   enum __KindValues {
     FORWARD = 0,
-    BACKWARD = 1
+    BACKWARD = 1,
+    TRAIN = 2
   }
 
   export namespace Kind {
@@ -277,6 +280,13 @@ export namespace StageRequest {
           WeightsVersion.codec().encode(obj.at, w)
         }
 
+        if (obj.route != null && obj.route.length > 0) {
+          for (const value of obj.route) {
+            w.uint32(74)
+            w.string(value)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -285,7 +295,8 @@ export namespace StageRequest {
           id: 0,
           kind: Kind.FORWARD,
           stage: 0,
-          replyDtype: DType.F32
+          replyDtype: DType.F32,
+          route: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -334,6 +345,14 @@ export namespace StageRequest {
               })
               break
             }
+            case 9: {
+              if (opts.limits?.route != null && obj.route.length === opts.limits.route) {
+                throw new MaxLengthError('Decode error - repeated field "route" had too many elements')
+              }
+
+              obj.route.push(reader.string())
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -343,6 +362,10 @@ export namespace StageRequest {
 
         return obj
       }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          route: 0
+        }
+
         const end = length == null ? reader.len : reader.pos + length
 
         while (reader.pos < end) {
@@ -402,6 +425,21 @@ export namespace StageRequest {
               yield * WeightsVersion.codec().stream(reader, reader.uint32(), `${prefix}.at`, {
                 limits: opts.limits?.at
               })
+
+              break
+            }
+            case 9: {
+              if (opts.limits?.route != null && obj.route === opts.limits.route) {
+                throw new MaxLengthError('Streaming decode error - repeated field "route" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.route[]`,
+                index: obj.route,
+                value: reader.string()
+              }
+
+              obj.route++
 
               break
             }
@@ -510,6 +548,12 @@ export namespace StageRequest {
     value: number
   }
 
+  export interface StageRequestRouteFieldEvent {
+    field: '$.route[]'
+    index: number
+    value: string
+  }
+
   export function encode (obj: Partial<StageRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, StageRequest.codec())
   }
@@ -518,8 +562,189 @@ export namespace StageRequest {
     return decodeMessage(buf, StageRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageRequest>): Generator<StageRequestIdFieldEvent | StageRequestKindFieldEvent | StageRequestStageFieldEvent | StageRequestXDtypeFieldEvent | StageRequestXShapeFieldEvent | StageRequestXDataFieldEvent | StageRequestXScalesFieldEvent | StageRequestGyDtypeFieldEvent | StageRequestGyShapeFieldEvent | StageRequestGyDataFieldEvent | StageRequestGyScalesFieldEvent | StageRequestTargetsDtypeFieldEvent | StageRequestTargetsShapeFieldEvent | StageRequestTargetsDataFieldEvent | StageRequestTargetsScalesFieldEvent | StageRequestReplyDtypeFieldEvent | StageRequestAtEpochFieldEvent | StageRequestAtVersionFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageRequest>): Generator<StageRequestIdFieldEvent | StageRequestKindFieldEvent | StageRequestStageFieldEvent | StageRequestXDtypeFieldEvent | StageRequestXShapeFieldEvent | StageRequestXDataFieldEvent | StageRequestXScalesFieldEvent | StageRequestGyDtypeFieldEvent | StageRequestGyShapeFieldEvent | StageRequestGyDataFieldEvent | StageRequestGyScalesFieldEvent | StageRequestTargetsDtypeFieldEvent | StageRequestTargetsShapeFieldEvent | StageRequestTargetsDataFieldEvent | StageRequestTargetsScalesFieldEvent | StageRequestReplyDtypeFieldEvent | StageRequestAtEpochFieldEvent | StageRequestAtVersionFieldEvent | StageRequestRouteFieldEvent> {
     return streamMessage(buf, StageRequest.codec(), opts)
+  }
+}
+
+export interface Hop {
+  peer: string
+  computeMs: number
+  queueLength: number
+  waitMs: number
+  staleness: number
+}
+
+export namespace Hop {
+  let _codec: Codec<Hop>
+
+  export const codec = (): Codec<Hop> => {
+    if (_codec == null) {
+      _codec = message<Hop>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.peer != null && obj.peer !== '')) {
+          w.uint32(10)
+          w.string(obj.peer)
+        }
+
+        if ((obj.computeMs != null && obj.computeMs !== 0)) {
+          w.uint32(21)
+          w.float(obj.computeMs)
+        }
+
+        if ((obj.queueLength != null && obj.queueLength !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.queueLength)
+        }
+
+        if ((obj.waitMs != null && obj.waitMs !== 0)) {
+          w.uint32(37)
+          w.float(obj.waitMs)
+        }
+
+        if ((obj.staleness != null && obj.staleness !== 0)) {
+          w.uint32(40)
+          w.uint32(obj.staleness)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          peer: '',
+          computeMs: 0,
+          queueLength: 0,
+          waitMs: 0,
+          staleness: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.peer = reader.string()
+              break
+            }
+            case 2: {
+              obj.computeMs = reader.float()
+              break
+            }
+            case 3: {
+              obj.queueLength = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.waitMs = reader.float()
+              break
+            }
+            case 5: {
+              obj.staleness = reader.uint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.peer`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.computeMs`,
+                value: reader.float()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.queueLength`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.waitMs`,
+                value: reader.float()
+              }
+              break
+            }
+            case 5: {
+              yield {
+                field: `${prefix}.staleness`,
+                value: reader.uint32()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface HopPeerFieldEvent {
+    field: '$.peer'
+    value: string
+  }
+
+  export interface HopComputeMsFieldEvent {
+    field: '$.computeMs'
+    value: number
+  }
+
+  export interface HopQueueLengthFieldEvent {
+    field: '$.queueLength'
+    value: number
+  }
+
+  export interface HopWaitMsFieldEvent {
+    field: '$.waitMs'
+    value: number
+  }
+
+  export interface HopStalenessFieldEvent {
+    field: '$.staleness'
+    value: number
+  }
+
+  export function encode (obj: Partial<Hop>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Hop.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Hop>): Hop {
+    return decodeMessage(buf, Hop.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Hop>): Generator<HopPeerFieldEvent | HopComputeMsFieldEvent | HopQueueLengthFieldEvent | HopWaitMsFieldEvent | HopStalenessFieldEvent> {
+    return streamMessage(buf, Hop.codec(), opts)
   }
 }
 
@@ -646,6 +871,7 @@ export interface StageResponse {
   waitMs: number
   version?: WeightsVersion
   staleness: number
+  hops: Hop[]
 }
 
 export namespace StageResponse {
@@ -654,7 +880,8 @@ export namespace StageResponse {
     BAD_REQUEST = 'BAD_REQUEST',
     BUSY = 'BUSY',
     TOO_LARGE = 'TOO_LARGE',
-    FAILED = 'FAILED'
+    FAILED = 'FAILED',
+    UNROUTABLE = 'UNROUTABLE'
   }
 
   enum __StatusValues {
@@ -662,7 +889,8 @@ export namespace StageResponse {
     BAD_REQUEST = 1,
     BUSY = 2,
     TOO_LARGE = 3,
-    FAILED = 4
+    FAILED = 4,
+    UNROUTABLE = 5
   }
 
   export namespace Status {
@@ -730,6 +958,13 @@ export namespace StageResponse {
           w.uint32(obj.staleness)
         }
 
+        if (obj.hops != null && obj.hops.length > 0) {
+          for (const value of obj.hops) {
+            w.uint32(90)
+            Hop.codec().encode(value, w)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -741,7 +976,8 @@ export namespace StageResponse {
           computeMs: 0,
           queueLength: 0,
           waitMs: 0,
-          staleness: 0
+          staleness: 0,
+          hops: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -794,6 +1030,16 @@ export namespace StageResponse {
               obj.staleness = reader.uint32()
               break
             }
+            case 11: {
+              if (opts.limits?.hops != null && obj.hops.length === opts.limits.hops) {
+                throw new MaxLengthError('Decode error - repeated field "hops" had too many elements')
+              }
+
+              obj.hops.push(Hop.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.hops$
+              }))
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -803,6 +1049,10 @@ export namespace StageResponse {
 
         return obj
       }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          hops: 0
+        }
+
         const end = length == null ? reader.len : reader.pos + length
 
         while (reader.pos < end) {
@@ -877,6 +1127,24 @@ export namespace StageResponse {
                 field: `${prefix}.staleness`,
                 value: reader.uint32()
               }
+              break
+            }
+            case 11: {
+              if (opts.limits?.hops != null && obj.hops === opts.limits.hops) {
+                throw new MaxLengthError('Streaming decode error - repeated field "hops" had too many elements')
+              }
+
+              for (const evt of Hop.codec().stream(reader, reader.uint32(), `${prefix}.hops[]`, {
+                limits: opts.limits?.hops$
+              })) {
+                yield {
+                  ...evt,
+                  index: obj.hops
+                }
+              }
+
+              obj.hops++
+
               break
             }
             default: {
@@ -962,6 +1230,36 @@ export namespace StageResponse {
     value: number
   }
 
+  export interface StageResponseHopsPeerFieldEvent {
+    field: '$.hops[].peer'
+    value: string
+    index: number
+  }
+
+  export interface StageResponseHopsComputeMsFieldEvent {
+    field: '$.hops[].computeMs'
+    value: number
+    index: number
+  }
+
+  export interface StageResponseHopsQueueLengthFieldEvent {
+    field: '$.hops[].queueLength'
+    value: number
+    index: number
+  }
+
+  export interface StageResponseHopsWaitMsFieldEvent {
+    field: '$.hops[].waitMs'
+    value: number
+    index: number
+  }
+
+  export interface StageResponseHopsStalenessFieldEvent {
+    field: '$.hops[].staleness'
+    value: number
+    index: number
+  }
+
   export function encode (obj: Partial<StageResponse>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, StageResponse.codec())
   }
@@ -970,7 +1268,7 @@ export namespace StageResponse {
     return decodeMessage(buf, StageResponse.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageResponse>): Generator<StageResponseIdFieldEvent | StageResponseStatusFieldEvent | StageResponseErrorFieldEvent | StageResponseYDtypeFieldEvent | StageResponseYShapeFieldEvent | StageResponseYDataFieldEvent | StageResponseYScalesFieldEvent | StageResponseLossFieldEvent | StageResponseComputeMsFieldEvent | StageResponseQueueLengthFieldEvent | StageResponseWaitMsFieldEvent | StageResponseVersionEpochFieldEvent | StageResponseVersionVersionFieldEvent | StageResponseStalenessFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageResponse>): Generator<StageResponseIdFieldEvent | StageResponseStatusFieldEvent | StageResponseErrorFieldEvent | StageResponseYDtypeFieldEvent | StageResponseYShapeFieldEvent | StageResponseYDataFieldEvent | StageResponseYScalesFieldEvent | StageResponseLossFieldEvent | StageResponseComputeMsFieldEvent | StageResponseQueueLengthFieldEvent | StageResponseWaitMsFieldEvent | StageResponseVersionEpochFieldEvent | StageResponseVersionVersionFieldEvent | StageResponseStalenessFieldEvent | StageResponseHopsPeerFieldEvent | StageResponseHopsComputeMsFieldEvent | StageResponseHopsQueueLengthFieldEvent | StageResponseHopsWaitMsFieldEvent | StageResponseHopsStalenessFieldEvent> {
     return streamMessage(buf, StageResponse.codec(), opts)
   }
 }

@@ -7,13 +7,13 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { lpStream, streamPair } from '@libp2p/utils'
 import type { Connection, PeerId, Stream, StreamHandler } from '@libp2p/interface'
-import { DType, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
+import { DType, MAX_PEER_ID_CHARS, MAX_ROUTE_HOPS, StageRequest, StageResponse, decodeResponse } from '../protocols/stage-codec.js'
 import { encodeActivations, encodeTokens } from '../node/pipeline/activations.js'
 import { StageRequestError, SwarmStage } from '../node/pipeline/caller.js'
 import { StageClient, StageClientStoppedError } from '../node/pipeline/client.js'
 import { Router } from '../node/pipeline/router.js'
 import { StageServer } from '../node/pipeline/server.js'
-import type { StageCallLimits, StageCompute } from '../node/pipeline/service.js'
+import type { ChainResult, NextStage, StageCallLimits, StageCompute } from '../node/pipeline/service.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from '../node/runtime/tensor.js'
 import type { WeightsVersion } from '../node/runtime/stage-engine.js'
 
@@ -92,12 +92,12 @@ class FakePeer {
   readonly streams: Stream[] = []
   readonly server: StageServer
   handler?: StreamHandler
-  constructor (readonly id: PeerId, readonly engine: FakeEngine, extra: { maxQueue?: number, concurrency?: number, stepTokens?: number } = {}) {
+  constructor (readonly id: PeerId, readonly engine: FakeEngine, extra: { maxQueue?: number, concurrency?: number, stepTokens?: number, maxPending?: number } = {}, next?: NextStage) {
     const registrar = {
       handle: async (_: string, handler: StreamHandler) => { this.handler = handler },
       unhandle: async () => { this.handler = undefined }
     }
-    this.server = new StageServer({ registrar, engine }, { runId, stage: engine.stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64, stepTokens: extra.stepTokens ?? 1000, ...extra })
+    this.server = new StageServer({ registrar, engine, next }, { runId, stage: engine.stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64, stepTokens: extra.stepTokens ?? 1000, self: id.toString(), ...extra })
   }
 
   async accept (): Promise<Stream> {
@@ -193,6 +193,7 @@ test('malformed, wrong and oversized requests get error replies; the server keep
     return decodeResponse((await lp.read()).subarray())
   }
   const x = encodeTokens(tokens([1, 2]))
+  const [other, other2] = [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()]
   const cases: Array<[string, Partial<StageRequest>]> = [
     ['wrong stage', { stage: 1, x }],
     ['missing x', { stage: 0 }],
@@ -200,7 +201,15 @@ test('malformed, wrong and oversized requests get error replies; the server keep
     ['token outside the vocabulary', { stage: 0, x: encodeTokens(tokens([1, 999])) }],
     ['too long a sequence', { stage: 0, x: encodeTokens(tokens([1, 2, 3, 4, 5, 6, 7, 8, 9])) }],
     ['bytes that do not match the shape', { stage: 0, x: { ...x, shape: [1, 3] } }],
-    ['a token reply dtype', { stage: 0, x, replyDtype: DType.I32 }]
+    ['a token reply dtype', { stage: 0, x, replyDtype: DType.I32 }],
+    // TRAIN routes are a peer's word too: one valid peer per later stage, never this server, nothing beyond the last stage.
+    ['a TRAIN without a route', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [] }],
+    ['a TRAIN route beyond the last stage', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other, other2] }],
+    ['a TRAIN route through the server itself', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [peer.id.toString()] }],
+    ['a TRAIN route naming no peer id', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: ['../../etc/passwd'] }],
+    ['a TRAIN route with an overlong peer id', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: ['1'.repeat(MAX_PEER_ID_CHARS + 1)] }],
+    ['a TRAIN without targets', { stage: 0, kind: StageRequest.Kind.TRAIN, x, route: [other] }],
+    ['a route on a FORWARD', { stage: 0, x, route: [other] }]
   ]
   for (const [i, [what, request]] of cases.entries()) {
     const r = await ask(StageRequest.encode({ ...request, id: 100 + i }))
@@ -214,6 +223,15 @@ test('malformed, wrong and oversized requests get error replies; the server keep
   const ok = await ask(StageRequest.encode({ id: 7, stage: 0, x, replyDtype: DType.F16 }))
   assert.is(ok.status, StageResponse.Status.OK)
   assert.equal(ok.y?.shape, [1, 2, D])
+  // A valid TRAIN to a server with no way on to the next stage: UNROUTABLE, and nothing computed.
+  const calls = peer.engine.calls
+  const unroutable = await ask(StageRequest.encode({ id: 9, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other], replyDtype: DType.F16 }))
+  assert.is(unroutable.status, StageResponse.Status.UNROUTABLE)
+  assert.is(peer.engine.calls, calls)
+  // More hops than any run has: refused while decoding, before anything is allocated for them.
+  const tooMany = await ask(StageRequest.encode({ id: 10, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: Array.from({ length: MAX_ROUTE_HOPS + 1 }, () => other), replyDtype: DType.F16 }))
+  assert.is(tooMany.status, StageResponse.Status.BAD_REQUEST)
+  assert.match(tooMany.error, /too many/)
 
   const huge = new Uint8Array(peer.server.maxMessageBytes + 1)
   await lp.write(huge).catch(() => {})
@@ -224,6 +242,33 @@ test('malformed, wrong and oversized requests get error replies; the server keep
   await lp2.write(StageRequest.encode({ id: 8, stage: 0, x, replyDtype: DType.F16 }))
   assert.is(decodeResponse((await lp2.read()).subarray()).status, StageResponse.Status.OK)
   assert.ok(peer.server.stats().errors >= cases.length + 2)
+})
+
+test('TRAIN: forward, the next hop, then backward on the same weights; waiting microbatches are bounded (BUSY beyond)', async () => {
+  const hops: Array<{ x: FloatTensor, route: readonly string[], done: (r: ChainResult) => void }> = []
+  const next: NextStage = { hop: async (x, _targets, route) => await new Promise(resolve => hops.push({ x, route, done: resolve })) }
+  const engine = new FakeEngine(0)
+  const peer = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), engine, { maxPending: 1 }, next)
+  await peer.server.start()
+  const lp = lpStream(await peer.accept())
+  const x = encodeTokens(tokens([3, 4]))
+  const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const train = (id: number): Uint8Array => StageRequest.encode({ id, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other], replyDtype: DType.F16 })
+  await lp.write(train(1))
+  await lp.write(train(2))
+  // The second finds the first holding the only place: BUSY, before computing anything.
+  const busy = decodeResponse((await lp.read()).subarray())
+  assert.equal([busy.id, busy.status], [2, StageResponse.Status.BUSY])
+  while (hops.length === 0) await new Promise(resolve => setTimeout(resolve, 1))
+  assert.is(hops.length, 1)
+  assert.equal(hops[0].route, [other])
+  assert.ok(Math.abs(hops[0].x.data[0] - 0.3) < 1e-6, 'the next stage got the forward output')
+  hops[0].done({ loss: 1.5, gx: { data: new Float32Array(2 * D), shape: [1, 2, D] }, hops: [{ peer: other, computeMs: 3, queueLength: 1, waitMs: 2, staleness: 0 }] })
+  const ok = decodeResponse((await lp.read()).subarray())
+  assert.equal([ok.id, ok.status, ok.loss], [1, StageResponse.Status.OK, 1.5])
+  assert.equal(ok.hops.map(h => h.peer), [other], 'the reply reports the later hop')
+  assert.equal(engine.backwardsAt, [{ epoch: engine.epoch, version: 0 }], "the backward ran on its forward's weights")
+  assert.equal([peer.server.stats().trains, peer.server.stats().busy], [1, 1])
 })
 
 test('a backward goes to the replica that computed its forward', async () => {

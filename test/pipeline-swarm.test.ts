@@ -1,5 +1,5 @@
 // The swarm trains across processes on 127.0.0.1: 2 stages x 2 replicas, a tiny model, one
-// driving node. Mid-run one replica is SIGKILLed with a call in flight; another computes 8x
+// driving node, microbatches forwarded server to server. Mid-run one replica is SIGKILLed with a call in flight; another computes 8x
 // slower on purpose (this tiny model's calls take ~1 ms, so timing noise is large: a wide
 // handicap keeps the routing signal well above it).
 import '../node/shim.js'
@@ -107,7 +107,10 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     assert.ok(toC > 0 && toD > 0, `both stage-1 replicas were used: c ${toC}, d ${toD}`)
     assert.ok(toD < 0.6 * toC, `the 8x slower replica got ${toD} calls vs ${toC} (stage-1 retries ${JSON.stringify(final.calls[1].retries)})`)
     const [sc, sd] = [(await swarm.pipeline(c)).server!, (await swarm.pipeline(d)).server!]
-    console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}`)
+    console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}; forwarding ${JSON.stringify(final.forwarding)}; driver's stage traffic ${JSON.stringify(final.traffic)}`)
+    // Microbatches went server to server (b to c or d, or a's own stage to them); relaying is the exception.
+    assert.is(final.forwarding.forwarded + final.forwarding.relayed, MICROBATCHES)
+    assert.ok(final.forwarding.forwarded > final.forwarding.relayed, `forwarded ${final.forwarding.forwarded}, relayed ${final.forwarding.relayed}`)
     assert.ok(sc.steps > 0 && sd.steps > 0, 'both stage-1 replicas took optimizer steps')
     assert.ok(sc.errors >= 3 && sc.backward > servedBefore, `c answered the bad requests (${sc.errors} errors) and served on (${servedBefore} -> ${sc.backward})`)
   } finally {

@@ -87,7 +87,7 @@ async function exchange (swarmKey?: Uint8Array): Promise<{ engine: KeepingEngine
       while (next < CALLS) {
         const i = next++
         const x = values(i, 0)
-        replies.push(await client.call(b.peerId.toString(), { stage: 1, kind: StageRequest.Kind.FORWARD, x: encodeActivations(x, [1, x.length / D, D], DType.F32), replyDtype: DType.F32 }, 30_000))
+        replies.push(await client.call(b.peerId.toString(), { stage: 1, kind: StageRequest.Kind.FORWARD, x: encodeActivations(x, [1, x.length / D, D], DType.F32), replyDtype: DType.F32, route: [] }, 30_000))
       }
     }))
   } finally {

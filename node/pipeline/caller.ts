@@ -5,15 +5,17 @@
 // A backward goes back to the replica that ran its forward, naming the weights that forward ran
 // on, so the recomputation matches what the later stages saw; a retry elsewhere recomputes on
 // that replica's current weights, and is counted (`versionMisses`).
+// A TRAIN call (`train`, `hop`) carries the route of the later stages and returns the loss and
+// what every hop did; the router learns each hop's replica from that, as if it had called it.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
-import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse } from '../../protocols/stage-codec.js'
+import { DType, MAX_PEER_ID_CHARS, StageMessageError, StageRequest, checkTensor, type Hop, type StageResponse } from '../../protocols/stage-codec.js'
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
 import { decodeActivations, encodeActivations, encodeTokens } from './activations.js'
 import type { StageCaller } from './chain.js'
 import { StageCallError, StageClientStoppedError, type StageClient, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
-import { BusyError, decodeStageCall, type StageCallLimits, type StageService } from './service.js'
+import { BusyError, UnroutableError, decodeStageCall, type ChainResult, type StageCallLimits, type StageService } from './service.js'
 import { TensorError } from '../runtime/tensor.js'
 import type { WeightsVersion } from '../runtime/stage-engine.js'
 import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
@@ -79,12 +81,30 @@ export function combineSignals (stages: readonly SwarmStage[]): PipelineSignals 
   return { staleness: Math.max(0, ...all.map(s => s.staleness)), waitedMs: all.reduce((a, s) => a + s.waitedMs, 0) }
 }
 
+/** The replicas of `stage` a node can call: the registry's, and itself while it serves that stage. */
+export function replicasOf (components: Pick<SwarmStageComponents, 'replicas' | 'local'>, stage: number): string[] {
+  const candidates = components.replicas.replicas(stage)
+  if (components.local?.service(stage) !== undefined) candidates.push(components.local.peer)
+  return candidates
+}
+
 /** Staleness above this is counted as this. */
 const MAX_STALENESS_COUNTED = 64
 
 /** The cost of a call in router work units: tokens, times ~3 for a backward (recompute + gradients). */
 function work (tokens: number, backward: boolean): number {
   return tokens * (backward ? 3 : 1)
+}
+
+/** The router work units of one stage's part of a TRAIN call: its forward and its backward. */
+function trainWork (tokens: number): number {
+  return work(tokens, false) + work(tokens, true)
+}
+
+/** A TRAIN call's route past the called stage, and whether to give up once every replica failed it (a server's hop). */
+interface Onward {
+  route: readonly string[]
+  once: boolean
 }
 
 export class SwarmStage implements StageCaller {
@@ -117,6 +137,21 @@ export class SwarmStage implements StageCaller {
     return (await this.call(false, x, targets)).loss as number
   }
 
+  /**
+   * Trains a microbatch from this stage on, forwarded server to server along `route` (one
+   * replica per stage from this one on: the first is preferred for this stage, the rest travel
+   * on). Retries this stage's call on other replicas until CALL_GIVE_UP_MS; an UnroutableError
+   * means a server found no replica of a later stage, and nothing was trained.
+   */
+  async train (x: Tensor, targets: TokenTensor, route: readonly string[]): Promise<ChainResult> {
+    return await this.chain(x, targets, route, false)
+  }
+
+  /** A server's hop of a TRAIN call: as train, but each replica is tried once, then UnroutableError. */
+  async hop (x: FloatTensor, targets: TokenTensor, route: readonly string[]): Promise<ChainResult> {
+    return await this.chain(x, targets, [...route], true)
+  }
+
   /** What this stage's calls showed since the last call: for the driver's depth control. */
   takeSignals (): PipelineSignals {
     const s = this.signals
@@ -124,26 +159,61 @@ export class SwarmStage implements StageCaller {
     return s
   }
 
-  private async call (backward: boolean, x: Tensor, extra?: FloatTensor | TokenTensor): Promise<{ y?: FloatTensor, loss?: number }> {
-    const { router, replicas } = this.components
+  /**
+   * A TRAIN call, with the router's books for the later hops: it counts them in flight on the
+   * replicas the route names (so concurrent microbatches spread over them), and learns from what
+   * the reply says each hop's server did. Only peers the registry lists for that stage count: a
+   * route or a reply is a peer's word, and must not grow the router's table with made-up ids.
+   */
+  private async chain (x: Tensor, targets: TokenTensor, route: readonly string[], once: boolean): Promise<ChainResult> {
+    const { stage, nStages } = this.init
+    if (route.length !== nStages - stage) throw new StageRequestError(`stage ${stage}: a route needs ${nStages - stage} hops, not ${route.length}`)
+    const { router } = this.components
+    const units = trainWork(x.shape[0] * x.shape[1])
+    const counted = route.map((peer, i) => i > 0 && this.isReplica(stage + i, peer) ? peer : undefined)
+    for (const peer of counted) if (peer !== undefined) router.started(peer)
+    let hops: Hop[] = []
+    try {
+      const result = await this.call(true, x, targets, { route: route.slice(1), once }, route[0])
+      hops = result.hops!
+      return { loss: result.loss as number, gx: result.y, hops }
+    } finally {
+      counted.forEach((peer, i) => {
+        const hop = hops[i]
+        const outcome = hop === undefined ? undefined : { work: units, computeMs: hop.computeMs, queueLength: hop.queueLength }
+        if (peer !== undefined && hop?.peer !== peer) router.released(peer)
+        if (outcome === undefined || i === 0 || !this.isReplica(stage + i, hop.peer)) return
+        if (peer !== hop.peer) router.started(hop.peer)
+        router.succeeded(hop.peer, outcome)
+      })
+    }
+  }
+
+  /** Whether `peer` serves `stage` as far as this node knows. */
+  private isReplica (stage: number, peer: string): boolean {
+    return replicasOf(this.components, stage).includes(peer)
+  }
+
+  private async call (backward: boolean, x: Tensor, extra?: FloatTensor | TokenTensor, onward?: Onward, preferred?: string): Promise<{ y?: FloatTensor, loss?: number, hops?: Hop[] }> {
+    const { router } = this.components
     const own = this.components.local
     const localService = own?.service(this.init.stage)
     const local = localService === undefined || own === undefined ? undefined : { peer: own.peer, service: localService }
     const tokens = x.shape[0] * x.shape[1]
-    const units = work(tokens, backward)
+    const units = onward !== undefined ? trainWork(tokens) : work(tokens, backward)
     const deadline = Date.now() + CALL_GIVE_UP_MS
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
     // A backward goes back to the replica that computed the forward while it is healthy, with the
     // forward's weights version: its recomputation then matches the activations the later stages saw.
-    const forward = backward ? this.forwards.get(x) : undefined
-    let affinity = forward?.peer
+    const forward = backward && onward === undefined ? this.forwards.get(x) : undefined
+    let affinity = forward?.peer ?? preferred
     this.stats.calls++
     while (true) {
-      const candidates = replicas.replicas(this.init.stage)
-      if (local !== undefined) candidates.push(local.peer)
+      const candidates = replicasOf(this.components, this.init.stage)
       let peer = affinity !== undefined && candidates.includes(affinity) && !router.isBanned(affinity) ? affinity : router.choose(candidates, units, tried)
       affinity = undefined
+      if (peer === undefined && onward?.once === true) throw new UnroutableError(`no replica of stage ${this.init.stage} answered (${tried.size} tried)`)
       if (peer === undefined && tried.size > 0) {
         // Every replica failed this call once: try them again (bans still apply).
         tried.clear()
@@ -160,28 +230,31 @@ export class SwarmStage implements StageCaller {
       // Only the replica that ran the forward holds its weights.
       const at = forward !== undefined && forward.peer === peer ? forward.version : undefined
       try {
-        let result: { y?: FloatTensor, loss?: number }
+        let result: { y?: FloatTensor, loss?: number, hops?: Hop[] }
         let version: WeightsVersion | undefined
         let staleness = 0
         let waitedMs = 0
         let totalMs = 0
         if (peer === local?.peer) {
-          const out = await local.service.run(backward, x, extra, at)
-          const ms = performance.now() - started
+          const out = onward !== undefined ? await local.service.train(x, extra as TokenTensor, onward.route) : await local.service.run(backward, x, extra, at)
+          // A TRAIN's wall time includes the later stages': only its own compute is this replica's.
+          const ms = onward !== undefined ? out.computeMs : performance.now() - started
           router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0 })
           this.stats.local++
           this.stats.computeMs += ms
-          result = { y: out.y, loss: out.loss }
+          result = { y: out.y, loss: out.loss, hops: onward !== undefined ? [{ peer, computeMs: out.computeMs, queueLength: 0, waitMs: out.waitMs, staleness: out.staleness }, ...out.hops!] : undefined }
           version = out.version
           staleness = out.staleness
           waitedMs = out.waitMs
         } else {
-          const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra)), at }, router.timeoutMs(peer, units))
-          result = this.result(response, x, backward)
+          const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra, onward?.route)), at }, this.timeoutMs(peer, units, onward?.route))
+          result = this.result(response, x, backward, onward !== undefined)
+          if (onward !== undefined) result.hops = [{ peer, computeMs: response.computeMs, queueLength: response.queueLength, waitMs: response.waitMs, staleness: response.staleness }, ...response.hops]
           totalMs = performance.now() - started
           router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
           this.stats.computeMs += response.computeMs
-          this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
+          // (A TRAIN's time includes the later stages': it is no measure of this call's transport.)
+          if (onward === undefined) this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
           version = response.version
           // A peer's numbers: bounded before they size an array or steer the depth.
           staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED)
@@ -193,15 +266,27 @@ export class SwarmStage implements StageCaller {
           this.signals.staleness = Math.max(this.signals.staleness, staleness)
         }
         this.signals.waitedMs += waitedMs
+        // The later hops of a remote TRAIN: the depth control hears of their staleness and waits
+        // here (after a local one, this node's own callers of those stages have counted them).
+        const elapsedMs = performance.now() - started
+        for (const hop of peer === local?.peer ? [] : result.hops?.slice(1) ?? []) {
+          this.signals.staleness = Math.max(this.signals.staleness, Math.min(hop.staleness, MAX_STALENESS_COUNTED))
+          this.signals.waitedMs += Math.min(hop.waitMs, elapsedMs)
+        }
         if (!backward) this.forwards.set(x, { peer, version })
         else if (forward?.version !== undefined && (version === undefined || version.epoch !== forward.version.epoch || version.version !== forward.version.version)) this.stats.versionMisses++
         return result
       } catch (err) {
         if (err instanceof StageClientStoppedError) throw err
+        // A later stage was out of this replica's reach: no fault of the replica's, and the driver decides.
+        if (err instanceof UnroutableError) {
+          router.released(peer)
+          throw err
+        }
         let reason: StageCallFailure = err instanceof StageCallError ? err.reason : err instanceof BusyError ? 'busy' : 'failed'
         // Whose fault? Our own stage refusing our input, or a server refusing a request that fails
         // its checks here too, is our bug: fail now and blame nobody. A valid request refused is the peer's fault.
-        const ours = peer === local?.peer ? (err instanceof TensorError ? err.message : undefined) : reason === 'refused' ? this.ownFault(request) : undefined
+        const ours = peer === local?.peer ? (err instanceof TensorError ? err.message : undefined) : reason === 'refused' ? this.ownFault(request, peer) : undefined
         if (ours !== undefined) {
           router.released(peer)
           throw new StageRequestError(`stage ${this.init.stage}: this node sent an invalid request: ${ours}`)
@@ -220,32 +305,39 @@ export class SwarmStage implements StageCaller {
   }
 
   /** Why our own request would fail a server's checks, or undefined when it would pass them. */
-  private ownFault (request: Omit<StageRequest, 'id'> | undefined): string | undefined {
+  private ownFault (request: Omit<StageRequest, 'id'> | undefined, peer: string): string | undefined {
     if (request === undefined) return undefined
     try {
-      decodeStageCall({ ...request, id: 0 }, this.init)
+      decodeStageCall({ ...request, id: 0 }, { ...this.init, self: peer })
       return undefined
     } catch (err) {
       return (err as Error).message
     }
   }
 
-  private request (backward: boolean, x: Tensor, extra: FloatTensor | TokenTensor | undefined): Omit<StageRequest, 'id'> {
-    const last = this.init.stage === this.init.nStages - 1
+  /** A call's timeout: for a TRAIN, the sum of what each hop of its route may take. */
+  private timeoutMs (peer: string, units: number, route?: readonly string[]): number {
+    const { router } = this.components
+    return [peer, ...route ?? []].reduce((ms, p) => ms + router.timeoutMs(p, units), 0)
+  }
+
+  private request (backward: boolean, x: Tensor, extra: FloatTensor | TokenTensor | undefined, route?: readonly string[]): Omit<StageRequest, 'id'> {
+    const targets = this.init.stage === this.init.nStages - 1 || route !== undefined
     const wire = this.init.wireDType
     const encode = (t: Tensor) => t.data instanceof BigInt64Array ? encodeTokens(t as TokenTensor) : encodeActivations(t.data as Float32Array, t.shape, wire)
     return {
-      kind: backward ? StageRequest.Kind.BACKWARD : StageRequest.Kind.FORWARD,
+      kind: route !== undefined ? StageRequest.Kind.TRAIN : backward ? StageRequest.Kind.BACKWARD : StageRequest.Kind.FORWARD,
       stage: this.init.stage,
       x: encode(x),
-      gy: !last && extra !== undefined ? encode(extra) : undefined,
-      targets: last && extra !== undefined ? encode(extra) : undefined,
-      replyDtype: wire
+      gy: !targets && extra !== undefined ? encode(extra) : undefined,
+      targets: targets && extra !== undefined ? encode(extra) : undefined,
+      replyDtype: wire,
+      route: route === undefined ? [] : [...route]
     }
   }
 
   /** Checks a reply against what the call must return; a bad reply counts as the peer's failure. */
-  private result (response: StageResponse, x: Tensor, backward: boolean): { y?: FloatTensor, loss?: number } {
+  private result (response: StageResponse, x: Tensor, backward: boolean, train: boolean): { y?: FloatTensor, loss?: number } {
     const { stage, nStages, dModel } = this.init
     const [b, t] = x.shape
     const last = stage === nStages - 1
@@ -256,13 +348,24 @@ export class SwarmStage implements StageCaller {
         checkTensor('y', response.y, [DType.F16, DType.INT8, DType.F32], [b, t, dModel], b * t * dModel)
         out.y = decodeActivations(response.y!)
       }
-      if (last) {
+      if (last || train) {
         if (response.loss === undefined || !Number.isFinite(response.loss)) throw new StageMessageError('the reply has no finite loss')
         out.loss = response.loss
       }
+      if (train) checkHops(response.hops, nStages - 1 - stage)
+      else if (response.hops.length > 0) throw new StageMessageError('only TRAIN replies report hops')
     } catch (err) {
       throw new StageCallError(`bad reply: ${(err as Error).message}`, 'misbehaved')
     }
     return out
+  }
+}
+
+/** Checks what a TRAIN reply says the later hops did: one per later stage, plausible numbers. */
+function checkHops (hops: readonly Hop[], expected: number): void {
+  if (hops.length !== expected) throw new StageMessageError(`the reply reports ${hops.length} hops, expected ${expected}`)
+  for (const hop of hops) {
+    if (hop.peer.length === 0 || hop.peer.length > MAX_PEER_ID_CHARS) throw new StageMessageError('a hop names no valid peer')
+    if (!(Number.isFinite(hop.computeMs) && hop.computeMs >= 0 && Number.isFinite(hop.waitMs) && hop.waitMs >= 0)) throw new StageMessageError(`hop ${hop.peer} reports impossible times`)
   }
 }

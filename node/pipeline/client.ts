@@ -10,6 +10,7 @@ import type { AbortOptions, ComponentLogger, Logger, PeerId, Stream } from '@lib
 import { StageRequest, StageResponse, decodeResponse } from '../../protocols/stage-codec.js'
 import { defaultTiming } from '../timing.js'
 import { timeoutOrShutdown } from '../util/abort.js'
+import { UnroutableError } from './service.js'
 
 /**
  * Why a stage call did not produce a result, as far as the client can tell:
@@ -51,7 +52,14 @@ export interface StageClientInit {
   addedLatencyMs?: number
 }
 
+/** Stage messages this client wrote and read (their encoded bytes, without stream framing). */
+export interface StageTraffic {
+  sentBytes: number
+  receivedBytes: number
+}
+
 export class StageClient {
+  readonly traffic: StageTraffic = { sentBytes: 0, receivedBytes: 0 }
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly dialer: StageClientComponents['dialer']
   private readonly shutdown?: AbortSignal
@@ -66,7 +74,7 @@ export class StageClient {
     this.init = { ...init, dialTimeoutMs: init.dialTimeoutMs ?? defaultTiming.dialTimeoutMs, addedLatencyMs: init.addedLatencyMs === undefined ? 0 : Math.max(init.addedLatencyMs, 0) }
   }
 
-  /** Sends one request to `peer` and resolves with its OK response (error replies reject). */
+  /** Sends one request to `peer` and resolves with its OK response (error replies reject; UNROUTABLE with an UnroutableError). */
   async call (peer: string, request: Omit<StageRequest, 'id'>, timeoutMs: number): Promise<StageResponse> {
     if (this.stopped) throw new StageClientStoppedError('the stage client is stopped')
     const latency = this.init.addedLatencyMs
@@ -77,6 +85,7 @@ export class StageClient {
     })
     if (latency > 0) await sleep(latency)
     if (response.status === StageResponse.Status.OK) return response
+    if (response.status === StageResponse.Status.UNROUTABLE) throw new UnroutableError(`${peer} could not reach a later stage: ${response.error}`)
     const reason: StageCallFailure = response.status === StageResponse.Status.BUSY ? 'busy' : response.status === StageResponse.Status.FAILED ? 'failed' : 'refused'
     throw new StageCallError(`${peer} answered ${response.status}: ${response.error}`, reason, response.queueLength)
   }
@@ -108,7 +117,7 @@ export class StageClient {
       throw new StageCallError(`cannot open a stage stream to ${peer}: ${(err as Error).message}`, 'dial')
     }
     this.log('opened a stage stream to %s', peer)
-    return new Channel(stream, this.init.maxMessageBytes, () => this.channels.delete(peer))
+    return new Channel(stream, this.init.maxMessageBytes, this.traffic, () => this.channels.delete(peer))
   }
 }
 
@@ -129,7 +138,7 @@ class Channel {
   private nextId = 1
   private closed: StageCallError | undefined
 
-  constructor (private readonly stream: Stream, maxMessageBytes: number, private readonly onClose: () => void) {
+  constructor (private readonly stream: Stream, maxMessageBytes: number, private readonly traffic: StageTraffic, private readonly onClose: () => void) {
     this.lp = lpStream(stream, { maxDataLength: maxMessageBytes, maxBufferSize: 2 * maxMessageBytes })
     void this.readReplies()
   }
@@ -146,7 +155,9 @@ class Channel {
       this.pending.set(id, { resolve, reject, timer })
     })
     try {
-      await this.lp.write(StageRequest.encode({ ...request, id }))
+      const bytes = StageRequest.encode({ ...request, id })
+      this.traffic.sentBytes += bytes.byteLength
+      await this.lp.write(bytes)
     } catch (err) {
       this.fail(new StageCallError(`stream failed: ${(err as Error).message}`, 'closed'))
     }
@@ -161,6 +172,7 @@ class Channel {
     try {
       while (true) {
         const bytes = (await this.lp.read()).subarray() // in place: no layer below writes into a chunk it has handed on (test/pipeline-wire.test.ts)
+        this.traffic.receivedBytes += bytes.byteLength
         let response: StageResponse
         try {
           response = decodeResponse(bytes)

@@ -5,13 +5,15 @@
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { BatchSampler, evenBatches, type TokenBatch } from '../data/sampler.js'
-import { evaluateMicrobatch, trainMicrobatch, type StageCaller } from './chain.js'
+import { evaluateMicrobatch, trainMicrobatch, type Microbatch, type StageCaller } from './chain.js'
 import type { PipelineSignals } from './caller.js'
 import { DepthControl } from './depth.js'
 
 export interface DriverComponents {
   /** One caller per stage, in order. */
   stages: readonly StageCaller[]
+  /** Trains one microbatch, returning its loss (default: relayed through this node over `stages`; a Forwarder forwards it server to server). */
+  train?: (batch: Microbatch) => Promise<number>
   /** What the stages' calls showed since the last call (for adaptive depth): their largest staleness and their queue waits. */
   signals?: () => PipelineSignals
   /** Names the node in log lines (default: unnamed). */
@@ -83,6 +85,7 @@ export function maxDepth (microbatches: number): number {
 export class Driver {
   readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, evaluationMs: 0, done: false }
   private readonly stages: readonly StageCaller[]
+  private readonly trainBatch: (batch: Microbatch) => Promise<number>
   private readonly signals: () => PipelineSignals
   private readonly init: Required<Omit<DriverInit, 'inFlight' | 'maxInFlight' | 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'inFlight' | 'maxInFlight' | 'maxMicrobatches' | 'onProgress'>
   private readonly sampler: BatchSampler
@@ -102,6 +105,7 @@ export class Driver {
 
   constructor (components: DriverComponents, init: DriverInit) {
     this.stages = components.stages
+    this.trainBatch = components.train ?? (async batch => await trainMicrobatch(this.stages, batch))
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
     this.signals = components.signals ?? (() => ({ staleness: 0, waitedMs: 0 }))
     this.init = { ...init, maxStaleness: init.maxStaleness ?? 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
@@ -189,7 +193,7 @@ export class Driver {
         this.stats.issued++
         const issued = { at: performance.now(), evaluations: this.evaluations }
         try {
-          const loss = await trainMicrobatch(this.stages, batch)
+          const loss = await this.trainBatch(batch)
           this.adapt(issued)
           this.stats.completed++
           this.stats.tokens += batch.x.data.length

@@ -8,7 +8,7 @@ import { lpStream } from '@libp2p/utils'
 import type { ComponentLogger, Logger, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
 import { stageProtocol } from '../../protocols/ids.js'
 import { StageResponse, messageBytesFor } from '../../protocols/stage-codec.js'
-import { StageService, type StageCompute, type StageLoad, type StageServiceInit, type StageServiceStats } from './service.js'
+import { StageService, type NextStage, type StageCompute, type StageLoad, type StageServiceInit, type StageServiceStats } from './service.js'
 
 /** Largest message on a stage stream: x and gy of the largest microbatch as float32, plus framing. */
 export function stageMessageLimit (maxTokens: number, dModel: number): number {
@@ -21,6 +21,8 @@ export interface StageServerComponents {
     unhandle(protocol: string): Promise<void>
   }
   engine: StageCompute
+  /** Where TRAIN calls go on to (absent: this server answers them UNROUTABLE, and drivers relay). */
+  next?: NextStage
   /** Names the node in log lines (default: unnamed). */
   logger?: ComponentLogger
 }

@@ -5,9 +5,16 @@
 // Each forward reply names the weights it ran on, and a backward recomputes with those weights
 // while the engine still stashes them, so the weights may step between a microbatch's forward
 // and its backward without making its gradient inconsistent (PipeDream's weight stashing).
+// A TRAIN call runs forward, hands the output to the next stage (`next`, server to server), and
+// runs the backward when that call returns the output gradient. The stage input and the forward's
+// weights version stay in this call's frame meanwhile: the "cache of forwarded inputs, keyed by
+// microbatch and version" is the set of TRAIN calls waiting on their next hop, bounded by
+// maxPending (BUSY beyond it), and it never misses, since the call that needs the input holds it.
+// If this server dies, its caller still holds its own copy (the driver: the tokens) and retries
+// the hop on another replica; no backward has run for a microbatch until its loss exists.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
-import { DType, StageMessageError, StageRequest, StageResponse, checkTensor, decodeRequest, type Tensor } from '../../protocols/stage-codec.js'
+import { DType, StageMessageError, StageRequest, StageResponse, checkRoute, checkTensor, decodeRequest, type Hop, type Tensor } from '../../protocols/stage-codec.js'
 import { TensorError, type FloatTensor, type Tensor as EngineTensor, type TokenTensor } from '../runtime/tensor.js'
 import type { StageEngine, WeightsVersion } from '../runtime/stage-engine.js'
 import { decodeActivations, decodeTokens, encodeActivations } from './activations.js'
@@ -34,6 +41,28 @@ export interface StageServiceInit {
   maxQueue?: number
   /** Test only: stretch every call's compute time by this factor, as a slower machine would. */
   slowdown?: number
+  /** TRAIN calls waiting on their next hop (each holds its stage input) before we answer BUSY. */
+  maxPending?: number
+  /** This node's peer id: a route through it again is a loop. */
+  self?: string
+}
+
+/** What a TRAIN from some stage on returned: the loss, that stage's input gradient, and what every hop did. */
+export interface ChainResult {
+  loss: number
+  gx?: FloatTensor
+  /** One per stage from the called one on, in stage order. */
+  hops: Hop[]
+}
+
+/** The next stage as a TRAIN call reaches it (the node's caller of that stage, trying its replicas once each). */
+export interface NextStage {
+  hop(x: FloatTensor, targets: TokenTensor, route: readonly string[]): Promise<ChainResult>
+}
+
+/** No replica of the next stage could be reached: the microbatch must be relayed by its driver. */
+export class UnroutableError extends Error {
+  override name = 'UnroutableError'
 }
 
 /** Load as reported in the registry's info record. */
@@ -53,6 +82,8 @@ export interface StageResult {
   staleness: number
   computeMs: number
   waitMs: number
+  /** TRAIN: what the later stages' servers did, in stage order. */
+  hops?: Hop[]
 }
 
 export interface StageServiceStats {
@@ -63,6 +94,9 @@ export interface StageServiceStats {
   errors: number
   busy: number
   steps: number
+  /** TRAIN calls served, and those answered UNROUTABLE (their driver relayed them). */
+  trains: number
+  unroutable: number
 }
 
 const activationDTypes = [DType.F16, DType.INT8, DType.F32]
@@ -76,10 +110,13 @@ export type StageCallLimits = Pick<StageServiceInit, 'stage' | 'nStages' | 'dMod
  * problem. Servers run it on every request; callers run it on their own request when a server
  * refuses one, to tell their own bug from a peer's.
  */
-export function decodeStageCall (request: StageRequest, limits: StageCallLimits): { backward: boolean, x: EngineTensor, extra?: FloatTensor | TokenTensor } {
+export function decodeStageCall (request: StageRequest, limits: StageCallLimits & { self?: string }): { backward: boolean, x: EngineTensor, extra?: FloatTensor | TokenTensor } {
   const { stage, nStages, dModel, seqLen, vocabSize, maxTokens } = limits
+  const train = request.kind === StageRequest.Kind.TRAIN
   const last = stage === nStages - 1
   if (request.stage !== stage) throw new StageMessageError(`this server serves stage ${stage}, not ${request.stage}`)
+  if (train) checkRoute(request.route, stage, nStages, limits.self)
+  else if (request.route.length > 0) throw new StageMessageError('only TRAIN calls carry a route')
   if (!activationDTypes.includes(request.replyDtype)) throw new StageMessageError(`cannot reply with ${request.replyDtype} activations`)
   const x = request.x
   if (x === undefined) throw new StageMessageError('x is missing')
@@ -88,8 +125,8 @@ export function decodeStageCall (request: StageRequest, limits: StageCallLimits)
   if (stage === 0) checkTensor('x', x, [DType.I32], [b, t], maxTokens)
   else checkTensor('x', x, activationDTypes, [b, t, dModel], maxTokens * dModel)
   const input: EngineTensor = stage === 0 ? decodeTokens(x, vocabSize) : decodeActivations(x)
-  const backward = request.kind === StageRequest.Kind.BACKWARD
-  if (last) {
+  const backward = request.kind !== StageRequest.Kind.FORWARD
+  if (last || train) {
     checkTensor('targets', request.targets, [DType.I32], [b, t], b * t)
     return { backward, x: input, extra: decodeTokens(request.targets as Tensor, vocabSize) }
   }
@@ -107,12 +144,16 @@ export class StageService {
   private stepping = false
   private rate = 0
   private rateAt = Date.now()
-  readonly stats: StageServiceStats = { forward: 0, backward: 0, versionMisses: 0, errors: 0, busy: 0, steps: 0 }
+  readonly stats: StageServiceStats = { forward: 0, backward: 0, versionMisses: 0, errors: 0, busy: 0, steps: 0, trains: 0, unroutable: 0 }
+  private readonly next?: NextStage
+  /** TRAIN calls waiting on their next hop. */
+  private pending = 0
 
-  constructor (components: { engine: StageCompute, logger?: ComponentLogger }, init: StageServiceInit) {
+  constructor (components: { engine: StageCompute, next?: NextStage, logger?: ComponentLogger }, init: StageServiceInit) {
     this.engine = components.engine
+    this.next = components.next
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:service')
-    this.init = { ...init, concurrency: init.concurrency ?? 1, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1 }
+    this.init = { ...init, concurrency: init.concurrency ?? 1, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1, maxPending: init.maxPending ?? 32, self: init.self ?? '' }
   }
 
   load (): StageLoad {
@@ -130,8 +171,11 @@ export class StageService {
     } catch (err) {
       // Only a request that fails validation is the caller's fault; anything else (a RangeError from a
       // bug of ours, a dead worker) is this server's failure, so a caller never blames itself for it.
-      const status = err instanceof BusyError ? StageResponse.Status.BUSY : err instanceof StageMessageError || err instanceof TensorError ? StageResponse.Status.BAD_REQUEST : StageResponse.Status.FAILED
+      const status = err instanceof BusyError
+        ? StageResponse.Status.BUSY
+        : err instanceof UnroutableError ? StageResponse.Status.UNROUTABLE : err instanceof StageMessageError || err instanceof TensorError ? StageResponse.Status.BAD_REQUEST : StageResponse.Status.FAILED
       if (status === StageResponse.Status.BUSY) this.stats.busy++
+      else if (status === StageResponse.Status.UNROUTABLE) this.stats.unroutable++
       else this.stats.errors++
       if (status === StageResponse.Status.FAILED) this.log.error('stage %d call failed: %e', this.init.stage, err)
       else this.log('refused a call: %s', (err as Error).message)
@@ -141,7 +185,7 @@ export class StageService {
 
   private async serve (request: StageRequest): Promise<StageResponse> {
     const { backward, x, extra } = decodeStageCall(request, this.init)
-    const result = await this.run(backward, x, extra, request.at)
+    const result = request.kind === StageRequest.Kind.TRAIN ? await this.train(x, extra as TokenTensor, request.route) : await this.run(backward, x, extra, request.at)
     return {
       id: request.id,
       status: StageResponse.Status.OK,
@@ -152,7 +196,31 @@ export class StageService {
       staleness: result.staleness,
       computeMs: result.computeMs,
       waitMs: result.waitMs,
-      queueLength: this.load().queueLength
+      queueLength: this.load().queueLength,
+      hops: result.hops ?? []
+    }
+  }
+
+  /**
+   * A TRAIN call from this stage on (checked already): the last stage computes the loss and its
+   * gradient; any other runs its forward, hands the output to the next stage along `route`, and
+   * runs its backward on the same weights with the gradient that comes back. Local calls (the node
+   * driving through its own stage) come here directly.
+   */
+  async train (x: EngineTensor, targets: TokenTensor, route: readonly string[]): Promise<StageResult> {
+    if (this.init.stage === this.init.nStages - 1) return { ...await this.run(true, x, targets), hops: [] }
+    if (this.next === undefined) throw new UnroutableError(`stage ${this.init.stage} does not forward to the next stage here`)
+    if (this.pending >= this.init.maxPending) throw new BusyError(`${this.pending} microbatches wait on the next stage`)
+    this.pending++
+    try {
+      const forward = await this.run(false, x)
+      const downstream = await this.next.hop(forward.y as FloatTensor, targets, route)
+      if (downstream.gx === undefined) throw new Error(`stage ${this.init.stage + 1} returned no input gradient`)
+      const backward = await this.run(true, x, downstream.gx, forward.version)
+      this.stats.trains++
+      return { y: backward.y, loss: downstream.loss, version: backward.version, staleness: backward.staleness, computeMs: forward.computeMs + backward.computeMs, waitMs: forward.waitMs + backward.waitMs, hops: downstream.hops }
+    } finally {
+      this.pending--
     }
   }
 

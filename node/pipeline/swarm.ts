@@ -10,7 +10,8 @@ import { settlesWithin } from '../util/abort.js'
 import type { StageEngine } from '../runtime/stage-engine.js'
 import { LossHistory, type LossHistoryJSON } from '../metrics/loss-history.js'
 import { SwarmStage, combineSignals, type CallStats, type ReplicaSource } from './caller.js'
-import { StageClient } from './client.js'
+import { StageClient, type StageTraffic } from './client.js'
+import { Forwarder, type ForwardStats } from './forward.js'
 import { Driver, maxDepth, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
@@ -51,6 +52,10 @@ export interface PipelineStatus {
   routed: Record<string, number>
   /** Peers the router avoids for now after failed calls. */
   banned: string[]
+  /** This node's microbatches trained server to server, and those it relayed. */
+  forwarding: ForwardStats
+  /** Stage protocol bytes this node's calls sent and received (its own microbatches and the hops it forwarded). */
+  traffic: StageTraffic
   /** This node's training and validation loss against the tokens it drove (bounded). */
   history: LossHistoryJSON
 }
@@ -68,6 +73,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
   private readonly client: StageClient
   readonly router = new Router()
   readonly stages: SwarmStage[]
+  readonly forwarder: Forwarder
   driver?: Driver
   readonly history = new LossHistory()
   private serving?: { stage: number, server: StageServer }
@@ -87,6 +93,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       { client: this.client, router: this.router, replicas: this, local, shutdown: components.shutdown, logger: components.logger },
       { stage, nStages, dModel: model.dModel, seqLen: model.seqLen, vocabSize: model.vocabSize, maxTokens: optimizer.batchSize * model.seqLen, wireDType: wireDTypes[options.wire] }
     ))
+    this.forwarder = new Forwarder({ stages: this.stages, router: this.router, replicas: this, local, logger: components.logger })
     this.stageHost.use(this)
   }
 
@@ -104,7 +111,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
     }, LOAD_REPORT_MS)
     if (!this.options.drive) return
     const corpus = await loadDataset(manifest.datasetId)
-    this.driver = new Driver({ stages: this.stages, signals: () => combineSignals(this.stages), logger: this.components.logger }, {
+    this.driver = new Driver({ stages: this.stages, train: async batch => await this.forwarder.train(batch), signals: () => combineSignals(this.stages), logger: this.components.logger }, {
       train: corpus.train,
       validation: corpus.validation,
       seqLen: manifest.model.seqLen,
@@ -142,6 +149,8 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       calls: this.stages.map(s => s.stats),
       routed: Object.fromEntries(this.router.callCounts()),
       banned: [...this.router.callCounts().keys()].filter(peer => this.router.isBanned(peer)),
+      forwarding: this.forwarder.stats,
+      traffic: this.client.traffic,
       history: this.history.toJSON()
     }
   }
@@ -150,8 +159,11 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
   async attach (served: ServedStage): Promise<void> {
     const { manifest, host, runId } = this.components
     const { model, nStages, optimizer } = manifest
-    const server = new StageServer({ registrar: host, engine: this.compute(served.engine), logger: this.components.logger }, {
+    // TRAIN calls go on to the next stage through this node's caller of it (its router, its client).
+    const next = served.stage < nStages - 1 ? this.stages[served.stage + 1] : undefined
+    const server = new StageServer({ registrar: host, engine: this.compute(served.engine), next, logger: this.components.logger }, {
       runId,
+      self: this.self,
       stage: served.stage,
       nStages,
       dModel: model.dModel,

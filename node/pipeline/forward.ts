@@ -1,0 +1,66 @@
+// The driver's side of server-to-server forwarding: a microbatch goes out as one TRAIN call to
+// stage 0, naming the route (the router's choice of replica for every stage), and comes back as
+// its loss; the activations and gradients travel between the stage servers, and the driver's
+// link carries the tokens and the loss. Where a server cannot reach any replica of the next stage,
+// it answers UNROUTABLE before any backward ran, and the driver relays that microbatch itself
+// (FORWARD and BACKWARD calls through this node, as chain.ts runs them), and counts it.
+import { defaultLogger } from '@libp2p/logger'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
+import { replicasOf, type SwarmStage, type SwarmStageComponents } from './caller.js'
+import { trainMicrobatch, type Microbatch } from './chain.js'
+import { UnroutableError } from './service.js'
+
+export interface ForwarderComponents extends Pick<SwarmStageComponents, 'router' | 'replicas' | 'local'> {
+  /** One caller per stage, in order (the same the relayed path and the evaluations use). */
+  stages: readonly SwarmStage[]
+  logger?: ComponentLogger
+}
+
+export interface ForwardStats {
+  /** Microbatches trained server to server. */
+  forwarded: number
+  /** Microbatches this node relayed instead: a server could not reach a later stage, or a stage had no replica to name. */
+  relayed: number
+}
+
+export class Forwarder {
+  readonly stats: ForwardStats = { forwarded: 0, relayed: 0 }
+  private readonly log: Logger
+
+  constructor (private readonly components: ForwarderComponents) {
+    this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:forward')
+  }
+
+  /** Trains one microbatch; returns its mean loss. */
+  async train (batch: Microbatch): Promise<number> {
+    const { stages } = this.components
+    const route = this.route(batch.x.shape[0] * batch.x.shape[1])
+    if (route !== undefined) {
+      try {
+        const { loss } = await stages[0].train(batch.x, batch.targets, route)
+        this.stats.forwarded++
+        return loss
+      } catch (err) {
+        if (!(err instanceof UnroutableError)) throw err
+        this.log('relaying a microbatch: %s', err.message)
+      }
+    }
+    this.stats.relayed++
+    return await trainMicrobatch(stages, batch)
+  }
+
+  /**
+   * The router's choice of replica for every stage, a peer at most once (a node serves one stage;
+   * servers refuse a route through a peer twice), or undefined while a stage has none.
+   */
+  private route (tokens: number): string[] | undefined {
+    const { router, stages } = this.components
+    const chosen = new Set<string>()
+    for (let stage = 0; stage < stages.length; stage++) {
+      const peer = router.choose(replicasOf(this.components, stage), tokens, chosen)
+      if (peer === undefined) return undefined
+      chosen.add(peer)
+    }
+    return [...chosen]
+  }
+}

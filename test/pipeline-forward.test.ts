@@ -1,0 +1,133 @@
+// Server-to-server forwarding on loopback libp2p with real engines: the driver's link carries
+// the tokens and the loss instead of every activation and gradient, learning is the relayed
+// path's to the last digit, a failed hop goes to another replica, and a server that cannot
+// reach the next stage makes the driver relay instead.
+import '../node/shim.js'
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { BatchSampler } from '../node/data/sampler.js'
+import { loadBrown, type Corpus } from '../node/data/corpus.js'
+import { defaultManifest } from '../node/manifest/manifest.js'
+import { trainMicrobatch } from '../node/pipeline/chain.js'
+import type { StageCompute } from '../node/pipeline/service.js'
+import type { StageEngine } from '../node/runtime/stage-engine.js'
+import { LoopbackSwarm, type LoopbackSwarmInit } from '../bench/lib/loopback-swarm.js'
+
+const MICROBATCHES = 12
+
+let corpus: Corpus | undefined
+
+async function swarm (nStages: number, extra: Partial<LoopbackSwarmInit> = {}): Promise<LoopbackSwarm> {
+  const { optimizer } = defaultManifest()
+  return await LoopbackSwarm.create({
+    runId: 'testforward',
+    model: { vocabSize: 256, dModel: 32, nLayers: nStages, nHeads: 4, seqLen: 16 },
+    optimizer: { ...optimizer, batchSize: 4, microbatches: 2, totalSteps: 100 },
+    nStages,
+    threads: 1,
+    seed: 3,
+    ...extra
+  })
+}
+
+function sampler (s: LoopbackSwarm): BatchSampler {
+  return new BatchSampler(corpus!.train, s.init.model.seqLen, s.init.optimizer.batchSize, 11)
+}
+
+function driverBytes (s: LoopbackSwarm): number {
+  return s.driver.client.traffic.sentBytes + s.driver.client.traffic.receivedBytes
+}
+
+/** An engine whose last-stage calls all fail, as a replica with a broken runtime would. */
+function broken (engine: StageEngine): StageCompute {
+  const fail = async (): Promise<never> => { throw new Error('this replica is broken') }
+  return {
+    forwardAt: fail,
+    backwardAt: fail,
+    loss: fail,
+    lossBackward: fail,
+    step: async () => await engine.step(),
+    get accumulatedTokens () { return engine.accumulatedTokens },
+    get weightsVersion () { return engine.weightsVersion }
+  }
+}
+
+test.before(async () => { corpus = await loadBrown() })
+
+test('3 stages: forwarded microbatches leave the driver a sliver of the bytes, and the losses of the relayed path', async () => {
+  const relayed = await swarm(3)
+  const relayedLosses: number[] = []
+  try {
+    const stages = relayed.callers()
+    const batches = sampler(relayed)
+    for (let i = 0; i < MICROBATCHES; i++) relayedLosses.push(await trainMicrobatch(stages, batches.next()))
+  } finally {
+    await relayed.stop()
+  }
+  const forwarded = await swarm(3)
+  const forwardedLosses: number[] = []
+  try {
+    const stages = forwarded.callers()
+    const forwarder = forwarded.forwarder(stages)
+    const batches = sampler(forwarded)
+    for (let i = 0; i < MICROBATCHES; i++) forwardedLosses.push(await forwarder.train(batches.next()))
+    assert.equal(forwarder.stats, { forwarded: MICROBATCHES, relayed: 0 })
+    // Every stage computed every microbatch once each way, on its forward's weights.
+    for (const s of forwarded.servers) {
+      const stats = s.server.stats()
+      assert.is(stats.backward, MICROBATCHES, `stage ${s.stage} backwards`)
+      assert.is(stats.versionMisses, 0)
+      assert.ok(stats.steps > 0, `stage ${s.stage} stepped`)
+    }
+    const [before, after] = [driverBytes(relayed) / MICROBATCHES, driverBytes(forwarded) / MICROBATCHES]
+    console.log(`driver's link per microbatch: relayed ${before.toFixed(0)} bytes, forwarded ${after.toFixed(0)} bytes; losses ${forwardedLosses.map(l => l.toFixed(4)).join(' ')}`)
+    assert.ok(after < before / 5, `forwarded ${after} bytes per microbatch vs relayed ${before}`)
+  } finally {
+    await forwarded.stop()
+  }
+  // The same arithmetic on the same encodings: equal losses, microbatch by microbatch, optimizer steps included.
+  for (let i = 0; i < MICROBATCHES; i++) assert.ok(Math.abs(forwardedLosses[i] - relayedLosses[i]) < 1e-5, `microbatch ${i}: forwarded ${forwardedLosses[i]} vs relayed ${relayedLosses[i]}`)
+  assert.ok(forwardedLosses[MICROBATCHES - 1] < forwardedLosses[0], 'it learned')
+})
+
+test('a failed hop is retried on another replica of that stage; no microbatch is lost', async () => {
+  const s = await swarm(2, { replicas: 2, compute: (engine, stage, replica) => stage === 1 && replica === 0 ? broken(engine) : engine })
+  try {
+    const stages = s.callers()
+    const forwarder = s.forwarder(stages)
+    const batches = sampler(s)
+    // Several at once, so that routes name both stage-1 replicas while the router is still learning.
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      for (let i = 0; i < MICROBATCHES / 4; i++) assert.ok(Number.isFinite(await forwarder.train(batches.next())))
+    }))
+    assert.equal(forwarder.stats, { forwarded: MICROBATCHES, relayed: 0 })
+    const brokenServer = s.servers.find(v => v.stage === 1 && v.server.stats().errors > 0)
+    assert.ok(brokenServer !== undefined, 'the broken replica was tried')
+    const hopRetries = s.servers.filter(v => v.stage === 0).reduce((a, v) => a + v.next!.stats.retries.failed, 0)
+    assert.ok(hopRetries >= 1, `stage-0 servers retried their hops (${hopRetries})`)
+    const healthy = s.servers.find(v => v.stage === 1 && v !== brokenServer)!
+    assert.is(healthy.server.stats().backward, MICROBATCHES, 'the healthy replica trained every microbatch')
+  } finally {
+    await s.stop()
+  }
+})
+
+test('a next stage no server can reach: each microbatch is relayed by the driver, and counted', async () => {
+  const s = await swarm(2, { unreachable: true })
+  try {
+    const stages = s.callers()
+    const forwarder = s.forwarder(stages)
+    const batches = sampler(s)
+    for (let i = 0; i < 4; i++) assert.ok(Number.isFinite(await forwarder.train(batches.next())))
+    assert.equal(forwarder.stats, { forwarded: 0, relayed: 4 })
+    const first = s.servers.find(v => v.stage === 0)!
+    assert.is(first.server.stats().unroutable, 4)
+    assert.ok(first.next!.stats.retries.dial >= 1, 'the hops failed to dial')
+    // No backward ran before the fallback: each stage trained each microbatch once.
+    for (const v of s.servers) assert.is(v.server.stats().backward, 4, `stage ${v.stage}`)
+  } finally {
+    await s.stop()
+  }
+})
+
+test.run()
