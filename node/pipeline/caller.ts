@@ -11,13 +11,14 @@ import { DType, StageMessageError, StageRequest, checkTensor, type StageResponse
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
 import { decodeActivations, encodeActivations, encodeTokens } from './activations.js'
 import type { StageCaller } from './chain.js'
-import { StageCallError, StageClientStoppedError, type StageClient, type StageCallFailure } from './client.js'
+import { StageCallError, StageClientStoppedError, type StageTransport, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
 import { BusyError, decodeStageCall, type StageCallLimits, type StageService } from './service.js'
 import { TensorError } from '../runtime/tensor.js'
 import type { WeightsVersion } from '../runtime/stage-engine.js'
 import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
 import { sleep } from '../util/abort.js'
+import { systemClock, type Clock } from '../util/clock.js'
 
 /** Where the replicas of each stage are (the registry, in a daemon). */
 export interface ReplicaSource {
@@ -40,7 +41,7 @@ export interface CallStats {
 }
 
 export interface SwarmStageComponents {
-  client: StageClient
+  client: StageTransport
   router: Router
   replicas: ReplicaSource
   /** This node's peer id and its own service for a stage, when it serves that stage now. */
@@ -49,6 +50,8 @@ export interface SwarmStageComponents {
   shutdown?: AbortSignal
   /** Names the node in log lines (default: unnamed). */
   logger?: ComponentLogger
+  /** Default: the system clock (the simulator passes simulated time). */
+  clock?: Clock
 }
 
 /** The stage's limits (what a server checks every request against), and the wire encoding. */
@@ -94,9 +97,11 @@ export class SwarmStage implements StageCaller {
   private readonly forwards = new WeakMap<Tensor, { peer: string, version?: WeightsVersion }>()
   private signals: PipelineSignals = { staleness: 0, waitedMs: 0 }
   private readonly log: Logger
+  private readonly clock: Clock
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
     this.init = { ...init, wireDType: init.wireDType ?? DType.F16 }
+    this.clock = components.clock ?? systemClock
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:caller')
   }
 
@@ -131,7 +136,8 @@ export class SwarmStage implements StageCaller {
     const local = localService === undefined || own === undefined ? undefined : { peer: own.peer, service: localService }
     const tokens = x.shape[0] * x.shape[1]
     const units = work(tokens, backward)
-    const deadline = Date.now() + CALL_GIVE_UP_MS
+    const clock = this.clock
+    const deadline = clock.now() + CALL_GIVE_UP_MS
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
     // A backward goes back to the replica that computed the forward while it is healthy, with the
@@ -151,12 +157,12 @@ export class SwarmStage implements StageCaller {
       }
       if (peer === undefined) {
         if (this.components.shutdown?.aborted === true) throw new StageClientStoppedError('the node is stopping')
-        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${CALL_GIVE_UP_MS} ms`, 'timeout')
-        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown)
+        if (clock.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${CALL_GIVE_UP_MS} ms`, 'timeout')
+        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown, clock)
         continue
       }
       router.started(peer)
-      const started = performance.now()
+      const started = clock.monotonic()
       // Only the replica that ran the forward holds its weights.
       const at = forward !== undefined && forward.peer === peer ? forward.version : undefined
       try {
@@ -167,7 +173,7 @@ export class SwarmStage implements StageCaller {
         let totalMs = 0
         if (peer === local?.peer) {
           const out = await local.service.run(backward, x, extra, at)
-          const ms = performance.now() - started
+          const ms = clock.monotonic() - started
           router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0 })
           this.stats.local++
           this.stats.computeMs += ms
@@ -178,7 +184,7 @@ export class SwarmStage implements StageCaller {
         } else {
           const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra)), at }, router.timeoutMs(peer, units))
           result = this.result(response, x, backward)
-          totalMs = performance.now() - started
+          totalMs = clock.monotonic() - started
           router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
           this.stats.computeMs += response.computeMs
           this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
@@ -214,7 +220,7 @@ export class SwarmStage implements StageCaller {
         else this.log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)
         this.stats.retries[reason]++
         tried.add(peer)
-        if (Date.now() > deadline) throw err
+        if (clock.now() > deadline) throw err
       }
     }
   }

@@ -51,6 +51,9 @@ export interface StageClientInit {
   addedLatencyMs?: number
 }
 
+/** What a stage caller needs of a client: one call to one peer (the simulator has its own). */
+export type StageTransport = Pick<StageClient, 'call'>
+
 export class StageClient {
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly dialer: StageClientComponents['dialer']
