@@ -311,7 +311,8 @@ export class SwarmSim {
     peer.inRound = undefined
     peer.inbox.clear()
     this.update(peer, { ready: false })
-    const replicas = this.replicaRecords(peer)
+    // State comes from a live replica at the newest round (fetchStageState moves on from dead ones).
+    const replicas = this.replicaRecords(peer).filter(r => this.peers.has(r.peerId))
     const source = replicas.find(r => r.round === Math.max(...replicas.map(q => q.round)))
     const loadMs = source === undefined ? 0 : this.network.transferMs(this.index(source.peerId), peer.index, 8 * this.init.stageParams)
     const stage = peer.record.stage
