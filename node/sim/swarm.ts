@@ -15,7 +15,6 @@ import { kForDensity, payloadSize, type ValueBits } from '../../native/format.js
 import { DType, StageRequest, StageResponse, type Tensor as WireTensor } from '../../protocols/stage-codec.js'
 import { StageAssigner } from '../assignment/assigner.js'
 import { stageLoads } from '../assignment/policy.js'
-import { roundDue } from '../averaging/trigger.js'
 import { defaultAveraging } from '../manifest/manifest.js'
 import { encodeActivations } from '../pipeline/activations.js'
 import { SwarmStage, combineSignals, type ReplicaSource } from '../pipeline/caller.js'
@@ -27,6 +26,7 @@ import type { PeerInfoRecord } from '../registry/record.js'
 import type { LocalInfo, SwarmView } from '../registry/registry.js'
 import { defaultTiming } from '../timing.js'
 import { Rng } from '../util/random.js'
+import { SimAveraging, type AveragingPeer } from './averaging.js'
 import { SimClock } from './clock.js'
 import { SimNetwork } from './network.js'
 
@@ -105,27 +105,11 @@ interface Job {
   reply: (response: StageResponse) => void
 }
 
-interface RoundState {
-  round: number
-  members: string[]
-  started: number
-  /** Members whose push has not been sent yet, and when the last one sent arrives. */
-  pending: Set<string>
-  lastArrival: number
-  timer?: unknown
-}
-
-interface Peer {
-  index: number
-  id: string
+interface Peer extends AveragingPeer {
   capacity: number
-  alive: boolean
   /** It has announced a stage (the view shows it from then on). */
   announced: boolean
-  diedAt: number
-  joinedAt: number
   shutdown: AbortController
-  record: PeerInfoRecord
   assigner?: StageAssigner
   router: Router
   depth: DepthControl
@@ -137,20 +121,13 @@ interface Peer {
   // Server
   busy: boolean
   waiting: Job[]
-  // Averaging
-  trained: number
-  synced: number
-  inRound?: RoundState
-  /** Contributions pushed to it: round -> sender -> arrival time. */
-  inbox: Map<number, Map<string, number>>
-  pollTimer?: unknown
 }
 
 export class SwarmSim {
   readonly clock = new SimClock()
   private readonly init: Required<Omit<SimInit, 'kill'>> & Pick<SimInit, 'kill'>
   private readonly rng: Rng
-  private readonly network: SimNetwork
+  readonly network: SimNetwork
   private readonly peers = new Map<string, Peer>()
   /** Every peer that ever joined, alive or not. */
   private readonly everyone = new Map<string, Peer>()
@@ -159,14 +136,12 @@ export class SwarmSim {
   private viewCache?: SwarmView
   private readonly replicaCache = new Map<number, string[]>()
   private readonly reply: WireTensor
-  private readonly tokensPerRound: number
-  private readonly payloadBytes: number
+  private readonly averaging: SimAveraging
   /** One logger for every component: libp2p's makes a new debug instance per forComponent call, too slow per microbatch. */
   private readonly logger = sharedLogger()
   private completedTokens = 0
   private readonly counts = { issued: 0, completed: 0, retried: 0, lost: 0, abandoned: 0, joins: 0, leaves: 0, moves: 0 }
   private readonly retries: Record<string, number> = {}
-  private readonly rounds = { started: 0, completed: 0, full: 0, members: 0, ms: 0, resyncs: 0 }
   private readonly samples: ThroughputSample[] = []
 
   constructor (init: SimInit) {
@@ -188,8 +163,12 @@ export class SwarmSim {
     this.network = new SimNetwork({ seed: init.seed })
     this.reply = encodeActivations(new Float32Array(SIM_SHAPE.batch * SIM_SHAPE.time), [SIM_SHAPE.batch, SIM_SHAPE.time, 1], DType.F16)
     const a = defaultAveraging
-    this.tokensPerRound = a.innerSteps * this.init.microbatchTokens
-    this.payloadBytes = payloadSize(this.init.stageParams, a.chunkSize, kForDensity(a.topkDensity, a.chunkSize), a.valueBits as ValueBits)
+    this.averaging = new SimAveraging(this, {
+      tokensPerRound: a.innerSteps * this.init.microbatchTokens,
+      payloadBytes: payloadSize(this.init.stageParams, a.chunkSize, kForDensity(a.topkDensity, a.chunkSize), a.valueBits as ValueBits),
+      pollMs: this.init.averagingPollMs,
+      roundTimeoutMs: a.roundTimeoutMs
+    })
   }
 
   async run (): Promise<SimReport> {
@@ -235,6 +214,11 @@ export class SwarmSim {
     return this.viewCache
   }
 
+  /** Every peer that ever joined, alive or not. */
+  peer (id: string): Peer | undefined {
+    return this.everyone.get(id)
+  }
+
   private changed (): void {
     this.viewCache = undefined
     this.replicaCache.clear()
@@ -256,7 +240,7 @@ export class SwarmSim {
     const now = this.clock.now()
     const record: PeerInfoRecord = { peerId: id, stage: 0, throughput: capacity, servedThroughput: 0, queueLength: 0, freeMemory: 1, round: 0, ready: false, tokensSinceSync: 0, stateHash: '', version: 'sim', issuedAt: now, expiresAt: Infinity }
     const peer: Peer = {
-      index, id, capacity, alive: true, announced: false, diedAt: Infinity, joinedAt: now, shutdown: new AbortController(), record,
+      index, id, capacity, alive: true, announced: false, diedAt: Infinity, shutdown: new AbortController(), record,
       router: new Router({ now: () => this.clock.now(), seed: this.rng.nextUint32() }),
       depth: new DepthControl({ initial: this.init.nStages + 1, maxStaleness: Infinity }),
       inFlight: 0, calls: new Set(), drives: this.rng.next() < this.init.drivers, driving: false, busy: false, waiting: [], trained: 0, synced: 0, inbox: new Map()
@@ -271,13 +255,13 @@ export class SwarmSim {
     const assigner = new StageAssigner({ registry, logger: this.logger, shutdown: peer.shutdown.signal, clock: this.clock }, {
       nStages: this.init.nStages, throughput: capacity, freeMemory: 1, stageMemory: () => 0, rebalanceMs: defaultTiming.rebalanceMs, seed: `${this.init.seed}:${id}`, peerId: id
     })
-    assigner.addEventListener('stage', event => { this.attach(peer, (event as CustomEvent<{ stage: number, move?: unknown }>).detail.move !== undefined) })
+    assigner.addEventListener('stage', event => { this.attachPeer(peer, (event as CustomEvent<{ stage: number, move?: unknown }>).detail.move !== undefined) })
     peer.assigner = assigner
     void assigner.start().catch(() => {})
     if (Number.isFinite(this.init.meanSessionMs)) this.clock.setTimeout(() => { this.leave(peer) }, -Math.log(1 - this.rng.next()) * this.init.meanSessionMs)
   }
 
-  private update (peer: Peer, info: Partial<LocalInfo>): void {
+  update (peer: Peer, info: Partial<LocalInfo>): void {
     if (!peer.alive) return
     const moved = info.stage !== undefined && (!peer.announced || info.stage !== peer.record.stage)
     if (info.stage !== undefined) peer.announced = true
@@ -305,7 +289,11 @@ export class SwarmSim {
   }
 
   /** The stage host's part: load the stage's state from its replicas (if any), then serve and drive. */
-  private attach (peer: Peer, moved: boolean): void {
+  attach (peer: AveragingPeer, moved: boolean): void {
+    this.attachPeer(peer as Peer, moved)
+  }
+
+  private attachPeer (peer: Peer, moved: boolean): void {
     if (moved) this.counts.moves++
     this.clock.clearTimeout(peer.inRound?.timer)
     peer.inRound = undefined
@@ -320,8 +308,8 @@ export class SwarmSim {
       if (!peer.alive || peer.record.stage !== stage) return
       peer.synced = peer.trained
       this.update(peer, { ready: true, round: source?.round ?? peer.record.round, tokensSinceSync: 0 })
-      if (source !== undefined) this.rounds.resyncs++
-      this.poll(peer)
+      if (source !== undefined) this.averaging.resyncs++
+      this.averaging.poll(peer)
       this.drive(peer)
     }, loadMs)
   }
@@ -466,94 +454,10 @@ export class SwarmSim {
     }, computeMs)
   }
 
-  // ---- Averaging: the real trigger, modelled rounds ----
+  // ---- Averaging (averaging.ts) ----
 
-  private replicaRecords (peer: Peer): PeerInfoRecord[] {
+  replicaRecords (peer: AveragingPeer): PeerInfoRecord[] {
     return this.view().stages[peer.record.stage].peers.filter(p => p.ready && p.peerId !== peer.id)
-  }
-
-  private poll (peer: Peer): void {
-    this.clock.clearTimeout(peer.pollTimer)
-    peer.pollTimer = this.clock.setTimeout(() => { this.poll(peer) }, this.init.averagingPollMs)
-    if (!peer.alive || !peer.record.ready || peer.inRound !== undefined) return
-    const peers = this.replicaRecords(peer)
-    const round = peer.record.round
-    const ahead = peers.filter(p => p.round > round)
-    if (ahead.length > 0) {
-      this.attach(peer, false)
-      return
-    }
-    const invited = this.invited(peer, round + 1)
-    if (!roundDue({ round, tokensSinceSync: peer.record.tokensSinceSync, peers, tokensPerRound: this.tokensPerRound, invited })) return
-    this.startRound(peer, round + 1, peers.filter(p => p.round === round).map(p => p.peerId))
-  }
-
-  private box (peer: Peer, round: number): Map<string, number> {
-    let box = peer.inbox.get(round)
-    if (box === undefined) {
-      box = new Map()
-      peer.inbox.set(round, box)
-    }
-    return box
-  }
-
-  /** Whether `sender`'s push reached `peer` by now (a sender that died first never finished sending it). */
-  private arrived (peer: Peer, round: number, sender: string): boolean {
-    const at = peer.inbox.get(round)?.get(sender)
-    return at !== undefined && at <= this.clock.now() && (this.everyone.get(sender)?.diedAt ?? Infinity) > at
-  }
-
-  private invited (peer: Peer, round: number): boolean {
-    for (const sender of peer.inbox.get(round)?.keys() ?? []) if (this.arrived(peer, round, sender)) return true
-    return false
-  }
-
-  private startRound (peer: Peer, round: number, known: string[]): void {
-    const own = this.box(peer, round)
-    const members = [...new Set([...known, ...own.keys()])].filter(m => m !== peer.id)
-    const pending = new Set(members.filter(m => !own.has(m)))
-    const state: RoundState = { round, members, started: this.clock.now(), pending, lastArrival: Math.max(this.clock.now(), ...members.filter(m => own.has(m)).map(m => own.get(m) as number)) }
-    peer.inRound = state
-    this.rounds.started++
-    // All-to-all over this peer's uplink, one push after another.
-    let sent = this.clock.now()
-    for (const m of members) {
-      const member = this.everyone.get(m) as Peer
-      const link = this.network.link(peer.index, member.index)
-      sent += this.payloadBytes / link.bytesPerMs
-      const at = sent + link.latencyMs
-      if (!member.alive) continue
-      this.box(member, round).set(peer.id, at)
-      const theirs = member.inRound
-      if (theirs?.round === round && theirs.pending.delete(peer.id)) {
-        theirs.lastArrival = Math.max(theirs.lastArrival, at)
-        if (theirs.pending.size === 0) this.clock.setTimeout(() => { this.checkRound(member) }, theirs.lastArrival - this.clock.now())
-      }
-    }
-    state.timer = this.clock.setTimeout(() => { this.endRound(peer) }, defaultAveraging.roundTimeoutMs / 3)
-    if (pending.size === 0) this.clock.setTimeout(() => { this.checkRound(peer) }, state.lastArrival - this.clock.now())
-  }
-
-  /** Ends the round early once every member's contribution is in. */
-  private checkRound (peer: Peer): void {
-    const state = peer.inRound
-    if (state === undefined || !peer.alive) return
-    if (state.members.every(m => this.arrived(peer, state.round, m))) this.endRound(peer)
-  }
-
-  private endRound (peer: Peer): void {
-    const state = peer.inRound
-    if (state === undefined) return
-    this.clock.clearTimeout(state.timer)
-    const missing = state.members.filter(m => !this.arrived(peer, state.round, m)).length
-    this.rounds.completed++
-    this.rounds.members += state.members.length + 1
-    this.rounds.ms += this.clock.now() - state.started
-    if (missing === 0) this.rounds.full++
-    peer.inRound = undefined
-    for (const r of [...peer.inbox.keys()]) if (r <= state.round) peer.inbox.delete(r)
-    peer.synced = peer.trained
-    this.update(peer, { round: state.round, tokensSinceSync: 0 })
   }
 
   // ---- Measures ----
@@ -570,7 +474,7 @@ export class SwarmSim {
     const steady = this.samples.filter(s => s.minute * 60_000 > this.init.warmupMs)
     const mean = (f: (s: ThroughputSample) => number): number => steady.length === 0 ? 0 : steady.reduce((a, s) => a + f(s), 0) / steady.length
     const { issued, completed, retried, lost, abandoned, joins, leaves, moves } = this.counts
-    const r = this.rounds
+    const r = this.averaging
     return {
       peers: this.init.peers,
       stages: this.init.nStages,
