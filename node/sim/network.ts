@@ -16,6 +16,9 @@ export interface NetworkInit {
   medianMbitPerS?: number
 }
 
+/** Medians of the links' spreads (model parameters, not timers). */
+const publicInternet = { medianRttMs: 40, medianMbitPerS: 50 }
+
 export class SimNetwork {
   private readonly seed: number
   private readonly medianOneWayMs: number
@@ -23,8 +26,9 @@ export class SimNetwork {
 
   constructor (init: NetworkInit) {
     this.seed = hashString(init.seed)
-    this.medianOneWayMs = (init.medianRttMs ?? 40) / 2
-    this.medianMbit = init.medianMbitPerS ?? 50
+    const { medianRttMs, medianMbitPerS } = { ...publicInternet, ...init }
+    this.medianOneWayMs = medianRttMs / 2
+    this.medianMbit = medianMbitPerS
   }
 
   /** Links drawn so far, by pair (drawing one takes a fresh Rng: too slow for every message). */
