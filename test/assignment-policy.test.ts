@@ -1,7 +1,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { chooseStage, rebalanceMove, settle, stageLoads, type Server } from '../node/assignment/policy.js'
-import { Rng } from '../node/util/random.js'
+import { chooseStage, moverInSlot, rebalanceMove, settle, stageLoads, type Server } from '../node/assignment/policy.js'
+import { Rng, hashString } from '../node/util/random.js'
 
 const servers = (placement: Array<[number, number]>): Server[] => placement.map(([stage, throughput], i) => ({ id: `p${i}`, stage, throughput }))
 const anywhere = (): boolean => true
@@ -75,6 +75,21 @@ test('settled swarms are stable and within the rule of the best split', () => {
     assert.ok(swarm.every(s => rebalanceMove(swarm, 3, s.id, anywhere) === undefined), `capacities ${caps} did not settle`)
     assert.ok(Math.min(...stageLoads(swarm, 3).map(l => l.throughput)) >= 0.6 * best)
   }
+})
+
+test('moverInSlot is the willing server with the least hash of (id, slot), the first on a tie', () => {
+  const rng = new Rng('mover')
+  let chosen = 0
+  for (let trial = 0; trial < 200; trial++) {
+    const all = servers(Array.from({ length: 3 + rng.int(10) }, () => [rng.int(3), 10 + rng.int(100)]))
+    const slot = rng.int(1000)
+    // The definition: every willing server, then the least hash.
+    const willing = all.filter(s => rebalanceMove(all, 3, s.id, anywhere) !== undefined)
+    const expected = willing.reduce<Server | undefined>((best, s) => best === undefined || hashString(`${s.id}:${slot}`) < hashString(`${best.id}:${slot}`) ? s : best, undefined)
+    assert.equal(moverInSlot(all, 3, slot), expected)
+    if (expected !== undefined) chosen++
+  }
+  assert.ok(chosen > 20, `some swarms had a mover: ${chosen}`)
 })
 
 test('settle terminates and never empties a stage', () => {

@@ -5,16 +5,19 @@ import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { StageRegistry, SwarmView } from '../registry/registry.js'
 import { UserError } from '../errors.js'
 import { sleep } from '../util/abort.js'
-import { Rng, hashString } from '../util/random.js'
-import { chooseStage, rebalanceMove, type Move, type Server, type StageLoad } from './policy.js'
+import { systemClock, type Clock, type TimerHandle } from '../util/clock.js'
+import { Rng } from '../util/random.js'
+import { chooseStage, moverInSlot, rebalanceMove, rebalanceSlot, type Move, type Server, type StageLoad } from './policy.js'
 
 export interface AssignerComponents {
   /** Lines for the operator (the command line prints them); default: the debug log. */
   notice?: (line: string) => void
-  registry: StageRegistry
+  registry: Pick<StageRegistry, 'refresh' | 'update'>
   logger: ComponentLogger
   /** Ends the wait before a move at once when the node stops. */
   shutdown?: AbortSignal
+  /** Default: the system clock (the simulator passes simulated time). */
+  clock?: Clock
 }
 
 export interface AssignerInit {
@@ -47,13 +50,14 @@ export interface StageChangeDetail {
 
 /** Emits `stage` (CustomEvent<StageChangeDetail>) on the initial choice and on every move. */
 export class StageAssigner extends EventTarget {
-  private readonly registry: StageRegistry
+  private readonly registry: Pick<StageRegistry, 'refresh' | 'update'>
   private readonly shutdown?: AbortSignal
+  private readonly clock: Clock
   private readonly log: Logger
   private readonly init: AssignerInit
   private readonly rng: Rng
   private current?: number
-  private timer?: NodeJS.Timeout
+  private timer?: TimerHandle
   private running = false
   private checking?: Promise<void>
   readonly moves: StageMove[] = []
@@ -64,6 +68,7 @@ export class StageAssigner extends EventTarget {
     super()
     this.registry = components.registry
     this.shutdown = components.shutdown
+    this.clock = components.clock ?? systemClock
     this.log = components.logger.forComponent('swarmtrain:assignment')
     this.notice = components.notice ?? (line => { this.log(line) })
     this.init = init
@@ -106,7 +111,7 @@ export class StageAssigner extends EventTarget {
 
   async stop (): Promise<void> {
     this.running = false
-    clearTimeout(this.timer)
+    this.clock.clearTimeout(this.timer)
     await this.checking
   }
 
@@ -117,7 +122,7 @@ export class StageAssigner extends EventTarget {
   private schedule (): void {
     if (!this.running) return
     const wait = this.init.rebalanceMs * (0.5 + this.rng.next())
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.setTimeout(() => {
       this.checking = this.check().catch(err => { this.log.error('rebalance check failed: %e', err) }).finally(() => {
         this.checking = undefined
         this.schedule()
@@ -134,21 +139,15 @@ export class StageAssigner extends EventTarget {
     if (this.current === undefined) return
     const view = await this.registry.refresh()
     if (this.decide(view) === undefined) return
-    // Several servers usually see the same worthwhile move; if they all took it they would just
-    // move the imbalance (or empty a stage). So one moves at a time: among the willing, the one
-    // with the least hash of (peer id, time slot). Nodes with the same view agree on it; the
-    // slot rotates the choice in case that one cannot move (pinned, or gone).
-    const all = servers(view)
-    const slot = Math.floor(Date.now() / (2 * this.init.rebalanceMs))
-    const willing = all.filter(s => rebalanceMove(all, this.init.nStages, s.id, () => true) !== undefined)
-    const chosen = willing.reduce<Server | undefined>((best, s) => best === undefined || hashString(`${s.id}:${slot}`) < hashString(`${best.id}:${slot}`) ? s : best, undefined)
+    // One mover at a time; the slot rotates the choice in case that one cannot move (pinned, or gone).
+    const chosen = moverInSlot(servers(view), this.init.nStages, rebalanceSlot(this.clock.now(), this.init.rebalanceMs))
     if (chosen !== undefined && chosen.id !== this.init.peerId) return
     // Act only on an imbalance that persists: wait a moment, then decide again on a fresh view.
-    await sleep(this.rng.next() * this.init.rebalanceMs / 2, this.shutdown)
+    await sleep(this.rng.next() * this.init.rebalanceMs / 2, this.shutdown, this.clock)
     if (!this.running || this.shutdown?.aborted === true) return
     const move = this.decide(await this.registry.refresh())
     if (move === undefined || !this.running) return
-    const record: StageMove = { ...move, at: Date.now() }
+    const record: StageMove = { ...move, at: this.clock.now() }
     this.log('moving from stage %d to stage %d', move.from, move.to)
     this.current = move.to
     this.moves.push(record)

@@ -1,6 +1,7 @@
 // Where a node should serve: pure functions over the stages' total throughputs, so the rule
 // is easy to test. Joining picks the weakest stage that fits; rebalancing moves only when the
 // swarm's bottleneck (the weakest stage) clearly improves, as in Petals.
+import { hashString } from '../util/random.js'
 
 /**
  * Petals' balance quality: move only if the weakest stage's throughput would grow by more
@@ -80,6 +81,24 @@ export function rebalanceMove (servers: readonly Server[], nStages: number, me: 
     if (best === undefined || after > best.after) best = { from: self.stage, to, before, after }
   }
   return best !== undefined && best.after * BALANCE_QUALITY > best.before ? best : undefined
+}
+
+/** The time slot a rebalancing check at `now` falls in (the mover rotates with it). */
+export function rebalanceSlot (now: number, rebalanceMs: number): number {
+  return Math.floor(now / (2 * rebalanceMs))
+}
+
+/**
+ * Who moves in `slot`: several servers usually see the same worthwhile move, and if they all
+ * took it they would just move the imbalance (or empty a stage). So one moves at a time: among
+ * the willing (those rebalanceMove finds a move for, memory aside), the one with the least hash
+ * of (id, slot), the first in `servers` on a tie. Servers with the same view agree on it. Looks
+ * at servers in hash order and stops at the first willing one: a large swarm costs a few policy
+ * evaluations, not one per server.
+ */
+export function moverInSlot (servers: readonly Server[], nStages: number, slot: number): Server | undefined {
+  const order = servers.map((server, i) => ({ server, i, hash: hashString(`${server.id}:${slot}`) })).sort((a, b) => a.hash - b.hash || a.i - b.i)
+  return order.find(({ server }) => rebalanceMove(servers, nStages, server.id, () => true) !== undefined)?.server
 }
 
 /**

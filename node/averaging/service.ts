@@ -34,6 +34,7 @@ import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, fetchStageState, stateHash, type SharedState } from './state-sync.js'
+import { roundDue } from './trigger.js'
 import { AVERAGING_POLL_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
@@ -210,9 +211,8 @@ export class AveragingService implements SwarmService, StageUser {
       const holders = peers.filter(p => p.round === served.outer.round && p.stateHash === canonical).map(p => p.peerId)
       task = async () => { await this.resync(served, holders, true) }
     } else {
-      const collective = tokensSinceSync(served) + peers.filter(p => p.round === served.outer.round).reduce((n, p) => n + p.tokensSinceSync, 0)
       const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
-      if (collective >= this.tokensPerRound || invited) task = async () => { await this.round(served) }
+      if (roundDue({ round: served.outer.round, tokensSinceSync: tokensSinceSync(served), peers, tokensPerRound: this.tokensPerRound, invited })) task = async () => { await this.round(served) }
     }
     if (task !== undefined) this.run(task)
   }

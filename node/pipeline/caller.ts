@@ -13,13 +13,14 @@ import { DType, MAX_PEER_ID_CHARS, StageMessageError, StageRequest, checkTensor,
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
 import { decodeActivations, encodeActivations, encodeTokens } from './activations.js'
 import type { StageCaller } from './chain.js'
-import { StageCallError, StageClientStoppedError, type StageClient, type StageCallFailure } from './client.js'
+import { StageCallError, StageClientStoppedError, type StageTransport, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
 import { BusyError, UnroutableError, decodeStageCall, type ChainResult, type StageCallLimits, type StageService } from './service.js'
 import { TensorError } from '../runtime/tensor.js'
 import type { WeightsVersion } from '../runtime/stage-engine.js'
 import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
 import { sleep } from '../util/abort.js'
+import { systemClock, type Clock } from '../util/clock.js'
 
 /** Where the replicas of each stage are (the registry, in a daemon). */
 export interface ReplicaSource {
@@ -42,7 +43,7 @@ export interface CallStats {
 }
 
 export interface SwarmStageComponents {
-  client: StageClient
+  client: StageTransport
   router: Router
   replicas: ReplicaSource
   /** This node's peer id and its own service for a stage, when it serves that stage now. */
@@ -51,6 +52,8 @@ export interface SwarmStageComponents {
   shutdown?: AbortSignal
   /** Names the node in log lines (default: unnamed). */
   logger?: ComponentLogger
+  /** Default: the system clock (the simulator passes simulated time). */
+  clock?: Clock
 }
 
 /** The stage's limits (what a server checks every request against), and the wire encoding. */
@@ -114,9 +117,11 @@ export class SwarmStage implements StageCaller {
   private readonly forwards = new WeakMap<Tensor, { peer: string, version?: WeightsVersion }>()
   private signals: PipelineSignals = { staleness: 0, waitedMs: 0 }
   private readonly log: Logger
+  private readonly clock: Clock
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
     this.init = { ...init, wireDType: init.wireDType ?? DType.F16 }
+    this.clock = components.clock ?? systemClock
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:caller')
   }
 
@@ -201,7 +206,8 @@ export class SwarmStage implements StageCaller {
     const local = localService === undefined || own === undefined ? undefined : { peer: own.peer, service: localService }
     const tokens = x.shape[0] * x.shape[1]
     const units = onward !== undefined ? trainWork(tokens) : work(tokens, backward)
-    const deadline = Date.now() + CALL_GIVE_UP_MS
+    const clock = this.clock
+    const deadline = clock.now() + CALL_GIVE_UP_MS
     const tried = new Set<string>()
     let request: Omit<StageRequest, 'id'> | undefined
     // A backward goes back to the replica that computed the forward while it is healthy, with the
@@ -221,12 +227,12 @@ export class SwarmStage implements StageCaller {
       }
       if (peer === undefined) {
         if (this.components.shutdown?.aborted === true) throw new StageClientStoppedError('the node is stopping')
-        if (Date.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${CALL_GIVE_UP_MS} ms`, 'timeout')
-        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown)
+        if (clock.now() > deadline) throw new StageCallError(`no replica of stage ${this.init.stage} answered for ${CALL_GIVE_UP_MS} ms`, 'timeout')
+        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown, clock)
         continue
       }
       router.started(peer)
-      const started = performance.now()
+      const started = clock.monotonic()
       // Only the replica that ran the forward holds its weights.
       const at = forward !== undefined && forward.peer === peer ? forward.version : undefined
       try {
@@ -238,7 +244,7 @@ export class SwarmStage implements StageCaller {
         if (peer === local?.peer) {
           const out = onward !== undefined ? await local.service.train(x, extra as TokenTensor, onward.route) : await local.service.run(backward, x, extra, at)
           // A TRAIN's wall time includes the later stages': only its own compute is this replica's.
-          const ms = onward !== undefined ? out.computeMs : performance.now() - started
+          const ms = onward !== undefined ? out.computeMs : clock.monotonic() - started
           router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0 })
           this.stats.local++
           this.stats.computeMs += ms
@@ -250,7 +256,7 @@ export class SwarmStage implements StageCaller {
           const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra, onward?.route)), at }, this.timeoutMs(peer, units, onward?.route))
           result = this.result(response, x, backward, onward !== undefined)
           if (onward !== undefined) result.hops = [{ peer, computeMs: response.computeMs, queueLength: response.queueLength, waitMs: response.waitMs, staleness: response.staleness }, ...response.hops]
-          totalMs = performance.now() - started
+          totalMs = clock.monotonic() - started
           router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
           this.stats.computeMs += response.computeMs
           // (A TRAIN's time includes the later stages': it is no measure of this call's transport.)
@@ -268,7 +274,7 @@ export class SwarmStage implements StageCaller {
         this.signals.waitedMs += waitedMs
         // The later hops of a remote TRAIN: the depth control hears of their staleness and waits
         // here (after a local one, this node's own callers of those stages have counted them).
-        const elapsedMs = performance.now() - started
+        const elapsedMs = clock.monotonic() - started
         for (const hop of peer === local?.peer ? [] : result.hops?.slice(1) ?? []) {
           this.signals.staleness = Math.max(this.signals.staleness, Math.min(hop.staleness, MAX_STALENESS_COUNTED))
           this.signals.waitedMs += Math.min(hop.waitMs, elapsedMs)
@@ -299,7 +305,7 @@ export class SwarmStage implements StageCaller {
         else this.log('stage %d: call to %s failed (%s): %s', this.init.stage, peer, reason, (err as Error).message)
         this.stats.retries[reason]++
         tried.add(peer)
-        if (Date.now() > deadline) throw err
+        if (clock.now() > deadline) throw err
       }
     }
   }

@@ -58,6 +58,9 @@ export interface StageTraffic {
   receivedBytes: number
 }
 
+/** What a stage caller needs of a client: one call to one peer (the simulator has its own). */
+export type StageTransport = Pick<StageClient, 'call'>
+
 export class StageClient {
   readonly traffic: StageTraffic = { sentBytes: 0, receivedBytes: 0 }
   private readonly channels = new Map<string, Promise<Channel>>()

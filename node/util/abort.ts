@@ -1,17 +1,18 @@
 // Waits that end early when the node shuts down. Every component gets the node's one shutdown
 // signal (SwarmComponents.shutdown); sleeps and network waits use these so that stopping
 // never waits out a timer.
+import { systemClock, type Clock } from './clock.js'
 
-/** Resolves after `ms`, or at once when `signal` aborts (the caller then checks `signal.aborted`). */
-export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolves after `ms` on `clock`, or at once when `signal` aborts (the caller then checks `signal.aborted`). */
+export async function sleep (ms: number, signal?: AbortSignal, clock: Clock = systemClock): Promise<void> {
   if (signal?.aborted === true) return
   await new Promise<void>(resolve => {
     const done = (): void => {
-      clearTimeout(timer)
+      clock.clearTimeout(timer)
       signal?.removeEventListener('abort', done)
       resolve()
     }
-    const timer = setTimeout(done, ms)
+    const timer = clock.setTimeout(done, ms)
     signal?.addEventListener('abort', done, { once: true })
   })
 }
