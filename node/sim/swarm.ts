@@ -417,7 +417,7 @@ export class SwarmSim {
   /** A stage server as service.ts runs it: one call at a time, a bounded queue, BUSY beyond it, a stage check. */
   private serve (peer: Peer, job: Job): void {
     if (!peer.alive) return
-    const base = { id: 0, error: '', computeMs: 0, queueLength: peer.waiting.length, waitMs: 0, staleness: 0 }
+    const base = { id: 0, error: '', computeMs: 0, queueLength: peer.waiting.length, waitMs: 0, staleness: 0, hops: [] }
     if (job.stage !== peer.record.stage) {
       job.reply({ ...base, status: StageResponse.Status.BAD_REQUEST })
       return
@@ -446,7 +446,7 @@ export class SwarmSim {
       }
       const last = job.stage === this.init.nStages - 1
       job.reply({
-        id: 0, error: '', status: StageResponse.Status.OK, computeMs, queueLength: peer.waiting.length, waitMs: start - job.arrived, staleness: 0,
+        id: 0, error: '', status: StageResponse.Status.OK, computeMs, queueLength: peer.waiting.length, waitMs: start - job.arrived, staleness: 0, hops: [],
         y: (job.backward ? job.stage > 0 : !last) ? this.reply : undefined,
         loss: last ? 1 : undefined
       })
