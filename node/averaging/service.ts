@@ -49,6 +49,8 @@ const ROUNDS_AHEAD = 2
 export interface AveragingOptions {
   /** How often the trigger is checked, ms. */
   pollMs?: number
+  /** Told of every round this node completes (the CLI prints it). */
+  onRound?: (stage: number, report: RoundReport) => void
 }
 
 export interface RoundReport {
@@ -95,7 +97,7 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly stageHost: StageHost
   private readonly self: string
   private readonly protocol: string
-  private readonly options: Required<AveragingOptions>
+  private readonly options: Required<Pick<AveragingOptions, 'pollMs'>> & AveragingOptions
   private readonly tokensPerRound: number
   private readonly stateServer: StateServer
   private served?: ServedStage
@@ -120,7 +122,7 @@ export class AveragingService implements SwarmService, StageUser {
     this.stageHost = components.stageHost
     this.self = components.host.peerId.toString()
     this.protocol = averageProtocol(components.runId)
-    this.options = { pollMs: options.pollMs ?? AVERAGING_POLL_MS }
+    this.options = { ...options, pollMs: options.pollMs ?? AVERAGING_POLL_MS }
     const { optimizer, model } = components.manifest
     this.tokensPerRound = components.manifest.averaging.innerSteps * optimizer.batchSize * model.seqLen * optimizer.microbatches
     this.stateServer = new StateServer({ host: components.host }, { runId: components.runId }, () => this.sharedState())
@@ -375,6 +377,7 @@ export class AveragingService implements SwarmService, StageUser {
     this.rounds.push(report)
     if (this.rounds.length > 100) this.rounds.shift()
     log('stage %d round %d: %o', served.stage, round, report)
+    this.options.onRound?.(served.stage, report)
     // The round's state is on disk before the next round can start (atomic write).
     await this.stageHost.checkpoint()
   }

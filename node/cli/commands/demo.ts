@@ -196,6 +196,8 @@ async function startDaemons (run: Run, manifest: RunManifest, peers: number, mic
         // Plain output: the driver's progress lines, as `start` prints them.
         const record = parseLogLine(line)
         if (plain && i === 0 && record?.event === 'loss' && (record.kind === 'validation' || (record.microbatch as number) % 10 === 0)) console.log(record.msg)
+        // Every member of a round reports it: one replica per stage is enough.
+        if (plain && i < manifest.nStages && record?.event === 'round') console.log(record.msg)
       }
     }))
     console.log(`node ${i}: stage ${stage}${i === 0 ? ', driving' : ''}`)

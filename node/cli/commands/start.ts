@@ -9,7 +9,7 @@ import { STOP_LIMIT_MS, timingFromEnv } from '../../timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
 import { parsePeerAddress } from '../../p2p/peers.js'
-import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, type PipelineCliValues } from '../pipeline-options.js'
+import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, printRound, type PipelineCliValues } from '../pipeline-options.js'
 import { averagingService } from '../../averaging/service.js'
 import { pipelineService } from '../../pipeline/swarm.js'
 import { log } from '../log.js'
@@ -168,7 +168,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     timing,
     stageHost: opts['no-pipeline'] === true ? undefined : { threads: pipeline.threads, checkpointEveryMs: timing.checkpointMs },
     // Averaging first: it loads the stage's state before the pipeline's server takes calls.
-    services: opts['no-pipeline'] === true ? {} : { averaging: averagingService(), pipeline: pipelineService(pipeline) }
+    services: opts['no-pipeline'] === true ? {} : { averaging: averagingService({ onRound: printRound }), pipeline: pipelineService(pipeline) }
   })
   try {
     await node.start()
