@@ -179,9 +179,10 @@ export class SwarmStage implements StageCaller {
           const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra)), at }, router.timeoutMs(peer, units))
           result = this.result(response, x, backward)
           totalMs = performance.now() - started
-          router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
+          const transferMs = Math.max(0, totalMs - response.computeMs - response.waitMs)
+          router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength, transferMs })
           this.stats.computeMs += response.computeMs
-          this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
+          this.stats.overheadMs += transferMs
           version = response.version
           // A peer's numbers: bounded before they size an array or steer the depth.
           staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED)
