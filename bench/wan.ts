@@ -12,7 +12,7 @@
 // of the calls' time spent outside the servers' compute and queue (the link, serialization),
 // and the last validation loss. Everything is removed at the end, also on Ctrl-C, on errors,
 // and at the next start after a crash.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -21,7 +21,7 @@ import { UsageError } from '../node/cli/errors.js'
 import type { NodeStatus } from '../node/daemon/node.js'
 import { cliPath, spawnDaemon, stopDaemon, type DaemonProcess } from '../node/daemon/process.js'
 import type { PipelineStatus } from '../node/pipeline/swarm.js'
-import { BridgeNetwork, type BridgeHost, type LinkBytes } from './netns/bridge.js'
+import { alive, BridgeNetwork, type BridgeHost, type LinkBytes } from './netns/bridge.js'
 import { namespaceSupport, sh, statusIn, withTeardown } from './netns/shell.js'
 
 const STAGES = 3
@@ -62,6 +62,19 @@ interface Sample {
   driver: NonNullable<PipelineStatus['driver']>
   calls: PipelineStatus['calls']
   link: LinkBytes
+}
+
+/** Node directories live in `${DIR_PREFIX}<pid>-*` under the temporary directory. */
+const DIR_PREFIX = 'swarmtrain-wan-'
+
+/** Removes the node directories of runs whose process is gone; returns their paths. */
+function removeStaleDirs (): string[] {
+  const stale = readdirSync(tmpdir()).filter(name => {
+    const pid = name.startsWith(DIR_PREFIX) ? /^(\d+)-/.exec(name.slice(DIR_PREFIX.length))?.[1] : undefined
+    return pid !== undefined && !alive(Number(pid))
+  }).map(name => join(tmpdir(), name))
+  for (const dir of stale) rmSync(dir, { recursive: true, force: true })
+  return stale
 }
 
 function parseLimits (text: string): Array<number | undefined> {
@@ -159,10 +172,10 @@ export async function run (args: string[]): Promise<void> {
     return
   }
   const say = (line: string): void => { if (!json) console.log(line) }
-  const stale = await BridgeNetwork.removeStale()
-  if (stale.length > 0) say(`removed namespaces left by an earlier run: ${stale.join(' ')}`)
+  const stale = [...await BridgeNetwork.removeStale(), ...removeStaleDirs()]
+  if (stale.length > 0) say(`removed what an earlier run left: ${stale.join(' ')}`)
   const net = new BridgeNetwork(STAGES)
-  const root = mkdtempSync(join(tmpdir(), 'swarmtrain-wan-'))
+  const root = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`))
   const daemons: DaemonProcess[] = []
   const relays: ChildProcess[] = []
   const teardown = async (): Promise<void> => {

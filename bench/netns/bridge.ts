@@ -100,7 +100,8 @@ export class BridgeNetwork {
   }
 }
 
-function alive (pid: number): boolean {
+/** Whether process `pid` exists (a run's tag names its process). */
+export function alive (pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

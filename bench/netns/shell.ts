@@ -52,8 +52,10 @@ export async function namespaceSupport (tools: string[][], hints: Record<string,
  */
 export async function withTeardown (name: string, budgetMs: number, teardown: () => Promise<void>, body: () => Promise<void>, onFailure: () => void = () => {}): Promise<void> {
   let done: Promise<void> | undefined
+  let stopping = false
   const once = async (): Promise<void> => { await (done ??= teardown()) }
   const onSignal = (signal: NodeJS.Signals): void => {
+    stopping = true
     console.error(`${name}: ${signal}: tearing down`)
     void once().finally(() => process.exit(130))
   }
@@ -63,6 +65,8 @@ export async function withTeardown (name: string, budgetMs: number, teardown: ()
   try {
     await body()
   } catch (err) {
+    // Stopping on a signal fails whatever the body was waiting for: nothing to report.
+    if (stopping) return
     onFailure()
     console.error(`${name}: failed: ${(err as Error).message.split('\n')[0]}`)
     process.exitCode = 1
