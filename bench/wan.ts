@@ -1,9 +1,11 @@
-// npm run bench -- wan [--json] [--seconds S] [--limits none,50,20] [--delay-ms D] [--driver-stage N]
+// npm run bench -- wan [--json] [--seconds S] [--limits none,50,20] [--delay-ms D] [--rounds R] [--driver-stage N]
 // The default swarm (3 stages x 1 replica, the default model, a private run) on separate hosts
 // with limited links. As root, it builds three network namespaces on a bridge (see
 // netns/bridge.ts), runs one daemon per namespace pinned to its stage (the one on
-// --driver-stage drives), and trains for S seconds at each setting, changing the limits live:
-// first no limit and no delay (the reference), then each limit with the one-way delay D.
+// --driver-stage drives), and trains for S seconds in all at each setting, changing the limits
+// live: first no limit and no delay (the reference), then each limit with the one-way delay D.
+// The settings take turns in R rounds of S/R seconds each, so that the load of a shared machine
+// drifting during the run does not favour one of them.
 // Every link is limited both ways with tc tbf. This kernel has no netem, so a delay runs the
 // daemons behind user-space relays (netns/delay-relay.ts) that hold every chunk for D ms each
 // way: the daemons listen on their namespace's 127.0.0.1 and announce their relay's address.
@@ -39,7 +41,7 @@ interface Setting {
   delayMs: number
 }
 
-export interface WanResult {
+interface WanResult {
   bench: 'wan'
   limit_mbit: number | null
   delay_ms: number
@@ -87,7 +89,7 @@ function parseLimits (text: string): Array<number | undefined> {
 }
 
 /** The reference first (no limit, no delay), then each limit at the delay, each once. */
-export function settings (limits: Array<number | undefined>, delayMs: number): Setting[] {
+function settings (limits: Array<number | undefined>, delayMs: number): Setting[] {
   const out: Setting[] = [{ delayMs: 0 }]
   for (const limitMbit of limits) {
     if (!out.some(s => s.limitMbit === limitMbit && s.delayMs === delayMs)) out.push({ limitMbit, delayMs })
@@ -122,31 +124,61 @@ async function sample (ns: string, controlPort: number, net: BridgeNetwork, host
   return { at, driver: pipeline.driver, calls: pipeline.calls, link: await net.bytes(host) }
 }
 
-function measure (setting: Setting, driverStage: number, a: Sample, b: Sample, reference: number | undefined): WanResult {
-  const microbatches = b.driver.completed - a.driver.completed
-  const seconds = (b.at - a.at - (b.driver.evaluationMs - a.driver.evaluationMs)) / 1000
-  const tokensPerS = (b.driver.tokens - a.driver.tokens) / seconds
+/** What the driver did in the measured windows of one setting, summed over the rounds. */
+interface Totals {
+  ms: number
+  tokens: number
+  microbatches: number
+  tx: number
+  rx: number
+  retries: number
+  failed: number
+  /** Of the calls to other nodes: their time outside the servers' compute and queue, and their compute. */
+  overheadMs: number
+  computeMs: number
+  valLoss?: number
+}
+
+const noTotals: Totals = { ms: 0, tokens: 0, microbatches: 0, tx: 0, rx: 0, retries: 0, failed: 0, overheadMs: 0, computeMs: 0 }
+
+/** Adds the window from sample `a` to sample `b` to `t`. */
+function addWindow (t: Totals, driverStage: number, a: Sample, b: Sample): Totals {
   const sum = (calls: PipelineStatus['calls'], f: (c: PipelineStatus['calls'][number]) => number): number => calls.reduce((x, c) => x + f(c), 0)
   const retries = (calls: PipelineStatus['calls']): number => sum(calls, c => Object.values(c.retries).reduce((x, y) => x + y, 0))
   // The driver computes its own stage's calls itself: the other stages' calls are the remote ones.
   const remote = (calls: PipelineStatus['calls']): PipelineStatus['calls'] => calls.filter((_, stage) => stage !== driverStage)
-  const overheadMs = sum(remote(b.calls), c => c.overheadMs) - sum(remote(a.calls), c => c.overheadMs)
-  const remoteComputeMs = sum(remote(b.calls), c => c.computeMs) - sum(remote(a.calls), c => c.computeMs)
-  const mb = (bytes: number): number => bytes / Math.max(1, microbatches) / 1e6
+  return {
+    // Training pauses while the driver validates: tokens/s leaves that time out.
+    ms: t.ms + b.at - a.at - (b.driver.evaluationMs - a.driver.evaluationMs),
+    tokens: t.tokens + b.driver.tokens - a.driver.tokens,
+    microbatches: t.microbatches + b.driver.completed - a.driver.completed,
+    tx: t.tx + b.link.tx - a.link.tx,
+    rx: t.rx + b.link.rx - a.link.rx,
+    retries: t.retries + retries(b.calls) - retries(a.calls),
+    failed: t.failed + b.driver.failed - a.driver.failed,
+    overheadMs: t.overheadMs + sum(remote(b.calls), c => c.overheadMs) - sum(remote(a.calls), c => c.overheadMs),
+    computeMs: t.computeMs + sum(remote(b.calls), c => c.computeMs) - sum(remote(a.calls), c => c.computeMs),
+    valLoss: b.driver.validationLoss ?? t.valLoss
+  }
+}
+
+function result (setting: Setting, t: Totals, reference: number | undefined): WanResult {
+  const tokensPerS = t.tokens / (t.ms / 1000)
+  const mb = (bytes: number): number => bytes / Math.max(1, t.microbatches) / 1e6
   return {
     bench: 'wan',
     limit_mbit: setting.limitMbit ?? null,
     delay_ms: setting.delayMs,
     tokens_per_s: tokensPerS,
     fraction_of_unlimited: reference === undefined ? 1 : tokensPerS / reference,
-    driver_link_mb_per_microbatch: mb(b.link.tx - a.link.tx + b.link.rx - a.link.rx),
-    driver_link_mb_out: mb(b.link.tx - a.link.tx),
-    driver_link_mb_in: mb(b.link.rx - a.link.rx),
-    retries: retries(b.calls) - retries(a.calls),
-    failed: b.driver.failed - a.driver.failed,
-    link_share: overheadMs / Math.max(1e-9, overheadMs + remoteComputeMs),
-    val_loss: b.driver.validationLoss ?? null,
-    microbatches
+    driver_link_mb_per_microbatch: mb(t.tx + t.rx),
+    driver_link_mb_out: mb(t.tx),
+    driver_link_mb_in: mb(t.rx),
+    retries: t.retries,
+    failed: t.failed,
+    link_share: t.overheadMs / Math.max(1e-9, t.overheadMs + t.computeMs),
+    val_loss: t.valLoss ?? null,
+    microbatches: t.microbatches
   }
 }
 
@@ -159,10 +191,11 @@ const sleep = async (ms: number): Promise<void> => { await new Promise(resolve =
 
 export async function run (args: string[]): Promise<void> {
   const { values } = parse(args, {
-    json: { type: 'boolean' }, seconds: { type: 'string' }, limits: { type: 'string' }, 'delay-ms': { type: 'string' }, 'driver-stage': { type: 'string' }
+    json: { type: 'boolean' }, seconds: { type: 'string' }, limits: { type: 'string' }, 'delay-ms': { type: 'string' }, 'driver-stage': { type: 'string' }, rounds: { type: 'string' }
   })
   const json = values.json === true
-  const seconds = intOption('seconds', values.seconds, 60, 5, 3600)
+  const seconds = intOption('seconds', values.seconds, 90, 5, 3600)
+  const rounds = intOption('rounds', values.rounds, 3, 1, 100)
   const delayMs = numberOption('delay-ms', values['delay-ms'], 0, 0, 10_000)
   const driverStage = intOption('driver-stage', values['driver-stage'], 0, 0, STAGES - 1)
   const plan = settings(parseLimits(values.limits ?? 'none,50,20'), delayMs)
@@ -184,8 +217,9 @@ export async function run (args: string[]): Promise<void> {
     await net.remove(err => { console.error(`wan: ${err.message.split('\n')[0]}`) })
     rmSync(root, { recursive: true, force: true })
   }
-  const settleS = Math.max(10, Math.round(seconds / 4))
-  const budgetMs = (6 * 60 + plan.length * (seconds + settleS + 60)) * 1000
+  const windowS = seconds / rounds
+  const settleS = Math.max(5, Math.min(15, Math.round(windowS / 3)))
+  const budgetMs = (6 * 60 + plan.length * rounds * (windowS + settleS + 30)) * 1000
   const lastWords = (): void => {
     for (const d of daemons) if (d.child.exitCode !== null) console.error(`wan: a daemon exited: ${d.stderr().trim().split('\n').slice(-2).join(' | ')}`)
   }
@@ -231,18 +265,25 @@ export async function run (args: string[]): Promise<void> {
       if (Date.now() > warmUntil) throw new Error('the driver completed no 5 microbatches in 5 minutes')
       await sleep(2000)
     }
-    say(`training; each setting: ${settleS} s to settle, then ${seconds} s measured`)
+    say(`training; ${rounds} rounds, each measuring every setting for ${Math.round(windowS)} s after ${settleS} s to settle`)
+    // Rounds interleave the settings, so that a change of the machine's load hits them all alike.
+    const totals = plan.map(() => noTotals)
+    for (let round = 0; round < rounds; round++) {
+      for (const [i, setting] of plan.entries()) {
+        await net.limit(setting.limitMbit)
+        for (const relay of relays) relay.stdin?.write(`${setting.delayMs}\n`)
+        await sleep(settleS * 1000)
+        const a = await take()
+        await sleep(windowS * 1000)
+        totals[i] = addWindow(totals[i], driverStage, a, await take())
+      }
+      say(`round ${round + 1}/${rounds} done`)
+    }
     say(`${'limit'.padEnd(12)} ${'delay'.padStart(6)} ${'tokens/s'.padStart(9)} ${'fraction'.padStart(9)} ${'driver link MB/microbatch'.padStart(26)} ${'retries'.padStart(7)} ${'link share'.padStart(10)} ${'val loss'.padStart(8)} ${'mbs'.padStart(6)}`)
-    let reference: number | undefined
-    for (const setting of plan) {
-      await net.limit(setting.limitMbit)
-      for (const relay of relays) relay.stdin?.write(`${setting.delayMs}\n`)
-      await sleep(settleS * 1000)
-      const a = await take()
-      await sleep(seconds * 1000)
-      const result = measure(setting, driverStage, a, await take(), reference)
-      reference ??= result.tokens_per_s
-      console.log(json ? JSON.stringify(result) : row(result))
+    const reference = result(plan[0], totals[0], undefined).tokens_per_s
+    for (const [i, setting] of plan.entries()) {
+      const r = result(setting, totals[i], reference)
+      console.log(json ? JSON.stringify(r) : row(r))
     }
   }, lastWords)
 }
