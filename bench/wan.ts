@@ -12,8 +12,9 @@
 // Per setting, from the driver's status and its link's interface counters: tokens/s and its
 // fraction of the reference, MB on the driver's link per microbatch, retried calls, the share
 // of the calls' time spent outside the servers' compute and queue (the link, serialization),
-// and the last validation loss. Everything is removed at the end, also on Ctrl-C, on errors,
-// and at the next start after a crash.
+// and the last validation loss. Windows during which the driver validated (it pauses training,
+// and its passes cross the links) are left out. Everything is removed at the end, also on
+// Ctrl-C, on errors, and at the next start after a crash.
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -29,8 +30,11 @@ import { namespaceSupport, sh, statusIn, withTeardown } from './netns/shell.js'
 const STAGES = 3
 const DAEMON_PORT = 4001
 const RELAY_PORT = 4002
-/** Validation every this many microbatches: its forward passes also cross the links, so not too often. */
-const EVAL_EVERY = 100
+/**
+ * Validation every this many microbatches. Training pauses while the driver validates, and its
+ * forward passes cross the links too: windows that saw one are left out, so it must be rare.
+ */
+const EVAL_EVERY = 400
 /** Daemon timers: records expire within seconds of a node's death; dials get time on a loaded machine. */
 const TIMERS = { SWARMTRAIN_RECORD_TTL_MS: '10000', SWARMTRAIN_REFRESH_MS: '2000', SWARMTRAIN_DIAL_TIMEOUT_MS: '15000' }
 const relayScript = new URL('netns/delay-relay.js', import.meta.url).pathname
@@ -56,7 +60,10 @@ interface WanResult {
   /** Of the driver's calls to other nodes: time outside the servers' compute and queue. */
   link_share: number
   val_loss: number | null
+  /** Microbatches in the windows measured; windows measured and left out (the driver validated). */
   microbatches: number
+  windows: number
+  windows_skipped: number
 }
 
 interface Sample {
@@ -126,6 +133,9 @@ async function sample (ns: string, controlPort: number, net: BridgeNetwork, host
 
 /** What the driver did in the measured windows of one setting, summed over the rounds. */
 interface Totals {
+  /** Windows measured, and left out because the driver validated during them. */
+  windows: number
+  skipped: number
   ms: number
   tokens: number
   microbatches: number
@@ -139,17 +149,21 @@ interface Totals {
   valLoss?: number
 }
 
-const noTotals: Totals = { ms: 0, tokens: 0, microbatches: 0, tx: 0, rx: 0, retries: 0, failed: 0, overheadMs: 0, computeMs: 0 }
+const noTotals: Totals = { windows: 0, skipped: 0, ms: 0, tokens: 0, microbatches: 0, tx: 0, rx: 0, retries: 0, failed: 0, overheadMs: 0, computeMs: 0 }
 
-/** Adds the window from sample `a` to sample `b` to `t`. */
+/** Adds the window from sample `a` to sample `b` to `t`, unless the driver validated during it. */
 function addWindow (t: Totals, driverStage: number, a: Sample, b: Sample): Totals {
+  // A validation started (completed crossed a multiple of EVAL_EVERY) or ended (its time was added).
+  const validated = Math.floor(a.driver.completed / EVAL_EVERY) !== Math.floor(b.driver.completed / EVAL_EVERY) || a.driver.evaluationMs !== b.driver.evaluationMs
+  if (validated) return { ...t, skipped: t.skipped + 1, valLoss: b.driver.validationLoss ?? t.valLoss }
   const sum = (calls: PipelineStatus['calls'], f: (c: PipelineStatus['calls'][number]) => number): number => calls.reduce((x, c) => x + f(c), 0)
   const retries = (calls: PipelineStatus['calls']): number => sum(calls, c => Object.values(c.retries).reduce((x, y) => x + y, 0))
   // The driver computes its own stage's calls itself: the other stages' calls are the remote ones.
   const remote = (calls: PipelineStatus['calls']): PipelineStatus['calls'] => calls.filter((_, stage) => stage !== driverStage)
   return {
-    // Training pauses while the driver validates: tokens/s leaves that time out.
-    ms: t.ms + b.at - a.at - (b.driver.evaluationMs - a.driver.evaluationMs),
+    windows: t.windows + 1,
+    skipped: t.skipped,
+    ms: t.ms + b.at - a.at,
     tokens: t.tokens + b.driver.tokens - a.driver.tokens,
     microbatches: t.microbatches + b.driver.completed - a.driver.completed,
     tx: t.tx + b.link.tx - a.link.tx,
@@ -178,13 +192,15 @@ function result (setting: Setting, t: Totals, reference: number | undefined): Wa
     failed: t.failed,
     link_share: t.overheadMs / Math.max(1e-9, t.overheadMs + t.computeMs),
     val_loss: t.valLoss ?? null,
-    microbatches: t.microbatches
+    microbatches: t.microbatches,
+    windows: t.windows,
+    windows_skipped: t.skipped
   }
 }
 
 function row (r: WanResult): string {
   const limit = r.limit_mbit === null ? 'none' : `${r.limit_mbit} Mbit/s`
-  return `${limit.padEnd(12)} ${`${r.delay_ms} ms`.padStart(6)} ${r.tokens_per_s.toFixed(0).padStart(9)} ${r.fraction_of_unlimited.toFixed(2).padStart(9)} ${`${r.driver_link_mb_per_microbatch.toFixed(2)} (${r.driver_link_mb_out.toFixed(2)} out, ${r.driver_link_mb_in.toFixed(2)} in)`.padStart(26)} ${String(r.retries).padStart(7)} ${r.link_share.toFixed(2).padStart(10)} ${(r.val_loss?.toFixed(3) ?? '-').padStart(8)} ${String(r.microbatches).padStart(6)}`
+  return `${limit.padEnd(12)} ${`${r.delay_ms} ms`.padStart(6)} ${r.tokens_per_s.toFixed(0).padStart(9)} ${r.fraction_of_unlimited.toFixed(2).padStart(9)} ${`${r.driver_link_mb_per_microbatch.toFixed(2)} (${r.driver_link_mb_out.toFixed(2)} out, ${r.driver_link_mb_in.toFixed(2)} in)`.padStart(26)} ${String(r.retries).padStart(7)} ${r.link_share.toFixed(2).padStart(10)} ${(r.val_loss?.toFixed(3) ?? '-').padStart(8)} ${String(r.microbatches).padStart(6)} ${`${r.windows}/${r.windows + r.windows_skipped}`.padStart(7)}`
 }
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -195,7 +211,7 @@ export async function run (args: string[]): Promise<void> {
   })
   const json = values.json === true
   const seconds = intOption('seconds', values.seconds, 90, 5, 3600)
-  const rounds = intOption('rounds', values.rounds, 3, 1, 100)
+  const rounds = intOption('rounds', values.rounds, 6, 1, 100)
   const delayMs = numberOption('delay-ms', values['delay-ms'], 0, 0, 10_000)
   const driverStage = intOption('driver-stage', values['driver-stage'], 0, 0, STAGES - 1)
   const plan = settings(parseLimits(values.limits ?? 'none,50,20'), delayMs)
@@ -279,7 +295,7 @@ export async function run (args: string[]): Promise<void> {
       }
       say(`round ${round + 1}/${rounds} done`)
     }
-    say(`${'limit'.padEnd(12)} ${'delay'.padStart(6)} ${'tokens/s'.padStart(9)} ${'fraction'.padStart(9)} ${'driver link MB/microbatch'.padStart(26)} ${'retries'.padStart(7)} ${'link share'.padStart(10)} ${'val loss'.padStart(8)} ${'mbs'.padStart(6)}`)
+    say(`${'limit'.padEnd(12)} ${'delay'.padStart(6)} ${'tokens/s'.padStart(9)} ${'fraction'.padStart(9)} ${'driver link MB/microbatch'.padStart(26)} ${'retries'.padStart(7)} ${'link share'.padStart(10)} ${'val loss'.padStart(8)} ${'mbs'.padStart(6)} ${'windows'.padStart(7)}`)
     const reference = result(plan[0], totals[0], undefined).tokens_per_s
     for (const [i, setting] of plan.entries()) {
       const r = result(setting, totals[i], reference)
