@@ -11,17 +11,14 @@
 // Relays A and B (public, stage 1, serving only) relay and bootstrap; volunteers V1 and V2
 // (home1, home2; stage 0, driving) join through them, reserve relay slots and train. Midway,
 // relay A is killed; training must go on through B. One JSON line sums it up.
-import { execFile as execFileCb } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { parse } from '../node/cli/args.js'
 import type { NodeStatus } from '../node/daemon/node.js'
 import { cliPath, spawnDaemon, stopDaemon, type DaemonProcess } from '../node/daemon/process.js'
 import type { PipelineStatus } from '../node/pipeline/swarm.js'
-
-const execFile = promisify(execFileCb)
+import { namespaceSupport, removeNamespace, sh, statusIn, withTeardown } from './netns/shell.js'
 
 /** A small model, so that four daemons train visibly within a couple of minutes on 2 cores. */
 const MODEL = ['--stages', '2', '--d-model', '64', '--layers', '2', '--heads', '4', '--seq-len', '64', '--batch-size', '8']
@@ -37,23 +34,9 @@ interface Node {
   daemon: DaemonProcess
 }
 
-async function sh (...command: string[]): Promise<string> {
-  const { stdout } = await execFile(command[0], command.slice(1), { timeout: 60_000 })
-  return stdout
-}
-
 /** Why this machine cannot run the bench, or undefined when it can. */
 async function missing (): Promise<string | undefined> {
-  if (process.platform !== 'linux') return 'network namespaces need Linux'
-  if (process.getuid?.() !== 0) return 'network namespaces need root'
-  for (const tool of [['ip', '-V'], ['nft', '--version'], ['tc', '-V']]) {
-    try {
-      await sh(...tool)
-    } catch {
-      return `'${tool[0]}' is not installed${tool[0] === 'nft' ? ' (apt-get install nftables)' : ''}`
-    }
-  }
-  return undefined
+  return await namespaceSupport([['ip', '-V'], ['nft', '--version'], ['tc', '-V']], { nft: 'apt-get install nftables' })
 }
 
 /** The five namespaces, named after this process so that parallel runs never meet. */
@@ -120,9 +103,7 @@ class Networks {
   /** Kills whatever still runs inside (only our daemons can), then deletes the namespaces. */
   async remove (): Promise<void> {
     for (const name of this.created.reverse()) {
-      const pids = (await sh('ip', 'netns', 'pids', name).catch(() => '')).split('\n').filter(p => /^\d+$/.test(p))
-      for (const pid of pids) { try { process.kill(Number(pid), 'SIGKILL') } catch {} }
-      await sh('ip', 'netns', 'del', name).catch(err => { console.error(`nat: could not delete namespace ${name}: ${(err as Error).message}`) })
+      await removeNamespace(name).catch(err => { console.error(`nat: could not delete namespace ${name}: ${(err as Error).message}`) })
     }
     this.created.length = 0
   }
@@ -130,8 +111,7 @@ class Networks {
 
 /** `swarmtrain status --json` run inside the node's namespace (its status server is on that namespace's 127.0.0.1). */
 async function status (node: Node): Promise<NodeStatus> {
-  const out = await sh('ip', 'netns', 'exec', node.ns, process.execPath, '--no-warnings', cliPath, 'status', '--json', '--control-port', String(node.daemon.controlPort))
-  return JSON.parse(out) as NodeStatus
+  return await statusIn(node.ns, node.daemon.controlPort)
 }
 
 /** Each node's status; a node that does not answer (a loaded machine is slow to start a process) is asked up to three times. */
@@ -185,15 +165,8 @@ export async function run (args: string[]): Promise<void> {
     await nets.remove()
     rmSync(root, { recursive: true, force: true })
   }
-  // Ctrl-C or a kill still tears everything down.
-  const onSignal = (signal: NodeJS.Signals): void => {
-    console.error(`nat: ${signal}: tearing down`)
-    void teardown().finally(() => process.exit(130))
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  const budget = setTimeout(() => { console.error('nat: time budget exceeded'); onSignal('SIGTERM') }, BUDGET_MS)
-  try {
+  // Ctrl-C, a kill or the time budget still tear everything down.
+  await withTeardown('nat', BUDGET_MS, teardown, async () => {
     await nets.create(root, values['no-shaping'] !== true)
     const seed = join(root, 'seed')
     await sh(process.execPath, '--no-warnings', cliPath, 'init', '--dir', seed, ...MODEL)
@@ -264,13 +237,5 @@ export async function run (args: string[]): Promise<void> {
       say(`joined ${joined}/2, volunteers' connections: ${direct} direct, ${relayed} relayed; validation loss ${result.val_loss_first.toFixed(3)} -> ${result.val_loss_last.toFixed(3)}; survived relay kill: ${survived}`)
       say(JSON.stringify(result))
     }
-  } catch (err) {
-    console.error(`nat: failed: ${(err as Error).message.split('\n')[0]}`)
-    process.exitCode = 1
-  } finally {
-    clearTimeout(budget)
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    await teardown()
-  }
+  })
 }

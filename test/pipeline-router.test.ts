@@ -107,4 +107,50 @@ test('timeouts scale with the expected busy time, with a floor and a default for
   assert.is(router.timeoutMs('p', 1000), 4000)
 })
 
+test('transfer time counts apart from compute: a slow link gets fewer calls, others\' queue does not multiply it', () => {
+  const router = new Router({ exploration: 0 })
+  // Same server speed; "far" spends 40 ms per call on the link, "near" 2 ms.
+  router.started('near')
+  router.succeeded('near', { work: 10, computeMs: 10, queueLength: 0, transferMs: 2 })
+  router.started('far')
+  router.succeeded('far', { work: 10, computeMs: 10, queueLength: 0, transferMs: 40 })
+  assert.is(router.choose(['near', 'far'], 10), 'near')
+  assert.is(router.expectedBusyMs('far', 10), 50)
+  // Our own calls in flight share the link: two more to "near" make it 3 x (10 + 2) = 36 ms.
+  router.started('near')
+  router.started('near')
+  assert.is(router.expectedBusyMs('near', 10), 36)
+  assert.is(router.choose(['near', 'far'], 10), 'near')
+  router.started('near')
+  assert.is(router.expectedBusyMs('near', 10), 48)
+  assert.is(router.choose(['near', 'far'], 10), 'near')
+  router.started('near')
+  assert.is(router.choose(['near', 'far'], 10), 'far')
+  // Other callers' queue at the server delays its compute only, not our transfer.
+  const r2 = new Router({ exploration: 0 })
+  r2.started('p')
+  r2.succeeded('p', { work: 1, computeMs: 1, queueLength: 3, transferMs: 10 })
+  assert.is(r2.expectedBusyMs('p', 1), 1 * 4 + 10)
+  // A non-finite transfer time (from a peer's bogus reported times) is ignored.
+  r2.started('q')
+  r2.succeeded('q', { work: 1, computeMs: 1, queueLength: 0, transferMs: Number.NaN })
+  assert.is(r2.expectedBusyMs('q', 1), 1)
+})
+
+test('one call at a time: the equally fast server behind the faster link serves them', () => {
+  // Servers report the same compute time; only the calls' transfer time tells them apart (listed
+  // far first: counting compute alone, the tie would send every call there).
+  const router = new Router({ exploration: 0 })
+  const linkMs: Record<string, number> = { far: 20, near: 1 }
+  const counts: Record<string, number> = { far: 0, near: 0 }
+  for (let i = 0; i < 100; i++) {
+    const peer = router.choose(['far', 'near'], 1) as string
+    router.started(peer)
+    counts[peer]++
+    router.succeeded(peer, { work: 1, computeMs: 10, queueLength: 0, transferMs: linkMs[peer] })
+  }
+  // One probe each, then the near one.
+  assert.equal(counts, { far: 1, near: 99 })
+})
+
 test.run()
