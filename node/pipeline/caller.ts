@@ -257,11 +257,10 @@ export class SwarmStage implements StageCaller {
           result = this.result(response, x, backward, onward !== undefined)
           if (onward !== undefined) result.hops = [{ peer, computeMs: response.computeMs, queueLength: response.queueLength, waitMs: response.waitMs, staleness: response.staleness }, ...response.hops]
           totalMs = clock.monotonic() - started
-          // A TRAIN's time includes the later stages': it is no measure of this call's transport.
-          const transferMs = onward === undefined ? Math.max(0, totalMs - response.computeMs - response.waitMs) : undefined
-          router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength, transferMs })
+          router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
           this.stats.computeMs += response.computeMs
-          if (transferMs !== undefined) this.stats.overheadMs += transferMs
+          // (A TRAIN's time includes the later stages': it is no measure of this call's transport.)
+          if (onward === undefined) this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
           version = response.version
           // A peer's numbers: bounded before they size an array or steer the depth.
           staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED)

@@ -1,11 +1,8 @@
 // Chooses which replica of a stage serves the next call. Pure bookkeeping, no I/O: the caller
 // reports every call's start and outcome and asks for the replica with the least expected busy
-// time. Per peer it keeps moving averages of the server's compute time per unit of work, of the
-// queue other callers keep there, and of the transfer time per unit of work (the call's time
-// minus the server's queue and compute time: the link between us). Other callers' queue delays
-// only the compute, while the link is ours alone: so a peer behind a slow link gets fewer calls
-// even when its server is idle. Untried peers go first (with one probe in flight at a time) so
-// newcomers are measured early; failed peers are banned with exponential backoff.
+// time. Per peer it keeps moving averages of the server's compute time per unit of work and of
+// the queue other callers keep there; untried peers go first (with one probe in flight at a
+// time) so newcomers are measured early; failed peers are banned with exponential backoff.
 import { ROUTER_BAN_BASE_MS, ROUTER_BAN_MAX_MS, ROUTER_MIN_CALL_TIMEOUT_MS, ROUTER_UNKNOWN_CALL_TIMEOUT_MS } from '../timing.js'
 import { Rng } from '../util/random.js'
 
@@ -33,17 +30,14 @@ export interface CallOutcome {
   /** Compute time and queue length reported by the server. */
   computeMs: number
   queueLength: number
-  /** The rest of the call's time but the server's queue wait: serialization and the link both ways (0 for a local call). */
-  transferMs?: number
 }
 
 interface PeerStats {
   /** Calls this node has in flight to the peer. */
   inFlight: number
-  /** Moving averages: server compute ms per work unit, the queue other callers keep there, and transfer ms per work unit. */
+  /** Moving averages: server compute ms per work unit, and the queue other callers keep there. */
   msPerWork?: number
   othersQueue: number
-  transferMsPerWork: number
   calls: number
   failures: number
   bannedUntil: number
@@ -97,14 +91,11 @@ export class Router {
     return best
   }
 
-  /**
-   * Expected time until a call of `work` units sent now to `peer` completes: the server computes
-   * ours and others' queued calls first, and our calls in flight share the link.
-   */
+  /** Expected time until a call of `work` units sent now to `peer` completes. */
   expectedBusyMs (peer: string, work: number): number {
     const s = this.peers.get(peer)
     if (s?.msPerWork === undefined) return Infinity
-    return s.msPerWork * work * (s.inFlight + s.othersQueue + 1) + s.transferMsPerWork * work * (s.inFlight + 1)
+    return s.msPerWork * work * (s.inFlight + s.othersQueue + 1)
   }
 
   /** How long to wait for a call before giving up on the peer. */
@@ -131,20 +122,14 @@ export class Router {
     s.failures = 0
     const a = this.smoothing
     const msPerWork = outcome.computeMs / Math.max(outcome.work, 1e-9)
-    // Derived from a peer's reported times: a NaN there must not poison the average for good. A
-    // call whose transfer is unknown (a forwarded TRAIN's time is the whole chain's) teaches none.
-    const known = outcome.transferMs !== undefined && Number.isFinite(outcome.transferMs)
-    const transferMsPerWork = known ? Math.max(0, outcome.transferMs!) / Math.max(outcome.work, 1e-9) : s.transferMsPerWork
     // The server's queue included our own calls in flight; what remains is other callers' load.
     const others = Math.max(0, outcome.queueLength - s.inFlight)
     if (s.msPerWork === undefined) {
       s.msPerWork = msPerWork
       s.othersQueue = others
-      s.transferMsPerWork = known ? transferMsPerWork : 0
     } else {
       s.msPerWork += a * (msPerWork - s.msPerWork)
       s.othersQueue += a * (others - s.othersQueue)
-      s.transferMsPerWork += a * (transferMsPerWork - s.transferMsPerWork)
     }
   }
 
@@ -185,7 +170,7 @@ export class Router {
   private stats (peer: string): PeerStats {
     let s = this.peers.get(peer)
     if (s === undefined) {
-      s = { inFlight: 0, othersQueue: 0, transferMsPerWork: 0, calls: 0, failures: 0, bannedUntil: 0 }
+      s = { inFlight: 0, othersQueue: 0, calls: 0, failures: 0, bannedUntil: 0 }
       this.peers.set(peer, s)
     }
     return s
