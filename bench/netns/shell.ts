@@ -29,11 +29,12 @@ export async function removeNamespace (name: string): Promise<void> {
 
 /**
  * Why this machine cannot run a namespace bench, or undefined when it can: Linux, root, and each
- * of `tools` (a command that proves it is installed; `hints` say how to install one).
+ * of `tools` (a command that proves it is installed; `hints` say how to install one). `uid`
+ * defaults to this process's.
  */
-export async function namespaceSupport (tools: string[][], hints: Record<string, string> = {}): Promise<string | undefined> {
+export async function namespaceSupport (tools: string[][], hints: Record<string, string> = {}, uid = process.getuid?.()): Promise<string | undefined> {
   if (process.platform !== 'linux') return 'network namespaces need Linux'
-  if (process.getuid?.() !== 0) return 'network namespaces need root'
+  if (uid !== 0) return 'network namespaces need root'
   if (!existsSync('/proc/self/ns/net')) return 'this kernel has no network namespaces'
   for (const tool of tools) {
     try {
