@@ -12,11 +12,11 @@ import { defaultManifest } from '../node/manifest/manifest.js'
 
 const STEPS = 100
 
-async function setup (): Promise<Setup> {
+async function setup (schedule: Partial<Setup['optimizer']> = {}): Promise<Setup> {
   const { optimizer } = defaultManifest()
   return {
     model: { vocabSize: 256, dModel: 64, nLayers: 2, nHeads: 4, seqLen: 32 },
-    optimizer: { ...optimizer, totalSteps: STEPS },
+    optimizer: { ...optimizer, ...schedule, totalSteps: STEPS },
     nStages: 2,
     corpus: await loadBrown(),
     steps: STEPS,
@@ -38,7 +38,8 @@ test('at the default depth the pipeline learns like local training, at equal tok
 })
 
 test('far stages: depth grows to hide the latency, within the staleness bound, and learning holds', async () => {
-  const s = await setup()
+  // The same tokens per step in 16 microbatches, so that a quarter of them (the depth cap) is 4.
+  const s = await setup({ batchSize: 1, microbatches: 16 })
   const local = await runLocal(s)
   const swarm = await runPipeline(s, { name: 'pipeline-latency', latencyMs: 20, share: 1 })
   console.log(`pipeline-latency ${swarm.val_loss.toFixed(4)} vs local ${local.val_loss.toFixed(4)} at ${swarm.tokens} tokens (ratio ${(swarm.val_loss / local.val_loss).toFixed(4)}, depth ${swarm.depth})`)
