@@ -58,6 +58,13 @@ export function timingFromEnv (env: NodeJS.ProcessEnv = process.env): Timing {
 // only graceful wait is for microbatches in flight, and the whole stop is bounded.
 
 /** How long stopping waits for the driver's microbatches in flight before cutting them off. */
+/**
+ * Environment for daemons of one swarm on one machine (the demo, the convergence benchmark):
+ * records expire and views refresh within seconds, so nodes find each other and notice a dead
+ * one quickly on loopback.
+ */
+export const LOOPBACK_SWARM_ENV = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '2000', SWARMTRAIN_DIAL_TIMEOUT_MS: '5000' }
+
 export const STOP_DRAIN_MS = 3000
 /** A daemon whose stop takes longer than this exits anyway (the next signal exits at once). */
 export const STOP_LIMIT_MS = 15_000

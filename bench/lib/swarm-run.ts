@@ -11,9 +11,7 @@ import type { AveragingStatus } from '../../node/averaging/service.js'
 import type { PipelineStatus } from '../../node/pipeline/swarm.js'
 import { type AveragingSettings, type RunManifest, writeManifest } from '../../node/manifest/manifest.js'
 import { SWARM_KEY_FILE, newSwarmKey, writeSwarmKey } from '../../node/p2p/keys.js'
-
-/** Fast discovery, as the demo uses: nodes find each other within seconds on loopback. */
-const timers = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '1000', SWARMTRAIN_DIAL_TIMEOUT_MS: '5000' }
+import { LOOPBACK_SWARM_ENV } from '../../node/timing.js'
 
 export interface SwarmRunInit {
   manifest: RunManifest
@@ -69,7 +67,7 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
     const daemon = await spawnDaemon({
       args: ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--stage', String(stage), '--capacity', '1000', '--threads', '1',
         '--max-microbatches', String(budget), '--eval-every', String(init.evalEvery), ...bootstrap],
-      env: timers,
+      env: LOOPBACK_SWARM_ENV,
       // A busy machine starts daemons slowly; the run is long anyway.
       timeoutMs: 180_000
     })

@@ -23,7 +23,7 @@ import { writeFileAtomic } from '../../util/fs.js'
 import { intOption, numberOption, parse } from '../args.js'
 import { demoView } from '../demo-view.js'
 import { UsageError } from '../errors.js'
-import { DEMO_DRIVER_STOP_MS, DEMO_SERVER_STOP_MS } from '../../timing.js'
+import { DEMO_DRIVER_STOP_MS, DEMO_SERVER_STOP_MS, LOOPBACK_SWARM_ENV } from '../../timing.js'
 
 export const summary = 'train on this machine: a few daemons on 127.0.0.1 form a private swarm, with a live view'
 
@@ -49,8 +49,6 @@ class DemoError extends UserError {
   override name = 'DemoError'
 }
 
-const timers = { SWARMTRAIN_RECORD_TTL_MS: '6000', SWARMTRAIN_REFRESH_MS: '2000', SWARMTRAIN_DIAL_TIMEOUT_MS: '5000' }
-/** How long a daemon may take to stop before it is killed: the driver finishes its microbatches in flight first. */
 const PROMPT = 'The jury said'
 
 interface Run {
@@ -189,7 +187,7 @@ async function startDaemons (run: Run, manifest: RunManifest, peers: number, mic
     run.logs.push(log)
     run.daemons.push(await spawnDaemon({
       args: ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args],
-      env: timers,
+      env: LOOPBACK_SWARM_ENV,
       detached: true,
       onLine: line => {
         log.write(line + '\n')
