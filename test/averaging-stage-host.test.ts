@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { StageAssigner } from '../node/assignment/assigner.js'
 import { StageHost, type ServedStage } from '../node/daemon/stage-host.js'
+import { adoptSharedState } from '../node/averaging/state-sync.js'
 import { defaultManifest } from '../node/manifest/manifest.js'
 import type { StageRegistry } from '../node/registry/registry.js'
 
@@ -80,6 +81,31 @@ test('checkpoints the named state groups and resumes them, round included', asyn
   await other.start()
   assert.is(other.served?.outer.round, 0)
   await other.stop()
+})
+
+test('a replica that adopts the stage\'s shared state keeps its own progress, moments and residual', async () => {
+  const { assigner, registry } = fakes(0)
+  const host = new StageHost({ assigner, registry, manifest, runId: 'run4', dir, logger: defaultLogger() }, { threads: 1, checkpointEveryMs: 60_000 })
+  await host.start()
+  try {
+    const served = host.served!
+    const n = served.outer.theta.length
+    served.outer.theta.fill(1)
+    served.outer.error.fill(0.5)
+    // Trained since its last round: weights = theta - error + progress.
+    const weights = Float32Array.from({ length: n }, (_, i) => 1 - 0.5 + i / n)
+    await served.engine.loadState(weights, { step: 5, m: new Float32Array(n).fill(0.2), v: new Float32Array(n).fill(0.3) })
+    await adoptSharedState(served, { round: 7, step: 40, theta: new Float32Array(n).fill(3), momentum: new Float32Array(n).fill(0.1) })
+    const after = await served.engine.snapshot()
+    for (let i = 0; i < n; i++) assert.ok(Math.abs(after.weights[i] - (3 - 0.5 + i / n)) < 1e-6, `weight ${i}: ${after.weights[i]}`)
+    assert.ok(after.m.every(x => Math.abs(x - 0.2) < 1e-7) && after.v.every(x => Math.abs(x - 0.3) < 1e-7), 'inner moments kept')
+    assert.is(after.step, 40)
+    assert.is(served.outer.round, 7)
+    assert.ok(served.outer.theta.every(x => x === 3) && served.outer.momentum.every(x => Math.abs(x - 0.1) < 1e-7))
+    assert.ok(served.outer.error.every(x => x === 0.5))
+  } finally {
+    await host.stop()
+  }
 })
 
 test.after(() => { rmSync(dir, { recursive: true, force: true }) })

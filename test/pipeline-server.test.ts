@@ -92,12 +92,12 @@ class FakePeer {
   readonly streams: Stream[] = []
   readonly server: StageServer
   handler?: StreamHandler
-  constructor (readonly id: PeerId, readonly engine: FakeEngine, extra: { maxQueue?: number, concurrency?: number, stepTokens?: number, maxPending?: number } = {}, next?: NextStage) {
+  constructor (readonly id: PeerId, readonly engine: FakeEngine, extra: { maxQueue?: number, concurrency?: number, stepTokens?: number, maxPending?: number, replicas?: () => number } = {}, next?: NextStage) {
     const registrar = {
       handle: async (_: string, handler: StreamHandler) => { this.handler = handler },
       unhandle: async () => { this.handler = undefined }
     }
-    this.server = new StageServer({ registrar, engine, next }, { runId, stage: engine.stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64, stepTokens: extra.stepTokens ?? 1000, self: id.toString(), ...extra })
+    this.server = new StageServer({ registrar, engine, next, replicas: extra.replicas }, { runId, stage: engine.stage, nStages: 2, dModel: D, seqLen: 8, vocabSize: 256, maxTokens: 64, stepTokens: extra.stepTokens ?? 1000, self: id.toString(), ...extra })
   }
 
   async accept (): Promise<Stream> {
@@ -182,6 +182,30 @@ test('the last stage returns loss and gx; gradients trigger an optimizer step at
   await new Promise(resolve => setTimeout(resolve, 10))
   assert.is(engine.steps, 1, 'a step after 9 >= 8 tokens')
   assert.ok(Math.abs(await stage.loss(x, tokens([1, 2, 3])) - loss) < 1e-6)
+  await client.stop()
+})
+
+test('replicas share the stage batch: with R of them, each steps on a share of 1/R', async () => {
+  const engine = new FakeEngine(1)
+  let replicas = 2
+  const p = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), engine, { stepTokens: 12, replicas: () => replicas })
+  await p.server.start()
+  const { client } = clientFor([p])
+  const stage = new SwarmStage({ client, router: new Router(), replicas: { replicas: () => [p.id.toString()] } }, limits(1))
+  const x: FloatTensor = { data: new Float32Array(3 * D), shape: [1, 3, D] }
+  await stage.lossBackward(x, tokens([1, 2, 3]))
+  await new Promise(resolve => setTimeout(resolve, 10))
+  assert.is(engine.steps, 0, '3 tokens < 12 / 2')
+  await stage.lossBackward(x, tokens([1, 2, 3]))
+  await new Promise(resolve => setTimeout(resolve, 10))
+  assert.is(engine.steps, 1, '6 tokens = 12 / 2')
+  replicas = 1 // the other replica left: this one steps on the whole batch
+  for (let i = 0; i < 3; i++) await stage.lossBackward(x, tokens([1, 2, 3]))
+  await new Promise(resolve => setTimeout(resolve, 10))
+  assert.is(engine.steps, 1, '9 tokens < 12')
+  await stage.lossBackward(x, tokens([1, 2, 3]))
+  await new Promise(resolve => setTimeout(resolve, 10))
+  assert.is(engine.steps, 2)
   await client.stop()
 })
 

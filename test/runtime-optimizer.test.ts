@@ -17,17 +17,6 @@ test('the schedule warms up linearly, then decays along a cosine to minLr', () =
   for (let s = 11; s < 110; s++) assert.ok(learningRate(config, s + 1) < learningRate(config, s))
 })
 
-test('a step of one replica among R advances the schedule by R', async () => {
-  const params: ParamSpec[] = [{ name: 'b', shape: [2], init: { kind: 'zeros' }, decay: false }]
-  const adam = new AdamW(config, new ParamLayout(params))
-  const weights = new Float32Array(2)
-  const grads = Float32Array.from([1, -1])
-  assert.is(await adam.update(weights, grads, 1, 2), learningRate(config, 2))
-  assert.is(await adam.update(weights, grads, 1, 2), learningRate(config, 4))
-  assert.is(await adam.update(weights, grads, 1), learningRate(config, 5))
-  assert.is(adam.step, 5)
-})
-
 test('clipFactor scales only norms above the limit', () => {
   assert.is(clipFactor(0.5, 1), 1)
   assert.is(clipFactor(4, 1), 0.25)

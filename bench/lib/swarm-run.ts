@@ -77,7 +77,10 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
   }
   const started = performance.now()
   try {
-    for (let i = 0; i < drivers; i++) await start(i % nStages, perDriver)
+    // The first node is everyone's bootstrap; the others start together, so that no replica
+    // trains alone for long while the rest are still starting.
+    await start(0, perDriver)
+    await Promise.all(Array.from({ length: drivers - 1 }, async (_, i) => await start((i + 1) % nStages, perDriver)))
     const budget = perDriver * drivers
     let churned = 0
     for (;;) {
@@ -87,9 +90,10 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
       const completed = statuses.reduce((n, s) => n + (s.pipeline.driver?.completed ?? 0), 0) + dead.reduce((n, m) => n + m.budget, 0)
       init.onProgress?.(`${init.averaging}${init.churn === true ? ' churn' : ''}: ${completed}/${budget} microbatches`)
       if (init.churn === true && churned === 0 && completed >= budget / 3) {
-        // The last replica of the last stage dies; what it did not drive is driven later by a newcomer.
-        const victim = live[live.length - 1]
-        const done = statuses[statuses.length - 1].pipeline.driver?.completed ?? 0
+        // A replica of the last stage dies; what it did not drive is driven later by a newcomer.
+        const index = live.findLastIndex(m => m.stage === nStages - 1)
+        const victim = live[index]
+        const done = statuses[index].pipeline.driver?.completed ?? 0
         victim.daemon.child.kill('SIGKILL')
         victim.budget = done
         dead.push(victim)

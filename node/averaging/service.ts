@@ -33,7 +33,7 @@ import { tokensSinceSync, type ServedStage, type StageHost, type StageUser } fro
 import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
-import { StateServer, fetchStageState, stateHash, type SharedState } from './state-sync.js'
+import { StateServer, adoptSharedState, fetchStageState, stateHash, type SharedState } from './state-sync.js'
 import { roundDue } from './trigger.js'
 import { AVERAGING_POLL_MS } from '../timing.js'
 
@@ -382,7 +382,7 @@ export class AveragingService implements SwarmService, StageUser {
     await this.stageHost.checkpoint()
   }
 
-  /** Loads the majority's shared state: theta as the weights, fresh inner moments and error feedback. */
+  /** Loads the majority's shared state (see adoptSharedState: the replica's own progress stays). */
   private async resync (served: ServedStage, peers: string[], toggleReady: boolean): Promise<boolean> {
     const { host, registry, runId, manifest } = this.components
     if (toggleReady) await registry.update({ ready: false })
@@ -395,14 +395,7 @@ export class AveragingService implements SwarmService, StageUser {
         timeoutMs: manifest.averaging.roundTimeoutMs,
         onOffence: (peer, reason) => { this.offend(peer, reason) }
       })
-      const n = served.engine.params.size
-      await served.engine.loadState(state.theta, { step: state.step, m: new Float32Array(n), v: new Float32Array(n) })
-      served.outer.theta.set(state.theta)
-      served.outer.momentum.set(state.momentum)
-      served.outer.error.fill(0)
-      served.outer.round = state.round
-      served.syncedTokens = served.engine.steppedTokens
-      this.compressor = undefined
+      await adoptSharedState(served, state)
       this.hash = state.hash
       this.syncs++
       log('stage %d synced to round %d (%s) from %d replicas', served.stage, state.round, state.hash, peers.length)

@@ -10,6 +10,8 @@ import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { MAX_BYTES, stateProtocol } from '../../protocols/ids.js'
 import { StateManifest, StateRequest } from '../../protocols/averaging.js'
+import { axpy } from '../../native/index.js'
+import type { ServedStage } from '../daemon/stage-host.js'
 import type { ParamLayout } from '../model/index.js'
 import type { Host } from '../p2p/host.js'
 import { MessageStream } from '../p2p/messages.js'
@@ -33,6 +35,23 @@ export interface SharedState {
   step: number
   theta: Float32Array
   momentum: Float32Array
+}
+
+/**
+ * Takes the stage's shared state (theta_at_last_sync, outer momentum, round, the schedule's
+ * step) and moves the weights by what theta moved, weights += theta_new - theta_ours: the
+ * replica keeps its inner moments, its error feedback and the progress it made since its own
+ * last round, which its next contribution carries. A newcomer's weights are its theta, so it
+ * starts from the stage's; a replica that only missed a round, or whose round went another way,
+ * loses none of its training.
+ */
+export async function adoptSharedState (served: ServedStage, state: SharedState): Promise<void> {
+  const moved = state.theta.slice()
+  axpy(moved, served.outer.theta, -1)
+  await served.engine.updateWeights(weights => { axpy(weights, moved, 1) }, state.step)
+  served.outer.theta.set(state.theta)
+  served.outer.momentum.set(state.momentum)
+  served.outer.round = state.round
 }
 
 /** Hex hash of a shared state: sha256 of round, theta and momentum, first 16 bytes. */

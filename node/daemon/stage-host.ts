@@ -130,25 +130,24 @@ export class StageHost extends EventTarget {
   }
 
   /**
-   * One inner step of the served engine (what the stage server calls once a batch has
-   * accumulated); counts its tokens toward the next round and emits `step`. The learning-rate
-   * schedule follows the swarm's progress, not this replica's: with R ready replicas of the
-   * stage (this one included) sharing the stage's batches, each step here stands for R steps
-   * of the run, so the schedule advances by R. Otherwise two replicas would each end a run
-   * halfway down the cosine, never annealed.
+   * One inner step of the served engine (what the stage server calls once its share of the
+   * stage's batch has accumulated); counts its tokens toward the next round and emits `step`.
    */
   async step (engine: StageEngine, gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
     const before = engine.steppedTokens
     const served = this.current
-    const result = await engine.step(gradNorm, served?.engine === engine ? this.replicaCount(served.stage) : 1)
+    const result = await engine.step(gradNorm)
     if (served?.engine === engine) {
       this.dispatchEvent(new CustomEvent<StepDetail>('step', { detail: { stage: served.stage, step: engine.steps, tokens: engine.steppedTokens - before } }))
     }
     return result
   }
 
-  /** Ready replicas of `stage` in the swarm's view, this node included. */
-  private replicaCount (stage: number): number {
+  /**
+   * Ready replicas of `stage` in the swarm's view, this node included: they share the stage's
+   * batch, so each steps on its share and the stage as a whole steps as one machine would.
+   */
+  replicas (stage: number): number {
     const self = this.components.registry.self?.peerId
     const others = this.components.registry.view.stages[stage]?.peers.filter(p => p.ready && p.peerId !== self).length ?? 0
     return others + 1

@@ -23,6 +23,8 @@ export interface StageServerComponents {
   engine: StageCompute
   /** Where TRAIN calls go on to (absent: this server answers them UNROUTABLE, and drivers relay). */
   next?: NextStage
+  /** Replicas of the stage sharing its batch, this one included (default: alone). */
+  replicas?: () => number
   /** Names the node in log lines (default: unnamed). */
   logger?: ComponentLogger
 }

@@ -30,7 +30,7 @@ export interface StageServiceInit {
   vocabSize: number
   /** Largest microbatch (B * T tokens) a call may carry. */
   maxTokens: number
-  /** Take an inner step once this many tokens have accumulated. */
+  /** Tokens of one step of the run: the stage's batch, which its replicas share (see replicas). */
   stepTokens: number
   /**
    * Calls handed to the engine at once (it runs them in turn), and calls waiting beyond those
@@ -149,8 +149,12 @@ export class StageService {
   /** TRAIN calls waiting on their next hop. */
   private pending = 0
 
-  constructor (components: { engine: StageCompute, next?: NextStage, logger?: ComponentLogger }, init: StageServiceInit) {
+  /** Replicas of this stage sharing its batch, this one included (default: alone). */
+  private readonly replicas: () => number
+
+  constructor (components: { engine: StageCompute, next?: NextStage, replicas?: () => number, logger?: ComponentLogger }, init: StageServiceInit) {
     this.engine = components.engine
+    this.replicas = components.replicas ?? (() => 1)
     this.next = components.next
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:service')
     this.init = { ...init, concurrency: init.concurrency ?? 1, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1, maxPending: init.maxPending ?? 32, self: init.self ?? '' }
@@ -283,9 +287,13 @@ export class StageService {
     else this.running--
   }
 
-  /** Steps once the target batch has accumulated; the engine runs the step between calls. */
+  /**
+   * Steps once this replica's share of the stage's batch has accumulated (stepTokens / R with R
+   * replicas), so that the stage takes as many steps per token as one machine would, and each
+   * replica as many as the run's schedule has. The engine runs the step between calls.
+   */
   private maybeStep (): void {
-    if (this.stepping || this.engine.accumulatedTokens < this.init.stepTokens) return
+    if (this.stepping || this.engine.accumulatedTokens < this.init.stepTokens / this.replicas()) return
     this.stepping = true
     this.engine.step().then(
       () => { this.stats.steps++ },

@@ -161,7 +161,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
     const { model, nStages, optimizer } = manifest
     // TRAIN calls go on to the next stage through this node's caller of it (its router, its client).
     const next = served.stage < nStages - 1 ? this.stages[served.stage + 1] : undefined
-    const server = new StageServer({ registrar: host, engine: this.compute(served.engine), next, logger: this.components.logger }, {
+    const server = new StageServer({ registrar: host, engine: this.compute(served.engine), next, replicas: () => this.stageHost.replicas(served.stage), logger: this.components.logger }, {
       runId,
       self: this.self,
       stage: served.stage,

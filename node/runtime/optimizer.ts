@@ -18,11 +18,7 @@ export type AdamWKernel = typeof adamwAsync
 export class AdamW {
   readonly m: Float32Array
   readonly v: Float32Array
-  /**
-   * The schedule's position, in steps of the whole swarm: a replica of a stage served by R
-   * replicas advances it by R per step of its own (bias correction uses it too: it only matters
-   * in the first few dozen steps, during warmup).
-   */
+  /** Steps taken: the schedule's position, and bias correction's. */
   step = 0
   private readonly kernel: AdamWKernel
   /** The ranges one kernel call each updates: the decayed tensors, then the rest. */
@@ -43,14 +39,13 @@ export class AdamW {
 
   /**
    * One step on `weights` from summed gradients `grads`: `gradScale` turns the sum into the
-   * mean (times the clipping factor); `advance` moves the schedule (the stage's replica
-   * count). Returns the learning rate used. All or nothing: if a
+   * mean (times the clipping factor). Returns the learning rate used. All or nothing: if a
    * kernel call fails, weights, moments and the step count are as they were before, and the
    * error is thrown. The kernels run off the main thread; nothing may touch the arrays until
    * the promise settles.
    */
-  async update (weights: Float32Array, grads: Float32Array, gradScale: number, advance = 1): Promise<number> {
-    const step = this.step + advance
+  async update (weights: Float32Array, grads: Float32Array, gradScale: number): Promise<number> {
+    const step = this.step + 1
     const lr = learningRate(this.config, step)
     const { beta1, beta2, eps, weightDecay } = this.config
     this.before.weights.set(weights)

@@ -148,16 +148,15 @@ export class StageEngine {
   /**
    * One AdamW step on the mean of the accumulated gradients, clipped by `gradNorm` (the global
    * norm across stages, in local training) or else by this stage's own norm (in the swarm each
-   * stage clips its own slice); `advance` moves the schedule (see AdamW.step). Zeroes the
-   * accumulator. Returns the learning rate and the norm
+   * stage clips its own slice). Zeroes the accumulator. Returns the learning rate and the norm
    * used. All or nothing: if the update fails, weights, optimizer state and the accumulated
    * gradients are as they were.
    */
-  step (gradNorm?: number, advance = 1): Promise<{ lr: number, gradNorm: number }> {
+  step (gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
     return this.host.exclusive(async () => {
       if (this.tokens === 0) throw new Error('step without accumulated gradients')
       const norm = gradNorm ?? Math.sqrt(await sumSquaresAsync(this.grads)) / this.tokens
-      const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens, advance)
+      const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens)
       this.steppedTokens += this.tokens
       this.grads.fill(0)
       this.tokens = 0
@@ -198,9 +197,15 @@ export class StageEngine {
     }, true)
   }
 
-  /** Changes the weights in place between calls (e.g. an outer averaging step). */
-  updateWeights (fn: (weights: Float32Array) => void): Promise<void> {
-    return this.host.exclusive(() => fn(this.weights), true)
+  /**
+   * Changes the weights in place between calls (e.g. an outer averaging step), keeping the
+   * optimizer's state; `step`, if given, moves the schedule there (a replica adopting the stage's).
+   */
+  updateWeights (fn: (weights: Float32Array) => void, step?: number): Promise<void> {
+    return this.host.exclusive(() => {
+      fn(this.weights)
+      if (step !== undefined) this.adam.step = step
+    }, true)
   }
 
   close (): Promise<void> {
