@@ -21,7 +21,7 @@ import { loadBrown, type Corpus } from '../node/data/corpus.js'
 import { type AveragingSettings, defaultManifest } from '../node/manifest/manifest.js'
 import type { ModelConfig } from '../node/model/index.js'
 import { combineSignals } from '../node/pipeline/caller.js'
-import { Driver, maxDepth } from '../node/pipeline/driver.js'
+import { Driver, maxDepth, maxStaleness } from '../node/pipeline/driver.js'
 import { trainLocal } from '../node/training/local.js'
 import type { OptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { LoopbackSwarm } from './lib/loopback-swarm.js'
@@ -147,7 +147,7 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
       batchSize: optimizer.batchSize,
       seed,
       inFlight: mode.inFlight,
-      maxStaleness: optimizer.weightVersions - 2,
+      maxStaleness: maxStaleness(optimizer.weightVersions),
       maxInFlight: maxDepth(optimizer.microbatches),
       evalEvery: s.evalSteps * optimizer.microbatches,
       evalBatches: Math.ceil(evalWindows / optimizer.batchSize),

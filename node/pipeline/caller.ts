@@ -15,7 +15,7 @@ import { decodeActivations, encodeActivations, encodeTokens } from './activation
 import type { StageCaller } from './chain.js'
 import { StageCallError, StageClientStoppedError, type StageTransport, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
-import { BusyError, UnroutableError, decodeStageCall, type ChainResult, type StageCallLimits, type StageService } from './service.js'
+import { BusyError, UnroutableError, decodeStageCall, sameWeights, type ChainResult, type StageCallLimits, type StageService } from './service.js'
 import { TensorError } from '../runtime/tensor.js'
 import type { WeightsVersion } from '../runtime/stage-engine.js'
 import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
@@ -280,7 +280,7 @@ export class SwarmStage implements StageCaller {
           this.signals.waitedMs += Math.min(hop.waitMs, elapsedMs)
         }
         if (!backward) this.forwards.set(x, { peer, version })
-        else if (forward?.version !== undefined && (version === undefined || version.epoch !== forward.version.epoch || version.version !== forward.version.version)) this.stats.versionMisses++
+        else if (forward?.version !== undefined && !sameWeights(version, forward.version)) this.stats.versionMisses++
         return result
       } catch (err) {
         if (err instanceof StageClientStoppedError) throw err

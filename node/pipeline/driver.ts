@@ -8,6 +8,7 @@ import { BatchSampler, evenBatches, type TokenBatch } from '../data/sampler.js'
 import { evaluateMicrobatch, trainMicrobatch, type Microbatch, type StageCaller } from './chain.js'
 import type { PipelineSignals } from './caller.js'
 import { DepthControl } from './depth.js'
+import { defaultOptimizerConfig } from '../runtime/optimizer-config.js'
 
 export interface DriverComponents {
   /** One caller per stage, in order. */
@@ -27,7 +28,7 @@ export interface DriverInit {
   batchSize: number
   /** Microbatches in flight: a fixed number, or undefined to adapt (see DepthControl), starting at stages + 1. */
   inFlight?: number
-  /** Adaptive depth keeps backwards at most this many weight versions stale (the manifest's weightVersions - 2). */
+  /** Adaptive depth keeps backwards at most this many weight versions stale (default: maxStaleness of the default weightVersions). */
   maxStaleness?: number
   /**
    * Adaptive depth never exceeds this (default: no bound but staleness). A pipeline learns like
@@ -83,6 +84,15 @@ export function maxDepth (microbatches: number): number {
   return Math.max(1, Math.floor(microbatches / 4))
 }
 
+/**
+ * The staleness, in weight versions, a driver lets backwards have when stage servers keep
+ * `weightVersions` of them: one fewer than the stash allows beyond the current, so that a depth
+ * probe that overshoots by one still recomputes with exactly its forward's weights.
+ */
+export function maxStaleness (weightVersions: number): number {
+  return weightVersions - 2
+}
+
 export class Driver {
   readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, evaluationMs: 0, done: false }
   private readonly stages: readonly StageCaller[]
@@ -109,7 +119,7 @@ export class Driver {
     this.trainBatch = components.train ?? (async batch => await trainMicrobatch(this.stages, batch))
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
     this.signals = components.signals ?? (() => ({ staleness: 0, waitedMs: 0 }))
-    this.init = { ...init, maxStaleness: init.maxStaleness ?? 1, evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
+    this.init = { ...init, maxStaleness: init.maxStaleness ?? maxStaleness(defaultOptimizerConfig.weightVersions), evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
     if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness, max: init.maxInFlight })
     this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
     this.evalSet = this.init.evalEvery > 0 ? evenBatches(init.validation, init.seqLen, init.batchSize, this.init.evalBatches) : []

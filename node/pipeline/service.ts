@@ -259,7 +259,7 @@ export class StageService {
     let staleness = 0
     if (backward) {
       this.stats.backward++
-      if (at !== undefined && version !== undefined && (at.epoch !== version.epoch || at.version !== version.version)) this.stats.versionMisses++
+      if (at !== undefined && version !== undefined && !sameWeights(at, version)) this.stats.versionMisses++
       const now = this.engine.weightsVersion
       if (version !== undefined && version.epoch === now.epoch) staleness = now.version - version.version
       this.maybeStep()
@@ -309,6 +309,11 @@ export class StageService {
     this.rate = this.rate * keep + (tokens / 5)
     this.rateAt = now
   }
+}
+
+/** Whether two weight versions name the same weights (absent: unknown, never the same). */
+export function sameWeights (a?: WeightsVersion, b?: WeightsVersion): boolean {
+  return a !== undefined && b !== undefined && a.epoch === b.epoch && a.version === b.version
 }
 
 /** The queue is full: the caller should try another replica. */

@@ -12,7 +12,7 @@ import { LossHistory, type LossHistoryJSON } from '../metrics/loss-history.js'
 import { SwarmStage, combineSignals, type CallStats, type ReplicaSource } from './caller.js'
 import { StageClient, type StageTraffic } from './client.js'
 import { Forwarder, type ForwardStats } from './forward.js'
-import { Driver, maxDepth, type DriverReport, type DriverStats } from './driver.js'
+import { Driver, maxDepth, maxStaleness, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
 import { stageProtocol } from '../../protocols/ids.js'
@@ -118,7 +118,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       batchSize: manifest.optimizer.batchSize,
       seed: this.self,
       inFlight: this.options.inFlight,
-      maxStaleness: manifest.optimizer.weightVersions - 2,
+      maxStaleness: maxStaleness(manifest.optimizer.weightVersions),
       maxInFlight: maxDepth(manifest.optimizer.microbatches),
       maxMicrobatches: this.options.maxMicrobatches,
       evalEvery: this.options.evalEvery,
