@@ -13,9 +13,13 @@
 //   sparse                the same with the manifest's compression (top-k + 2-bit values)
 //   churn                 `sparse`, with one replica SIGKILLed a third of the way in and a fresh
 //                         node joining at two thirds to drive what it left undone
+//   diloco                the averaging modes' reference: 2 replicas of the whole model in this
+//                         process, each on half the batch, taking the mean of their weights every
+//                         innerSteps (dense, outer SGD lr 1); no network, pipeline or compression
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
-// default convergence.svg).
+// default convergence.svg). --inner-steps N sets the averaging modes' steps per round (default:
+// the manifest's); --batch-size, --microbatches, --weight-versions and --in-flight the schedule's.
 import { availableParallelism } from 'node:os'
 import { loadBrown, type Corpus } from '../node/data/corpus.js'
 import { type AveragingSettings, defaultManifest } from '../node/manifest/manifest.js'
@@ -30,6 +34,7 @@ import { UsageError } from '../node/cli/errors.js'
 import { lossPlotSvg } from '../node/metrics/svg-plot.js'
 import { writeFileAtomic } from '../node/util/fs.js'
 import { runSwarm } from './lib/swarm-run.js'
+import { trainDiloco } from './lib/diloco.js'
 
 const runId = 'benchconvergence'
 const seed = 1
@@ -46,6 +51,8 @@ export interface Mode {
   share: number
   /** A swarm of daemons with averaging (2 stages x 2 replicas) instead of one replica per stage. */
   swarm?: { averaging: 'dense' | 'sparse', churn?: boolean }
+  /** In-process DiLoCo with this many replicas instead of a swarm. */
+  diloco?: number
 }
 
 export const modes: Record<string, Mode | undefined> = {
@@ -55,7 +62,8 @@ export const modes: Record<string, Mode | undefined> = {
   'pipeline-latency-d1': { name: 'pipeline-latency-d1', inFlight: 1, latencyMs, share: 0.1 },
   dense: { name: 'dense', latencyMs: 0, share: 1, swarm: { averaging: 'dense' } },
   sparse: { name: 'sparse', latencyMs: 0, share: 1, swarm: { averaging: 'sparse' } },
-  churn: { name: 'churn', latencyMs: 0, share: 1, swarm: { averaging: 'sparse', churn: true } }
+  churn: { name: 'churn', latencyMs: 0, share: 1, swarm: { averaging: 'sparse', churn: true } },
+  diloco: { name: 'diloco', latencyMs: 0, share: 1, diloco: 2 }
 }
 
 export interface ConvergenceResult {
@@ -102,6 +110,17 @@ export async function runLocal (s: Setup): Promise<ConvergenceResult> {
   })
   const tokens = s.steps * perStep
   return { mode: 'local', tokens, val_loss: curve[curve.length - 1][1], tokens_per_s: tokens / trainSeconds, curve }
+}
+
+/** DiLoCo in this process (bench/lib/diloco.ts), with the swarm modes' innerSteps. */
+export async function runDiloco (s: Setup, mode: Mode): Promise<ConvergenceResult> {
+  const started = performance.now()
+  const curve = await trainDiloco({
+    model: s.model, optimizer: s.optimizer, nStages: 2, corpus: s.corpus, replicas: mode.diloco!, innerSteps: s.averaging?.innerSteps ?? defaultManifest().averaging.innerSteps,
+    seed, evalEvery: s.evalSteps, evalBatches: Math.ceil(evalWindows / s.optimizer.batchSize), threads: s.threads
+  })
+  const [tokens, loss] = curve[curve.length - 1]
+  return { mode: mode.name, tokens, val_loss: loss, tokens_per_s: tokens / ((performance.now() - started) / 1000), curve }
 }
 
 /** 2 stages x 2 replicas of daemons, every replica driving, averaging as `mode` says. */
@@ -179,7 +198,7 @@ export async function run (args: string[]): Promise<void> {
   const { values } = parse(args, {
     json: { type: 'boolean' }, steps: { type: 'string' }, modes: { type: 'string' }, quick: { type: 'boolean' },
     'batch-size': { type: 'string' }, microbatches: { type: 'string' }, 'weight-versions': { type: 'string' }, 'in-flight': { type: 'string' },
-    plot: { type: 'string' }
+    plot: { type: 'string' }, 'inner-steps': { type: 'string' }
   })
   const manifest = defaultManifest()
   // Overrides of the manifest's schedule, to study it.
@@ -194,11 +213,14 @@ export async function run (args: string[]): Promise<void> {
   // The schedule ends with the run, as `train --local --steps N` would.
   const optimizer = { ...manifest.optimizer, totalSteps: steps }
   const setup: Setup = { model: manifest.model, optimizer, nStages: 3, corpus: await loadBrown(), steps, evalSteps: Math.max(1, Math.round(steps / 6)) }
+  if (values['inner-steps'] !== undefined) setup.averaging = { innerSteps: intOption('inner-steps', values['inner-steps'], 1, 1) }
   const results: ConvergenceResult[] = []
   for (const name of names) {
     const mode = modes[name]
     const progress = values.json === true ? undefined : (line: string): void => { process.stderr.write(`\r${line}   `) }
-    const result = name === 'local' ? await runLocal(setup) : mode!.swarm !== undefined ? await runAveragingSwarm(setup, mode!, progress) : await runPipeline(setup, mode!)
+    const result = name === 'local'
+      ? await runLocal(setup)
+      : mode!.swarm !== undefined ? await runAveragingSwarm(setup, mode!, progress) : mode!.diloco !== undefined ? await runDiloco(setup, mode!) : await runPipeline(setup, mode!)
     if (progress !== undefined && mode?.swarm !== undefined) process.stderr.write('\n')
     results.push(result)
     const local = results.find(r => r.mode === 'local')
