@@ -116,7 +116,7 @@ export async function runLocal (s: Setup): Promise<ConvergenceResult> {
 export async function runDiloco (s: Setup, mode: Mode): Promise<ConvergenceResult> {
   const started = performance.now()
   const curve = await trainDiloco({
-    model: s.model, optimizer: s.optimizer, nStages: 2, corpus: s.corpus, replicas: mode.diloco!, innerSteps: s.averaging?.innerSteps ?? defaultManifest().averaging.innerSteps,
+    model: s.model, optimizer: s.optimizer, nStages: s.nStages, corpus: s.corpus, replicas: mode.diloco!, innerSteps: s.averaging?.innerSteps ?? defaultManifest().averaging.innerSteps,
     seed, evalEvery: s.evalSteps, evalBatches: Math.ceil(evalWindows / s.optimizer.batchSize), threads: s.threads
   })
   const [tokens, loss] = curve[curve.length - 1]

@@ -4,12 +4,14 @@
 // it), and every `innerSteps` steps all take the mean of their weights: outer SGD with lr 1 on
 // the mean pseudo-gradient, the swarm's dense round. What this loses against `train --local`
 // at equal tokens is the algorithm's, not the swarm's.
+import { axpy } from '../../native/index.js'
 import { stageLayout, type ModelConfig } from '../../node/model/index.js'
 import type { Corpus } from '../../node/data/corpus.js'
 import { BatchSampler, evenBatches } from '../../node/data/sampler.js'
 import { evaluateMicrobatch, trainMicrobatch } from '../../node/pipeline/chain.js'
 import type { OptimizerConfig } from '../../node/runtime/optimizer-config.js'
 import { StageEngine } from '../../node/runtime/stage-engine.js'
+import { stepStages } from '../../node/training/local.js'
 
 export interface DilocoInit {
   model: ModelConfig
@@ -48,9 +50,7 @@ export async function trainDiloco (init: DilocoInit): Promise<Array<[tokens: num
     for (let step = 1; step <= optimizer.totalSteps; step++) {
       await Promise.all(engines.map(async (stages, r) => {
         await trainMicrobatch(stages, samplers[r].next())
-        const squares = await Promise.all(stages.map(e => e.gradNormSquared()))
-        const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0))
-        await Promise.all(stages.map(e => e.step(norm)))
+        await stepStages(stages)
       }))
       if (step % init.innerSteps === 0) await average(engines)
       if (step % init.evalEvery === 0 || step === optimizer.totalSteps) curve.push([step * sequences * replicas * model.seqLen, await evaluate()])
@@ -66,7 +66,7 @@ async function average (engines: StageEngine[][]): Promise<void> {
   for (let s = 0; s < engines[0].length; s++) {
     const snapshots = await Promise.all(engines.map(async stages => await stages[s].weightsSnapshot()))
     const mean = new Float32Array(snapshots[0].weights.length)
-    for (const { weights } of snapshots) for (let i = 0; i < mean.length; i++) mean[i] += weights[i] / engines.length
+    for (const { weights } of snapshots) axpy(mean, weights, 1 / engines.length)
     await Promise.all(engines.map(async stages => { await stages[s].updateWeights(w => { w.set(mean) }) }))
   }
 }

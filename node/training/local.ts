@@ -43,6 +43,14 @@ export interface EvalReport {
   checkpoint?: string
 }
 
+/** One optimizer step of every stage of a whole model, clipped by their global gradient norm; returns the learning rate. */
+export async function stepStages (engines: readonly StageEngine[]): Promise<number> {
+  const squares = await Promise.all(engines.map(e => e.gradNormSquared()))
+  const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0))
+  // Every engine follows the same schedule, so any one's learning rate is the step's.
+  return (await Promise.all(engines.map(e => e.step(norm))))[0].lr
+}
+
 export async function trainLocal (o: LocalTrainingOptions): Promise<EvalReport[]> {
   const { model, optimizer } = o
   const engines: StageEngine[] = []
@@ -91,10 +99,7 @@ export async function trainLocal (o: LocalTrainingOptions): Promise<EvalReport[]
       lossSum += await trainMicrobatch(engines, batch)
       losses++
       tokens += batch.x.data.length
-      const squares = await Promise.all(engines.map(e => e.gradNormSquared()))
-      const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0))
-      // Every engine follows the same schedule, so any one's learning rate is the step's.
-      lr = (await Promise.all(engines.map(e => e.step(norm))))[0].lr
+      lr = await stepStages(engines)
       step++
       trainMs += performance.now() - started
       if (step % o.evalEvery === 0 || step === end) {
