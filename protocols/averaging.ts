@@ -1,4 +1,4 @@
-import { decodeMessage, encodeMessage, MaxLengthError, message, streamMessage } from 'protons-runtime'
+import { decodeMessage, encodeMessage, enumeration, MaxLengthError, message, streamMessage } from 'protons-runtime'
 import { alloc as uint8ArrayAlloc } from 'uint8arrays/alloc'
 import type { Codec, DecodeOptions } from 'protons-runtime'
 import type { Uint8ArrayList } from 'uint8arraylist'
@@ -691,11 +691,28 @@ export namespace AverageResponse {
   }
 }
 
+export enum StatePart {
+  SHARED = 'SHARED',
+  REPLICA = 'REPLICA'
+}
+
+enum __StatePartValues {
+  SHARED = 0,
+  REPLICA = 1
+}
+
+export namespace StatePart {
+  export const codec = (): Codec<StatePart> => {
+    return enumeration<StatePart>(__StatePartValues)
+  }
+}
+
 export interface StateRequest {
   stage: number
   fromChunk: number
   stateHash: Uint8Array<ArrayBuffer>
   chunkCount: number
+  part: StatePart
 }
 
 export namespace StateRequest {
@@ -728,6 +745,11 @@ export namespace StateRequest {
           w.uint32(obj.chunkCount)
         }
 
+        if (obj.part != null && __StatePartValues[obj.part] !== 0) {
+          w.uint32(40)
+          StatePart.codec().encode(obj.part, w)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -736,7 +758,8 @@ export namespace StateRequest {
           stage: 0,
           fromChunk: 0,
           stateHash: uint8ArrayAlloc(0),
-          chunkCount: 0
+          chunkCount: 0,
+          part: StatePart.SHARED
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -759,6 +782,10 @@ export namespace StateRequest {
             }
             case 4: {
               obj.chunkCount = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.part = StatePart.codec().decode(reader)
               break
             }
             default: {
@@ -804,6 +831,13 @@ export namespace StateRequest {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.part`,
+                value: StatePart.codec().decode(reader)
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -836,6 +870,11 @@ export namespace StateRequest {
     value: number
   }
 
+  export interface StateRequestPartFieldEvent {
+    field: '$.part'
+    value: StatePart
+  }
+
   export function encode (obj: Partial<StateRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, StateRequest.codec())
   }
@@ -844,7 +883,7 @@ export namespace StateRequest {
     return decodeMessage(buf, StateRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StateRequest>): Generator<StateRequestStageFieldEvent | StateRequestFromChunkFieldEvent | StateRequestStateHashFieldEvent | StateRequestChunkCountFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StateRequest>): Generator<StateRequestStageFieldEvent | StateRequestFromChunkFieldEvent | StateRequestStateHashFieldEvent | StateRequestChunkCountFieldEvent | StateRequestPartFieldEvent> {
     return streamMessage(buf, StateRequest.codec(), opts)
   }
 }

@@ -1,6 +1,7 @@
 // State sync between libp2p hosts in this process: chunks come from every agreeing replica,
 // each checked against the manifest's hashes; a replica that serves a truncated or corrupted
 // chunk is reported (the service bans repeat offenders) and its range is fetched elsewhere.
+// A replica's whole state comes from one replica, its shared part checked against the agreed hash.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -8,7 +9,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Stream } from '@libp2p/interface'
 import { StateManifest, StateRequest } from '../protocols/averaging.js'
 import { sha256 } from '../node/averaging/contribution.js'
-import { StateServer, StateSyncError, encodeSharedState, fetchStageState, stateHash, type SharedState } from '../node/averaging/state-sync.js'
+import { StateServer, StateSyncError, encodeSharedState, fetchReplicaState, fetchStageState, stateHash, type SharedState } from '../node/averaging/state-sync.js'
+import type { StageState } from '../node/runtime/checkpoint.js'
 import { stateProtocol } from '../protocols/ids.js'
 import { ParamLayout } from '../node/model/index.js'
 import { createHost, type Host } from '../node/p2p/host.js'
@@ -29,6 +31,17 @@ const state: SharedState = {
   momentum: Float32Array.from({ length: layout.size }, () => rng.normal())
 }
 const hash = stateHash(state.round, state.theta, state.momentum)
+const values = (): Float32Array => Float32Array.from({ length: layout.size }, () => rng.normal())
+/** A replica's whole state on the shared one: its own weights, moments and error feedback. */
+const replicaState: StageState = {
+  runId,
+  stage: 1,
+  step: state.step,
+  round: state.round,
+  layoutHash: layout.hash,
+  groups: { weights: values(), 'adamw.m': values(), 'adamw.v': values().map(Math.abs), theta_at_last_sync: state.theta, outer_momentum: state.momentum, error_feedback: values() }
+}
+const replica = async (): Promise<StageState> => replicaState
 
 async function host (): Promise<Host> {
   return await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'] })
@@ -51,7 +64,7 @@ async function lyingReplica (h: Host, damage: (chunk: Uint8Array) => Uint8Array)
 
 test('a state fetched from two agreeing replicas equals theirs; bad chunks are refused and fetched elsewhere', async () => {
   const [honest, truncating, corrupting, client] = await Promise.all([host(), host(), host(), host()])
-  const server = new StateServer({ host: honest }, { runId, chunkBytes: CHUNK }, () => ({ stage: 1, layout, state, hash }))
+  const server = new StateServer({ host: honest }, { runId, chunkBytes: CHUNK }, () => ({ stage: 1, layout, state, hash, replica }))
   try {
     await server.start()
     await lyingReplica(truncating, chunk => chunk.subarray(0, chunk.length - 1))
@@ -84,6 +97,36 @@ test('a state fetched from two agreeing replicas equals theirs; bad chunks are r
   } finally {
     await server.stop()
     await Promise.all([honest, truncating, corrupting, client].map(async h => await h.stop()))
+  }
+})
+
+test('a replica\'s whole state comes from one replica, bit for bit; one whose shared part is not the agreed state is passed over', async () => {
+  const [forger, honest, client] = await Promise.all([host(), host(), host()])
+  // The forger announces the agreed hash but its theta differs.
+  const forged: StageState = { ...replicaState, groups: { ...replicaState.groups, theta_at_last_sync: values() } }
+  const servers = [
+    new StateServer({ host: forger }, { runId, chunkBytes: CHUNK }, () => ({ stage: 1, layout, state, hash, replica: async () => forged })),
+    new StateServer({ host: honest }, { runId, chunkBytes: CHUNK }, () => ({ stage: 1, layout, state, hash, replica }))
+  ]
+  try {
+    for (const server of servers) await server.start()
+    for (const h of [forger, honest]) await client.dial(h.getMultiaddrs()[0])
+    const offences: string[] = []
+    const init = { runId, stage: 1, layout, peers: [forger, honest].map(h => h.peerId.toString()), timeoutMs: 10_000, onOffence: (peer: string) => offences.push(peer) }
+    const { state: copied, peer } = await fetchReplicaState({ host: client }, { ...init, stateHash: hash })
+    assert.is(peer, honest.peerId.toString())
+    assert.equal(offences, [forger.peerId.toString()])
+    assert.equal([copied.step, copied.round, copied.layoutHash], [350, 7, layout.hash])
+    for (const [name, group] of Object.entries(replicaState.groups)) {
+      assert.ok(Buffer.from(copied.groups[name as keyof StageState['groups']].buffer).equals(Buffer.from(group.buffer)), `group ${name} differs`)
+    }
+    // Nobody holds another state: a clear error naming what each answered.
+    const none = await fetchReplicaState({ host: client }, { ...init, peers: [honest.peerId.toString()], stateHash: '00'.repeat(16) }).then(() => undefined, (err: Error) => err)
+    assert.instance(none, StateSyncError)
+    assert.match(String(none), /no replica of stage 1 served its state .*no state of stage 1 with hash 0{32}/)
+  } finally {
+    for (const server of servers) await server.stop()
+    await Promise.all([forger, honest, client].map(async h => await h.stop()))
   }
 })
 

@@ -1,5 +1,5 @@
-// State sync and failures between daemons on 127.0.0.1: a newcomer loads the stage's state from
-// its replicas and holds the group's hash; a member SIGKILLed while rounds run costs its
+// State sync and failures between daemons on 127.0.0.1: a newcomer starts as a copy of one
+// replica (its weights, moments and step) and holds the group's hash; a member SIGKILLed while rounds run costs its
 // contribution, the others keep agreeing; a restarted member resumes from its checkpoint and
 // catches up.
 import '../node/shim.js'
@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert'
 import { TestSwarm } from './daemon-harness.js'
 import { START_MS, agreed, averagingStatus, daemonFlags as common, tinyRun } from './averaging-harness.js'
 
-test('a newcomer syncs the stage state before serving and holds the group\'s hash', async () => {
+test('a newcomer copies a replica before serving and holds the group\'s hash', async () => {
   const swarm = new TestSwarm()
   try {
     const seed = await swarm.init('a', [...tinyRun, '--inner-steps', '3', '--round-timeout-ms', '6000'])
@@ -19,8 +19,11 @@ test('a newcomer syncs the stage state before serving and holds the group\'s has
     const c = await swarm.start('c', swarm.clone(seed, 'c'), [...common, '--no-drive', '--bootstrap', a.address], {}, START_MS)
     const [, , newcomer] = await agreed(swarm, [a, b, c], before.round, 60_000)
     assert.ok(newcomer.syncs >= 1, 'the newcomer did not sync')
+    assert.ok([a.peerId, b.peerId].includes(newcomer.copiedFrom ?? ''), `the newcomer copied no replica: ${newcomer.copiedFrom}`)
     const status = await swarm.status(c)
     assert.is(status.stageHost?.round, newcomer.round)
+    // It took the replica's schedule position with the moments that go with it.
+    assert.ok((status.stageHost?.step ?? 0) > 0, `the newcomer is at step ${status.stageHost?.step}`)
   } finally {
     await swarm.close()
   }

@@ -29,11 +29,11 @@ import { axpy, compressAsync, chunkCount, kForDensity, payloadSize, type ValueBi
 import { AverageRequest, AverageResponse } from '../../protocols/averaging.js'
 import { averageMessageLimit, averageProtocol } from '../../protocols/ids.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
-import { tokensSinceSync, type ServedStage, type StageHost, type StageUser } from '../daemon/stage-host.js'
+import { applyStageState, tokensSinceSync, type ServedStage, type StageHost, type StageUser } from '../daemon/stage-host.js'
 import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
-import { StateServer, adoptSharedState, fetchStageState, stateHash, type SharedState } from './state-sync.js'
+import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
 import { roundDue } from './trigger.js'
 import { AVERAGING_POLL_MS } from '../timing.js'
 
@@ -83,6 +83,8 @@ export interface AveragingStatus {
   agreeing: number
   replicas: number
   syncs: number
+  /** The replica this one started the served stage as a copy of, if it did. */
+  copiedFrom?: string
   bytesSent: number
   banned: string[]
   rounds: RoundReport[]
@@ -111,6 +113,7 @@ export class AveragingService implements SwarmService, StageUser {
   private compressor?: { hints: Float32Array, out: Uint8Array<ArrayBuffer> }
   private bytesSent = 0
   private syncs = 0
+  private copiedFrom?: string
   private readonly rounds: RoundReport[] = []
   private readonly wakers = new Set<() => void>()
   /** When the last round ended and the engine's stepped tokens then (for tokens/s between rounds). */
@@ -147,12 +150,17 @@ export class AveragingService implements SwarmService, StageUser {
     this.boxes.clear()
     this.hashBoxes.clear()
     this.compressor = undefined
+    this.copiedFrom = undefined
     this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
     this.lastRoundEnd = { at: performance.now(), tokens: served.engine.steppedTokens }
     this.served = served
     await this.components.registry.refresh().catch(() => {})
     const ahead = this.replicaRecords().filter(p => p.round > served.outer.round)
-    if (ahead.length > 0) await this.resync(served, ahead.map(p => p.peerId), false)
+    // A replica that has trained nothing of its own (a newcomer, or a mover without a
+    // checkpoint of this stage) starts as a copy of one replica; else, or if none serves it, it
+    // takes the shared state and keeps its own progress.
+    const fresh = served.engine.steps === 0 && served.outer.round === 0
+    if (ahead.length > 0 && !(fresh && await this.copyReplica(served, ahead))) await this.resync(served, ahead.map(p => p.peerId), false)
     this.publish()
   }
 
@@ -173,6 +181,7 @@ export class AveragingService implements SwarmService, StageUser {
       agreeing: peers.filter(p => p.stateHash === this.hash).length + (served === undefined ? 0 : 1),
       replicas: peers.length + (served === undefined ? 0 : 1),
       syncs: this.syncs,
+      copiedFrom: this.copiedFrom,
       bytesSent: this.bytesSent,
       banned: [...this.offences].filter(([, n]) => n >= BAN_AFTER).map(([p]) => p),
       rounds: this.rounds.slice(-10)
@@ -239,11 +248,17 @@ export class AveragingService implements SwarmService, StageUser {
     void this.components.registry.update({ round: served.outer.round, stateHash: this.hash, tokensSinceSync: tokensSinceSync(served) })
   }
 
-  private sharedState (): { stage: number, layout: ServedStage['engine']['params'], state: SharedState, hash: string } | undefined {
+  private sharedState (): ServedState | undefined {
     const served = this.served
     if (served === undefined) return undefined
     const { theta, momentum, round } = served.outer
-    return { stage: served.stage, layout: served.engine.params, state: { round, step: served.engine.steps, theta, momentum }, hash: this.hash }
+    return {
+      stage: served.stage,
+      layout: served.engine.params,
+      state: { round, step: served.engine.steps, theta, momentum },
+      hash: this.hash,
+      replica: async () => await this.stageHost.state(served)
+    }
   }
 
   private scope (served: ServedStage, round: number): ContributionScope {
@@ -380,6 +395,40 @@ export class AveragingService implements SwarmService, StageUser {
     this.options.onRound?.(served.stage, report)
     // The round's state is on disk before the next round can start (atomic write).
     await this.stageHost.checkpoint()
+  }
+
+  /**
+   * Becomes a copy of one replica of the newest round's most common state: its weights (with
+   * the residual it has not sent yet), AdamW moments and step, and its error feedback, so the
+   * swarm's model does not lose that replica's progress in this one, nor take a first step
+   * with fresh moments at a late point of the schedule. Returns false if no replica served it.
+   */
+  private async copyReplica (served: ServedStage, ahead: Array<{ peerId: string, round: number, stateHash: string }>): Promise<boolean> {
+    const { host, runId, manifest } = this.components
+    const newest = Math.max(...ahead.map(p => p.round))
+    const holders = new Map<string, string[]>()
+    for (const p of ahead.filter(p => p.round === newest)) holders.set(p.stateHash, [...(holders.get(p.stateHash) ?? []), p.peerId])
+    const [hash, peers] = [...holders.entries()].sort((a, b) => b[1].length - a[1].length)[0]
+    try {
+      const { state, peer } = await fetchReplicaState({ host }, {
+        runId,
+        stage: served.stage,
+        layout: served.engine.params,
+        peers,
+        stateHash: hash,
+        timeoutMs: manifest.averaging.roundTimeoutMs,
+        onOffence: (peer, reason) => { this.offend(peer, reason) }
+      })
+      await applyStageState(served, state)
+      this.hash = hash
+      this.syncs++
+      this.copiedFrom = peer
+      log('stage %d copied replica %s at step %d round %d', served.stage, peer, state.step, state.round)
+      return true
+    } catch (err) {
+      log.error('could not copy a replica of stage %d; taking the shared state: %e', served.stage, err)
+      return false
+    }
   }
 
   /** Loads the majority's shared state (see adoptSharedState: the replica's own progress stays). */
