@@ -114,6 +114,9 @@ test('export and generate refuse bad input with one line', async () => {
   const cases: Array<[string[], RegExp]> = [
     [['export', '--checkpoint', join(dir, 'none'), '--out', join(dir, 'x.onnx')], /cannot read checkpoint/],
     [['export', '--checkpoint', dir], /needs --out/],
+    [['export', '--swarm', '--checkpoint', dir, '--out', join(dir, 'x.onnx')], /--checkpoint D or --swarm, not both/],
+    [['export', '--checkpoint', dir, '--dir', dir, '--out', join(dir, 'x.onnx')], /--dir and --control-port go with --swarm/],
+    [['export', '--swarm', '--dir', join(dir, 'none'), '--out', join(dir, 'x.onnx')], /no run manifest at .*none/],
     [['generate', '--model', join(dir, 'missing.onnx'), '--prompt', 'x'], /cannot read --model .*ENOENT/],
     [['generate', '--model', join(dir, 'junk.onnx'), '--prompt', 'x'], /junk\.onnx: not (an ONNX model|a model written by)/],
     [['generate', '--model', join(dir, 'model.onnx')], /non-empty --prompt/],

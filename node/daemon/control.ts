@@ -1,6 +1,6 @@
 // The control server on 127.0.0.1: the status JSON at /status, so the `status` command (and
-// operators' scripts) can see the swarm as this daemon does, and the web dashboard at / that
-// draws it live. The dashboard's files are served from the package (node/dashboard), uPlot from
+// operators' scripts) can see the swarm as this daemon does, the web dashboard at / that
+// draws it live, and the routes services add (e.g. /swarm-weights for export --swarm). The dashboard's files are served from the package (node/dashboard), uPlot from
 // node_modules, so it works offline from any install.
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
@@ -22,9 +22,10 @@ const files: Record<string, [string, string]> = {
 }
 
 export class ControlServer extends HttpServer {
-  constructor (status: () => unknown) {
+  constructor (status: () => unknown, more: HttpRoutes = {}) {
     const cache = new Map<string, Uint8Array>()
     const routes: HttpRoutes = {
+      ...more,
       '/status': () => ({ type: 'application/json', body: JSON.stringify(status(), null, 2) + '\n' })
     }
     for (const [path, [file, type]] of Object.entries(files)) {

@@ -23,7 +23,7 @@ import { loadOrCreateIdentity } from '../p2p/keys.js'
 import type { NetworkStatus } from '../p2p/network.js'
 import { dialAndIdentify, guardRun } from '../p2p/peers.js'
 import { StageRegistry, registryDhtConfig } from '../registry/registry.js'
-import { HttpServer } from '../util/http.js'
+import { HttpServer, type HttpRoutes } from '../util/http.js'
 import { version } from '../version.js'
 import { ControlServer } from './control.js'
 import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
@@ -54,6 +54,8 @@ export interface SwarmService {
   stop?(): void | Promise<void>
   /** Shown under `services.<name>` in the status JSON. */
   status?(): unknown
+  /** More GET routes for the control server (127.0.0.1). */
+  routes?(): HttpRoutes
 }
 
 export type ServiceFactory = (components: SwarmComponents) => SwarmService
@@ -198,7 +200,7 @@ export class SwarmNode {
         })
       }
       if (this.init.controlPort !== undefined) {
-        const control = new ControlServer(() => this.status())
+        const control = new ControlServer(() => this.status(), Object.assign({}, ...[...services.values()].map(s => s.routes?.() ?? {})))
         this.parts.control = control
         this.controlPort = await control.listen(this.init.controlPort)
         await writeDaemonFile(dir, { pid: process.pid, peerId: host.peerId.toString(), controlPort: this.controlPort })

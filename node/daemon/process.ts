@@ -110,24 +110,38 @@ export function lastError (stderr: string): string {
   return stderr.trim().split('\n').filter(l => l.trim() !== '' && !l.startsWith('Node.js v')).slice(-3).join(' | ') || 'no output'
 }
 
-/** GET http://127.0.0.1:<port>/status. */
-export async function fetchStatus (port: number): Promise<NodeStatus> {
+/**
+ * GET http://127.0.0.1:<port><path> from a daemon's control server: the body, refused past
+ * `maxBytes`. A non-200 answer's text (the daemon's one-line error) is the error's message.
+ */
+export async function controlGet (port: number, path: string, options: { maxBytes: number, timeoutMs: number }): Promise<Buffer> {
   return await new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/status', timeout: STATUS_REQUEST_TIMEOUT_MS }, res => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { if (body.length < MAX_STATUS_BYTES) body += chunk })
+    const req = request({ host: '127.0.0.1', port, path, timeout: options.timeoutMs }, res => {
+      const chunks: Buffer[] = []
+      let size = 0
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length
+        if (size > options.maxBytes) req.destroy(new Error(`the answer is over ${options.maxBytes} bytes`))
+        else chunks.push(chunk)
+      })
       res.on('end', () => {
-        try {
-          if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`)
-          resolve(JSON.parse(body) as NodeStatus)
-        } catch (err) {
-          reject(new DaemonUnreachableError(`bad answer from 127.0.0.1:${port}/status: ${(err as Error).message}`))
-        }
+        const body = Buffer.concat(chunks)
+        if (res.statusCode === 200) resolve(body)
+        else reject(new DaemonUnreachableError(`127.0.0.1:${port}${path} answered HTTP ${res.statusCode}: ${body.toString('utf8').trim().split('\n')[0]}`))
       })
     })
-    req.on('timeout', () => { req.destroy(new Error('timed out')) })
-    req.on('error', err => { reject(new DaemonUnreachableError(`no daemon answers on 127.0.0.1:${port} (${err.message})`)) })
+    req.on('timeout', () => { req.destroy(new Error(`no answer in ${options.timeoutMs} ms`)) })
+    req.on('error', err => { reject(new DaemonUnreachableError(`no daemon answers on 127.0.0.1:${port}${path} (${err.message})`)) })
     req.end()
   })
+}
+
+/** GET http://127.0.0.1:<port>/status. */
+export async function fetchStatus (port: number): Promise<NodeStatus> {
+  const body = await controlGet(port, '/status', { maxBytes: MAX_STATUS_BYTES, timeoutMs: STATUS_REQUEST_TIMEOUT_MS })
+  try {
+    return JSON.parse(body.toString('utf8')) as NodeStatus
+  } catch (err) {
+    throw new DaemonUnreachableError(`bad answer from 127.0.0.1:${port}/status: ${(err as Error).message}`)
+  }
 }

@@ -11,6 +11,7 @@ import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
 import { parsePeerAddress } from '../../p2p/peers.js'
 import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, printRound, type PipelineCliValues } from '../pipeline-options.js'
 import { averagingService } from '../../averaging/service.js'
+import { swarmWeightsService } from '../../averaging/swarm-weights.js'
 import { pipelineService } from '../../pipeline/swarm.js'
 import { log } from '../log.js'
 import { removeOnnxruntimeDebugLog } from '../ort-debug-log.js'
@@ -168,7 +169,10 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     timing,
     stageHost: opts['no-pipeline'] === true ? undefined : { threads: pipeline.threads, checkpointEveryMs: timing.checkpointMs },
     // Averaging first: it loads the stage's state before the pipeline's server takes calls.
-    services: opts['no-pipeline'] === true ? {} : { averaging: averagingService({ onRound: printRound }), pipeline: pipelineService(pipeline) }
+    services: {
+      ...opts['no-pipeline'] === true ? {} : { averaging: averagingService({ onRound: printRound }), pipeline: pipelineService(pipeline) },
+      weights: swarmWeightsService()
+    }
   })
   try {
     await node.start()

@@ -1,11 +1,12 @@
 // swarmtrain status: the swarm as the local daemon sees it, from its 127.0.0.1 status server.
 import { defaultNodeDir } from '../../daemon/dir.js'
 import type { AveragingStatus } from '../../averaging/service.js'
-import { DAEMON_FILE, daemonFilePath, readDaemonFile } from '../../daemon/daemon-file.js'
+import { DAEMON_FILE } from '../../daemon/daemon-file.js'
 import type { NodeStatus } from '../../daemon/node.js'
-import { DaemonUnreachableError, fetchStatus } from '../../daemon/process.js'
+import { fetchStatus } from '../../daemon/process.js'
 import type { PipelineStatus } from '../../pipeline/swarm.js'
-import { intOption, parse } from '../args.js'
+import { parse } from '../args.js'
+import { daemonControlPort } from '../daemon-port.js'
 
 export const summary = "show the swarm as the local daemon sees it: loss, tokens/s, round, each stage's servers and health"
 
@@ -14,13 +15,6 @@ export const usage = `usage: swarmtrain status [--json] [--dir D] [--control-por
   --json            print the daemon's status JSON
   --dir D           node directory of the daemon (its ${DAEMON_FILE} names the port)
   --control-port P  ask the daemon on 127.0.0.1:P instead`
-
-async function controlPort (dir: string, given?: string): Promise<number> {
-  if (given !== undefined) return intOption('control-port', given, 0, 1, 65535)
-  const running = await readDaemonFile(dir)
-  if (running !== undefined) return running.controlPort
-  throw new DaemonUnreachableError(`no running daemon found (no valid ${daemonFilePath(dir)}); start one or pass --control-port`)
-}
 
 /** What `status` says about the swarm as a whole, from the daemon's status JSON. */
 export interface SwarmSummary {
@@ -90,7 +84,7 @@ function network (n: NodeStatus['network']): string {
 
 export async function run (argv: string[]): Promise<number> {
   const { values } = parse(argv, { json: { type: 'boolean' }, dir: { type: 'string' }, 'control-port': { type: 'string' } })
-  const status = await fetchStatus(await controlPort(values.dir ?? defaultNodeDir(), values['control-port']))
+  const status = await fetchStatus(await daemonControlPort(values.dir ?? defaultNodeDir(), values['control-port']))
   console.log(values.json === true ? JSON.stringify(status, null, 2) : table(status))
   return 0
 }
