@@ -22,6 +22,7 @@ test('a newcomer copies a replica before serving and holds the group\'s hash', a
     assert.ok([a.peerId, b.peerId].includes(newcomer.copiedFrom ?? ''), `the newcomer copied no replica: ${newcomer.copiedFrom}`)
     const status = await swarm.status(c)
     assert.is(status.stageHost?.round, newcomer.round)
+    assert.ok(c.output.some(l => new RegExp(`^stage 0: took a copy of a replica \\(round \\d+\\) from …${newcomer.copiedFrom!.slice(-6)}: [\\d.]+ MB in \\d+ ms$`).test(l)), c.output.join('\n'))
     // It took the replica's schedule position with the moments that go with it.
     assert.ok((status.stageHost?.step ?? 0) > 0, `the newcomer is at step ${status.stageHost?.step}`)
   } finally {

@@ -1,6 +1,6 @@
 // export --swarm (issue 11): a running daemon gathers the swarm's model, its own stage from its
 // engine and the other from that stage's replica over the state protocol; the model is the one
-// the stages' own states make.
+// the stages' own states make, and generate runs it.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -36,7 +36,10 @@ test('export --swarm from a live 2-stage swarm writes the model of the stages\' 
     const exported = await swarm.run(['export', '--swarm', '--dir', a.dir, '--out', out], 60_000)
     assert.is(exported.code, 0, exported.stderr)
     const steps = served.sort((x, y) => x.s.stage! - y.s.stage!).map(({ s }) => s.server!.steps)
-    assert.match(exported.stdout, new RegExp(`stage steps ${steps.join('/')}, rounds 0/0 \\(from .*${b.peerId.slice(-6)}`))
+    assert.match(exported.stdout, new RegExp(`^asking the daemon on 127.0.0.1:\\d+ for the swarm.s weights[^\\n]*\\nwrote .*stage steps ${steps.join('/')}, rounds 0/0 \\(from .*${b.peerId.slice(-6)}`))
+
+    // The daemon said where each stage came from.
+    await waitFor('the daemon to log the export', 10_000, async () => a.output.filter(l => /^export: stage \d \(step \d+, round 0\) from …/.test(l)).length === 2 ? true : undefined, () => a.output.join('\n'))
 
     // The same stages from their checkpoints, in one directory: the same model, byte for byte.
     const merged = swarm.clone(seed, 'merged')
@@ -45,6 +48,11 @@ test('export --swarm from a live 2-stage swarm writes the model of the stages\' 
     const reference = await swarm.run(['export', '--checkpoint', merged, '--out', fromCheckpoints], 60_000)
     assert.is(reference.code, 0, reference.stderr)
     assert.ok(readFileSync(out).equals(readFileSync(fromCheckpoints)), 'export --swarm differs from the stages\' checkpoints')
+
+    // And it is a model generate can run.
+    const generated = await swarm.run(['generate', '--model', out, '--prompt', 'the cat', '--tokens', '20', '--seed', '3'], 60_000)
+    assert.is(generated.code, 0, generated.stderr)
+    assert.ok(generated.stdout.startsWith('the cat') && generated.stdout.trimEnd().length > 'the cat'.length, generated.stdout)
   } finally {
     await swarm.close()
   }

@@ -51,6 +51,18 @@ export interface AveragingOptions {
   pollMs?: number
   /** Told of every round this node completes (the CLI prints it). */
   onRound?: (stage: number, report: RoundReport) => void
+  /** Told of a state download's progress, and of its end (the CLI prints it). */
+  onSync?: (progress: SyncProgress) => void
+}
+
+/** A state download: a copy of one replica's whole state, or the shared state of the agreeing ones. */
+export interface SyncProgress {
+  stage: number
+  part: 'replica' | 'shared'
+  received: number
+  total: number
+  /** Set when it ended: whether it succeeded, how long it took, the round it got, from whom. */
+  done?: { ok: boolean, ms: number, round: number, from: string[] }
 }
 
 export interface RoundReport {
@@ -409,6 +421,7 @@ export class AveragingService implements SwarmService, StageUser {
     const holders = new Map<string, string[]>()
     for (const p of ahead.filter(p => p.round === newest)) holders.set(p.stateHash, [...(holders.get(p.stateHash) ?? []), p.peerId])
     const [hash, peers] = [...holders.entries()].sort((a, b) => b[1].length - a[1].length)[0]
+    const progress = this.syncProgress(served.stage, 'replica')
     try {
       const { state, peer } = await fetchReplicaState({ host }, {
         runId,
@@ -417,17 +430,29 @@ export class AveragingService implements SwarmService, StageUser {
         peers,
         stateHash: hash,
         timeoutMs: manifest.averaging.roundTimeoutMs,
-        onOffence: (peer, reason) => { this.offend(peer, reason) }
+        onOffence: (peer, reason) => { this.offend(peer, reason) },
+        onProgress: progress.chunk
       })
       await applyStageState(served, state)
       this.hash = hash
       this.syncs++
       this.copiedFrom = peer
-      log('stage %d copied replica %s at step %d round %d', served.stage, peer, state.step, state.round)
+      progress.end(true, state.round, [peer])
       return true
     } catch (err) {
       log.error('could not copy a replica of stage %d; taking the shared state: %e', served.stage, err)
+      progress.end(false, served.outer.round, peers)
       return false
+    }
+  }
+
+  /** Reports a state download to onSync: each chunk, then its end. */
+  private syncProgress (stage: number, part: SyncProgress['part']): { chunk: (received: number, total: number) => void, end: (ok: boolean, round: number, from: string[]) => void } {
+    const started = performance.now()
+    let last: SyncProgress = { stage, part, received: 0, total: 0 }
+    return {
+      chunk: (received, total) => { this.options.onSync?.(last = { stage, part, received, total }) },
+      end: (ok, round, from) => { this.options.onSync?.({ ...last, done: { ok, ms: Math.round(performance.now() - started), round, from } }) }
     }
   }
 
@@ -435,6 +460,7 @@ export class AveragingService implements SwarmService, StageUser {
   private async resync (served: ServedStage, peers: string[], toggleReady: boolean): Promise<boolean> {
     const { host, registry, runId, manifest } = this.components
     if (toggleReady) await registry.update({ ready: false })
+    const progress = this.syncProgress(served.stage, 'shared')
     try {
       const state = await fetchStageState({ host }, {
         runId,
@@ -442,16 +468,19 @@ export class AveragingService implements SwarmService, StageUser {
         layout: served.engine.params,
         peers,
         timeoutMs: manifest.averaging.roundTimeoutMs,
-        onOffence: (peer, reason) => { this.offend(peer, reason) }
+        onOffence: (peer, reason) => { this.offend(peer, reason) },
+        onProgress: progress.chunk
       })
       await adoptSharedState(served, state)
       this.hash = state.hash
       this.syncs++
       log('stage %d synced to round %d (%s) from %d replicas', served.stage, state.round, state.hash, peers.length)
+      progress.end(true, state.round, peers)
       await this.stageHost.checkpoint()
       return true
     } catch (err) {
       log.error('state sync of stage %d failed: %e', served.stage, err)
+      progress.end(false, served.outer.round, peers)
       return false
     } finally {
       this.publish()

@@ -207,11 +207,14 @@ export interface FetchStateInit {
   timeoutMs: number
   /** Called with a peer that served a corrupted chunk or manifest (to ban repeat offenders). */
   onOffence?: (peer: string, reason: string) => void
+  /** Called after every good chunk with the bytes received so far and the state's size. */
+  onProgress?: (received: number, total: number) => void
 }
 
 /** Requests for parts of a stage state, with the size limits checked before anything is allocated. */
 class StateClient {
   private readonly protocol: string
+  private received = 0
 
   constructor (private readonly host: Host, private readonly init: FetchStateInit) {
     this.protocol = stateProtocol(init.runId)
@@ -257,6 +260,8 @@ class StateClient {
       }
       bytes.set(chunk, i * manifest.chunkBytes)
       done[i] = true
+      this.received += chunk.length
+      this.init.onProgress?.(this.received, total)
     }
     await stream.close()
   }
@@ -326,9 +331,9 @@ export async function fetchStageState (components: { host: Host }, init: FetchSt
  * stage as a replica holds it (a newcomer, export --swarm).
  */
 export async function fetchReplicaState (components: { host: Host }, init: FetchStateInit & { stateHash?: string }): Promise<{ state: StageState, peer: string }> {
-  const client = new StateClient(components.host, init)
   const failures: string[] = []
   for (const peer of init.peers) {
+    const client = new StateClient(components.host, init)
     try {
       const opened = await client.open(peer, { part: StatePart.REPLICA, fromChunk: 0, chunkCount: 0, stateHash: new Uint8Array(Buffer.from(init.stateHash ?? '', 'hex')) })
       const { manifest } = opened

@@ -27,8 +27,11 @@ export interface SwarmWeightsTag {
   stages: StageSource[]
 }
 
-/** Each stage's state from this node or a replica; throws a StateSyncError naming a stage nobody served. */
-export async function swarmWeights (components: SwarmComponents): Promise<{ tensors: NamedTensor[], tag: SwarmWeightsTag }> {
+/**
+ * Each stage's state from this node or a replica; throws a StateSyncError naming a stage nobody
+ * served. `onStage` hears of each stage as it arrives.
+ */
+export async function swarmWeights (components: SwarmComponents, onStage?: (source: StageSource) => void): Promise<{ tensors: NamedTensor[], tag: SwarmWeightsTag }> {
   const { host, manifest, runId, registry, stageHost } = components
   await registry.refresh().catch(() => {})
   const tensors: NamedTensor[] = []
@@ -46,16 +49,17 @@ export async function swarmWeights (components: SwarmComponents): Promise<{ tens
     }
     for (const [name, data] of stageWeights(state, layout)) tensors.push({ name, shape: layout.slots.find(s => s.name === name)!.shape, data })
     stages.push({ stage, step: state.step, round: state.round, peer })
+    onStage?.(stages[stage])
   }
   return { tensors, tag: { runId, stages } }
 }
 
 /** The control server's GET /swarm-weights: every stage's weights as one safetensors file. */
-export function swarmWeightsService (): (components: SwarmComponents) => SwarmService {
+export function swarmWeightsService (options: { onStage?: (source: StageSource) => void } = {}): (components: SwarmComponents) => SwarmService {
   return components => ({
     routes: () => ({
       [SWARM_WEIGHTS_PATH]: async () => {
-        const { tensors, tag } = await swarmWeights(components)
+        const { tensors, tag } = await swarmWeights(components, options.onStage)
         return { type: 'application/octet-stream', body: encodeSafetensors(tensors, { [swarmWeightsKey]: JSON.stringify(tag) }) }
       }
     })

@@ -5,7 +5,7 @@ import { log } from './log.js'
 import { wireDTypes, type WireDType } from '../pipeline/activations.js'
 import type { DriverReport } from '../pipeline/driver.js'
 import type { PipelineOptions } from '../pipeline/swarm.js'
-import type { RoundReport } from '../averaging/service.js'
+import type { RoundReport, SyncProgress } from '../averaging/service.js'
 
 export const pipelineCliOptions = {
   'no-drive': { type: 'boolean' },
@@ -70,6 +70,26 @@ export function printProgress (report: DriverReport): void {
 }
 
 /** One line per completed averaging round: `stage 1 round 4: 2 members, 2 agree, 3.1 KB sent in 420 ms`. */
+/** State downloads as the operator sees them: a progress line at most every second, then how it ended. */
+export function syncPrinter (): (p: SyncProgress) => void {
+  let lastAt = 0
+  return p => {
+    const mb = (n: number): string => (n / 1e6).toFixed(1)
+    const what = p.part === 'replica' ? 'a copy of a replica' : 'the shared state'
+    const fields = { event: 'sync', stage: p.stage, part: p.part, received: p.received, total: p.total, ...p.done }
+    if (p.done === undefined) {
+      if (Date.now() - lastAt < 1000) return
+      lastAt = Date.now()
+      log.info(`stage ${p.stage}: downloading ${what}: ${mb(p.received)} of ${mb(p.total)} MB`, fields)
+      return
+    }
+    lastAt = 0
+    const from = p.done.from.map(peer => `…${peer.slice(-6)}`).join(', ')
+    if (p.done.ok) log.info(`stage ${p.stage}: took ${what} (round ${p.done.round}) from ${from}: ${mb(p.received)} MB in ${p.done.ms} ms`, fields)
+    else log.warn(`stage ${p.stage}: could not download ${what} from ${from} after ${p.done.ms} ms`, fields)
+  }
+}
+
 export function printRound (stage: number, r: RoundReport): void {
   const fields = { event: 'round', stage, round: r.round, members: r.members, agreed: r.agreed + 1, bytesSent: r.bytesSent, ms: r.ms, resynced: r.resynced }
   log.info(`stage ${stage} round ${r.round}: ${r.members} member${r.members === 1 ? '' : 's'}, ${r.agreed + 1} agree, ${(r.bytesSent / 1000).toFixed(1)} KB sent in ${r.ms} ms${r.resynced ? ' (resynced)' : ''}`, fields)

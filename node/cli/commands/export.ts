@@ -79,6 +79,7 @@ async function fromSwarm (dir: string, port?: string): Promise<Weights> {
   const controlPort = await daemonControlPort(dir, port)
   // Each stage may come from another replica, each fetch bounded by the run's round timeout.
   const timeoutMs = manifest.nStages * manifest.averaging.roundTimeoutMs + 10_000
+  console.log(`asking the daemon on 127.0.0.1:${controlPort} for the swarm's weights: its own stage from its engine, the others from a replica each`)
   const bytes = await controlGet(controlPort, SWARM_WEIGHTS_PATH, { maxBytes: 4 * paramCount(modelParams(manifest.model)) + (1 << 20), timeoutMs })
   const { tensors, metadata } = decodeSafetensors(bytes, `the swarm weights from 127.0.0.1:${controlPort}`)
   let tag: SwarmWeightsTag
