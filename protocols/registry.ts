@@ -18,6 +18,9 @@ export interface PeerInfo {
   ready: boolean
   tokensSinceSync: bigint
   stateHash: Uint8Array<ArrayBuffer>
+  drivenTokens: bigint
+  trainLoss?: number
+  validationLoss?: number
 }
 
 export namespace PeerInfo {
@@ -100,6 +103,21 @@ export namespace PeerInfo {
           w.bytes(obj.stateHash)
         }
 
+        if ((obj.drivenTokens != null && obj.drivenTokens !== 0n)) {
+          w.uint32(120)
+          w.uint64(obj.drivenTokens)
+        }
+
+        if (obj.trainLoss != null) {
+          w.uint32(129)
+          w.double(obj.trainLoss)
+        }
+
+        if (obj.validationLoss != null) {
+          w.uint32(137)
+          w.double(obj.validationLoss)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -118,7 +136,8 @@ export namespace PeerInfo {
           servedThroughput: 0,
           ready: false,
           tokensSinceSync: 0n,
-          stateHash: uint8ArrayAlloc(0)
+          stateHash: uint8ArrayAlloc(0),
+          drivenTokens: 0n
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -181,6 +200,18 @@ export namespace PeerInfo {
             }
             case 14: {
               obj.stateHash = reader.bytes()
+              break
+            }
+            case 15: {
+              obj.drivenTokens = reader.uint64()
+              break
+            }
+            case 16: {
+              obj.trainLoss = reader.double()
+              break
+            }
+            case 17: {
+              obj.validationLoss = reader.double()
               break
             }
             default: {
@@ -296,6 +327,27 @@ export namespace PeerInfo {
               }
               break
             }
+            case 15: {
+              yield {
+                field: `${prefix}.drivenTokens`,
+                value: reader.uint64()
+              }
+              break
+            }
+            case 16: {
+              yield {
+                field: `${prefix}.trainLoss`,
+                value: reader.double()
+              }
+              break
+            }
+            case 17: {
+              yield {
+                field: `${prefix}.validationLoss`,
+                value: reader.double()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -378,6 +430,21 @@ export namespace PeerInfo {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface PeerInfoDrivenTokensFieldEvent {
+    field: '$.drivenTokens'
+    value: bigint
+  }
+
+  export interface PeerInfoTrainLossFieldEvent {
+    field: '$.trainLoss'
+    value: number
+  }
+
+  export interface PeerInfoValidationLossFieldEvent {
+    field: '$.validationLoss'
+    value: number
+  }
+
   export function encode (obj: Partial<PeerInfo>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, PeerInfo.codec())
   }
@@ -386,7 +453,7 @@ export namespace PeerInfo {
     return decodeMessage(buf, PeerInfo.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PeerInfo>): Generator<PeerInfoRunIdFieldEvent | PeerInfoPeerIdFieldEvent | PeerInfoStageFieldEvent | PeerInfoThroughputFieldEvent | PeerInfoQueueLengthFieldEvent | PeerInfoFreeMemoryFieldEvent | PeerInfoRoundFieldEvent | PeerInfoVersionFieldEvent | PeerInfoIssuedAtFieldEvent | PeerInfoExpiresAtFieldEvent | PeerInfoServedThroughputFieldEvent | PeerInfoReadyFieldEvent | PeerInfoTokensSinceSyncFieldEvent | PeerInfoStateHashFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<PeerInfo>): Generator<PeerInfoRunIdFieldEvent | PeerInfoPeerIdFieldEvent | PeerInfoStageFieldEvent | PeerInfoThroughputFieldEvent | PeerInfoQueueLengthFieldEvent | PeerInfoFreeMemoryFieldEvent | PeerInfoRoundFieldEvent | PeerInfoVersionFieldEvent | PeerInfoIssuedAtFieldEvent | PeerInfoExpiresAtFieldEvent | PeerInfoServedThroughputFieldEvent | PeerInfoReadyFieldEvent | PeerInfoTokensSinceSyncFieldEvent | PeerInfoStateHashFieldEvent | PeerInfoDrivenTokensFieldEvent | PeerInfoTrainLossFieldEvent | PeerInfoValidationLossFieldEvent> {
     return streamMessage(buf, PeerInfo.codec(), opts)
   }
 }

@@ -85,7 +85,7 @@ test('a killed peer leaves the views long before its record expires, and the emp
       a.output.some(l => l.startsWith('waiting for a server of stage 1: nothing trains until every stage has one')) ? true : undefined, () => a.output.join('\n'))
     const status = await swarm.run(['status', '--control-port', String(a.controlPort)])
     assert.is(status.code, 0, status.stderr)
-    assert.match(status.stdout, /^swarm: 1 node\(s\)  training 0\.0 tokens\/s  round 0  loss - \(this node does not drive\)$/m)
+    assert.match(status.stdout, /^swarm: 1 node\(s\)  training 0\.0 tokens\/s  round 0  loss - \(no driver has reported one yet\)$/m)
     assert.match(status.stdout, /^ +1 +0 .* NO SERVER: nothing trains/m)
     assert.match(status.stdout, /^ +0 +1 .* ok \(no spare server\) .*\*/m)
   } finally {

@@ -1,6 +1,6 @@
 // export --swarm (issue 11): a running daemon gathers the swarm's model, its own stage from its
 // engine and the other from that stage's replica over the state protocol; the model is the one
-// the stages' own states make, and generate runs it.
+// the stages' own states make, and generate runs it. A node that only serves shows the swarm's loss.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -31,6 +31,15 @@ test('export --swarm from a live 2-stage swarm writes the model of the stages\' 
       const both = await Promise.all([a, b].map(async n => ({ node: n, s: await swarm.pipeline(n) })))
       return both.every(({ s }) => (s.server?.steps ?? 0) > 0 && s.checkpointStep === s.server?.steps) ? both : undefined
     })
+
+    // The node that only serves shows the swarm's loss, from the driver's record.
+    // (Records are republished every few seconds: an older one may carry an earlier loss.)
+    const driverLoss = (await swarm.pipeline(a)).driver!.trainLoss!
+    let text = ''
+    await waitFor(`b to show the driver's loss ${driverLoss.toFixed(4)}`, 30_000, async () => {
+      text = (await swarm.run(['status', '--control-port', String(b.controlPort)])).stdout
+      return new RegExp(` loss ${driverLoss.toFixed(4)}(  validation \\d+\\.\\d{4})? \\(1 driver\\)$`, 'm').test(text) ? true : undefined
+    }, () => text)
 
     const out = join(swarm.root, 'swarm.onnx')
     const exported = await swarm.run(['export', '--swarm', '--dir', a.dir, '--out', out], 60_000)

@@ -21,7 +21,7 @@ async function identity () {
 
 function record (peerId: string, fields: Partial<PeerInfoRecord> = {}): PeerInfoRecord {
   const now = Date.now()
-  return { peerId, stage: 1, throughput: 1234.5, servedThroughput: 321.25, queueLength: 2, freeMemory: 8e9, round: 7, ready: true, tokensSinceSync: 4096, stateHash: '00112233445566778899aabbccddeeff', version: '0.1.0', issuedAt: now, expiresAt: now + 60_000, ...fields }
+  return { peerId, stage: 1, throughput: 1234.5, servedThroughput: 321.25, queueLength: 2, freeMemory: 8e9, round: 7, ready: true, tokensSinceSync: 4096, stateHash: '00112233445566778899aabbccddeeff', drivenTokens: 81920, trainLoss: 2.53125, validationLoss: 2.6875, version: '0.1.0', issuedAt: now, expiresAt: now + 60_000, ...fields }
 }
 
 async function rejects (promise: Promise<unknown>, pattern: RegExp): Promise<void> {
@@ -40,6 +40,10 @@ test('a signed record round-trips with every field', async () => {
   const r = record(peerId.toString())
   const value = await signInfoRecord(r, runId, key, peerId)
   assert.equal(await verifyInfoRecord(infoKey(runId, peerId), value, options), r)
+  // A node that does not drive has no losses to report.
+  const { trainLoss, validationLoss, ...serving } = record(peerId.toString(), { drivenTokens: 0 })
+  const decoded = await verifyInfoRecord(infoKey(runId, peerId), await signInfoRecord(serving, runId, key, peerId), options)
+  assert.equal([decoded.trainLoss, decoded.validationLoss, decoded.drivenTokens], [undefined, undefined, 0])
 })
 
 test('unsigned, forged, expired, malformed and out-of-range records are rejected', async () => {
@@ -70,6 +74,8 @@ test('unsigned, forged, expired, malformed and out-of-range records are rejected
   // Out of range for this run.
   await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { stage: 3 }), runId, key, peerId), options), /stage 3 out of range/)
   await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { throughput: Number.NaN }), runId, key, peerId), options), /throughput/)
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { trainLoss: Number.NaN }), runId, key, peerId), options), /loss/)
+  await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { validationLoss: 1e6 }), runId, key, peerId), options), /loss/)
   await rejects(verifyInfoRecord(k, await signInfoRecord(record(peerId.toString(), { version: 'x'.repeat(100) }), runId, key, peerId), options), /version/)
   await rejects(verifyInfoRecord(infoKey('otherrun', peerId), good, options), /another run/)
   await rejects(verifyInfoRecord(infoKey(runId, peerId), await signInfoRecord(record(peerId.toString()), 'otherrun', key, peerId), options), /another run/)

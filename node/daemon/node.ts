@@ -336,7 +336,7 @@ export class SwarmNode {
       stages: registry.view.stages.map(s => ({
         stage: s.stage,
         throughput: s.throughput,
-        peers: s.peers.map(p => ({ peerId: p.peerId, throughput: p.throughput, servedThroughput: p.servedThroughput, queueLength: p.queueLength, round: p.round, ready: p.ready, tokensSinceSync: p.tokensSinceSync, stateHash: p.stateHash, version: p.version, freeMemory: p.freeMemory, expiresAt: p.expiresAt }))
+        peers: s.peers.map(p => ({ peerId: p.peerId, throughput: p.throughput, servedThroughput: p.servedThroughput, queueLength: p.queueLength, round: p.round, ready: p.ready, tokensSinceSync: p.tokensSinceSync, stateHash: p.stateHash, version: p.version, freeMemory: p.freeMemory, expiresAt: p.expiresAt, drivenTokens: p.drivenTokens, trainLoss: p.trainLoss, validationLoss: p.validationLoss }))
       })),
       stageHost: this.parts.stageHost?.status(),
       services: Object.fromEntries([...services.entries()].filter(([, s]) => s.status !== undefined).map(([name, s]) => [name, s.status?.()]))
@@ -362,7 +362,7 @@ export interface NodeStatus {
   /** Recent joins, leaves, moves, bans and failures, newest last. */
   events: SwarmEvent[]
   viewUpdatedAt: number
-  stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, ready: boolean, tokensSinceSync: number, stateHash: string, version: string, freeMemory: number, expiresAt: number }> }>
+  stages: Array<{ stage: number, throughput: number, peers: Array<{ peerId: string, throughput: number, servedThroughput: number, queueLength: number, round: number, ready: boolean, tokensSinceSync: number, stateHash: string, version: string, freeMemory: number, expiresAt: number, drivenTokens: number, trainLoss?: number, validationLoss?: number }> }>
   /** The served stage's engine and averaging position. */
   stageHost?: StageHostStatus
   services: Record<string, unknown>

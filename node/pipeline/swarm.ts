@@ -104,10 +104,17 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
 
   async start (): Promise<void> {
     const { manifest, registry } = this.components
+    // What its record tells the swarm (a node that serves no stage publishes none): its load,
+    // and if it drives, its tokens and losses, so that any node can show the swarm's loss.
     this.loadTimer = setInterval(() => {
       if (this.serving === undefined) return
       const load = this.serving.server.load()
-      void registry.update({ queueLength: load.queueLength, servedThroughput: load.tokensPerSecond })
+      const driven = this.driver?.stats
+      void registry.update({
+        queueLength: load.queueLength,
+        servedThroughput: load.tokensPerSecond,
+        ...driven === undefined ? {} : { drivenTokens: driven.tokens, trainLoss: driven.trainLoss, validationLoss: driven.validationLoss }
+      })
     }, LOAD_REPORT_MS)
     if (!this.options.drive) return
     const corpus = await loadDataset(manifest.datasetId)

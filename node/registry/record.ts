@@ -27,11 +27,18 @@ export interface PeerInfoRecord {
   tokensSinceSync: number
   /** Hex hash of its averaging state after `round` ('' before any). */
   stateHash: string
+  /** If it drives: tokens driven, moving-average training loss, last validation loss. */
+  drivenTokens: number
+  trainLoss?: number
+  validationLoss?: number
   version: string
   /** Unix milliseconds. */
   issuedAt: number
   expiresAt: number
 }
+
+/** Losses above this (nats per token; a byte model starts near ln 256 = 5.5) are not a real run's. */
+const MAX_LOSS = 100
 
 /** An info record that is unsigned, forged, expired, malformed or for another run. */
 export class InfoRecordError extends Error {
@@ -60,6 +67,9 @@ export async function signInfoRecord (record: PeerInfoRecord, runId: string, pri
     ready: record.ready,
     tokensSinceSync: BigInt(Math.max(0, Math.floor(record.tokensSinceSync))),
     stateHash: Buffer.from(record.stateHash, 'hex'),
+    drivenTokens: BigInt(Math.max(0, Math.floor(record.drivenTokens))),
+    trainLoss: record.trainLoss,
+    validationLoss: record.validationLoss,
     version: record.version,
     issuedAt: BigInt(record.issuedAt),
     expiresAt: BigInt(record.expiresAt)
@@ -119,7 +129,10 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
   for (const rate of [info.throughput, info.servedThroughput]) {
     if (!Number.isFinite(rate) || rate < 0 || rate > 1e12) throw new InfoRecordError('info record throughput out of range')
   }
-  if ([info.freeMemory, info.round, info.tokensSinceSync].some(n => n > BigInt(Number.MAX_SAFE_INTEGER))) throw new InfoRecordError('info record counter out of range')
+  if ([info.freeMemory, info.round, info.tokensSinceSync, info.drivenTokens].some(n => n > BigInt(Number.MAX_SAFE_INTEGER))) throw new InfoRecordError('info record counter out of range')
+  for (const loss of [info.trainLoss, info.validationLoss]) {
+    if (loss !== undefined && !(Number.isFinite(loss) && loss >= 0 && loss <= MAX_LOSS)) throw new InfoRecordError('info record loss out of range')
+  }
   if (info.stateHash.byteLength > MAX_STATE_HASH_BYTES) throw new InfoRecordError('info record state hash too long')
   if (!/^[\w.+-]{1,32}$/.test(info.version)) throw new InfoRecordError('info record version malformed')
   return {
@@ -133,6 +146,9 @@ export async function verifyInfoRecord (key: Uint8Array, value: Uint8Array, opti
     ready: info.ready,
     tokensSinceSync: Number(info.tokensSinceSync),
     stateHash: Buffer.from(info.stateHash).toString('hex'),
+    drivenTokens: Number(info.drivenTokens),
+    trainLoss: info.trainLoss,
+    validationLoss: info.validationLoss,
     version: info.version,
     issuedAt,
     expiresAt

@@ -38,7 +38,7 @@ export interface RegistryInit {
 }
 
 /** What this node says about itself; the registry adds peer id, version and times. */
-export type LocalInfo = Pick<PeerInfoRecord, 'stage' | 'throughput' | 'servedThroughput' | 'queueLength' | 'freeMemory' | 'round' | 'ready' | 'tokensSinceSync' | 'stateHash'>
+export type LocalInfo = Pick<PeerInfoRecord, 'stage' | 'throughput' | 'servedThroughput' | 'queueLength' | 'freeMemory' | 'round' | 'ready' | 'tokensSinceSync' | 'stateHash' | 'drivenTokens' | 'trainLoss' | 'validationLoss'>
 
 export interface StageView {
   stage: number
@@ -141,7 +141,7 @@ export class StageRegistry {
    * throughput here; averaging reports its round.
    */
   async update (info: Partial<LocalInfo>): Promise<void> {
-    const next = { stage: 0, throughput: 0, servedThroughput: 0, queueLength: 0, freeMemory: 0, round: 0, ready: false, tokensSinceSync: 0, stateHash: '', ...this.local, ...info }
+    const next = { stage: 0, throughput: 0, servedThroughput: 0, queueLength: 0, freeMemory: 0, round: 0, ready: false, tokensSinceSync: 0, stateHash: '', drivenTokens: 0, ...this.local, ...info }
     const moved = this.local?.stage !== next.stage
     this.local = next
     if (!moved) return

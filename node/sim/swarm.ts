@@ -238,7 +238,7 @@ export class SwarmSim {
     const id = `peer-${String(index).padStart(5, '0')}`
     const capacity = this.init.medianCapacity * Math.exp(this.init.capacitySigma * this.rng.normal())
     const now = this.clock.now()
-    const record: PeerInfoRecord = { peerId: id, stage: 0, throughput: capacity, servedThroughput: 0, queueLength: 0, freeMemory: 1, round: 0, ready: false, tokensSinceSync: 0, stateHash: '', version: 'sim', issuedAt: now, expiresAt: Infinity }
+    const record: PeerInfoRecord = { peerId: id, stage: 0, throughput: capacity, servedThroughput: 0, queueLength: 0, freeMemory: 1, round: 0, ready: false, tokensSinceSync: 0, stateHash: '', drivenTokens: 0, version: 'sim', issuedAt: now, expiresAt: Infinity }
     const peer: Peer = {
       index, id, capacity, alive: true, announced: false, diedAt: Infinity, shutdown: new AbortController(), record,
       router: new Router({ now: () => this.clock.now(), seed: this.rng.nextUint32() }),

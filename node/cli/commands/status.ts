@@ -23,24 +23,37 @@ export interface SwarmSummary {
   tokensPerSecond: number
   /** The highest averaging round any node reports. */
   round: number
-  /** This node's driver's moving-average training loss and last validation loss, if it drives. */
+  /** The drivers' training and validation losses, each weighted by the tokens it drove, and how many drivers report them. */
   loss?: number
   validationLoss?: number
+  drivers: number
   /** Stages with no server: nothing trains while there is one. */
   missing: number[]
 }
 
 export function summarize (s: NodeStatus): SwarmSummary {
-  const driver = (s.services.pipeline as PipelineStatus | undefined)?.driver
   const peers = s.stages.flatMap(stage => stage.peers)
+  // This node's own driver is fresher than its published record.
+  const driver = (s.services.pipeline as PipelineStatus | undefined)?.driver
+  const drivers = peers.filter(p => p.peerId !== s.peerId).map(p => ({ tokens: p.drivenTokens, train: p.trainLoss, validation: p.validationLoss }))
+  if (driver !== undefined) drivers.push({ tokens: driver.tokens, train: driver.trainLoss, validation: driver.validationLoss })
   return {
     nodes: peers.length,
     tokensPerSecond: Math.min(...s.stages.map(stage => stage.peers.reduce((sum, p) => sum + p.servedThroughput, 0))),
     round: Math.max(0, ...peers.map(p => p.round)),
-    loss: driver?.trainLoss,
-    validationLoss: driver?.validationLoss,
+    loss: weightedMean(drivers.map(d => [d.train, d.tokens])),
+    validationLoss: weightedMean(drivers.map(d => [d.validation, d.tokens])),
+    drivers: drivers.filter(d => d.train !== undefined).length,
     missing: s.stages.filter(stage => stage.peers.length === 0).map(stage => stage.stage)
   }
+}
+
+/** The mean of the defined values, weighted (equally when no weight is positive); undefined if none. */
+function weightedMean (pairs: Array<[number | undefined, number]>): number | undefined {
+  const known = pairs.filter((p): p is [number, number] => p[0] !== undefined)
+  if (known.length === 0) return undefined
+  const total = known.reduce((sum, [, w]) => sum + Math.max(0, w), 0)
+  return total > 0 ? known.reduce((sum, [v, w]) => sum + v * Math.max(0, w), 0) / total : known.reduce((sum, [v]) => sum + v, 0) / known.length
 }
 
 function health (servers: number): string {
@@ -52,8 +65,8 @@ function table (s: NodeStatus): string {
   const short = (id: string): string => `${id.slice(0, 8)}…${id.slice(-6)}`
   const sum = summarize(s)
   const loss = sum.loss === undefined
-    ? 'loss - (this node does not drive)'
-    : `loss ${sum.loss.toFixed(4)}${sum.validationLoss === undefined ? '' : `  validation ${sum.validationLoss.toFixed(4)}`} (this node's driver)`
+    ? 'loss - (no driver has reported one yet)'
+    : `loss ${sum.loss.toFixed(4)}${sum.validationLoss === undefined ? '' : `  validation ${sum.validationLoss.toFixed(4)}`} (${sum.drivers} driver${sum.drivers === 1 ? '' : 's'})`
   const lines = [
     `peer ${s.peerId}  run ${s.runId}  version ${s.version}`,
     `this node: stage ${s.stage ?? '-'}${s.pinned ? ' (pinned)' : ''}  capacity ${s.throughput.toFixed(1)} tokens/s  connections ${s.connections}  up ${Math.round(s.uptimeMs / 1000)} s`,
