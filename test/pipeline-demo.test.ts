@@ -51,7 +51,7 @@ function files (dir: string): string[] {
 }
 
 test('demo trains in a local swarm, prints progress, a plot, a model and a sample, exits 0 and leaves nothing behind', async () => {
-  const before = new Set(readdirSync(tmpdir()).filter(f => f.startsWith('swarmtrain-demo-')))
+  const before = new Set(readdirSync(tmpdir()).filter(f => f.startsWith('swarmtrain-demo-') || f.startsWith('mat-debug-')))
   const run = demo(['--tiny', '--peers', '2', '--microbatches', '20'])
   const code = await run.closed
   const out = run.out()
@@ -64,8 +64,8 @@ test('demo trains in a local swarm, prints progress, a plot, a model and a sampl
   assert.match(out, /loss plot .*loss\.svg/)
   assert.match(out, /model .*model\.onnx \(stage steps \d+, \d+\)/)
   assert.match(out, /sample: The jury said./)
-  const after = readdirSync(tmpdir()).filter(f => f.startsWith('swarmtrain-demo-') && !before.has(f))
-  assert.equal(after, [], 'the demo removed its run directory')
+  const after = readdirSync(tmpdir()).filter(f => (f.startsWith('swarmtrain-demo-') || f.startsWith('mat-debug-')) && !before.has(f))
+  assert.equal(after, [], 'the demo removed its run directory and the onnxruntime debug logs')
 })
 
 test('Ctrl-C during a demo stops every daemon within seconds; the kept checkpoints load; no temporary file remains', async () => {
@@ -92,6 +92,9 @@ test('Ctrl-C during a demo stops every daemon within seconds; the kept checkpoin
     assert.match(out, /stopped 3 daemons in \d+\.\d s\n/)
     assert.match(out, new RegExp(`kept the run in ${dir}`))
     assert.equal(daemons.filter(alive), [], 'no daemon is left')
+    // Nor the empty log onnxruntime's telemetry creates in the temp directory of every process that runs a session.
+    const debugLogs = [run.child.pid as number, ...daemons].map(pid => `mat-debug-${pid}.log`)
+    assert.equal(readdirSync(tmpdir()).filter(f => debugLogs.includes(f)), [], 'onnxruntime debug logs left in the temp directory')
 
     // Every stage has a checkpoint, and each one loads into an engine of its stage. (A replica
     // that got no calls, e.g. one beside the driver's own, never stepped and saved nothing.)
