@@ -1,8 +1,12 @@
 // Averaging rounds between daemons on 127.0.0.1: replicas of one stage trained on different data
-// leave each round holding the same theta_at_last_sync, bit for bit (equal state hashes).
+// leave each round holding the same theta_at_last_sync, bit for bit (equal state hashes), and
+// rounds that come every step keep every replica in them (they come faster than the registry's
+// view refreshes: a replica left out of one round used to be left out of the next ones too,
+// each round without it leaving it behind again).
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
+import type { AveragingStatus } from '../node/averaging/service.js'
 import { TestSwarm, waitFor } from './daemon-harness.js'
 import { START_MS, agreed, averagingStatus, daemonFlags as common, tinyRun } from './averaging-harness.js'
 
@@ -29,5 +33,25 @@ for (const mode of ['sparse', 'dense']) {
     }
   })
 }
+
+test('2 stages x 2 replicas, all driving, averaging after every step: every round has both replicas of its stage', async () => {
+  const swarm = new TestSwarm()
+  try {
+    const seed = await swarm.init('a', ['--stages', '2', '--d-model', '32', '--layers', '2', '--heads', '2', '--seq-len', '16', '--batch-size', '4', '--microbatches', '1', '--private', '--inner-steps', '1', '--mode', 'dense'])
+    const nodes = [await swarm.start('a', seed, [...common, '--stage', '0'], {}, START_MS)]
+    nodes.push(...await Promise.all(['b', 'c', 'd'].map(async (name, i) => await swarm.start(name, swarm.clone(seed, name), [...common, '--stage', String((i + 1) % 2), '--bootstrap', nodes[0].address], {}, START_MS))))
+    let seen: AveragingStatus[] = []
+    const statuses = await waitFor('12 rounds on every replica', 180_000, async () => {
+      seen = await Promise.all(nodes.map(async n => await averagingStatus(swarm, n)))
+      return seen.every(s => s.round >= 12) ? seen : undefined
+    }, () => JSON.stringify(seen.map(s => [s.stage, s.round, s.syncs, s.rounds.map(r => [r.round, r.members])])))
+    for (const s of statuses) {
+      const last = s.rounds.slice(-6)
+      assert.ok(last.every(r => r.members === 2), `stage ${s.stage}: rounds without both replicas: ${JSON.stringify(s.rounds.map(r => [r.round, r.members, r.agreed]))}`)
+    }
+  } finally {
+    await swarm.close()
+  }
+})
 
 test.run()

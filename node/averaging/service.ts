@@ -126,6 +126,10 @@ export class AveragingService implements SwarmService, StageUser {
   private bytesSent = 0
   private syncs = 0
   private copiedFrom?: string
+  /** Replicas behind our round (peer:round), and since when we have seen them so. */
+  private readonly behindSince = new Map<string, number>()
+  /** The round each replica is known to have reached from its own messages (fresher than the registry's view). */
+  private readonly knownRounds = new Map<string, number>()
   private readonly rounds: RoundReport[] = []
   private readonly wakers = new Set<() => void>()
   /** When the last round ended and the engine's stepped tokens then (for tokens/s between rounds). */
@@ -163,6 +167,8 @@ export class AveragingService implements SwarmService, StageUser {
     this.hashBoxes.clear()
     this.compressor = undefined
     this.copiedFrom = undefined
+    this.knownRounds.clear()
+    this.behindSince.clear()
     this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
     this.lastRoundEnd = { at: performance.now(), tokens: served.engine.steppedTokens }
     this.served = served
@@ -233,6 +239,9 @@ export class AveragingService implements SwarmService, StageUser {
       // converge on one state: the most common hash at this round, the smallest on a tie.
       const holders = peers.filter(p => p.round === served.outer.round && p.stateHash === canonical).map(p => p.peerId)
       task = async () => { await this.resync(served, holders, true) }
+    } else if (this.waitingForLaggards(served)) {
+      // A replica is catching up with our round: a round now would go on without it, leave it
+      // behind again, and a replica that keeps missing rounds averages with nobody.
     } else {
       const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
       if (roundDue({ round: served.outer.round, tokensSinceSync: tokensSinceSync(served), peers, tokensPerRound: this.tokensPerRound, invited })) task = async () => { await this.round(served) }
@@ -245,6 +254,38 @@ export class AveragingService implements SwarmService, StageUser {
     const counts = new Map<string, number>([[this.hash, 1]])
     for (const p of peers) if (p.round === round && p.stateHash !== '') counts.set(p.stateHash, (counts.get(p.stateHash) ?? 0) + 1)
     return [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))[0][0]
+  }
+
+  /**
+   * Whether a replica of the stage is behind our round (it is syncing to it) and has been for
+   * less than a third of the round timeout: then the next round waits for it. Not longer: a
+   * replica that cannot catch up must not stall the others.
+   */
+  private waitingForLaggards (served: ServedStage): boolean {
+    const now = performance.now()
+    const behind = this.stageRecords().filter(p => this.roundOf(p) < served.outer.round).map(p => `${p.peerId}:${this.roundOf(p)}`)
+    for (const key of [...this.behindSince.keys()]) if (!behind.includes(key)) this.behindSince.delete(key)
+    for (const key of behind) if (!this.behindSince.has(key)) this.behindSince.set(key, now)
+    const wait = this.components.manifest.averaging.roundTimeoutMs / 3
+    return [...this.behindSince.values()].some(since => now - since < wait)
+  }
+
+  /** A replica's message showed it at `round` (or later); a claim past the rounds we accept is ignored. */
+  private heard (peer: string, round: number): void {
+    const current = this.served?.outer.round ?? 0
+    if (Number.isSafeInteger(round) && round <= current + ROUNDS_AHEAD && round > (this.knownRounds.get(peer) ?? -1)) this.knownRounds.set(peer, round)
+  }
+
+  /** A replica's round: its record's, or a later one its messages showed. */
+  private roundOf (p: { peerId: string, round: number }): number {
+    return Math.max(p.round, this.knownRounds.get(p.peerId) ?? 0)
+  }
+
+  /** Replicas of the served stage in the registry's view, ready or not (syncing), except this node and banned peers. */
+  private stageRecords (): Array<{ peerId: string, round: number, tokensSinceSync: number, stateHash: string, ready: boolean }> {
+    const stage = this.served?.stage
+    if (stage === undefined) return []
+    return this.components.registry.view.stages[stage]?.peers.filter(p => p.peerId !== this.self && !this.banned(p.peerId)) ?? []
   }
 
   /** Ready replicas of the served stage in the registry's view, except this node and banned peers. */
@@ -336,8 +377,10 @@ export class AveragingService implements SwarmService, StageUser {
     const box = this.box(this.boxes, round)
     box.set(this.self, { sender: this.self, tokens, dense: settings.mode === 'dense', payload, signed })
 
-    // All-to-all: every ready replica we know of, and anyone who already sent us theirs.
-    const members = [...new Set([...this.replicaRecords().map(p => p.peerId), ...box.keys()])].filter(p => p !== this.self)
+    // All-to-all: every replica we know of at our round (ready or still syncing: it can still
+    // contribute), and anyone who already sent us theirs.
+    const atOurRound = this.stageRecords().filter(p => this.roundOf(p) >= served.outer.round).map(p => p.peerId)
+    const members = [...new Set([...atOurRound, ...box.keys()])].filter(p => p !== this.self)
     await Promise.all(members.map(async peer => await this.request(peer, { stage: served.stage, round: BigInt(round), push: signed }, third, n)))
     await this.until(() => members.every(p => box.has(p)), third)
     // Relays: ask the members we heard from for the contributions we miss.
@@ -438,6 +481,7 @@ export class AveragingService implements SwarmService, StageUser {
       this.syncs++
       this.copiedFrom = peer
       progress.end(true, state.round, [peer])
+      this.announce(served)
       return true
     } catch (err) {
       log.error('could not copy a replica of stage %d; taking the shared state: %e', served.stage, err)
@@ -476,6 +520,7 @@ export class AveragingService implements SwarmService, StageUser {
       this.syncs++
       log('stage %d synced to round %d (%s) from %d replicas', served.stage, state.round, state.hash, peers.length)
       progress.end(true, state.round, peers)
+      this.announce(served)
       await this.stageHost.checkpoint()
       return true
     } catch (err) {
@@ -486,6 +531,16 @@ export class AveragingService implements SwarmService, StageUser {
       this.publish()
       if (toggleReady) await registry.update({ ready: true })
     }
+  }
+
+  /**
+   * Tells the stage's replicas the round and hash we now hold (after a sync), so that their next
+   * round counts us in at once rather than after their registry view refreshes.
+   */
+  private announce (served: ServedStage): void {
+    const request = { stage: served.stage, round: BigInt(served.outer.round), stateHash: new Uint8Array(Buffer.from(this.hash, 'hex')) }
+    const timeout = this.components.manifest.averaging.roundTimeoutMs / 3
+    for (const peer of this.stageRecords().map(p => p.peerId)) void this.request(peer, request, timeout, served.engine.params.size)
   }
 
   private banned (peer: string): boolean {
@@ -558,6 +613,7 @@ export class AveragingService implements SwarmService, StageUser {
       if (request.stage !== served.stage) {
         await reply({ ok: false, error: `this node serves stage ${served.stage}` })
       } else if (request.push !== undefined) {
+        this.heard(from, round - 1)
         if (round <= current || round > current + ROUNDS_AHEAD) {
           await reply({ ok: false, error: `round ${round} is not open here (at round ${current})` })
         } else {
@@ -573,6 +629,7 @@ export class AveragingService implements SwarmService, StageUser {
         }
         await reply({ contribution: this.boxes.get(round)?.get(wanted)?.signed })
       } else if (request.stateHash !== undefined) {
+        this.heard(from, round)
         if (round <= current + ROUNDS_AHEAD && round >= current && request.stateHash.length === 16) {
           this.box(this.hashBoxes, round).set(from, Buffer.from(request.stateHash).toString('hex'))
           this.wake()
