@@ -109,10 +109,8 @@ template <bool update>
 __attribute__((target("avx2,fma")))
 size_t pass_avx2(float beta, float* e, const float* d, uint32_t len, float hint, uint16_t* cand) {
   const __m256 vbeta = _mm256_set1_ps(beta), vhint = _mm256_set1_ps(hint);
-  // Eight lanes that straddle two cache lines make the pass slower from memory, and typed
-  // arrays are often 16 bytes off a line: first the elements up to e's next 32 bytes.
-  uint32_t i = std::min<uint32_t>(len, uint32_t(-reinterpret_cast<uintptr_t>(e) & 31) / 4);
-  size_t count = pass_portable<update>(beta, e, d, i, hint, cand);
+  size_t count = 0;
+  uint32_t i = 0;
   for (; i + 16 <= len; i += 16) {
     if (update) {  // bring in the next chunk meanwhile: its pass then runs from cache
       _mm_prefetch(reinterpret_cast<const char*>(e + i + kAhead), _MM_HINT_T0);
