@@ -99,7 +99,7 @@ for (const path of paths) {
 for (const path of paths) {
   test(`compress matches the reference for views at every offset from a cache line (${path})`, () => {
     if (native.isNative) assert.is(native.setSimd(path as native.SimdPath), path)
-    // The vector passes first go up to a line boundary of e; delta is off by another amount.
+    // The AVX-512 pass first goes up to a cache line boundary of e; delta is off by another amount.
     const rng = new Rng(5)
     for (const [n, o] of [[3 * 4096 + 37, { beta: 0.95, chunk: 4096, k: 64, bits: 2 }], [3000, { beta: 0.9, chunk: 1000, k: 20, bits: 8 }]] as const) {
       for (let at = 0; at < 16; at++) {

@@ -11,8 +11,14 @@
 // Hints change speed, never the result.
 // Three code paths (portable, AVX2, AVX-512), chosen at run time, give the same bytes.
 // There is no second pass over memory: the selection and quantization work on the chunk in L1.
-// What costs time beyond the floor on one thread is their compute, during which no memory
-// traffic is in flight; hence the vector versions of each step on the AVX-512 path.
+// On the AVX-512 path the pass itself runs at the floor (its accesses start on cache lines and
+// its candidate stores lag behind its loads, see pass_avx512). What costs time beyond the floor
+// on one thread is the selection's and quantization's compute (~0.3 us a chunk), during which
+// little memory traffic is in flight; hence the vector versions of each step. Prefetching the
+// next chunk during that compute, or splitting the pass around it, measured no faster.
+// Measured (npm run bench -- compress, 2-vCPU AMD EPYC VM, AVX-512 path, shared with another
+// job: load 2-5, eleven runs) at 16M and 64M elements: 1.40-1.76x the floor on one thread,
+// median 1.52-1.56 (1.64-2.15x before those two changes), and 0.96-1.65x on two, median 1.33-1.37.
 // Two-thread calls split the chunks in blocks; every chunk record has a known place.
 #include "kernels.h"
 
