@@ -96,6 +96,30 @@ for (const path of paths) {
   })
 }
 
+for (const path of paths) {
+  test(`compress matches the reference for views at every offset from a cache line (${path})`, () => {
+    if (native.isNative) assert.is(native.setSimd(path as native.SimdPath), path)
+    // The AVX-512 pass first goes up to a cache line boundary of e; delta is off by another amount.
+    const rng = new Rng(5)
+    for (const [n, o] of [[3 * 4096 + 37, { beta: 0.95, chunk: 4096, k: 64, bits: 2 }], [3000, { beta: 0.9, chunk: 1000, k: 20, bits: 8 }]] as const) {
+      for (let at = 0; at < 16; at++) {
+        const e1 = gaussian(n + 16, rng).subarray(at, at + n)
+        const e2 = e1.slice()
+        const delta = gaussian(n + 16, rng).subarray((at * 7) % 16, (at * 7) % 16 + n)
+        const hints = new Float32Array(native.chunkCount(n, o.chunk))
+        const out1 = new Uint8Array(native.payloadSize(n, o.chunk, o.k, o.bits))
+        const out2 = out1.slice()
+        for (let step = 0; step < 2; step++) {
+          native.compress(e1, delta, hints, out1, o)
+          reference.compress(e2, delta, new Float32Array(hints.length), out2, o)
+          assert.ok(bytesEqual(out1, out2) && bytesEqual(e1, e2), `differs: offset ${at}, n ${n} ${JSON.stringify(o)} step ${step}`)
+        }
+      }
+    }
+    if (native.isNative) native.setSimd(true)
+  })
+}
+
 test('error feedback invariant: beta * e_old + delta == e_new + decoded, element by element', () => {
   const rng = new Rng(3)
   for (const bits of [2, 8] as const) {

@@ -11,8 +11,14 @@
 // Hints change speed, never the result.
 // Three code paths (portable, AVX2, AVX-512), chosen at run time, give the same bytes.
 // There is no second pass over memory: the selection and quantization work on the chunk in L1.
-// What costs time beyond the floor on one thread is their compute, during which no memory
-// traffic is in flight; hence the vector versions of each step on the AVX-512 path.
+// On the AVX-512 path the pass itself runs at the floor (its accesses start on cache lines and
+// its candidate stores lag behind its loads, see pass_avx512). What costs time beyond the floor
+// on one thread is the selection's and quantization's compute (~0.3 us a chunk), during which
+// little memory traffic is in flight; hence the vector versions of each step. Prefetching the
+// next chunk during that compute, or splitting the pass around it, measured no faster.
+// Measured (npm run bench -- compress, 2-vCPU AMD EPYC VM, AVX-512 path, shared with another
+// job: load 2-5, eleven runs) at 16M and 64M elements: 1.40-1.76x the floor on one thread,
+// median 1.52-1.56 (1.64-2.15x before those two changes), and 0.96-1.65x on two, median 1.33-1.37.
 // Two-thread calls split the chunks in blocks; every chunk record has a known place.
 #include "kernels.h"
 
@@ -412,33 +418,61 @@ ST_AVX512_INLINE int32_t reduce_max(__m512i x) {
   return *std::max_element(lanes, lanes + 16);
 }
 
-// Sixteen elements (those in `in`) of the pass.
+// Sixteen elements (those in `in`) of the pass from e + i; returns which are candidates.
 template <bool update>
-ST_AVX512_INLINE void pass_sixteen(__m512 vbeta, __m512 vhint, __mmask16 in, float* e, const float* d, uint32_t i, Scratch& s, size_t& count) {
+ST_AVX512_INLINE __mmask16 pass_sixteen(__m512 vbeta, __m512 vhint, __mmask16 in, float* e, const float* d, uint32_t i) {
   __m512 v = _mm512_maskz_loadu_ps(in, e + i);
   if (update) {
     v = _mm512_add_ps(_mm512_mul_ps(vbeta, v), _mm512_maskz_loadu_ps(in, d + i));
     _mm512_mask_storeu_ps(e + i, in, v);
   }
-  const __mmask16 m = _mm512_mask_cmp_ps_mask(in, _mm512_abs_ps(v), vhint, _CMP_NLT_UQ);
+  return _mm512_mask_cmp_ps_mask(in, _mm512_abs_ps(v), vhint, _CMP_NLT_UQ);
+}
+
+// The offsets i + lane of the lanes in m, in order, as sixteen 16-bit lanes.
+ST_AVX512_INLINE __m256i candidates(__mmask16 m, uint32_t i) {
   const __m512i offsets = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(i)));
-  store_narrow(s.cand + count, _mm512_maskz_compress_epi32(m, offsets));
-  count += size_t(__builtin_popcount(m));
+  return _mm512_maskz_cvtepi32_epi16(0xffff, _mm512_maskz_compress_epi32(m, offsets));
 }
 
 template <bool update>
 ST_AVX512 size_t pass_avx512(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) {
   const __m512 vbeta = _mm512_set1_ps(beta), vhint = _mm512_set1_ps(hint);
   size_t count = 0;
-  uint32_t i = 0;
+  // Sixteen lanes that straddle two cache lines make the pass ~1.4x slower from memory, and
+  // typed arrays are often 16 bytes off a line: first the elements up to e's next line.
+  uint32_t i = std::min<uint32_t>(len, uint32_t(-reinterpret_cast<uintptr_t>(e) & 63) / 4);
+  if (i > 0) {
+    const __mmask16 m = pass_sixteen<update>(vbeta, vhint, lanes_below(i), e, d, 0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(s.cand), candidates(m, 0));
+    count = size_t(__builtin_popcount(m));
+  }
+  // The candidates are stored two sixteens late: a store to an offset that depends on the
+  // values just loaded holds up the loads after it (a pass alone ran ~1.25x slower).
+  __m256i late[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  size_t late_count[2] = {0, 0};
   for (; i + 16 <= len; i += 16) {
     if (update) {  // bring in the next chunk meanwhile: its pass then runs from cache
       _mm_prefetch(reinterpret_cast<const char*>(e + i + kAhead), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(d + i + kAhead), _MM_HINT_T0);
     }
-    pass_sixteen<update>(vbeta, vhint, 0xffff, e, d, i, s, count);
+    const __mmask16 m = pass_sixteen<update>(vbeta, vhint, 0xffff, e, d, i);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(s.cand + count), late[1]);
+    count += late_count[1];
+    late[1] = late[0];
+    late_count[1] = late_count[0];
+    late[0] = candidates(m, i);
+    late_count[0] = size_t(__builtin_popcount(m));
   }
-  if (i < len) pass_sixteen<update>(vbeta, vhint, lanes_below(len - i), e, d, i, s, count);
+  for (int l = 1; l >= 0; l--) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(s.cand + count), late[l]);
+    count += late_count[l];
+  }
+  if (i < len) {
+    const __mmask16 m = pass_sixteen<update>(vbeta, vhint, lanes_below(len - i), e, d, i);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(s.cand + count), candidates(m, i));
+    count += size_t(__builtin_popcount(m));
+  }
   return count;
 }
 
