@@ -1,5 +1,5 @@
-// The wan bench's parts that run anywhere: it skips with one line where it cannot build
-// namespaces (here: as an unprivileged user), and its delay relay holds traffic for the delay,
+// The wan bench's parts that run anywhere: it (and the nat bench) skips with one line where it
+// cannot build namespaces (here: as an unprivileged user), and its delay relay holds traffic for the delay,
 // in order, both ways, on 127.0.0.1.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -32,16 +32,18 @@ async function benchAsUser (args: string[]): Promise<{ code: number | null, stdo
   return { code, stdout, stderr }
 }
 
-test('without root, the bench prints one line saying why it skipped and exits 0', async () => {
+test('without root, the wan and nat benches print one line saying why they skipped and exit 0', async () => {
   assert.is(await namespaceSupport([], {}, 1000), 'network namespaces need root')
   // As root in a checkout that others cannot enter, the command itself cannot run as nobody.
   if (process.getuid?.() === 0 && !othersCanRead(benchDir)) return
-  const plain = await benchAsUser(['wan'])
-  assert.is(plain.code, 0, plain.stderr)
-  assert.is(plain.stdout, 'wan: skipped: network namespaces need root\n')
-  const json = await benchAsUser(['wan', '--json'])
-  assert.is(json.code, 0, json.stderr)
-  assert.equal(json.stdout.trim().split('\n').map(l => JSON.parse(l)), [{ bench: 'wan', skipped: 'network namespaces need root' }])
+  for (const bench of ['wan', 'nat']) {
+    const plain = await benchAsUser([bench])
+    assert.is(plain.code, 0, plain.stderr)
+    assert.is(plain.stdout, `${bench}: skipped: network namespaces need root\n`)
+    const json = await benchAsUser([bench, '--json'])
+    assert.is(json.code, 0, json.stderr)
+    assert.equal(json.stdout.trim().split('\n').map(l => JSON.parse(l)), [{ bench, skipped: 'network namespaces need root' }])
+  }
   // Bad options are refused before anything else.
   const bad = await benchAsUser(['wan', '--limits', 'fast'])
   assert.is(bad.code, 2)

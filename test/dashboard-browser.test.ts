@@ -1,6 +1,7 @@
 // The dashboard in a real browser (Debian's chromium, headless, driven by playwright-core)
 // against a running 2-node swarm: the stages and their peers appear, the loss chart gets
-// points, the events list fills. A screenshot is saved to dist/test-output/dashboard.png.
+// points, the events list fills; a node that only serves shows the swarm's loss. A screenshot
+// is saved to dist/test-output/dashboard.png.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
@@ -61,7 +62,14 @@ test('the dashboard shows the live swarm: stages, peers, a loss curve with point
 
     mkdirSync(screenshotDir, { recursive: true })
     await page.screenshot({ path: join(screenshotDir, 'dashboard.png'), fullPage: true })
-    assert.equal(errors, [], 'no script errors on the page')
+
+    // The node that only serves shows the swarm's loss, from the driver's records, as it goes.
+    await page.goto(`http://127.0.0.1:${b.controlPort}/`)
+    await page.waitForFunction("/^\\d+\\.\\d{4}$/.test(document.getElementById('train-loss').textContent)", undefined, { timeout: 15_000 })
+    assert.match(await page.textContent('#role') ?? '', /stage 1.*serving/)
+    assert.is(await page.textContent('#loss-source'), 'the swarm\'s 1 driver(s)')
+    await page.waitForFunction("Number(document.getElementById('loss-chart').dataset.points) >= 3", undefined, { timeout: 20_000 })
+    assert.equal(errors, [], 'no script errors on the pages')
   } finally {
     await browser?.close()
     rmSync(profile, { recursive: true, force: true })

@@ -30,6 +30,7 @@ import { removeDaemonFile, writeDaemonFile } from './daemon-file.js'
 import { PEERS_FILE, readSavedPeers, savePeers } from './dir.js'
 import { findSavedStage } from '../runtime/checkpoint.js'
 import { StageHost, type StageHostInit, type StageHostStatus } from './stage-host.js'
+import { summarize, type SwarmSummary } from './swarm-summary.js'
 import { defaultTiming, type Timing } from '../timing.js'
 
 /** What a plugged-in service may use. */
@@ -317,7 +318,7 @@ export class SwarmNode {
     if (this.parts === undefined) throw new Error('the node is not started')
     const { host, registry, assigner, services } = this.parts
     const self = registry.self
-    return {
+    const status: Omit<NodeStatus, 'swarm'> = {
       peerId: host.peerId.toString(),
       runId: this.runId,
       version,
@@ -341,6 +342,7 @@ export class SwarmNode {
       stageHost: this.parts.stageHost?.status(),
       services: Object.fromEntries([...services.entries()].filter(([, s]) => s.status !== undefined).map(([name, s]) => [name, s.status?.()]))
     }
+    return { ...status, swarm: summarize(status) }
   }
 }
 
@@ -366,4 +368,6 @@ export interface NodeStatus {
   /** The served stage's engine and averaging position. */
   stageHost?: StageHostStatus
   services: Record<string, unknown>
+  /** The swarm as a whole as this node sees it (size, rate, round, the drivers' losses). */
+  swarm: SwarmSummary
 }

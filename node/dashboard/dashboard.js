@@ -11,6 +11,8 @@ const MAX_RATE_SAMPLES = 600
 const $ = id => document.getElementById(id)
 const rates = { t: [], driven: [], served: [] }
 let previous
+/** For a node that does not drive: the swarm's loss as its drivers report it, against the tokens they drove. */
+const swarmHistory = { train: [], validation: [] }
 let lossPlot
 let ratePlot
 
@@ -177,18 +179,32 @@ function draw (status) {
   $('node').textContent = `peer ${short(status.peerId)} · run ${status.runId.slice(0, 12)} · v${status.version}`
   const stage = status.stage === undefined ? 'no stage yet' : `stage ${status.stage}${status.pinned ? ' (pinned)' : ''}`
   $('role').textContent = `${stage}${driver !== undefined ? ', driving' : ', serving'}`
-  $('train-loss').textContent = fmt(driver?.trainLoss, 4)
-  $('validation-loss').textContent = fmt(driver?.validationLoss, 4)
+  // A node that drives shows its own driver; one that only serves, the swarm's drivers.
+  const swarm = status.swarm
+  $('loss-source').textContent = driver !== undefined ? 'this node\'s driver' : `the swarm's ${swarm?.drivers ?? 0} driver(s)`
+  $('train-loss').textContent = fmt(driver !== undefined ? driver.trainLoss : swarm?.loss, 4)
+  $('validation-loss').textContent = fmt(driver !== undefined ? driver.validationLoss : swarm?.validationLoss, 4)
+  if (driver === undefined && swarm !== undefined) recordSwarmLoss(swarm)
   $('tokens').textContent = fmt(driver?.tokens)
   $('tokens-per-second').textContent = driver !== undefined ? fmt(driven) : fmt(served)
   $('bytes').textContent = `${bytes(status.bytes.sent)} / ${bytes(status.bytes.received)}`
   $('connections').textContent = String(status.connections)
   $('round').textContent = String(status.round)
-  drawLoss(pipeline?.history ?? { train: [], validation: [] })
+  drawLoss(driver !== undefined ? pipeline.history : swarmHistory)
   drawRates()
   drawStages(status)
   drawEvents(status.events)
   drawAveraging(status.services.averaging)
+}
+
+/** Adds the swarm's losses at the tokens driven so far, once per new token count. */
+function recordSwarmLoss (swarm) {
+  for (const [series, loss] of [[swarmHistory.train, swarm.loss], [swarmHistory.validation, swarm.validationLoss]]) {
+    if (loss === undefined || loss === null) continue
+    const last = series[series.length - 1]
+    if (last !== undefined && (last[0] >= swarm.drivenTokens || last[1] === loss)) continue
+    series.push([swarm.drivenTokens, loss])
+  }
 }
 
 async function poll () {

@@ -4,7 +4,7 @@ import type { AveragingStatus } from '../../averaging/service.js'
 import { DAEMON_FILE } from '../../daemon/daemon-file.js'
 import type { NodeStatus } from '../../daemon/node.js'
 import { fetchStatus } from '../../daemon/process.js'
-import type { PipelineStatus } from '../../pipeline/swarm.js'
+import { summarize } from '../../daemon/swarm-summary.js'
 import { parse } from '../args.js'
 import { daemonControlPort } from '../daemon-port.js'
 
@@ -15,46 +15,6 @@ export const usage = `usage: swarmtrain status [--json] [--dir D] [--control-por
   --json            print the daemon's status JSON
   --dir D           node directory of the daemon (its ${DAEMON_FILE} names the port)
   --control-port P  ask the daemon on 127.0.0.1:P instead`
-
-/** What `status` says about the swarm as a whole, from the daemon's status JSON. */
-export interface SwarmSummary {
-  nodes: number
-  /** Tokens trained per second: the slowest stage's served rate (every microbatch passes every stage). */
-  tokensPerSecond: number
-  /** The highest averaging round any node reports. */
-  round: number
-  /** The drivers' training and validation losses, each weighted by the tokens it drove, and how many drivers report them. */
-  loss?: number
-  validationLoss?: number
-  drivers: number
-  /** Stages with no server: nothing trains while there is one. */
-  missing: number[]
-}
-
-export function summarize (s: NodeStatus): SwarmSummary {
-  const peers = s.stages.flatMap(stage => stage.peers)
-  // This node's own driver is fresher than its published record.
-  const driver = (s.services.pipeline as PipelineStatus | undefined)?.driver
-  const drivers = peers.filter(p => p.peerId !== s.peerId).map(p => ({ tokens: p.drivenTokens, train: p.trainLoss, validation: p.validationLoss }))
-  if (driver !== undefined) drivers.push({ tokens: driver.tokens, train: driver.trainLoss, validation: driver.validationLoss })
-  return {
-    nodes: peers.length,
-    tokensPerSecond: Math.min(...s.stages.map(stage => stage.peers.reduce((sum, p) => sum + p.servedThroughput, 0))),
-    round: Math.max(0, ...peers.map(p => p.round)),
-    loss: weightedMean(drivers.map(d => [d.train, d.tokens])),
-    validationLoss: weightedMean(drivers.map(d => [d.validation, d.tokens])),
-    drivers: drivers.filter(d => d.train !== undefined).length,
-    missing: s.stages.filter(stage => stage.peers.length === 0).map(stage => stage.stage)
-  }
-}
-
-/** The mean of the defined values, weighted (equally when no weight is positive); undefined if none. */
-function weightedMean (pairs: Array<[number | undefined, number]>): number | undefined {
-  const known = pairs.filter((p): p is [number, number] => p[0] !== undefined)
-  if (known.length === 0) return undefined
-  const total = known.reduce((sum, [, w]) => sum + Math.max(0, w), 0)
-  return total > 0 ? known.reduce((sum, [v, w]) => sum + v * Math.max(0, w), 0) / total : known.reduce((sum, [v]) => sum + v, 0) / known.length
-}
 
 function health (servers: number): string {
   if (servers === 0) return 'NO SERVER: nothing trains'

@@ -2,7 +2,7 @@
 // the tokens each drove, so a node that only serves shows the swarm's loss too.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { summarize } from '../node/cli/commands/status.js'
+import { summarize } from '../node/daemon/swarm-summary.js'
 import type { NodeStatus } from '../node/daemon/node.js'
 
 type Peer = NodeStatus['stages'][number]['peers'][number]
@@ -24,6 +24,7 @@ test('a serving node shows the drivers\' losses, weighted by the tokens they dro
   assert.is(s.loss, 2.25)
   assert.is(s.validationLoss, 2.75)
   assert.is(s.nodes, 4)
+  assert.is(s.drivenTokens, 4000)
 })
 
 test('a driving node counts its own driver once, from its live stats rather than its record', () => {
