@@ -79,6 +79,8 @@ export interface ConvergenceResult {
   averaging_bytes_per_peer?: number
   pipeline_bytes_per_peer?: number
   rounds?: number
+  /** Swarm modes: tokens/s while rounds ran against between them (target >= 0.9). */
+  round_tokens_per_s_ratio?: number
 }
 
 export interface Setup {
@@ -144,7 +146,8 @@ export async function runAveragingSwarm (s: Setup, mode: Mode, onProgress?: (lin
     curve: result.curve,
     averaging_bytes_per_peer: Math.round(result.averagingBytesPerPeer),
     pipeline_bytes_per_peer: Math.round(result.pipelineBytesPerPeer),
-    rounds: result.rounds
+    rounds: result.rounds,
+    round_tokens_per_s_ratio: result.roundSpeedRatio === undefined ? undefined : Math.round(result.roundSpeedRatio * 1000) / 1000
   }
 }
 
@@ -230,7 +233,7 @@ export async function run (args: string[]): Promise<void> {
       const ratio = local === undefined ? '' : `  ${(result.val_loss / local.val_loss).toFixed(3)}x local`
       const extra = result.depth !== undefined
         ? `  depth ${result.depth}, ${result.version_misses} version misses`
-        : result.rounds !== undefined ? `  ${result.rounds} rounds, ${(result.averaging_bytes_per_peer! / 1e6).toFixed(2)} MB averaging + ${(result.pipeline_bytes_per_peer! / 1e6).toFixed(1)} MB other per peer` : ''
+        : result.rounds !== undefined ? `  ${result.rounds} rounds, ${(result.averaging_bytes_per_peer! / 1e6).toFixed(2)} MB averaging + ${(result.pipeline_bytes_per_peer! / 1e6).toFixed(1)} MB other per peer${result.round_tokens_per_s_ratio === undefined ? '' : `, tokens/s during rounds ${result.round_tokens_per_s_ratio.toFixed(2)}x between`}` : ''
       console.log(`${result.mode.padEnd(20)} ${String(result.tokens).padStart(9)} tokens  val ${result.val_loss.toFixed(4)}${ratio}  ${result.tokens_per_s.toFixed(0).padStart(6)} tokens/s${extra}`)
     }
   }

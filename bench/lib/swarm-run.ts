@@ -38,6 +38,11 @@ export interface SwarmRunResult {
   /** Mean validation loss of the drivers against the swarm's tokens. */
   curve: Array<[number, number]>
   rounds: number
+  /**
+   * Tokens/s while rounds ran against between them (the replicas' last rounds' reports, the
+   * means of each): whether a round's bytes in flight slow the pipeline. Undefined with no round.
+   */
+  roundSpeedRatio?: number
 }
 
 interface Member { daemon: DaemonProcess, stage: number, budget: number }
@@ -45,6 +50,13 @@ interface Member { daemon: DaemonProcess, stage: number, budget: number }
 async function statusOf (d: DaemonProcess): Promise<{ node: NodeStatus, pipeline: PipelineStatus, averaging: AveragingStatus }> {
   const node = await fetchStatus(d.controlPort)
   return { node, pipeline: node.services.pipeline as PipelineStatus, averaging: node.services.averaging as AveragingStatus }
+}
+
+function roundSpeedRatio (rounds: AveragingStatus['rounds']): number | undefined {
+  const timed = rounds.filter(r => r.tokensPerSecondBetween > 0)
+  if (timed.length === 0) return undefined
+  const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
+  return mean(timed.map(r => r.tokensPerSecondDuring)) / mean(timed.map(r => r.tokensPerSecondBetween))
 }
 
 export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
@@ -128,7 +140,8 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
           averagingBytesPerPeer: mean(averagingBytes),
           pipelineBytesPerPeer: mean(allBytes.map((b, i) => b - averagingBytes[i])),
           curve,
-          rounds: Math.max(...statuses.map(s => s.averaging.round))
+          rounds: Math.max(...statuses.map(s => s.averaging.round)),
+          roundSpeedRatio: roundSpeedRatio(statuses.flatMap(s => s.averaging.rounds))
         }
       }
     }
