@@ -1,14 +1,17 @@
 // Info records: readers accept only signed, unexpired, well-formed records of their run, and
-// so does every DHT node that is asked to store one.
+// so does every DHT node that is asked to store one; a peer that hands out a bad record of its
+// own loses its connection, and after repeats is banned.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { PeerInfo, SignedPeerInfo } from '../protocols/registry.js'
-import { infoKey } from '../protocols/ids.js'
+import type { Stream } from '@libp2p/interface'
+import { InfoRequest, PeerInfo, SignedPeerInfo } from '../protocols/registry.js'
+import { infoKey, infoProtocol } from '../protocols/ids.js'
 import { InfoRecordError, newestRecord, signInfoRecord, verifyInfoRecord, type PeerInfoRecord } from '../node/registry/record.js'
-import { registryDhtConfig } from '../node/registry/registry.js'
+import { StageRegistry, registryDhtConfig } from '../node/registry/registry.js'
+import { MessageStream } from '../node/p2p/messages.js'
 import { createHost, waitForRoutingPeers } from '../node/p2p/host.js'
 
 const runId = 'abc123'
@@ -118,6 +121,41 @@ test('DHT nodes refuse to store forged records and serve valid ones', async () =
     assert.ok(events.includes('QUERY_ERROR'), `the put was answered with an error: ${events.join(' ')}`)
   } finally {
     await Promise.all(hosts.map(async h => { await h.host.stop() }))
+  }
+})
+
+test('a peer whose own record fails verification loses its connection each time, and is banned after repeats', async () => {
+  const dht = registryDhtConfig(runId, 3)
+  const [a, b] = await Promise.all([0, 1].map(async () => {
+    const { key } = await identity()
+    return { key, host: await createHost({ privateKey: key, runId, listen: ['/ip4/127.0.0.1/tcp/0'], ...dht }) }
+  }))
+  // b answers the info protocol with its record, altered after signing.
+  const signed = SignedPeerInfo.decode(await signInfoRecord(record(b.host.peerId.toString()), runId, b.key, b.host.peerId))
+  const forged = SignedPeerInfo.encode({ info: PeerInfo.encode({ ...PeerInfo.decode(signed.info), throughput: 1e9 }), signature: signed.signature })
+  await b.host.handle(infoProtocol(runId), async (stream: Stream) => {
+    const messages = new MessageStream(stream, 4096)
+    await messages.read(InfoRequest)
+    await messages.write({ encode: (x: Uint8Array) => x }, forged)
+    await stream.close()
+  })
+  const registry = new StageRegistry({ host: a.host, privateKey: a.key }, { runId, nStages: 3, recordTtlMs: 60_000, refreshMs: 1000, queryTimeoutMs: 5000 })
+  const guard = a.host.services.guard
+  try {
+    for (let strike = 1; strike <= 3; strike++) {
+      await a.host.dial(b.host.getMultiaddrs()[0])
+      const view = await registry.refresh()
+      assert.not.ok(view.stages.some(st => st.peers.some(p => p.peerId === b.host.peerId.toString())), 'the forged record is in the view')
+      assert.is(guard.stats.strikes, strike)
+      // The strike hangs up on b (asynchronously).
+      for (let waited = 0; a.host.getConnections(b.host.peerId).length > 0 && waited < 5000; waited += 50) await new Promise(resolve => setTimeout(resolve, 50))
+      assert.is(a.host.getConnections(b.host.peerId).length, 0, `strike ${strike} did not cost the connection`)
+    }
+    assert.ok(guard.isBanned(b.host.peerId.toString()), 'three strikes did not ban')
+    const refused = await a.host.dial(b.host.getMultiaddrs()[0]).then(() => undefined, (err: Error) => err)
+    assert.instance(refused, Error, 'a banned peer was dialed')
+  } finally {
+    await Promise.all([a, b].map(async h => { await h.host.stop() }))
   }
 })
 

@@ -102,6 +102,14 @@ export interface AveragingStatus {
   rounds: RoundReport[]
 }
 
+/**
+ * Tokens the replica's engine trained on: stepped, and accumulated toward the next step. (Counting
+ * stepped tokens alone, a round, which starts right after a step, would rarely see one.)
+ */
+function trainedTokens (served: ServedStage): number {
+  return served.engine.steppedTokens + served.engine.accumulatedTokens
+}
+
 export function averagingService (options: AveragingOptions = {}): (components: SwarmComponents) => AveragingService {
   return components => new AveragingService(components, options)
 }
@@ -132,7 +140,7 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly knownRounds = new Map<string, number>()
   private readonly rounds: RoundReport[] = []
   private readonly wakers = new Set<() => void>()
-  /** When the last round ended and the engine's stepped tokens then (for tokens/s between rounds). */
+  /** When the last round ended and the tokens trained then (for tokens/s between rounds). */
   private lastRoundEnd = { at: performance.now(), tokens: 0 }
 
   constructor (components: SwarmComponents, options: AveragingOptions) {
@@ -170,7 +178,7 @@ export class AveragingService implements SwarmService, StageUser {
     this.knownRounds.clear()
     this.behindSince.clear()
     this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
-    this.lastRoundEnd = { at: performance.now(), tokens: served.engine.steppedTokens }
+    this.lastRoundEnd = { at: performance.now(), tokens: trainedTokens(served) }
     this.served = served
     await this.components.registry.refresh().catch(() => {})
     const ahead = this.replicaRecords().filter(p => p.round > served.outer.round)
@@ -347,7 +355,7 @@ export class AveragingService implements SwarmService, StageUser {
   /** One round: contribute, gather (with relays), aggregate, apply, compare hashes. */
   private async round (served: ServedStage): Promise<void> {
     const started = performance.now()
-    const tokensAtStart = served.engine.steppedTokens
+    const tokensAtStart = trainedTokens(served)
     const sentBefore = this.bytesSent
     const { manifest, privateKey, host } = this.components
     const settings = manifest.averaging
@@ -430,7 +438,7 @@ export class AveragingService implements SwarmService, StageUser {
     const ended = performance.now()
     const perSecond = (tokens: number, ms: number): number => ms > 0 ? Math.round(1000 * tokens / ms) : 0
     const between = { tokens: tokensAtStart - this.lastRoundEnd.tokens, ms: started - this.lastRoundEnd.at }
-    this.lastRoundEnd = { at: ended, tokens: served.engine.steppedTokens }
+    this.lastRoundEnd = { at: ended, tokens: trainedTokens(served) }
     const report: RoundReport = {
       round,
       members: result.used.length,
@@ -441,7 +449,7 @@ export class AveragingService implements SwarmService, StageUser {
       agreed: (counts.get(this.hash)?.length ?? 1) - 1,
       hashes: hashes.size,
       resynced,
-      tokensPerSecondDuring: perSecond(served.engine.steppedTokens - tokensAtStart, ended - started),
+      tokensPerSecondDuring: perSecond(trainedTokens(served) - tokensAtStart, ended - started),
       tokensPerSecondBetween: perSecond(between.tokens, between.ms)
     }
     this.rounds.push(report)
