@@ -298,9 +298,7 @@ export class AveragingService implements SwarmService, StageUser {
 
   /** Ready replicas of the served stage in the registry's view, except this node and banned peers. */
   private replicaRecords (): Array<{ peerId: string, round: number, tokensSinceSync: number, stateHash: string }> {
-    const stage = this.served?.stage
-    if (stage === undefined) return []
-    return this.components.registry.view.stages[stage]?.peers.filter(p => p.ready && p.peerId !== this.self && !this.banned(p.peerId)) ?? []
+    return this.stageRecords().filter(p => p.ready)
   }
 
   private publish (): void {

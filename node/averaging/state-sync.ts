@@ -112,6 +112,14 @@ export interface ServedState {
   replica: () => Promise<StageState>
 }
 
+/** What a state response sends: the encoded state, its chunks' hashes, and its manifest's round and step. */
+interface StateAnswer {
+  bytes: Uint8Array
+  hashes: Array<Uint8Array<ArrayBuffer>>
+  round: number
+  step: number
+}
+
 /** Serves the stage state of the stage this node holds (`current` gives it, or undefined). */
 export class StateServer {
   private readonly protocol: string
@@ -174,7 +182,7 @@ export class StateServer {
   }
 
   /** The shared state's bytes, kept while its hash stays: agreeing replicas' fetches come in ranges. */
-  private sharedAnswer (current: ServedState): { bytes: Uint8Array, hashes: Array<Uint8Array<ArrayBuffer>>, round: number, step: number } {
+  private sharedAnswer (current: ServedState): StateAnswer {
     const key = `${current.stage}:${current.hash}`
     if (this.cache?.key !== key) {
       const bytes = encodeSharedState(this.init.runId, current.stage, current.layout, current.state)
@@ -184,7 +192,7 @@ export class StateServer {
   }
 
   /** The whole stage state at one instant, or undefined if a round ended meanwhile (its theta would not match the hash). */
-  private async replicaAnswer (current: ServedState): Promise<{ bytes: Uint8Array, hashes: Array<Uint8Array<ArrayBuffer>>, round: number, step: number } | undefined> {
+  private async replicaAnswer (current: ServedState): Promise<StateAnswer | undefined> {
     const state = await current.replica()
     if (this.current()?.hash !== current.hash) return undefined
     const bytes = encodeStageState(state)

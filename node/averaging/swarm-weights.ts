@@ -47,7 +47,8 @@ export async function swarmWeights (components: SwarmComponents, onStage?: (sour
       const replicas = (registry.view.stages[stage]?.peers ?? []).filter(p => p.ready && p.peerId !== peer).sort((a, b) => b.round - a.round)
       ;({ state, peer } = await fetchReplicaState({ host }, { runId, stage, layout, peers: replicas.map(p => p.peerId), timeoutMs: manifest.averaging.roundTimeoutMs }))
     }
-    for (const [name, data] of stageWeights(state, layout)) tensors.push({ name, shape: layout.slots.find(s => s.name === name)!.shape, data })
+    const weights = stageWeights(state, layout)
+    for (const slot of layout.slots) tensors.push({ name: slot.name, shape: slot.shape, data: weights.get(slot.name)! })
     stages.push({ stage, step: state.step, round: state.round, peer })
     onStage?.(stages[stage])
   }
