@@ -318,6 +318,35 @@ test('EVALUATE: forward, the next hop, and no backward; the last stage returns t
   assert.equal([lastEngine.accumulatedTokens, last.server.stats().evaluations, last.server.stats().backward], [0, 1, 0])
 })
 
+test('SwarmStage.evaluate: the loss and every hop come back; a server misreporting its hops is banned, and another replica serves', async () => {
+  const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const kinds: string[] = []
+  const liar: NextStage = { hop: async () => ({ loss: 1.5, hops: [] }) }
+  const honest: NextStage = {
+    hop: async (_x, _targets, _route, kind) => {
+      kinds.push(kind)
+      return { loss: 1.5, hops: [{ peer: other, computeMs: 3, queueLength: 0, waitMs: 1, staleness: 0 }] }
+    }
+  }
+  const ps: FakePeer[] = []
+  for (const next of [liar, honest]) {
+    const p = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), new FakeEngine(0), {}, next)
+    await p.server.start()
+    ps.push(p)
+  }
+  const ids = ps.map(p => p.id.toString())
+  const { client } = clientFor(ps)
+  const router = new Router({ exploration: 0 })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: s => s === 0 ? [...ids] : [other] } }, limits(0))
+  const result = await stage.evaluate(tokens([3, 4]), tokens([4, 5]), [ids[0], other])
+  assert.equal([result.loss, result.gx, result.hops.map(h => h.peer)], [1.5, undefined, [ids[1], other]])
+  assert.equal(kinds, ['evaluate'])
+  assert.ok(router.isBanned(ids[0]), 'the liar is banned')
+  assert.is(stage.stats.retries.misbehaved, 1)
+  for (const p of ps) assert.equal([p.engine.calls, p.engine.backwardsAt.length], [1, 0], 'one forward each, no backward')
+  await client.stop()
+})
+
 test('TRAIN: forward, the next hop, then backward on the same weights; waiting microbatches are bounded (BUSY beyond)', async () => {
   const hops: Array<{ x: FloatTensor, route: readonly string[], done: (r: ChainResult) => void }> = []
   const next: NextStage = { hop: async (x, _targets, route) => await new Promise(resolve => hops.push({ x, route, done: resolve })) }
