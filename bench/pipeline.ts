@@ -5,16 +5,17 @@
 // cost (encoding, decoding, transport), measured with one microbatch in flight so that queueing
 // does not blur it; throughput is measured with the driver's default microbatches in flight, each
 // microbatch relayed through the driver (FORWARD/BACKWARD calls) and then forwarded server to
-// server (one TRAIN call), with the bytes each puts on the driver's link.
+// server (one TRAIN call), with the bytes each puts on the driver's link; and so are validation
+// microbatches (FORWARD calls, then one EVALUATE call).
 import { availableParallelism } from 'node:os'
-import { BatchSampler } from '../node/data/sampler.js'
+import { BatchSampler, evenBatches } from '../node/data/sampler.js'
 import { loadBrown } from '../node/data/corpus.js'
 import { defaultManifest } from '../node/manifest/manifest.js'
 import { stageLayout } from '../node/model/index.js'
 import { wireDTypes } from '../node/pipeline/activations.js'
 import type { SwarmStage } from '../node/pipeline/caller.js'
 import { wireOption } from '../node/cli/pipeline-options.js'
-import { trainMicrobatch, type Microbatch } from '../node/pipeline/chain.js'
+import { evaluateMicrobatch, trainMicrobatch, type Microbatch } from '../node/pipeline/chain.js'
 import { StageEngine } from '../node/runtime/stage-engine.js'
 import { intOption, parse } from '../node/cli/args.js'
 import { LoopbackSwarm } from './lib/loopback-swarm.js'
@@ -54,7 +55,7 @@ export async function run (args: string[]): Promise<void> {
   // Swarm: two replicas per stage behind stage servers on their own hosts, one driver host.
   const swarm = await LoopbackSwarm.create({ runId, model, optimizer, nStages, replicas: 2, threads: Math.max(1, cores / 2), wireDType: wireDTypes[wire] })
   let computeMs: number, overheadMs: number, relayedSeconds: number, forwardedSeconds: number, relayedBytes: number, forwardedBytes: number
-  let fellBack: number
+  let fellBack: number, relayedEvalBytes: number, forwardedEvalBytes: number
   try {
     const relay = (stages: SwarmStage[]) => async (batch: Microbatch) => await trainMicrobatch(stages, batch)
     const forwarder = swarm.forwarder(swarm.callers())
@@ -73,7 +74,15 @@ export async function run (args: string[]): Promise<void> {
     before = bytes()
     forwardedSeconds = await drive(forward, new BatchSampler(corpus.train, model.seqLen, optimizer.batchSize, 5), count, nStages + 1)
     forwardedBytes = (bytes() - before) / count
-    fellBack = forwarder.stats.relayed
+    const validation = evenBatches(corpus.validation, model.seqLen, optimizer.batchSize, count)
+    const relayedEval = swarm.callers()
+    before = bytes()
+    for (const batch of validation) await evaluateMicrobatch(relayedEval, batch)
+    relayedEvalBytes = (bytes() - before) / count
+    before = bytes()
+    for (const batch of validation) await forwarder.evaluate(batch)
+    forwardedEvalBytes = (bytes() - before) / count
+    fellBack = forwarder.stats.relayed + forwarder.stats.evaluationsRelayed
   } finally {
     await swarm.stop()
   }
@@ -87,7 +96,9 @@ export async function run (args: string[]): Promise<void> {
     forwarded_tokens_per_s: count * tokensPerMicrobatch / forwardedSeconds,
     driver_link_bytes_per_microbatch: relayedBytes,
     forwarded_driver_link_bytes_per_microbatch: forwardedBytes,
-    /** Microbatches the forwarded runs relayed after all (a server could not reach the next stage): 0 on loopback. */
+    eval_driver_link_bytes_per_microbatch: relayedEvalBytes,
+    forwarded_eval_driver_link_bytes_per_microbatch: forwardedEvalBytes,
+    /** Microbatches (and validation microbatches) the forwarded runs relayed after all (a server could not reach the next stage): 0 on loopback. */
     forwarded_but_relayed: fellBack,
     local_tokens_per_s: count * tokensPerMicrobatch / localSeconds,
     compute_ms_per_microbatch: computeMs,
@@ -102,5 +113,6 @@ export async function run (args: string[]): Promise<void> {
   console.log('                               swarm relayed  swarm forwarded        local')
   console.log(`tokens/s                    ${result.swarm_tokens_per_s.toFixed(0).padStart(16)} ${result.forwarded_tokens_per_s.toFixed(0).padStart(16)} ${result.local_tokens_per_s.toFixed(0).padStart(12)}`)
   console.log(`driver's link, MB/microbatch ${(relayedBytes / 1e6).toFixed(3).padStart(15)} ${(forwardedBytes / 1e6).toFixed(3).padStart(16)} (${(relayedBytes / forwardedBytes).toFixed(0)}x fewer bytes forwarded)`)
+  console.log(`... evaluating, MB/microbatch ${(relayedEvalBytes / 1e6).toFixed(3).padStart(15)} ${(forwardedEvalBytes / 1e6).toFixed(3).padStart(16)} (${(relayedEvalBytes / forwardedEvalBytes).toFixed(0)}x fewer bytes forwarded)`)
   console.log(`per microbatch (1 in flight): compute ${computeMs.toFixed(1)} ms, serialization + transport ${overheadMs.toFixed(1)} ms (${(100 * result.overhead_fraction).toFixed(1)}% of the total; target < 10%)`)
 }

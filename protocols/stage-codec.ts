@@ -9,7 +9,7 @@ export { DType, StageRequest, StageResponse, type Hop, type Tensor }
 /** Most dimensions a tensor on this protocol has ([B, T, D] activations, [B, T] tokens). */
 const MAX_TENSOR_RANK = 3
 
-/** Most hops a TRAIN route or reply names (stages after the first): far more than any run has. */
+/** Most hops a TRAIN or EVALUATE route or reply names (stages after the first): far more than any run has. */
 export const MAX_ROUTE_HOPS = 64
 
 /** Longest peer id string on a route (an Ed25519 or RSA peer id in base58 is 46-53 characters). */
@@ -94,7 +94,7 @@ export function checkTensor (name: string, t: Tensor | undefined, dtypes: readon
 }
 
 /**
- * Checks a TRAIN route that reaches stage `stage` (of `nStages`) and names the replicas of the
+ * Checks a TRAIN or EVALUATE route that reaches stage `stage` (of `nStages`) and names the replicas of the
  * stages after it: exactly one peer per later stage (nothing beyond the last stage), each a
  * plausible peer id, none twice and none `self` (a node serves one stage, so a repeat is a loop).
  */

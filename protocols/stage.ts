@@ -216,13 +216,15 @@ export namespace StageRequest {
   export enum Kind {
     FORWARD = 'FORWARD',
     BACKWARD = 'BACKWARD',
-    TRAIN = 'TRAIN'
+    TRAIN = 'TRAIN',
+    EVALUATE = 'EVALUATE'
   }
 
   enum __KindValues {
     FORWARD = 0,
     BACKWARD = 1,
-    TRAIN = 2
+    TRAIN = 2,
+    EVALUATE = 3
   }
 
   export namespace Kind {

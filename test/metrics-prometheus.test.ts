@@ -74,6 +74,9 @@ test('/metrics answers in Prometheus format with training, pipeline, swarm and l
     assert.ok(value('swarmtrain_pipeline_calls_total{stage="1"}') > 0)
     // a's own stage 0 forwards to b: forwarded microbatches, a's stage traffic the activations it sent.
     assert.ok(value('swarmtrain_microbatches_routed_total{path="forwarded"}') >= 12)
+    // The validation loss above came from evaluations forwarded the same way, through a's own stage.
+    assert.ok(value('swarmtrain_evaluations_routed_total{path="forwarded"}') > 0)
+    assert.ok(value('swarmtrain_stage_requests_total{result="evaluations"}') > 0)
     assert.ok(value('swarmtrain_stage_traffic_bytes_total{direction="sent"}') > 12 * 8 * 32 * 64)
     assert.is(value('swarmtrain_averaging_round'), 0)
     assert.ok(value('libp2p_data_transfer_bytes_total{protocol="global sent"}') > 100_000, 'libp2p counts the activations it sent')

@@ -233,7 +233,15 @@ test('malformed, wrong and oversized requests get error replies; the server keep
     ['a TRAIN route naming no peer id', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: ['../../etc/passwd'] }],
     ['a TRAIN route with an overlong peer id', { stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: ['1'.repeat(MAX_PEER_ID_CHARS + 1)] }],
     ['a TRAIN without targets', { stage: 0, kind: StageRequest.Kind.TRAIN, x, route: [other] }],
-    ['a route on a FORWARD', { stage: 0, x, route: [other] }]
+    ['a route on a FORWARD', { stage: 0, x, route: [other] }],
+    // EVALUATE routes are checked as TRAIN routes are.
+    ['an EVALUATE without a route', { stage: 0, kind: StageRequest.Kind.EVALUATE, x, targets: x, route: [] }],
+    ['an EVALUATE route beyond the last stage', { stage: 0, kind: StageRequest.Kind.EVALUATE, x, targets: x, route: [other, other2] }],
+    ['an EVALUATE route through the server itself', { stage: 0, kind: StageRequest.Kind.EVALUATE, x, targets: x, route: [peer.id.toString()] }],
+    ['an EVALUATE route naming no peer id', { stage: 0, kind: StageRequest.Kind.EVALUATE, x, targets: x, route: ['../../etc/passwd'] }],
+    ['an EVALUATE route with an overlong peer id', { stage: 0, kind: StageRequest.Kind.EVALUATE, x, targets: x, route: ['1'.repeat(MAX_PEER_ID_CHARS + 1)] }],
+    ['an EVALUATE without targets', { stage: 0, kind: StageRequest.Kind.EVALUATE, x, route: [other] }],
+    ['a route on a BACKWARD', { stage: 0, kind: StageRequest.Kind.BACKWARD, x, gy: encodeActivations(new Float32Array(2 * D), [1, 2, D], DType.F16), route: [other] }]
   ]
   for (const [i, [what, request]] of cases.entries()) {
     const r = await ask(StageRequest.encode({ ...request, id: 100 + i }))
@@ -244,18 +252,23 @@ test('malformed, wrong and oversized requests get error replies; the server keep
   const garbage = await ask(Uint8Array.from([0x08, 42, 0x22, 0xff, 0xff, 0xff, 0x0f]))
   assert.is(garbage.status, StageResponse.Status.BAD_REQUEST)
   assert.is(garbage.id, 42, 'the id is recovered from undecodable bytes')
+  // A kind this server does not know (field 2 = 9): refused while decoding.
+  const unknownKind = await ask(Uint8Array.from([0x08, 43, 0x10, 9]))
+  assert.equal([unknownKind.id, unknownKind.status], [43, StageResponse.Status.BAD_REQUEST])
   const ok = await ask(StageRequest.encode({ id: 7, stage: 0, x, replyDtype: DType.F16 }))
   assert.is(ok.status, StageResponse.Status.OK)
   assert.equal(ok.y?.shape, [1, 2, D])
   // A valid TRAIN to a server with no way on to the next stage: UNROUTABLE, and nothing computed.
   const calls = peer.engine.calls
-  const unroutable = await ask(StageRequest.encode({ id: 9, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other], replyDtype: DType.F16 }))
-  assert.is(unroutable.status, StageResponse.Status.UNROUTABLE)
-  assert.is(peer.engine.calls, calls)
-  // More hops than any run has: refused while decoding, before anything is allocated for them.
-  const tooMany = await ask(StageRequest.encode({ id: 10, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: Array.from({ length: MAX_ROUTE_HOPS + 1 }, () => other), replyDtype: DType.F16 }))
-  assert.is(tooMany.status, StageResponse.Status.BAD_REQUEST)
-  assert.match(tooMany.error, /too many/)
+  for (const kind of [StageRequest.Kind.TRAIN, StageRequest.Kind.EVALUATE]) {
+    const unroutable = await ask(StageRequest.encode({ id: 9, stage: 0, kind, x, targets: x, route: [other], replyDtype: DType.F16 }))
+    assert.is(unroutable.status, StageResponse.Status.UNROUTABLE, kind)
+    assert.is(peer.engine.calls, calls)
+    // More hops than any run has: refused while decoding, before anything is allocated for them.
+    const tooMany = await ask(StageRequest.encode({ id: 10, stage: 0, kind, x, targets: x, route: Array.from({ length: MAX_ROUTE_HOPS + 1 }, () => other), replyDtype: DType.F16 }))
+    assert.is(tooMany.status, StageResponse.Status.BAD_REQUEST, kind)
+    assert.match(tooMany.error, /too many/)
+  }
 
   const huge = new Uint8Array(peer.server.maxMessageBytes + 1)
   await lp.write(huge).catch(() => {})
@@ -266,6 +279,72 @@ test('malformed, wrong and oversized requests get error replies; the server keep
   await lp2.write(StageRequest.encode({ id: 8, stage: 0, x, replyDtype: DType.F16 }))
   assert.is(decodeResponse((await lp2.read()).subarray()).status, StageResponse.Status.OK)
   assert.ok(peer.server.stats().errors >= cases.length + 2)
+})
+
+test('EVALUATE: forward, the next hop, and no backward; the last stage returns the loss alone; waiting calls are bounded', async () => {
+  const hops: Array<{ x: FloatTensor, route: readonly string[], kind: string, done: (r: ChainResult) => void }> = []
+  const next: NextStage = { hop: async (x, _targets, route, kind) => await new Promise(resolve => hops.push({ x, route, kind, done: resolve })) }
+  const engine = new FakeEngine(0)
+  const first = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), engine, { maxPending: 1 }, next)
+  await first.server.start()
+  const lp = lpStream(await first.accept())
+  const x = encodeTokens(tokens([3, 4]))
+  const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const evaluate = (id: number): Uint8Array => StageRequest.encode({ id, stage: 0, kind: StageRequest.Kind.EVALUATE, x, targets: x, route: [other], replyDtype: DType.F16 })
+  await lp.write(evaluate(1))
+  await lp.write(evaluate(2))
+  const busy = decodeResponse((await lp.read()).subarray())
+  assert.equal([busy.id, busy.status], [2, StageResponse.Status.BUSY])
+  while (hops.length === 0) await new Promise(resolve => setTimeout(resolve, 1))
+  assert.equal([hops.length, hops[0].kind, hops[0].route], [1, 'evaluate', [other]])
+  assert.ok(Math.abs(hops[0].x.data[0] - 0.3) < 1e-6, 'the next stage got the forward output')
+  hops[0].done({ loss: 1.5, hops: [{ peer: other, computeMs: 3, queueLength: 1, waitMs: 2, staleness: 0 }] })
+  const ok = decodeResponse((await lp.read()).subarray())
+  assert.equal([ok.id, ok.status, ok.loss, ok.y], [1, StageResponse.Status.OK, 1.5, undefined])
+  assert.equal(ok.hops.map(h => h.peer), [other], 'the reply reports the later hop')
+  assert.equal([engine.calls, engine.backwardsAt.length, engine.accumulatedTokens], [1, 0, 0], 'one forward, no backward')
+  assert.equal([first.server.stats().evaluations, first.server.stats().trains, first.server.stats().backward], [1, 0, 0])
+
+  // The last stage: the loss of its input against the targets, no gradient, no output.
+  const lastEngine = new FakeEngine(1)
+  const last = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), lastEngine)
+  await last.server.start()
+  const lpLast = lpStream(await last.accept())
+  const activations = encodeActivations(new Float32Array(2 * D).fill(0.25), [1, 2, D], DType.F32)
+  await lpLast.write(StageRequest.encode({ id: 3, stage: 1, kind: StageRequest.Kind.EVALUATE, x: activations, targets: x, route: [], replyDtype: DType.F16 }))
+  const loss = decodeResponse((await lpLast.read()).subarray())
+  assert.equal([loss.id, loss.status, loss.y, loss.hops], [3, StageResponse.Status.OK, undefined, []])
+  assert.ok(Math.abs(loss.loss! - 0.25) < 1e-6, `loss ${loss.loss}`)
+  assert.equal([lastEngine.accumulatedTokens, last.server.stats().evaluations, last.server.stats().backward], [0, 1, 0])
+})
+
+test('SwarmStage.evaluate: the loss and every hop come back; a server misreporting its hops is banned, and another replica serves', async () => {
+  const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const kinds: string[] = []
+  const liar: NextStage = { hop: async () => ({ loss: 1.5, hops: [] }) }
+  const honest: NextStage = {
+    hop: async (_x, _targets, _route, kind) => {
+      kinds.push(kind)
+      return { loss: 1.5, hops: [{ peer: other, computeMs: 3, queueLength: 0, waitMs: 1, staleness: 0 }] }
+    }
+  }
+  const ps: FakePeer[] = []
+  for (const next of [liar, honest]) {
+    const p = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), new FakeEngine(0), {}, next)
+    await p.server.start()
+    ps.push(p)
+  }
+  const ids = ps.map(p => p.id.toString())
+  const { client } = clientFor(ps)
+  const router = new Router({ exploration: 0 })
+  const stage = new SwarmStage({ client, router, replicas: { replicas: s => s === 0 ? [...ids] : [other] } }, limits(0))
+  const result = await stage.evaluate(tokens([3, 4]), tokens([4, 5]), [ids[0], other])
+  assert.equal([result.loss, result.gx, result.hops.map(h => h.peer)], [1.5, undefined, [ids[1], other]])
+  assert.equal(kinds, ['evaluate'])
+  assert.ok(router.isBanned(ids[0]), 'the liar is banned')
+  assert.is(stage.stats.retries.misbehaved, 1)
+  for (const p of ps) assert.equal([p.engine.calls, p.engine.backwardsAt.length], [1, 0], 'one forward each, no backward')
+  await client.stop()
 })
 
 test('TRAIN: forward, the next hop, then backward on the same weights; waiting microbatches are bounded (BUSY beyond)', async () => {

@@ -63,6 +63,11 @@ export function registerSwarmMetrics (registry: Registry, status: () => NodeStat
     set(f?.forwarded ?? 0, { path: 'forwarded' })
     set(f?.relayed ?? 0, { path: 'relayed' })
   })
+  counter('swarmtrain_evaluations_routed_total', 'Validation microbatches this node evaluated, by path: forwarded server to server, or relayed through it', ['path'], set => {
+    const f = pipeline()?.forwarding
+    set(f?.evaluationsForwarded ?? 0, { path: 'forwarded' })
+    set(f?.evaluationsRelayed ?? 0, { path: 'relayed' })
+  })
   counter('swarmtrain_stage_traffic_bytes_total', "Stage protocol bytes of this node's calls (its microbatches and the hops it forwarded), by direction", ['direction'], set => {
     const t = pipeline()?.traffic
     set(t?.sentBytes ?? 0, { direction: 'sent' })
@@ -72,7 +77,7 @@ export function registerSwarmMetrics (registry: Registry, status: () => NodeStat
   // Pipeline: this node's stage server and its router.
   counter('swarmtrain_stage_requests_total', "Calls this node's stage server answered, by result", ['result'], set => {
     const s = pipeline()?.server
-    for (const result of ['forward', 'backward', 'trains', 'unroutable', 'errors', 'busy'] as const) set(s?.[result] ?? 0, { result })
+    for (const result of ['forward', 'backward', 'trains', 'evaluations', 'unroutable', 'errors', 'busy'] as const) set(s?.[result] ?? 0, { result })
   })
   counter('swarmtrain_inner_steps_total', "Inner optimizer steps of this node's stage", [], set => { set(pipeline()?.server?.steps ?? 0) })
   gauge('swarmtrain_stage_queue_length', "Calls waiting or running on this node's stage", [], set => { set(pipeline()?.load?.queueLength ?? 0) })

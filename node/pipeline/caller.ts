@@ -5,8 +5,9 @@
 // A backward goes back to the replica that ran its forward, naming the weights that forward ran
 // on, so the recomputation matches what the later stages saw; a retry elsewhere recomputes on
 // that replica's current weights, and is counted (`versionMisses`).
-// A TRAIN call (`train`, `hop`) carries the route of the later stages and returns the loss and
-// what every hop did; the router learns each hop's replica from that, as if it had called it.
+// A TRAIN or EVALUATE call (`train`, `evaluate`, `hop`) carries the route of the later stages and
+// returns the loss and what every hop did; the router learns each hop's replica from that, as if
+// it had called it.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, MAX_PEER_ID_CHARS, StageMessageError, StageRequest, checkTensor, type Hop, type StageResponse } from '../../protocols/stage-codec.js'
@@ -15,7 +16,7 @@ import { decodeActivations, encodeActivations, encodeTokens } from './activation
 import type { StageCaller } from './chain.js'
 import { StageCallError, StageClientStoppedError, type StageTransport, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
-import { BusyError, UnroutableError, decodeStageCall, sameWeights, type ChainResult, type StageCallLimits, type StageService } from './service.js'
+import { BusyError, UnroutableError, decodeStageCall, sameWeights, type ChainResult, type ForwardedKind, type StageCallLimits, type StageService } from './service.js'
 import { TensorError } from '../runtime/tensor.js'
 import type { WeightsVersion } from '../runtime/stage-engine.js'
 import { CALL_GIVE_UP_MS, CALL_RETRY_PAUSE_MS } from '../timing.js'
@@ -99,13 +100,14 @@ function work (tokens: number, backward: boolean): number {
   return tokens * (backward ? 3 : 1)
 }
 
-/** The router work units of one stage's part of a TRAIN call: its forward and its backward. */
-function trainWork (tokens: number): number {
-  return work(tokens, false) + work(tokens, true)
+/** The router work units of one stage's part of a forwarded call: its forward, and for TRAIN its backward. */
+function forwardedWork (tokens: number, kind: ForwardedKind): number {
+  return work(tokens, false) + (kind === 'train' ? work(tokens, true) : 0)
 }
 
-/** A TRAIN call's route past the called stage, and whether to give up once every replica failed it (a server's hop). */
+/** A forwarded call's kind, its route past the called stage, and whether to give up once every replica failed it (a server's hop). */
 interface Onward {
+  kind: ForwardedKind
   route: readonly string[]
   once: boolean
 }
@@ -149,12 +151,17 @@ export class SwarmStage implements StageCaller {
    * means a server found no replica of a later stage, and nothing was trained.
    */
   async train (x: Tensor, targets: TokenTensor, route: readonly string[]): Promise<ChainResult> {
-    return await this.chain(x, targets, route, false)
+    return await this.chain('train', x, targets, route, false)
   }
 
-  /** A server's hop of a TRAIN call: as train, but each replica is tried once, then UnroutableError. */
-  async hop (x: FloatTensor, targets: TokenTensor, route: readonly string[]): Promise<ChainResult> {
-    return await this.chain(x, targets, [...route], true)
+  /** As train, forward only: the microbatch's loss, no gradient anywhere (an EVALUATE call). */
+  async evaluate (x: Tensor, targets: TokenTensor, route: readonly string[]): Promise<ChainResult> {
+    return await this.chain('evaluate', x, targets, route, false)
+  }
+
+  /** A server's hop of a forwarded call: as train or evaluate, but each replica is tried once, then UnroutableError. */
+  async hop (x: FloatTensor, targets: TokenTensor, route: readonly string[], kind: ForwardedKind): Promise<ChainResult> {
+    return await this.chain(kind, x, targets, [...route], true)
   }
 
   /** What this stage's calls showed since the last call: for the driver's depth control. */
@@ -165,21 +172,22 @@ export class SwarmStage implements StageCaller {
   }
 
   /**
-   * A TRAIN call, with the router's books for the later hops: it counts them in flight on the
-   * replicas the route names (so concurrent microbatches spread over them), and learns from what
-   * the reply says each hop's server did. Only peers the registry lists for that stage count: a
-   * route or a reply is a peer's word, and must not grow the router's table with made-up ids.
+   * A TRAIN or EVALUATE call, with the router's books for the later hops: it counts them in
+   * flight on the replicas the route names (so concurrent microbatches spread over them), and
+   * learns from what the reply says each hop's server did. Only peers the registry lists for that
+   * stage count: a route or a reply is a peer's word, and must not grow the router's table with
+   * made-up ids.
    */
-  private async chain (x: Tensor, targets: TokenTensor, route: readonly string[], once: boolean): Promise<ChainResult> {
+  private async chain (kind: ForwardedKind, x: Tensor, targets: TokenTensor, route: readonly string[], once: boolean): Promise<ChainResult> {
     const { stage, nStages } = this.init
     if (route.length !== nStages - stage) throw new StageRequestError(`stage ${stage}: a route needs ${nStages - stage} hops, not ${route.length}`)
     const { router } = this.components
-    const units = trainWork(x.shape[0] * x.shape[1])
+    const units = forwardedWork(x.shape[0] * x.shape[1], kind)
     const counted = route.map((peer, i) => i > 0 && this.isReplica(stage + i, peer) ? peer : undefined)
     for (const peer of counted) if (peer !== undefined) router.started(peer)
     let hops: Hop[] = []
     try {
-      const result = await this.call(true, x, targets, { route: route.slice(1), once }, route[0])
+      const result = await this.call(kind === 'train', x, targets, { kind, route: route.slice(1), once }, route[0])
       hops = result.hops!
       return { loss: result.loss as number, gx: result.y, hops }
     } finally {
@@ -205,7 +213,7 @@ export class SwarmStage implements StageCaller {
     const localService = own?.service(this.init.stage)
     const local = localService === undefined || own === undefined ? undefined : { peer: own.peer, service: localService }
     const tokens = x.shape[0] * x.shape[1]
-    const units = onward !== undefined ? trainWork(tokens) : work(tokens, backward)
+    const units = onward !== undefined ? forwardedWork(tokens, onward.kind) : work(tokens, backward)
     const clock = this.clock
     const deadline = clock.now() + CALL_GIVE_UP_MS
     const tried = new Set<string>()
@@ -242,7 +250,7 @@ export class SwarmStage implements StageCaller {
         let waitedMs = 0
         let totalMs = 0
         if (peer === local?.peer) {
-          const out = onward !== undefined ? await local.service.train(x, extra as TokenTensor, onward.route) : await local.service.run(backward, x, extra, at)
+          const out = onward !== undefined ? await local.service.forwarded(onward.kind, x, extra as TokenTensor, onward.route) : await local.service.run(backward, x, extra, at)
           // A TRAIN's wall time includes the later stages': only its own compute is this replica's.
           const ms = onward !== undefined ? out.computeMs : clock.monotonic() - started
           router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0 })
@@ -253,8 +261,8 @@ export class SwarmStage implements StageCaller {
           staleness = out.staleness
           waitedMs = out.waitMs
         } else {
-          const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra, onward?.route)), at }, this.timeoutMs(peer, units, onward?.route))
-          result = this.result(response, x, backward, onward !== undefined)
+          const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra, onward)), at }, this.timeoutMs(peer, units, onward?.route))
+          result = this.result(response, x, backward, onward)
           if (onward !== undefined) result.hops = [{ peer, computeMs: response.computeMs, queueLength: response.queueLength, waitMs: response.waitMs, staleness: response.staleness }, ...response.hops]
           totalMs = clock.monotonic() - started
           router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
@@ -279,7 +287,7 @@ export class SwarmStage implements StageCaller {
           this.signals.staleness = Math.max(this.signals.staleness, Math.min(hop.staleness, MAX_STALENESS_COUNTED))
           this.signals.waitedMs += Math.min(hop.waitMs, elapsedMs)
         }
-        if (!backward) this.forwards.set(x, { peer, version })
+        if (!backward && onward === undefined) this.forwards.set(x, { peer, version })
         else if (forward?.version !== undefined && !sameWeights(version, forward.version)) this.stats.versionMisses++
         return result
       } catch (err) {
@@ -327,39 +335,40 @@ export class SwarmStage implements StageCaller {
     return [peer, ...route ?? []].reduce((ms, p) => ms + router.timeoutMs(p, units), 0)
   }
 
-  private request (backward: boolean, x: Tensor, extra: FloatTensor | TokenTensor | undefined, route?: readonly string[]): Omit<StageRequest, 'id'> {
-    const targets = this.init.stage === this.init.nStages - 1 || route !== undefined
+  private request (backward: boolean, x: Tensor, extra: FloatTensor | TokenTensor | undefined, onward?: Onward): Omit<StageRequest, 'id'> {
+    const targets = this.init.stage === this.init.nStages - 1 || onward !== undefined
     const wire = this.init.wireDType
     const encode = (t: Tensor) => t.data instanceof BigInt64Array ? encodeTokens(t as TokenTensor) : encodeActivations(t.data as Float32Array, t.shape, wire)
     return {
-      kind: route !== undefined ? StageRequest.Kind.TRAIN : backward ? StageRequest.Kind.BACKWARD : StageRequest.Kind.FORWARD,
+      kind: onward !== undefined ? (onward.kind === 'train' ? StageRequest.Kind.TRAIN : StageRequest.Kind.EVALUATE) : backward ? StageRequest.Kind.BACKWARD : StageRequest.Kind.FORWARD,
       stage: this.init.stage,
       x: encode(x),
       gy: !targets && extra !== undefined ? encode(extra) : undefined,
       targets: targets && extra !== undefined ? encode(extra) : undefined,
       replyDtype: wire,
-      route: route === undefined ? [] : [...route]
+      route: onward === undefined ? [] : [...onward.route]
     }
   }
 
   /** Checks a reply against what the call must return; a bad reply counts as the peer's failure. */
-  private result (response: StageResponse, x: Tensor, backward: boolean, train: boolean): { y?: FloatTensor, loss?: number } {
+  private result (response: StageResponse, x: Tensor, backward: boolean, onward?: Onward): { y?: FloatTensor, loss?: number } {
     const { stage, nStages, dModel } = this.init
     const [b, t] = x.shape
     const last = stage === nStages - 1
-    const wantsY = backward ? stage > 0 : !last
+    // An EVALUATE reply carries the loss alone.
+    const wantsY = backward ? stage > 0 : !last && onward === undefined
     const out: { y?: FloatTensor, loss?: number } = {}
     try {
       if (wantsY) {
         checkTensor('y', response.y, [DType.F16, DType.INT8, DType.F32], [b, t, dModel], b * t * dModel)
         out.y = decodeActivations(response.y!)
       }
-      if (last || train) {
+      if (last || onward !== undefined) {
         if (response.loss === undefined || !Number.isFinite(response.loss)) throw new StageMessageError('the reply has no finite loss')
         out.loss = response.loss
       }
-      if (train) checkHops(response.hops, nStages - 1 - stage)
-      else if (response.hops.length > 0) throw new StageMessageError('only TRAIN replies report hops')
+      if (onward !== undefined) checkHops(response.hops, nStages - 1 - stage)
+      else if (response.hops.length > 0) throw new StageMessageError('only TRAIN and EVALUATE replies report hops')
     } catch (err) {
       throw new StageCallError(`bad reply: ${(err as Error).message}`, 'misbehaved')
     }

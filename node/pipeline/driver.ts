@@ -15,6 +15,8 @@ export interface DriverComponents {
   stages: readonly StageCaller[]
   /** Trains one microbatch, returning its loss (default: relayed through this node over `stages`; a Forwarder forwards it server to server). */
   train?: (batch: Microbatch) => Promise<number>
+  /** The loss of one validation microbatch (default: relayed through this node over `stages`; a Forwarder forwards it server to server). */
+  evaluate?: (batch: Microbatch) => Promise<number>
   /** What the stages' calls showed since the last call (for adaptive depth): their largest staleness and their queue waits. */
   signals?: () => PipelineSignals
   /** Names the node in log lines (default: unnamed). */
@@ -97,6 +99,7 @@ export class Driver {
   readonly stats: DriverStats = { issued: 0, completed: 0, failed: 0, validations: [], tokens: 0, evaluationMs: 0, done: false }
   private readonly stages: readonly StageCaller[]
   private readonly trainBatch: (batch: Microbatch) => Promise<number>
+  private readonly evaluateBatch: (batch: Microbatch) => Promise<number>
   private readonly signals: () => PipelineSignals
   private readonly init: Required<Omit<DriverInit, 'inFlight' | 'maxInFlight' | 'maxMicrobatches' | 'onProgress'>> & Pick<DriverInit, 'inFlight' | 'maxInFlight' | 'maxMicrobatches' | 'onProgress'>
   private readonly sampler: BatchSampler
@@ -117,6 +120,7 @@ export class Driver {
   constructor (components: DriverComponents, init: DriverInit) {
     this.stages = components.stages
     this.trainBatch = components.train ?? (async batch => await trainMicrobatch(this.stages, batch))
+    this.evaluateBatch = components.evaluate ?? (async batch => await evaluateMicrobatch(this.stages, batch))
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
     this.signals = components.signals ?? (() => ({ staleness: 0, waitedMs: 0 }))
     this.init = { ...init, maxStaleness: init.maxStaleness ?? maxStaleness(defaultOptimizerConfig.weightVersions), evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
@@ -177,7 +181,7 @@ export class Driver {
     this.evaluations++
     const started = performance.now()
     let sum = 0
-    for (const batch of this.evalSet) sum += await evaluateMicrobatch(this.stages, batch)
+    for (const batch of this.evalSet) sum += await this.evaluateBatch(batch)
     const loss = sum / this.evalSet.length
     this.stats.evaluationMs += performance.now() - started
     this.evaluatedAt = this.stats.completed

@@ -4,11 +4,13 @@
 // link carries the tokens and the loss. Where a server cannot reach any replica of the next stage,
 // it answers UNROUTABLE before any backward ran, and the driver relays that microbatch itself
 // (FORWARD and BACKWARD calls through this node, as chain.ts runs them), and counts it.
+// Evaluations take the same path as one EVALUATE call (forward only, the loss comes back), and
+// fall back the same way, to FORWARD calls through this node.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { replicasOf, type SwarmStage, type SwarmStageComponents } from './caller.js'
-import { trainMicrobatch, type Microbatch } from './chain.js'
-import { UnroutableError } from './service.js'
+import { evaluateMicrobatch, trainMicrobatch, type Microbatch } from './chain.js'
+import { UnroutableError, type ChainResult } from './service.js'
 
 export interface ForwarderComponents extends Pick<SwarmStageComponents, 'router' | 'replicas' | 'local'> {
   /** One caller per stage, in order (the same the relayed path and the evaluations use). */
@@ -21,10 +23,13 @@ export interface ForwardStats {
   forwarded: number
   /** Microbatches this node relayed instead: a server could not reach a later stage, or a stage had no replica to name. */
   relayed: number
+  /** Validation microbatches evaluated server to server, and those relayed instead (for the same reasons). */
+  evaluationsForwarded: number
+  evaluationsRelayed: number
 }
 
 export class Forwarder {
-  readonly stats: ForwardStats = { forwarded: 0, relayed: 0 }
+  readonly stats: ForwardStats = { forwarded: 0, relayed: 0, evaluationsForwarded: 0, evaluationsRelayed: 0 }
   private readonly log: Logger
 
   constructor (private readonly components: ForwarderComponents) {
@@ -34,19 +39,38 @@ export class Forwarder {
   /** Trains one microbatch; returns its mean loss. */
   async train (batch: Microbatch): Promise<number> {
     const { stages } = this.components
-    const route = this.route(batch.x.shape[0] * batch.x.shape[1])
-    if (route !== undefined) {
-      try {
-        const { loss } = await stages[0].train(batch.x, batch.targets, route)
-        this.stats.forwarded++
-        return loss
-      } catch (err) {
-        if (!(err instanceof UnroutableError)) throw err
-        this.log('relaying a microbatch: %s', err.message)
-      }
+    const loss = await this.forward(batch, async route => await stages[0].train(batch.x, batch.targets, route))
+    if (loss !== undefined) {
+      this.stats.forwarded++
+      return loss
     }
     this.stats.relayed++
     return await trainMicrobatch(stages, batch)
+  }
+
+  /** The mean loss of one validation microbatch, without gradients. */
+  async evaluate (batch: Microbatch): Promise<number> {
+    const { stages } = this.components
+    const loss = await this.forward(batch, async route => await stages[0].evaluate(batch.x, batch.targets, route))
+    if (loss !== undefined) {
+      this.stats.evaluationsForwarded++
+      return loss
+    }
+    this.stats.evaluationsRelayed++
+    return await evaluateMicrobatch(stages, batch)
+  }
+
+  /** Sends a forwarded call along a route; its loss, or undefined when the driver must relay the microbatch. */
+  private async forward (batch: Microbatch, call: (route: string[]) => Promise<ChainResult>): Promise<number | undefined> {
+    const route = this.route(batch.x.shape[0] * batch.x.shape[1])
+    if (route === undefined) return undefined
+    try {
+      return (await call(route)).loss
+    } catch (err) {
+      if (!(err instanceof UnroutableError)) throw err
+      this.log('relaying a microbatch: %s', err.message)
+      return undefined
+    }
   }
 
   /**

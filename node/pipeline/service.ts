@@ -12,6 +12,7 @@
 // maxPending (BUSY beyond it), and it never misses, since the call that needs the input holds it.
 // If this server dies, its caller still holds its own copy (the driver: the tokens) and retries
 // the hop on another replica; no backward has run for a microbatch until its loss exists.
+// An EVALUATE call travels the same way and runs no backward: the last stage's loss comes back.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, StageMessageError, StageRequest, StageResponse, checkRoute, checkTensor, decodeRequest, type Hop, type Tensor } from '../../protocols/stage-codec.js'
@@ -55,9 +56,12 @@ export interface ChainResult {
   hops: Hop[]
 }
 
-/** The next stage as a TRAIN call reaches it (the node's caller of that stage, trying its replicas once each). */
+/** What a call forwarded server to server along a route does: train a microbatch (TRAIN), or only its loss (EVALUATE). */
+export type ForwardedKind = 'train' | 'evaluate'
+
+/** The next stage as a forwarded call reaches it (the node's caller of that stage, trying its replicas once each). */
 export interface NextStage {
-  hop(x: FloatTensor, targets: TokenTensor, route: readonly string[]): Promise<ChainResult>
+  hop(x: FloatTensor, targets: TokenTensor, route: readonly string[], kind: ForwardedKind): Promise<ChainResult>
 }
 
 /** No replica of the next stage could be reached: the microbatch must be relayed by its driver. */
@@ -94,8 +98,9 @@ export interface StageServiceStats {
   errors: number
   busy: number
   steps: number
-  /** TRAIN calls served, and those answered UNROUTABLE (their driver relayed them). */
+  /** TRAIN and EVALUATE calls served, and those answered UNROUTABLE (their driver relayed them). */
   trains: number
+  evaluations: number
   unroutable: number
 }
 
@@ -110,13 +115,13 @@ export type StageCallLimits = Pick<StageServiceInit, 'stage' | 'nStages' | 'dMod
  * problem. Servers run it on every request; callers run it on their own request when a server
  * refuses one, to tell their own bug from a peer's.
  */
-export function decodeStageCall (request: StageRequest, limits: StageCallLimits & { self?: string }): { backward: boolean, x: EngineTensor, extra?: FloatTensor | TokenTensor } {
+export function decodeStageCall (request: StageRequest, limits: StageCallLimits & { self?: string }): { backward: boolean, x: EngineTensor, extra?: FloatTensor | TokenTensor, forwarded?: ForwardedKind } {
   const { stage, nStages, dModel, seqLen, vocabSize, maxTokens } = limits
-  const train = request.kind === StageRequest.Kind.TRAIN
+  const forwarded: ForwardedKind | undefined = request.kind === StageRequest.Kind.TRAIN ? 'train' : request.kind === StageRequest.Kind.EVALUATE ? 'evaluate' : undefined
   const last = stage === nStages - 1
   if (request.stage !== stage) throw new StageMessageError(`this server serves stage ${stage}, not ${request.stage}`)
-  if (train) checkRoute(request.route, stage, nStages, limits.self)
-  else if (request.route.length > 0) throw new StageMessageError('only TRAIN calls carry a route')
+  if (forwarded !== undefined) checkRoute(request.route, stage, nStages, limits.self)
+  else if (request.route.length > 0) throw new StageMessageError('only TRAIN and EVALUATE calls carry a route')
   if (!activationDTypes.includes(request.replyDtype)) throw new StageMessageError(`cannot reply with ${request.replyDtype} activations`)
   const x = request.x
   if (x === undefined) throw new StageMessageError('x is missing')
@@ -125,10 +130,10 @@ export function decodeStageCall (request: StageRequest, limits: StageCallLimits 
   if (stage === 0) checkTensor('x', x, [DType.I32], [b, t], maxTokens)
   else checkTensor('x', x, activationDTypes, [b, t, dModel], maxTokens * dModel)
   const input: EngineTensor = stage === 0 ? decodeTokens(x, vocabSize) : decodeActivations(x)
-  const backward = request.kind !== StageRequest.Kind.FORWARD
-  if (last || train) {
+  const backward = request.kind === StageRequest.Kind.BACKWARD || request.kind === StageRequest.Kind.TRAIN
+  if (last || forwarded !== undefined) {
     checkTensor('targets', request.targets, [DType.I32], [b, t], b * t)
-    return { backward, x: input, extra: decodeTokens(request.targets as Tensor, vocabSize) }
+    return { backward, x: input, extra: decodeTokens(request.targets as Tensor, vocabSize), forwarded }
   }
   if (!backward) return { backward, x: input }
   checkTensor('gy', request.gy, activationDTypes, [b, t, dModel], b * t * dModel)
@@ -144,9 +149,9 @@ export class StageService {
   private stepping = false
   private rate = 0
   private rateAt = Date.now()
-  readonly stats: StageServiceStats = { forward: 0, backward: 0, versionMisses: 0, errors: 0, busy: 0, steps: 0, trains: 0, unroutable: 0 }
+  readonly stats: StageServiceStats = { forward: 0, backward: 0, versionMisses: 0, errors: 0, busy: 0, steps: 0, trains: 0, evaluations: 0, unroutable: 0 }
   private readonly next?: NextStage
-  /** TRAIN calls waiting on their next hop. */
+  /** TRAIN and EVALUATE calls waiting on their next hop. */
   private pending = 0
 
   /** Replicas of this stage sharing its batch, this one included (default: alone). */
@@ -188,8 +193,8 @@ export class StageService {
   }
 
   private async serve (request: StageRequest): Promise<StageResponse> {
-    const { backward, x, extra } = decodeStageCall(request, this.init)
-    const result = request.kind === StageRequest.Kind.TRAIN ? await this.train(x, extra as TokenTensor, request.route) : await this.run(backward, x, extra, request.at)
+    const { backward, x, extra, forwarded } = decodeStageCall(request, this.init)
+    const result = forwarded !== undefined ? await this.forwarded(forwarded, x, extra as TokenTensor, request.route) : await this.run(backward, x, extra, request.at)
     return {
       id: request.id,
       status: StageResponse.Status.OK,
@@ -206,19 +211,28 @@ export class StageService {
   }
 
   /**
-   * A TRAIN call from this stage on (checked already): the last stage computes the loss and its
-   * gradient; any other runs its forward, hands the output to the next stage along `route`, and
-   * runs its backward on the same weights with the gradient that comes back. Local calls (the node
-   * driving through its own stage) come here directly.
+   * A TRAIN or EVALUATE call from this stage on (checked already): the last stage computes the
+   * loss (and for TRAIN its gradient); any other runs its forward, hands the output to the next
+   * stage along `route`, and for TRAIN runs its backward on the same weights with the gradient that
+   * comes back. Local calls (the node driving through its own stage) come here directly.
    */
-  async train (x: EngineTensor, targets: TokenTensor, route: readonly string[]): Promise<StageResult> {
-    if (this.init.stage === this.init.nStages - 1) return { ...await this.run(true, x, targets), hops: [] }
+  async forwarded (kind: ForwardedKind, x: EngineTensor, targets: TokenTensor, route: readonly string[]): Promise<StageResult> {
+    const train = kind === 'train'
+    if (this.init.stage === this.init.nStages - 1) {
+      const result = await this.run(train, x, targets)
+      this.stats[train ? 'trains' : 'evaluations']++
+      return { ...result, hops: [] }
+    }
     if (this.next === undefined) throw new UnroutableError(`stage ${this.init.stage} does not forward to the next stage here`)
     if (this.pending >= this.init.maxPending) throw new BusyError(`${this.pending} microbatches wait on the next stage`)
     this.pending++
     try {
       const forward = await this.run(false, x)
-      const downstream = await this.next.hop(forward.y as FloatTensor, targets, route)
+      const downstream = await this.next.hop(forward.y as FloatTensor, targets, route, kind)
+      if (!train) {
+        this.stats.evaluations++
+        return { loss: downstream.loss, version: forward.version, staleness: 0, computeMs: forward.computeMs, waitMs: forward.waitMs, hops: downstream.hops }
+      }
       if (downstream.gx === undefined) throw new Error(`stage ${this.init.stage + 1} returned no input gradient`)
       const backward = await this.run(true, x, downstream.gx, forward.version)
       this.stats.trains++

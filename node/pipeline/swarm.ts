@@ -118,7 +118,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
     }, LOAD_REPORT_MS)
     if (!this.options.drive) return
     const corpus = await loadDataset(manifest.datasetId)
-    this.driver = new Driver({ stages: this.stages, train: async batch => await this.forwarder.train(batch), signals: () => combineSignals(this.stages), logger: this.components.logger }, {
+    this.driver = new Driver({ stages: this.stages, train: async batch => await this.forwarder.train(batch), evaluate: async batch => await this.forwarder.evaluate(batch), signals: () => combineSignals(this.stages), logger: this.components.logger }, {
       train: corpus.train,
       validation: corpus.validation,
       seqLen: manifest.model.seqLen,
