@@ -42,9 +42,9 @@ export function infoProtocol (runId: string): string {
   return protocolId(runId, 'info', 1)
 }
 
-/** Forward and backward calls to a stage server (stage.proto). */
+/** Forward, backward, TRAIN and EVALUATE calls to a stage server (stage.proto); 1.1 added EVALUATE, which a 1.0 server cannot decode. */
 export function stageProtocol (runId: string): string {
-  return protocolId(runId, 'stage', '1.0.0')
+  return protocolId(runId, 'stage', '1.1.0')
 }
 
 /** The DHT namespace of info records: kad-dht validators and selectors are keyed by it. */
