@@ -168,7 +168,7 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
     const microbatches = Math.max(1, Math.round(s.steps * mode.share)) * optimizer.microbatches
     const curve: Array<[number, number]> = []
     // The depth control hears the later stages' staleness and waits through the first stage's caller.
-    const driver = new Driver({ stages: callers, train: async batch => await forwarder.train(batch), signals: () => combineSignals(callers) }, {
+    const driver = new Driver({ stages: callers, train: async batch => await forwarder.train(batch), evaluate: async batch => await forwarder.evaluate(batch), signals: () => combineSignals(callers) }, {
       train: s.corpus.train,
       validation: s.corpus.validation,
       seqLen: model.seqLen,
