@@ -20,8 +20,9 @@
 //                         innerSteps (dense, outer SGD lr 1); no network, pipeline or compression
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
-// default convergence.svg). --inner-steps N sets the averaging modes' steps per round (default:
-// the manifest's); --batch-size, --microbatches, --weight-versions and --in-flight the schedule's.
+// default convergence.svg). --inner-steps N sets the averaging modes' steps per round and
+// --every-step-until N the step until which they average after every step (defaults: the
+// manifest's); --batch-size, --microbatches, --weight-versions and --in-flight the schedule's.
 import { availableParallelism } from 'node:os'
 import { loadBrown, type Corpus } from '../node/data/corpus.js'
 import { type AveragingSettings, defaultManifest } from '../node/manifest/manifest.js'
@@ -125,6 +126,7 @@ export async function runDiloco (s: Setup, mode: Mode): Promise<ConvergenceResul
   const started = performance.now()
   const curve = await trainDiloco({
     model: s.model, optimizer: s.optimizer, nStages: s.nStages, corpus: s.corpus, replicas: mode.diloco!, innerSteps: s.averaging?.innerSteps ?? defaultManifest().averaging.innerSteps,
+    everyStepUntil: s.averaging?.everyStepUntil ?? defaultManifest().averaging.everyStepUntil,
     seed, evalEvery: s.evalSteps, evalBatches: Math.ceil(evalWindows / s.optimizer.batchSize), threads: s.threads
   })
   const [tokens, loss] = curve[curve.length - 1]
@@ -207,7 +209,7 @@ export async function run (args: string[]): Promise<void> {
   const { values } = parse(args, {
     json: { type: 'boolean' }, steps: { type: 'string' }, modes: { type: 'string' }, quick: { type: 'boolean' },
     'batch-size': { type: 'string' }, microbatches: { type: 'string' }, 'weight-versions': { type: 'string' }, 'in-flight': { type: 'string' },
-    plot: { type: 'string' }, 'inner-steps': { type: 'string' }
+    plot: { type: 'string' }, 'inner-steps': { type: 'string' }, 'every-step-until': { type: 'string' }
   })
   const manifest = defaultManifest()
   // Overrides of the manifest's schedule, to study it.
@@ -223,6 +225,7 @@ export async function run (args: string[]): Promise<void> {
   const optimizer = { ...manifest.optimizer, totalSteps: steps }
   const setup: Setup = { model: manifest.model, optimizer, nStages: 3, corpus: await loadBrown(), steps, evalSteps: Math.max(1, Math.round(steps / 6)) }
   if (values['inner-steps'] !== undefined) setup.averaging = { innerSteps: intOption('inner-steps', values['inner-steps'], 1, 1) }
+  if (values['every-step-until'] !== undefined) setup.averaging = { ...setup.averaging, everyStepUntil: intOption('every-step-until', values['every-step-until'], 0, 0) }
   const results: ConvergenceResult[] = []
   for (const name of names) {
     const mode = modes[name]

@@ -2,7 +2,7 @@
 // swarm's averaging modes are read against. R replicas of the whole model start from the same
 // weights, each trains on its own data at 1/R of the batch (as the replicas of a stage share
 // it), and every `innerSteps` steps all take the mean of their weights: outer SGD with lr 1 on
-// the mean pseudo-gradient, the swarm's dense round. What this loses against `train --local`
+// the mean pseudo-gradient, the swarm's dense round (every step until everyStepUntil). What this loses against `train --local`
 // at equal tokens is the algorithm's, not the swarm's.
 import { axpy } from '../../native/index.js'
 import { stageLayout, type ModelConfig } from '../../node/model/index.js'
@@ -21,6 +21,8 @@ export interface DilocoInit {
   corpus: Corpus
   replicas: number
   innerSteps: number
+  /** Rounds after every step until this step (the manifest's averaging.everyStepUntil). */
+  everyStepUntil?: number
   seed: number
   evalEvery: number
   evalBatches: number
@@ -47,12 +49,16 @@ export async function trainDiloco (init: DilocoInit): Promise<Array<[tokens: num
       return sum / validation.length
     }
     const curve: Array<[number, number]> = [[0, await evaluate()]]
+    let lastRound = 0
     for (let step = 1; step <= optimizer.totalSteps; step++) {
       await Promise.all(engines.map(async (stages, r) => {
         await trainMicrobatch(stages, samplers[r].next())
         await stepStages(stages)
       }))
-      if (step % init.innerSteps === 0) await average(engines)
+      if (step < (init.everyStepUntil ?? 0) || step - lastRound >= init.innerSteps) {
+        await average(engines)
+        lastRound = step
+      }
       if (step % init.evalEvery === 0 || step === optimizer.totalSteps) curve.push([step * sequences * replicas * model.seqLen, await evaluate()])
     }
     return curve

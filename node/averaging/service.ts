@@ -34,7 +34,7 @@ import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
-import { roundDue } from './trigger.js'
+import { roundDue, roundTokens } from './trigger.js'
 import { AVERAGING_POLL_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
@@ -120,7 +120,9 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly self: string
   private readonly protocol: string
   private readonly options: Required<Pick<AveragingOptions, 'pollMs'>> & AveragingOptions
-  private readonly tokensPerRound: number
+  /** Tokens of one inner step of the stage, and the most a contribution may claim (innerSteps of them). */
+  private readonly tokensPerStep: number
+  private readonly maxRoundTokens: number
   private readonly stateServer: StateServer
   private served?: ServedStage
   private hash = ''
@@ -151,7 +153,8 @@ export class AveragingService implements SwarmService, StageUser {
     this.protocol = averageProtocol(components.runId)
     this.options = { ...options, pollMs: options.pollMs ?? AVERAGING_POLL_MS }
     const { optimizer, model } = components.manifest
-    this.tokensPerRound = components.manifest.averaging.innerSteps * optimizer.batchSize * model.seqLen * optimizer.microbatches
+    this.tokensPerStep = optimizer.batchSize * model.seqLen * optimizer.microbatches
+    this.maxRoundTokens = components.manifest.averaging.innerSteps * this.tokensPerStep
     this.stateServer = new StateServer({ host: components.host }, { runId: components.runId }, () => this.sharedState())
     this.stageHost.use(this)
   }
@@ -203,7 +206,7 @@ export class AveragingService implements SwarmService, StageUser {
       round: served?.outer.round ?? 0,
       stateHash: this.hash,
       tokensSinceSync: served === undefined ? 0 : tokensSinceSync(served),
-      tokensPerRound: this.tokensPerRound,
+      tokensPerRound: this.tokensPerRound(served),
       agreeing: peers.filter(p => p.stateHash === this.hash).length + (served === undefined ? 0 : 1),
       replicas: peers.length + (served === undefined ? 0 : 1),
       syncs: this.syncs,
@@ -252,9 +255,14 @@ export class AveragingService implements SwarmService, StageUser {
       // behind again, and a replica that keeps missing rounds averages with nobody.
     } else {
       const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
-      if (roundDue({ round: served.outer.round, tokensSinceSync: tokensSinceSync(served), peers, tokensPerRound: this.tokensPerRound, invited })) task = async () => { await this.round(served) }
+      if (roundDue({ round: served.outer.round, tokensSinceSync: tokensSinceSync(served), peers, tokensPerRound: this.tokensPerRound(served), invited })) task = async () => { await this.round(served) }
     }
     if (task !== undefined) this.run(task)
+  }
+
+  /** Tokens the stage trains between rounds now: one step's early in the run (everyStepUntil), then innerSteps'. */
+  private tokensPerRound (served: ServedStage | undefined): number {
+    return roundTokens(this.components.manifest.averaging, this.tokensPerStep, served?.engine.steps ?? 0)
   }
 
   /** The state hash the replicas at `round` converge on: the most common (ours included), the smallest on a tie. */
@@ -403,7 +411,7 @@ export class AveragingService implements SwarmService, StageUser {
     log('stage %d round %d: gathered %d of %d after %d ms', served.stage, round, box.size, members.length + 1, Math.round(performance.now() - started))
     const theta = outer.theta.slice()
     const momentum = outer.momentum.slice()
-    const result = await aggregate([...box.values()], theta, momentum, settings, this.tokensPerRound)
+    const result = await aggregate([...box.values()], theta, momentum, settings, this.maxRoundTokens)
     // Apply, keeping the progress made since the snapshot and the residual not sent:
     // weights += (theta_new - e) - snapshot.
     for (let i = 0; i < n; i++) delta[i] = theta[i] - outer.error[i] - snapshot.weights[i]

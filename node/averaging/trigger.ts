@@ -1,6 +1,8 @@
 // When a replica starts an averaging round: a pure rule over what its registry view says, so
 // the daemon's averaging service and the simulator (node/sim) run the same decision.
 
+import type { AveragingSettings } from '../manifest/manifest.js'
+
 /** A replica of the same stage as the registry shows it. */
 export interface ReplicaProgress {
   round: number
@@ -25,4 +27,9 @@ export function roundDue (t: RoundTrigger): boolean {
   let collective = t.tokensSinceSync
   for (const p of t.peers) if (p.round === t.round) collective += p.tokensSinceSync
   return collective >= t.tokensPerRound
+}
+
+/** Tokens the stage's replicas train together between rounds, once they have taken `steps` inner steps. */
+export function roundTokens (settings: Pick<AveragingSettings, 'innerSteps' | 'everyStepUntil'>, tokensPerStep: number, steps: number): number {
+  return (steps < settings.everyStepUntil ? 1 : settings.innerSteps) * tokensPerStep
 }

@@ -18,6 +18,12 @@ export const MANIFEST_FILE = 'swarm.json'
 export interface AveragingSettings {
   /** Inner steps per outer step (H): a round starts once the stage's replicas together trained H steps' tokens. */
   innerSteps: number
+  /**
+   * Until the stage has taken this many inner steps, a round comes after every step, then every
+   * innerSteps (0: from the start). Replicas trained apart from the start never learn to use
+   * context as early as one machine does, and their mean does not either (docs/BENCHMARKS.md).
+   */
+  everyStepUntil: number
   /** 'sgd' (SparseLoCo: lr 1, no momentum) or 'nesterov' (DiLoCo: lr 0.7, momentum 0.9). */
   outerOptimizer: 'sgd' | 'nesterov'
   outerLr: number
@@ -59,6 +65,7 @@ export const RUN_NAME = /^[\w.-]{1,64}$/
 // SparseLoCo's settings: 64 of every 4096 values, 2-bit, beta 0.95, outer SGD with lr 1.
 export const defaultAveraging: AveragingSettings = {
   innerSteps: 50,
+  everyStepUntil: 0,
   outerOptimizer: 'sgd',
   outerLr: 1,
   outerMomentum: 0.9,
@@ -120,7 +127,7 @@ const optimizerChecks: Check[] = Object.keys(defaultOptimizerConfig).map(key =>
   counts.has(key) ? [key, key === 'warmupSteps' ? 0 : 1, key === 'weightVersions' ? 64 : 1 << 30, true] : [key, 0, fractions.has(key) ? 1 : 1e6, false])
 // What the compression kernels accept (native/format.ts): chunks of up to 4096, 2 or 8 bits.
 const averagingChecks: Check[] = [
-  ['innerSteps', 1, 1 << 20, true], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
+  ['innerSteps', 1, 1 << 20, true], ['everyStepUntil', 0, 1 << 30, true], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
   ['topkDensity', 0, 1, false], ['chunkSize', 1, MAX_CHUNK, true], ['valueBits', 2, 8, true],
   ['beta', 0, 1, false], ['roundTimeoutMs', 1000, 3_600_000, true]
 ]
