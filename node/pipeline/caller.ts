@@ -104,7 +104,7 @@ function work (tokens: number, backward: boolean): number {
 }
 
 /** The router work units of one stage's part of a TRAIN call: its forward and its backward. */
-function trainWork (tokens: number): number {
+export function trainWork (tokens: number): number {
   return work(tokens, false) + work(tokens, true)
 }
 
@@ -225,9 +225,12 @@ export class SwarmStage implements StageCaller {
       affinity = undefined
       if (peer === undefined && onward?.once === true) throw new UnroutableError(`no replica of stage ${this.init.stage} answered (${tried.size} tried)`)
       if (peer === undefined && tried.size > 0) {
-        // Every replica failed this call once: try them again (bans still apply).
+        // Every replica failed this call once: try them again (bans still apply), after a pause. A
+        // busy replica answers at once (at no time at all in the simulator, when it is this node),
+        // so without one a call to a stage whose only replica is full would spin until it drains.
         tried.clear()
-        peer = router.choose(candidates, units, tried)
+        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown, clock)
+        continue
       }
       if (peer === undefined) {
         if (this.components.shutdown?.aborted === true) throw new StageClientStoppedError('the node is stopping')

@@ -6,7 +6,7 @@
 // (FORWARD and BACKWARD calls through this node, as chain.ts runs them), and counts it.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
-import { replicasOf, type SwarmStage, type SwarmStageComponents } from './caller.js'
+import { replicasOf, trainWork, type SwarmStage, type SwarmStageComponents } from './caller.js'
 import { trainMicrobatch, type Microbatch } from './chain.js'
 import { UnroutableError } from './service.js'
 
@@ -57,7 +57,8 @@ export class Forwarder {
     const { router, stages } = this.components
     const chosen = new Set<string>()
     for (let stage = 0; stage < stages.length; stage++) {
-      const peer = router.choose(replicasOf(this.components, stage), tokens, chosen)
+      // In the units the router learned each hop's compute in, so that compute and transfer weigh as they should.
+      const peer = router.choose(replicasOf(this.components, stage), trainWork(tokens), chosen)
       if (peer === undefined) return undefined
       chosen.add(peer)
     }
