@@ -11,7 +11,9 @@
 // wire encoding; one call kind per stage when forwarding), so bytes per call hardly vary per peer
 // and a two-parameter fit on noisy samples would be ill-conditioned; and on a slow link most of a
 // call's transfer is waiting behind this caller's other calls on that link, which an idle link's
-// latency and throughput do not predict and the measured average already contains.
+// latency and throughput do not predict and the measured average already contains. It is kept per
+// peer, not per link: a forwarded hop's transfer is measured on the link from whichever server
+// called it, which for a peer behind a slow access link (the common case) is that link anyway.
 import { ROUTER_BAN_BASE_MS, ROUTER_BAN_MAX_MS, ROUTER_MIN_CALL_TIMEOUT_MS, ROUTER_UNKNOWN_CALL_TIMEOUT_MS } from '../timing.js'
 import { Rng } from '../util/random.js'
 
