@@ -575,6 +575,7 @@ export interface Hop {
   queueLength: number
   waitMs: number
   staleness: number
+  transferMs: number
 }
 
 export namespace Hop {
@@ -612,6 +613,11 @@ export namespace Hop {
           w.uint32(obj.staleness)
         }
 
+        if ((obj.transferMs != null && obj.transferMs !== 0)) {
+          w.uint32(53)
+          w.float(obj.transferMs)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -621,7 +627,8 @@ export namespace Hop {
           computeMs: 0,
           queueLength: 0,
           waitMs: 0,
-          staleness: 0
+          staleness: 0,
+          transferMs: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -648,6 +655,10 @@ export namespace Hop {
             }
             case 5: {
               obj.staleness = reader.uint32()
+              break
+            }
+            case 6: {
+              obj.transferMs = reader.float()
               break
             }
             default: {
@@ -700,6 +711,13 @@ export namespace Hop {
               }
               break
             }
+            case 6: {
+              yield {
+                field: `${prefix}.transferMs`,
+                value: reader.float()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -737,6 +755,11 @@ export namespace Hop {
     value: number
   }
 
+  export interface HopTransferMsFieldEvent {
+    field: '$.transferMs'
+    value: number
+  }
+
   export function encode (obj: Partial<Hop>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Hop.codec())
   }
@@ -745,7 +768,7 @@ export namespace Hop {
     return decodeMessage(buf, Hop.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Hop>): Generator<HopPeerFieldEvent | HopComputeMsFieldEvent | HopQueueLengthFieldEvent | HopWaitMsFieldEvent | HopStalenessFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Hop>): Generator<HopPeerFieldEvent | HopComputeMsFieldEvent | HopQueueLengthFieldEvent | HopWaitMsFieldEvent | HopStalenessFieldEvent | HopTransferMsFieldEvent> {
     return streamMessage(buf, Hop.codec(), opts)
   }
 }
@@ -1262,6 +1285,12 @@ export namespace StageResponse {
     index: number
   }
 
+  export interface StageResponseHopsTransferMsFieldEvent {
+    field: '$.hops[].transferMs'
+    value: number
+    index: number
+  }
+
   export function encode (obj: Partial<StageResponse>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, StageResponse.codec())
   }
@@ -1270,7 +1299,7 @@ export namespace StageResponse {
     return decodeMessage(buf, StageResponse.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageResponse>): Generator<StageResponseIdFieldEvent | StageResponseStatusFieldEvent | StageResponseErrorFieldEvent | StageResponseYDtypeFieldEvent | StageResponseYShapeFieldEvent | StageResponseYDataFieldEvent | StageResponseYScalesFieldEvent | StageResponseLossFieldEvent | StageResponseComputeMsFieldEvent | StageResponseQueueLengthFieldEvent | StageResponseWaitMsFieldEvent | StageResponseVersionEpochFieldEvent | StageResponseVersionVersionFieldEvent | StageResponseStalenessFieldEvent | StageResponseHopsPeerFieldEvent | StageResponseHopsComputeMsFieldEvent | StageResponseHopsQueueLengthFieldEvent | StageResponseHopsWaitMsFieldEvent | StageResponseHopsStalenessFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<StageResponse>): Generator<StageResponseIdFieldEvent | StageResponseStatusFieldEvent | StageResponseErrorFieldEvent | StageResponseYDtypeFieldEvent | StageResponseYShapeFieldEvent | StageResponseYDataFieldEvent | StageResponseYScalesFieldEvent | StageResponseLossFieldEvent | StageResponseComputeMsFieldEvent | StageResponseQueueLengthFieldEvent | StageResponseWaitMsFieldEvent | StageResponseVersionEpochFieldEvent | StageResponseVersionVersionFieldEvent | StageResponseStalenessFieldEvent | StageResponseHopsPeerFieldEvent | StageResponseHopsComputeMsFieldEvent | StageResponseHopsQueueLengthFieldEvent | StageResponseHopsWaitMsFieldEvent | StageResponseHopsStalenessFieldEvent | StageResponseHopsTransferMsFieldEvent> {
     return streamMessage(buf, StageResponse.codec(), opts)
   }
 }

@@ -198,6 +198,28 @@ test('a failed evaluation hop is retried on another replica of that stage, with 
   }
 })
 
+test('every link\'s transfer time reaches the driver\'s router: its own call\'s, and each hop\'s as the server that made it measured it', async () => {
+  const latencyMs = 30
+  const s = await swarm(3, { latencyMs })
+  try {
+    const stages = s.callers()
+    const forwarder = s.forwarder(stages)
+    const batches = sampler(s)
+    for (let i = 0; i < 6; i++) assert.ok(Number.isFinite(await forwarder.train(batches.next())))
+    assert.equal(forwarder.stats, { forwarded: 6, relayed: 0, evaluationsForwarded: 0, evaluationsRelayed: 0 })
+    const estimates = s.router.transferEstimates()
+    console.log(`transfer per call (${2 * latencyMs} ms added on every link): ${s.servers.map(v => `stage ${v.stage} ${estimates.get(v.host.peerId.toString())?.toFixed(1)} ms`).join(', ')}`)
+    for (const v of s.servers) {
+      // Each call waits the added latency both ways; the driver's own link would show three times
+      // that if the hops' transfer were not reported and taken off its wall time.
+      const ms = estimates.get(v.host.peerId.toString())
+      assert.ok(ms !== undefined && ms >= 2 * latencyMs - 5 && ms < 5 * latencyMs, `stage ${v.stage}: ${ms} ms`)
+    }
+  } finally {
+    await s.stop()
+  }
+})
+
 test('a next stage no server can reach: each microbatch is relayed by the driver, and counted', async () => {
   const s = await swarm(2, { unreachable: true })
   try {

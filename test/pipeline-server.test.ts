@@ -298,7 +298,7 @@ test('EVALUATE: forward, the next hop, and no backward; the last stage returns t
   while (hops.length === 0) await new Promise(resolve => setTimeout(resolve, 1))
   assert.equal([hops.length, hops[0].kind, hops[0].route], [1, 'evaluate', [other]])
   assert.ok(Math.abs(hops[0].x.data[0] - 0.3) < 1e-6, 'the next stage got the forward output')
-  hops[0].done({ loss: 1.5, hops: [{ peer: other, computeMs: 3, queueLength: 1, waitMs: 2, staleness: 0 }] })
+  hops[0].done({ loss: 1.5, hops: [{ peer: other, computeMs: 3, queueLength: 1, waitMs: 2, staleness: 0, transferMs: 0 }] })
   const ok = decodeResponse((await lp.read()).subarray())
   assert.equal([ok.id, ok.status, ok.loss, ok.y], [1, StageResponse.Status.OK, 1.5, undefined])
   assert.equal(ok.hops.map(h => h.peer), [other], 'the reply reports the later hop')
@@ -325,7 +325,7 @@ test('SwarmStage.evaluate: the loss and every hop come back; a server misreporti
   const honest: NextStage = {
     hop: async (_x, _targets, _route, kind) => {
       kinds.push(kind)
-      return { loss: 1.5, hops: [{ peer: other, computeMs: 3, queueLength: 0, waitMs: 1, staleness: 0 }] }
+      return { loss: 1.5, hops: [{ peer: other, computeMs: 3, queueLength: 0, waitMs: 1, staleness: 0, transferMs: 0 }] }
     }
   }
   const ps: FakePeer[] = []
@@ -366,10 +366,10 @@ test('TRAIN: forward, the next hop, then backward on the same weights; waiting m
   assert.is(hops.length, 1)
   assert.equal(hops[0].route, [other])
   assert.ok(Math.abs(hops[0].x.data[0] - 0.3) < 1e-6, 'the next stage got the forward output')
-  hops[0].done({ loss: 1.5, gx: { data: new Float32Array(2 * D), shape: [1, 2, D] }, hops: [{ peer: other, computeMs: 3, queueLength: 1, waitMs: 2, staleness: 0 }] })
+  hops[0].done({ loss: 1.5, gx: { data: new Float32Array(2 * D), shape: [1, 2, D] }, hops: [{ peer: other, computeMs: 3, queueLength: 1, waitMs: 2, staleness: 0, transferMs: 4 }] })
   const ok = decodeResponse((await lp.read()).subarray())
   assert.equal([ok.id, ok.status, ok.loss], [1, StageResponse.Status.OK, 1.5])
-  assert.equal(ok.hops.map(h => h.peer), [other], 'the reply reports the later hop')
+  assert.equal(ok.hops.map(h => [h.peer, h.computeMs, h.waitMs, h.transferMs]), [[other, 3, 2, 4]], 'the reply reports the later hop, and the transfer time this server measured for it')
   assert.equal(engine.backwardsAt, [{ epoch: engine.epoch, version: 0 }], "the backward ran on its forward's weights")
   assert.equal([peer.server.stats().trains, peer.server.stats().busy], [1, 1])
 })

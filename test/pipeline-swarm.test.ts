@@ -106,8 +106,10 @@ test('2 stages x 2 replicas train below the unigram entropy; a killed replica lo
     const toD = final.routed[d.peerId] ?? 0
     assert.ok(toC > 0 && toD > 0, `both stage-1 replicas were used: c ${toC}, d ${toD}`)
     assert.ok(toD < 0.6 * toC, `the 8x slower replica got ${toD} calls vs ${toC} (stage-1 retries ${JSON.stringify(final.calls[1].retries)})`)
+    // Next to its calls, the status shows the transfer time the router learned for each replica.
+    for (const peer of [c.peerId, d.peerId]) assert.ok(final.transferMs[peer] >= 0 && Number.isFinite(final.transferMs[peer]), `transfer estimates ${JSON.stringify(final.transferMs)}`)
     const [sc, sd] = [(await swarm.pipeline(c)).server!, (await swarm.pipeline(d)).server!]
-    console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}; forwarding ${JSON.stringify(final.forwarding)}; driver's stage traffic ${JSON.stringify(final.traffic)}`)
+    console.log(`validation ${driver.validations.map(v => v.toFixed(3)).join(' ')}; stage-0 retries ${JSON.stringify(stage0.retries)}; stage-1 calls c ${toC} d(slow) ${toD}; transfer ms ${JSON.stringify(final.transferMs)}; forwarding ${JSON.stringify(final.forwarding)}; driver's stage traffic ${JSON.stringify(final.traffic)}`)
     // Microbatches went server to server (b to c or d, or a's own stage to them); relaying is the exception.
     assert.is(final.forwarding.forwarded + final.forwarding.relayed, MICROBATCHES)
     assert.ok(final.forwarding.forwarded > final.forwarding.relayed, `forwarded ${final.forwarding.forwarded}, relayed ${final.forwarding.relayed}`)

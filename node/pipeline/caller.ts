@@ -7,7 +7,10 @@
 // that replica's current weights, and is counted (`versionMisses`).
 // A TRAIN or EVALUATE call (`train`, `evaluate`, `hop`) carries the route of the later stages and
 // returns the loss and what every hop did; the router learns each hop's replica from that, as if
-// it had called it.
+// it had called it. Each hop's transfer time is measured by the server that called it (its call's
+// wall time minus what the hop reports for its compute, queue wait and own onward calls) and
+// reported upstream, so the driver learns the links between servers too, and its own link's share
+// of a forwarded call is what the later hops leave of its wall time.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, MAX_PEER_ID_CHARS, StageMessageError, StageRequest, checkTensor, type Hop, type StageResponse } from '../../protocols/stage-codec.js'
@@ -34,7 +37,7 @@ export interface CallStats {
   local: number
   /** Calls sent again to another replica, by what went wrong. */
   retries: Record<StageCallFailure, number>
-  /** Compute time reported by servers, and the rest of the calls' time (serialization, transport), summed. */
+  /** Compute time reported by servers, and the rest of the calls' time (serialization, transport; a TRAIN's later hops not counted), summed. */
   computeMs: number
   overheadMs: number
   /** Backwards that could not recompute with their forward's weights (a retry on another replica, or evicted). */
@@ -101,7 +104,7 @@ function work (tokens: number, backward: boolean): number {
 }
 
 /** The router work units of one stage's part of a forwarded call: its forward, and for TRAIN its backward. */
-function forwardedWork (tokens: number, kind: ForwardedKind): number {
+export function forwardedWork (tokens: number, kind: ForwardedKind): number {
   return work(tokens, false) + (kind === 'train' ? work(tokens, true) : 0)
 }
 
@@ -193,7 +196,7 @@ export class SwarmStage implements StageCaller {
     } finally {
       counted.forEach((peer, i) => {
         const hop = hops[i]
-        const outcome = hop === undefined ? undefined : { work: units, computeMs: hop.computeMs, queueLength: hop.queueLength }
+        const outcome = hop === undefined ? undefined : { work: units, computeMs: hop.computeMs, queueLength: hop.queueLength, transferMs: hop.transferMs }
         if (peer !== undefined && hop?.peer !== peer) router.released(peer)
         if (outcome === undefined || i === 0 || !this.isReplica(stage + i, hop.peer)) return
         if (peer !== hop.peer) router.started(hop.peer)
@@ -229,9 +232,12 @@ export class SwarmStage implements StageCaller {
       affinity = undefined
       if (peer === undefined && onward?.once === true) throw new UnroutableError(`no replica of stage ${this.init.stage} answered (${tried.size} tried)`)
       if (peer === undefined && tried.size > 0) {
-        // Every replica failed this call once: try them again (bans still apply).
+        // Every replica failed this call once: try them again (bans still apply), after a pause. A
+        // busy replica answers at once (at no time at all in the simulator, when it is this node),
+        // so without one a call to a stage whose only replica is full would spin until it drains.
         tried.clear()
-        peer = router.choose(candidates, units, tried)
+        await sleep(CALL_RETRY_PAUSE_MS, this.components.shutdown, clock)
+        continue
       }
       if (peer === undefined) {
         if (this.components.shutdown?.aborted === true) throw new StageClientStoppedError('the node is stopping')
@@ -253,22 +259,26 @@ export class SwarmStage implements StageCaller {
           const out = onward !== undefined ? await local.service.forwarded(onward.kind, x, extra as TokenTensor, onward.route) : await local.service.run(backward, x, extra, at)
           // A TRAIN's wall time includes the later stages': only its own compute is this replica's.
           const ms = onward !== undefined ? out.computeMs : clock.monotonic() - started
-          router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0 })
+          router.succeeded(peer, { work: units, computeMs: ms, queueLength: 0, transferMs: 0 })
           this.stats.local++
           this.stats.computeMs += ms
-          result = { y: out.y, loss: out.loss, hops: onward !== undefined ? [{ peer, computeMs: out.computeMs, queueLength: 0, waitMs: out.waitMs, staleness: out.staleness }, ...out.hops!] : undefined }
+          result = { y: out.y, loss: out.loss, hops: onward !== undefined ? [{ peer, computeMs: out.computeMs, queueLength: 0, waitMs: out.waitMs, staleness: out.staleness, transferMs: 0 }, ...out.hops!] : undefined }
           version = out.version
           staleness = out.staleness
           waitedMs = out.waitMs
         } else {
           const response = await this.components.client.call(peer, { ...(request ??= this.request(backward, x, extra, onward)), at }, this.timeoutMs(peer, units, onward?.route))
           result = this.result(response, x, backward, onward)
-          if (onward !== undefined) result.hops = [{ peer, computeMs: response.computeMs, queueLength: response.queueLength, waitMs: response.waitMs, staleness: response.staleness }, ...response.hops]
           totalMs = clock.monotonic() - started
-          router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength })
+          // The later hops' times are peers' words: none may exceed what this node's clock saw.
+          const later = response.hops.map(hop => ({ ...hop, computeMs: Math.min(hop.computeMs, totalMs), waitMs: Math.min(hop.waitMs, totalMs), transferMs: Math.min(hop.transferMs, totalMs) }))
+          // This call's transfer: what the server's compute and wait and the later hops (whose times add
+          // up to the server's own onward call) leave of its wall time.
+          const transferMs = Math.max(0, totalMs - response.computeMs - response.waitMs - later.reduce((ms, h) => ms + h.computeMs + h.waitMs + h.transferMs, 0))
+          if (onward !== undefined) result.hops = [{ peer, computeMs: response.computeMs, queueLength: response.queueLength, waitMs: response.waitMs, staleness: response.staleness, transferMs }, ...later]
+          router.succeeded(peer, { work: units, computeMs: response.computeMs, queueLength: response.queueLength, transferMs })
           this.stats.computeMs += response.computeMs
-          // (A TRAIN's time includes the later stages': it is no measure of this call's transport.)
-          if (onward === undefined) this.stats.overheadMs += Math.max(0, totalMs - response.computeMs - response.waitMs)
+          this.stats.overheadMs += transferMs
           version = response.version
           // A peer's numbers: bounded before they size an array or steer the depth.
           staleness = Math.min(response.staleness, MAX_STALENESS_COUNTED)
@@ -280,12 +290,11 @@ export class SwarmStage implements StageCaller {
           this.signals.staleness = Math.max(this.signals.staleness, staleness)
         }
         this.signals.waitedMs += waitedMs
-        // The later hops of a remote TRAIN: the depth control hears of their staleness and waits
-        // here (after a local one, this node's own callers of those stages have counted them).
-        const elapsedMs = clock.monotonic() - started
+        // The later hops of a remote TRAIN (their waits bounded above): the depth control hears of
+        // their staleness and waits here (after a local one, this node's own callers of those stages have counted them).
         for (const hop of peer === local?.peer ? [] : result.hops?.slice(1) ?? []) {
           this.signals.staleness = Math.max(this.signals.staleness, Math.min(hop.staleness, MAX_STALENESS_COUNTED))
-          this.signals.waitedMs += Math.min(hop.waitMs, elapsedMs)
+          this.signals.waitedMs += hop.waitMs
         }
         if (!backward && onward === undefined) this.forwards.set(x, { peer, version })
         else if (forward?.version !== undefined && !sameWeights(version, forward.version)) this.stats.versionMisses++
@@ -381,6 +390,6 @@ function checkHops (hops: readonly Hop[], expected: number): void {
   if (hops.length !== expected) throw new StageMessageError(`the reply reports ${hops.length} hops, expected ${expected}`)
   for (const hop of hops) {
     if (hop.peer.length === 0 || hop.peer.length > MAX_PEER_ID_CHARS) throw new StageMessageError('a hop names no valid peer')
-    if (!(Number.isFinite(hop.computeMs) && hop.computeMs >= 0 && Number.isFinite(hop.waitMs) && hop.waitMs >= 0)) throw new StageMessageError(`hop ${hop.peer} reports impossible times`)
+    if (![hop.computeMs, hop.waitMs, hop.transferMs].every(ms => Number.isFinite(ms) && ms >= 0)) throw new StageMessageError(`hop ${hop.peer} reports impossible times`)
   }
 }

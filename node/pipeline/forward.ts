@@ -8,9 +8,9 @@
 // fall back the same way, to FORWARD calls through this node.
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
-import { replicasOf, type SwarmStage, type SwarmStageComponents } from './caller.js'
+import { forwardedWork, replicasOf, type SwarmStage, type SwarmStageComponents } from './caller.js'
 import { evaluateMicrobatch, trainMicrobatch, type Microbatch } from './chain.js'
-import { UnroutableError, type ChainResult } from './service.js'
+import { UnroutableError, type ChainResult, type ForwardedKind } from './service.js'
 
 export interface ForwarderComponents extends Pick<SwarmStageComponents, 'router' | 'replicas' | 'local'> {
   /** One caller per stage, in order (the same the relayed path and the evaluations use). */
@@ -39,7 +39,7 @@ export class Forwarder {
   /** Trains one microbatch; returns its mean loss. */
   async train (batch: Microbatch): Promise<number> {
     const { stages } = this.components
-    const loss = await this.forward(batch, async route => await stages[0].train(batch.x, batch.targets, route))
+    const loss = await this.forward(batch, 'train', async route => await stages[0].train(batch.x, batch.targets, route))
     if (loss !== undefined) {
       this.stats.forwarded++
       return loss
@@ -51,7 +51,7 @@ export class Forwarder {
   /** The mean loss of one validation microbatch, without gradients. */
   async evaluate (batch: Microbatch): Promise<number> {
     const { stages } = this.components
-    const loss = await this.forward(batch, async route => await stages[0].evaluate(batch.x, batch.targets, route))
+    const loss = await this.forward(batch, 'evaluate', async route => await stages[0].evaluate(batch.x, batch.targets, route))
     if (loss !== undefined) {
       this.stats.evaluationsForwarded++
       return loss
@@ -61,8 +61,8 @@ export class Forwarder {
   }
 
   /** Sends a forwarded call along a route; its loss, or undefined when the driver must relay the microbatch. */
-  private async forward (batch: Microbatch, call: (route: string[]) => Promise<ChainResult>): Promise<number | undefined> {
-    const route = this.route(batch.x.shape[0] * batch.x.shape[1])
+  private async forward (batch: Microbatch, kind: ForwardedKind, call: (route: string[]) => Promise<ChainResult>): Promise<number | undefined> {
+    const route = this.route(batch.x.shape[0] * batch.x.shape[1], kind)
     if (route === undefined) return undefined
     try {
       return (await call(route)).loss
@@ -77,11 +77,12 @@ export class Forwarder {
    * The router's choice of replica for every stage, a peer at most once (a node serves one stage;
    * servers refuse a route through a peer twice), or undefined while a stage has none.
    */
-  private route (tokens: number): string[] | undefined {
+  private route (tokens: number, kind: ForwardedKind): string[] | undefined {
     const { router, stages } = this.components
     const chosen = new Set<string>()
     for (let stage = 0; stage < stages.length; stage++) {
-      const peer = router.choose(replicasOf(this.components, stage), tokens, chosen)
+      // In the units the router learned each hop's compute in, so that compute and transfer weigh as they should.
+      const peer = router.choose(replicasOf(this.components, stage), forwardedWork(tokens, kind), chosen)
       if (peer === undefined) return undefined
       chosen.add(peer)
     }

@@ -50,6 +50,8 @@ export interface PipelineStatus {
   calls: CallStats[]
   /** Calls routed to each peer. */
   routed: Record<string, number>
+  /** The router's estimate of each measured peer's transfer time per call (ms on the wire and in serialization, outside its compute and queue). */
+  transferMs: Record<string, number>
   /** Peers the router avoids for now after failed calls. */
   banned: string[]
   /** This node's microbatches trained server to server, and those it relayed. */
@@ -155,6 +157,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       driver: this.driver?.stats,
       calls: this.stages.map(s => s.stats),
       routed: Object.fromEntries(this.router.callCounts()),
+      transferMs: Object.fromEntries(this.router.transferEstimates()),
       banned: [...this.router.callCounts().keys()].filter(peer => this.router.isBanned(peer)),
       forwarding: this.forwarder.stats,
       traffic: this.client.traffic,
