@@ -6,8 +6,8 @@
 //   local                 train --local: the stages chained in this process, one microbatch at a time
 //   pipeline              3 stages x 1 replica on loopback libp2p, forwarded server to server, the driver's default (adaptive) depth
 //   pipeline-d1           the same, one microbatch in flight (reference)
-//   pipeline-int8         `pipeline` with activations and gradients as int8 with a scale per row
-//                         on the wire (float16 is the default)
+//   pipeline-f16          `pipeline` with activations and gradients as float16 on the wire (int8
+//                         with a scale per row is the default)
 //   pipeline-latency      `pipeline` with 100 ms added one way to every stage call (200 ms round trip)
 //   pipeline-latency-d1   the same at depth 1 (reference: what the latency costs without depth)
 //   dense                 a real swarm of daemons, 2 stages x 2 replicas, each replica driving a
@@ -32,7 +32,7 @@ import { Driver, maxDepth, maxStaleness } from '../node/pipeline/driver.js'
 import { trainLocal } from '../node/training/local.js'
 import type { OptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { LoopbackSwarm } from './lib/loopback-swarm.js'
-import { wireDTypes, type WireDType } from '../node/pipeline/activations.js'
+import { defaultWire, wireDTypes, type WireDType } from '../node/pipeline/activations.js'
 import { intOption, parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
 import { lossPlotSvg } from '../node/metrics/svg-plot.js'
@@ -57,14 +57,14 @@ export interface Mode {
   swarm?: { averaging: 'dense' | 'sparse', churn?: boolean }
   /** In-process DiLoCo with this many replicas instead of a swarm. */
   diloco?: number
-  /** Pipeline modes: how activations and gradients travel (default f16). */
+  /** Pipeline modes: how activations and gradients travel (default: the daemon's). */
   wire?: WireDType
 }
 
 export const modes: Record<string, Mode | undefined> = {
   pipeline: { name: 'pipeline', latencyMs: 0, share: 1 },
   'pipeline-d1': { name: 'pipeline-d1', inFlight: 1, latencyMs: 0, share: 1 },
-  'pipeline-int8': { name: 'pipeline-int8', latencyMs: 0, share: 1, wire: 'int8' },
+  'pipeline-f16': { name: 'pipeline-f16', latencyMs: 0, share: 1, wire: 'f16' },
   'pipeline-latency': { name: 'pipeline-latency', latencyMs, share: 1 },
   'pipeline-latency-d1': { name: 'pipeline-latency-d1', inFlight: 1, latencyMs, share: 0.1 },
   dense: { name: 'dense', latencyMs: 0, share: 1, swarm: { averaging: 'dense' } },
@@ -163,7 +163,7 @@ export async function runAveragingSwarm (s: Setup, mode: Mode, onProgress?: (lin
 export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceResult> {
   const { model, optimizer, nStages } = s
   const tokensPerMicrobatch = optimizer.batchSize * model.seqLen
-  const swarm = await LoopbackSwarm.create({ runId, model, optimizer, nStages, threads: s.threads ?? availableParallelism(), seed, latencyMs: mode.latencyMs, wireDType: wireDTypes[mode.wire ?? 'f16'] })
+  const swarm = await LoopbackSwarm.create({ runId, model, optimizer, nStages, threads: s.threads ?? availableParallelism(), seed, latencyMs: mode.latencyMs, wireDType: wireDTypes[mode.wire ?? defaultWire] })
   try {
     const callers = swarm.callers()
     const forwarder = swarm.forwarder(callers)

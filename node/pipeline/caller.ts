@@ -15,7 +15,7 @@ import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { DType, MAX_PEER_ID_CHARS, StageMessageError, StageRequest, checkTensor, type Hop, type StageResponse } from '../../protocols/stage-codec.js'
 import type { FloatTensor, Tensor, TokenTensor } from '../runtime/tensor.js'
-import { decodeActivations, encodeActivations, encodeTokens } from './activations.js'
+import { decodeActivations, defaultWire, encodeActivations, encodeTokens, wireDTypes } from './activations.js'
 import type { StageCaller } from './chain.js'
 import { StageCallError, StageClientStoppedError, type StageTransport, type StageCallFailure } from './client.js'
 import type { Router } from './router.js'
@@ -125,7 +125,7 @@ export class SwarmStage implements StageCaller {
   private readonly clock: Clock
 
   constructor (private readonly components: SwarmStageComponents, init: SwarmStageInit) {
-    this.init = { ...init, wireDType: init.wireDType ?? DType.F16 }
+    this.init = { ...init, wireDType: init.wireDType ?? wireDTypes[defaultWire] }
     this.clock = components.clock ?? systemClock
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:caller')
   }
