@@ -16,8 +16,9 @@
 //   churn                 `sparse`, with one replica SIGKILLed a third of the way in and a fresh
 //                         node joining at two thirds to drive what it left undone
 //   diloco                the averaging modes' reference: 2 replicas of the whole model in this
-//                         process, each on half the batch, taking the mean of their weights every
-//                         innerSteps (dense, outer SGD lr 1); no network, pipeline or compression
+//                         process, each on half the batch, taking the mean of their weights at
+//                         the manifest's rounds (dense, outer SGD lr 1); no network or pipeline
+//   diloco-sparse         the same with the manifest's compression (top-k + error feedback)
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
 // default convergence.svg). --inner-steps N sets the averaging modes' steps per round and
@@ -55,8 +56,8 @@ export interface Mode {
   share: number
   /** A swarm of daemons with averaging (2 stages x 2 replicas) instead of one replica per stage. */
   swarm?: { averaging: 'dense' | 'sparse', churn?: boolean }
-  /** In-process DiLoCo with this many replicas instead of a swarm. */
-  diloco?: number
+  /** In-process DiLoCo (2 replicas of the whole model) instead of a swarm. */
+  diloco?: { averaging: 'dense' | 'sparse' }
   /** Pipeline modes: how activations and gradients travel (default: the daemon's). */
   wire?: WireDType
 }
@@ -70,7 +71,8 @@ export const modes: Record<string, Mode | undefined> = {
   dense: { name: 'dense', latencyMs: 0, share: 1, swarm: { averaging: 'dense' } },
   sparse: { name: 'sparse', latencyMs: 0, share: 1, swarm: { averaging: 'sparse' } },
   churn: { name: 'churn', latencyMs: 0, share: 1, swarm: { averaging: 'sparse', churn: true } },
-  diloco: { name: 'diloco', latencyMs: 0, share: 1, diloco: 2 }
+  diloco: { name: 'diloco', latencyMs: 0, share: 1, diloco: { averaging: 'dense' } },
+  'diloco-sparse': { name: 'diloco-sparse', latencyMs: 0, share: 1, diloco: { averaging: 'sparse' } }
 }
 
 export interface ConvergenceResult {
@@ -124,13 +126,13 @@ export async function runLocal (s: Setup): Promise<ConvergenceResult> {
 /** DiLoCo in this process (bench/lib/diloco.ts), with the swarm modes' innerSteps. */
 export async function runDiloco (s: Setup, mode: Mode): Promise<ConvergenceResult> {
   const started = performance.now()
-  const curve = await trainDiloco({
-    model: s.model, optimizer: s.optimizer, nStages: s.nStages, corpus: s.corpus, replicas: mode.diloco!, innerSteps: s.averaging?.innerSteps ?? defaultManifest().averaging.innerSteps,
-    everyStepUntil: s.averaging?.everyStepUntil ?? defaultManifest().averaging.everyStepUntil,
+  const { curve, rounds, bytesPerReplica } = await trainDiloco({
+    model: s.model, optimizer: s.optimizer, nStages: s.nStages, corpus: s.corpus, replicas: 2,
+    averaging: { ...defaultManifest().averaging, ...s.averaging, mode: mode.diloco!.averaging },
     seed, evalEvery: s.evalSteps, evalBatches: Math.ceil(evalWindows / s.optimizer.batchSize), threads: s.threads
   })
   const [tokens, loss] = curve[curve.length - 1]
-  return { mode: mode.name, tokens, val_loss: loss, tokens_per_s: tokens / ((performance.now() - started) / 1000), curve }
+  return { mode: mode.name, tokens, val_loss: loss, tokens_per_s: tokens / ((performance.now() - started) / 1000), curve, rounds, averaging_bytes_per_peer: Math.round(bytesPerReplica) }
 }
 
 /** 2 stages x 2 replicas of daemons, every replica driving, averaging as `mode` says. */
@@ -242,7 +244,7 @@ export async function run (args: string[]): Promise<void> {
       const ratio = local === undefined ? '' : `  ${(result.val_loss / local.val_loss).toFixed(3)}x local`
       const extra = result.depth !== undefined
         ? `  depth ${result.depth}, ${result.version_misses} version misses`
-        : result.rounds !== undefined ? `  ${result.rounds} rounds, ${(result.averaging_bytes_per_peer! / 1e6).toFixed(2)} MB averaging + ${(result.pipeline_bytes_per_peer! / 1e6).toFixed(1)} MB other per peer${result.round_tokens_per_s_ratio === undefined ? '' : `, tokens/s during rounds ${result.round_tokens_per_s_ratio.toFixed(2)}x between`}` : ''
+        : result.rounds !== undefined ? `  ${result.rounds} rounds, ${(result.averaging_bytes_per_peer! / 1e6).toFixed(2)} MB averaging${result.pipeline_bytes_per_peer === undefined ? '' : ` + ${(result.pipeline_bytes_per_peer / 1e6).toFixed(1)} MB other`} per peer${result.round_tokens_per_s_ratio === undefined ? '' : `, tokens/s during rounds ${result.round_tokens_per_s_ratio.toFixed(2)}x between`}` : ''
       console.log(`${result.mode.padEnd(20)} ${String(result.tokens).padStart(9)} tokens  val ${result.val_loss.toFixed(4)}${ratio}  ${result.tokens_per_s.toFixed(0).padStart(6)} tokens/s${extra}`)
     }
   }

@@ -1,6 +1,6 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { roundDue, roundTokens } from '../node/averaging/trigger.js'
+import { roundDensities, roundDensity, roundDue, roundTokens } from '../node/averaging/trigger.js'
 
 const base = { round: 3, tokensSinceSync: 100, tokensPerRound: 1000, invited: false }
 
@@ -20,12 +20,18 @@ test('an invitation (a contribution to the next round) starts a round at once', 
   assert.is(roundDue({ ...base, tokensSinceSync: 0, peers: [], invited: true }), true)
 })
 
-test('rounds come after every step until everyStepUntil steps, then every innerSteps', () => {
-  const settings = { innerSteps: 50, everyStepUntil: 400 }
-  assert.is(roundTokens(settings, 2048, 0), 2048)
-  assert.is(roundTokens(settings, 2048, 399), 2048)
-  assert.is(roundTokens(settings, 2048, 400), 50 * 2048)
-  assert.is(roundTokens({ innerSteps: 50, everyStepUntil: 0 }, 2048, 0), 50 * 2048, 'no early phase by default')
+test('rounds come after every step, denser, until everyStepUntil steps, then every innerSteps', () => {
+  const settings = { innerSteps: 50, everyStepUntil: 400, topkDensity: 1 / 64, everyStepTopkDensity: 1 / 16 }
+  assert.is(roundTokens(settings, 2048, 0, 2), 2048)
+  assert.is(roundTokens(settings, 2048, 399, 2), 2048)
+  assert.is(roundTokens(settings, 2048, 400, 2), 50 * 2048)
+  assert.is(roundTokens(settings, 2048, 0, 1), 50 * 2048, 'a replica alone has nobody to average with every step')
+  assert.equal([roundDensity(settings, 399), roundDensity(settings, 400)], [1 / 16, 1 / 64])
+  assert.equal(roundDensities(settings), [1 / 64, 1 / 16], 'either may arrive near the switch')
+  const none = { ...settings, everyStepUntil: 0 }
+  assert.is(roundTokens(none, 2048, 0, 2), 50 * 2048, 'no every-step phase')
+  assert.is(roundDensity(none, 0), 1 / 64)
+  assert.equal(roundDensities(none), [1 / 64], 'and no other density accepted')
 })
 
 test.run()

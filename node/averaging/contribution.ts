@@ -7,6 +7,7 @@ import { peerIdFromMultihash } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import * as Digest from 'multiformats/hashes/digest'
 import { kForDensity, payloadNorm, readHeader } from '../../native/index.js'
+import { roundDensities } from './trigger.js'
 import { Contribution, SignedContribution } from '../../protocols/averaging.js'
 import type { AveragingSettings } from '../manifest/manifest.js'
 
@@ -100,7 +101,8 @@ function checkPayload (dense: boolean, payload: Uint8Array, scope: ContributionS
   }
   try {
     const h = readHeader(payload)
-    if (h.n !== params || h.chunk !== settings.chunkSize || h.k !== kForDensity(settings.topkDensity, settings.chunkSize) || h.bits !== settings.valueBits) {
+    const ks = roundDensities(settings).map(density => kForDensity(density, settings.chunkSize))
+    if (h.n !== params || h.chunk !== settings.chunkSize || !ks.includes(h.k) || h.bits !== settings.valueBits) {
       throw new RangeError(`payload of n ${h.n}, chunk ${h.chunk}, k ${h.k}, bits ${h.bits} does not match the run's settings`)
     }
     payloadNorm(payload) // reads every chunk record: throws on any bad field

@@ -34,7 +34,7 @@ import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
-import { roundDue, roundTokens } from './trigger.js'
+import { roundDensity, roundDue, roundTokens } from './trigger.js'
 import { AVERAGING_POLL_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
@@ -206,7 +206,7 @@ export class AveragingService implements SwarmService, StageUser {
       round: served?.outer.round ?? 0,
       stateHash: this.hash,
       tokensSinceSync: served === undefined ? 0 : tokensSinceSync(served),
-      tokensPerRound: this.tokensPerRound(served),
+      tokensPerRound: this.tokensPerRound(served, this.replicaRecords().length + 1),
       agreeing: peers.filter(p => p.stateHash === this.hash).length + (served === undefined ? 0 : 1),
       replicas: peers.length + (served === undefined ? 0 : 1),
       syncs: this.syncs,
@@ -255,14 +255,14 @@ export class AveragingService implements SwarmService, StageUser {
       // behind again, and a replica that keeps missing rounds averages with nobody.
     } else {
       const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
-      if (roundDue({ round: served.outer.round, tokensSinceSync: tokensSinceSync(served), peers, tokensPerRound: this.tokensPerRound(served), invited })) task = async () => { await this.round(served) }
+      if (roundDue({ round: served.outer.round, tokensSinceSync: tokensSinceSync(served), peers, tokensPerRound: this.tokensPerRound(served, peers.length + 1), invited })) task = async () => { await this.round(served) }
     }
     if (task !== undefined) this.run(task)
   }
 
-  /** Tokens the stage trains between rounds now: one step's early in the run (everyStepUntil), then innerSteps'. */
-  private tokensPerRound (served: ServedStage | undefined): number {
-    return roundTokens(this.components.manifest.averaging, this.tokensPerStep, served?.engine.steps ?? 0)
+  /** Tokens the stage trains between rounds now: one step's early in the run (everyStepUntil) if it has other replicas, else innerSteps'. */
+  private tokensPerRound (served: ServedStage | undefined, replicas: number): number {
+    return roundTokens(this.components.manifest.averaging, this.tokensPerStep, served?.engine.steps ?? 0, replicas)
   }
 
   /** The state hash the replicas at `round` converge on: the most common (ours included), the smallest on a tie. */
@@ -380,9 +380,10 @@ export class AveragingService implements SwarmService, StageUser {
     if (settings.mode === 'dense') {
       payload = new Uint8Array(delta.buffer.slice(0))
     } else {
-      const k = kForDensity(settings.topkDensity, settings.chunkSize)
+      const k = kForDensity(roundDensity(settings, engine.steps), settings.chunkSize)
       const bits = settings.valueBits as ValueBits
-      this.compressor ??= { hints: new Float32Array(chunkCount(n, settings.chunkSize)), out: new Uint8Array(payloadSize(n, settings.chunkSize, k, bits)) }
+      const bytes = payloadSize(n, settings.chunkSize, k, bits)
+      if (this.compressor === undefined || this.compressor.out.length < bytes) this.compressor = { hints: this.compressor?.hints ?? new Float32Array(chunkCount(n, settings.chunkSize)), out: new Uint8Array(bytes) }
       const size = await compressAsync(outer.error, delta, this.compressor.hints, this.compressor.out, { beta: settings.beta, chunk: settings.chunkSize, k, bits })
       payload = this.compressor.out.slice(0, size)
     }

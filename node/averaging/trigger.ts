@@ -1,5 +1,6 @@
-// When a replica starts an averaging round: a pure rule over what its registry view says, so
-// the daemon's averaging service and the simulator (node/sim) run the same decision.
+// When a replica starts an averaging round, and how densely it compresses: pure rules over its
+// own progress and what its registry view says, so the daemon's averaging service and the
+// simulator (node/sim) run the same decisions.
 
 import type { AveragingSettings } from '../manifest/manifest.js'
 
@@ -29,7 +30,26 @@ export function roundDue (t: RoundTrigger): boolean {
   return collective >= t.tokensPerRound
 }
 
-/** Tokens the stage's replicas train together between rounds, once they have taken `steps` inner steps. */
-export function roundTokens (settings: Pick<AveragingSettings, 'innerSteps' | 'everyStepUntil'>, tokensPerStep: number, steps: number): number {
-  return (steps < settings.everyStepUntil ? 1 : settings.innerSteps) * tokensPerStep
+type Schedule = Pick<AveragingSettings, 'innerSteps' | 'everyStepUntil' | 'topkDensity' | 'everyStepTopkDensity'>
+
+/**
+ * Tokens the stage's replicas train together between rounds, once they have taken `steps` inner
+ * steps. A replica alone has nobody to average with: its rounds only checkpoint its outer state,
+ * so they stay innerSteps apart.
+ */
+export function roundTokens (settings: Schedule, tokensPerStep: number, steps: number, replicas: number): number {
+  return (steps < settings.everyStepUntil && replicas > 1 ? 1 : settings.innerSteps) * tokensPerStep
+}
+
+/** The top-k density of a contribution made after `steps` inner steps. */
+export function roundDensity (settings: Schedule, steps: number): number {
+  return steps < settings.everyStepUntil ? settings.everyStepTopkDensity : settings.topkDensity
+}
+
+/**
+ * The densities a contribution may have come with: replicas near the end of the every-step
+ * rounds may disagree by a step about which side of it a round falls on.
+ */
+export function roundDensities (settings: Schedule): number[] {
+  return settings.everyStepUntil > 0 ? [settings.topkDensity, settings.everyStepTopkDensity] : [settings.topkDensity]
 }

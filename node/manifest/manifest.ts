@@ -24,6 +24,11 @@ export interface AveragingSettings {
    * context as early as one machine does, and their mean does not either (docs/BENCHMARKS.md).
    */
   everyStepUntil: number
+  /**
+   * Top-k density of those every-step rounds. One step's update is spread over far more values
+   * than fifty steps' accumulated one, and top-k at topkDensity holds most of it back.
+   */
+  everyStepTopkDensity: number
   /** 'sgd' (SparseLoCo: lr 1, no momentum) or 'nesterov' (DiLoCo: lr 0.7, momentum 0.9). */
   outerOptimizer: 'sgd' | 'nesterov'
   outerLr: number
@@ -62,10 +67,13 @@ export interface RunManifest {
 /** Run names: short, printable, usable in file names. */
 export const RUN_NAME = /^[\w.-]{1,64}$/
 
-// SparseLoCo's settings: 64 of every 4096 values, 2-bit, beta 0.95, outer SGD with lr 1.
+// SparseLoCo's settings: 64 of every 4096 values, 2-bit, beta 0.95, outer SGD with lr 1; before
+// them, a round after every step with 256 of every 4096 values until the stage has taken 400
+// steps, which is when the default model, trained on one machine, has learned to use context.
 export const defaultAveraging: AveragingSettings = {
   innerSteps: 50,
-  everyStepUntil: 0,
+  everyStepUntil: 400,
+  everyStepTopkDensity: 256 / 4096,
   outerOptimizer: 'sgd',
   outerLr: 1,
   outerMomentum: 0.9,
@@ -127,7 +135,7 @@ const optimizerChecks: Check[] = Object.keys(defaultOptimizerConfig).map(key =>
   counts.has(key) ? [key, key === 'warmupSteps' ? 0 : 1, key === 'weightVersions' ? 64 : 1 << 30, true] : [key, 0, fractions.has(key) ? 1 : 1e6, false])
 // What the compression kernels accept (native/format.ts): chunks of up to 4096, 2 or 8 bits.
 const averagingChecks: Check[] = [
-  ['innerSteps', 1, 1 << 20, true], ['everyStepUntil', 0, 1 << 30, true], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
+  ['innerSteps', 1, 1 << 20, true], ['everyStepUntil', 0, 1 << 30, true], ['everyStepTopkDensity', 0, 1, false], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
   ['topkDensity', 0, 1, false], ['chunkSize', 1, MAX_CHUNK, true], ['valueBits', 2, 8, true],
   ['beta', 0, 1, false], ['roundTimeoutMs', 1000, 3_600_000, true]
 ]
@@ -183,7 +191,7 @@ export function validateManifest (value: unknown): RunManifest {
 
 /** The averaging settings the compressor cannot take, beyond each field's range. */
 function checkAveraging (a: AveragingSettings): AveragingSettings {
-  if (!(a.topkDensity > 0)) throw new ManifestError(`manifest: 'averaging.topkDensity' must be above 0, got ${a.topkDensity}`)
+  for (const key of ['topkDensity', 'everyStepTopkDensity'] as const) if (!(a[key] > 0)) throw new ManifestError(`manifest: 'averaging.${key}' must be above 0, got ${a[key]}`)
   if (a.valueBits !== 2 && a.valueBits !== 8) throw new ManifestError(`manifest: 'averaging.valueBits' must be 2 or 8, got ${a.valueBits}`)
   return a
 }
