@@ -112,6 +112,8 @@ export const DEMO_SERVER_STOP_MS = 6_000
 
 /** The averaging service looks at its stage's progress this often. */
 export const AVERAGING_POLL_MS = 250
+/** When rounds come every step, `start` prints one line per stage this often, plus any round that went wrong. */
+export const ROUND_LINE_MS = 10_000
 /** A peer asking for a stage's state must send its request within this. */
 export const STATE_REQUEST_TIMEOUT_MS = 10_000
 /** Prometheus scrapes within this of each other share one status snapshot. */

@@ -6,6 +6,7 @@ import { defaultWire, wireDTypes, type WireDType } from '../pipeline/activations
 import type { DriverReport } from '../pipeline/driver.js'
 import type { PipelineOptions } from '../pipeline/swarm.js'
 import type { RoundReport, SyncProgress } from '../averaging/service.js'
+import { ROUND_LINE_MS } from '../timing.js'
 
 export const pipelineCliOptions = {
   'no-drive': { type: 'boolean' },
@@ -90,7 +91,25 @@ export function syncPrinter (): (p: SyncProgress) => void {
   }
 }
 
-export function printRound (stage: number, r: RoundReport): void {
-  const fields = { event: 'round', stage, round: r.round, members: r.members, agreed: r.agreed + 1, bytesSent: r.bytesSent, ms: r.ms, resynced: r.resynced }
-  log.info(`stage ${stage} round ${r.round}: ${r.members} member${r.members === 1 ? '' : 's'}, ${r.agreed + 1} agree, ${(r.bytesSent / 1000).toFixed(1)} KB sent in ${r.ms} ms${r.resynced ? ' (resynced)' : ''}`, fields)
+/**
+ * Prints rounds as they complete. Early in a run they come after every step: then a stage gets
+ * one line every ROUND_LINE_MS, counting the rounds since its last line, and at once any round
+ * that resynced, or where not every member agreed.
+ */
+export function roundPrinter (): (stage: number, r: RoundReport) => void {
+  const since = new Map<number, { at: number, rounds: number, bytes: number }>()
+  return (stage, r) => {
+    const last = since.get(stage) ?? { at: -Infinity, rounds: 0, bytes: 0 }
+    const rounds = last.rounds + 1
+    const bytes = last.bytes + r.bytesSent
+    const wrong = r.resynced || r.agreed + 1 < r.members
+    if (!wrong && Date.now() - last.at < ROUND_LINE_MS) {
+      since.set(stage, { at: last.at, rounds, bytes })
+      return
+    }
+    since.set(stage, { at: Date.now(), rounds: 0, bytes: 0 })
+    const fields = { event: 'round', stage, round: r.round, members: r.members, agreed: r.agreed + 1, bytesSent: r.bytesSent, ms: r.ms, resynced: r.resynced, rounds, roundsBytesSent: bytes }
+    const tally = rounds > 1 ? ` (${rounds} rounds, ${(bytes / 1000).toFixed(1)} KB since the last line)` : ''
+    log.info(`stage ${stage} round ${r.round}: ${r.members} member${r.members === 1 ? '' : 's'}, ${r.agreed + 1} agree, ${(r.bytesSent / 1000).toFixed(1)} KB sent in ${r.ms} ms${r.resynced ? ' (resynced)' : ''}${tally}`, fields)
+  }
 }

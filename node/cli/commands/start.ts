@@ -9,7 +9,7 @@ import { STOP_LIMIT_MS, timingFromEnv } from '../../timing.js'
 import { readManifest } from '../../manifest/manifest.js'
 import { findSwarmKey, readSwarmKey } from '../../p2p/keys.js'
 import { parsePeerAddress } from '../../p2p/peers.js'
-import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, printRound, syncPrinter, type PipelineCliValues } from '../pipeline-options.js'
+import { pipelineCliHelp, pipelineCliOptions, pipelineOptionsFrom, roundPrinter, syncPrinter, type PipelineCliValues } from '../pipeline-options.js'
 import { averagingService } from '../../averaging/service.js'
 import { swarmWeightsService } from '../../averaging/swarm-weights.js'
 import { pipelineService } from '../../pipeline/swarm.js'
@@ -170,7 +170,7 @@ export async function runDaemon (opts: StartOptions): Promise<number> {
     stageHost: opts['no-pipeline'] === true ? undefined : { threads: pipeline.threads, checkpointEveryMs: timing.checkpointMs },
     // Averaging first: it loads the stage's state before the pipeline's server takes calls.
     services: {
-      ...opts['no-pipeline'] === true ? {} : { averaging: averagingService({ onRound: printRound, onSync: syncPrinter() }), pipeline: pipelineService(pipeline) },
+      ...opts['no-pipeline'] === true ? {} : { averaging: averagingService({ onRound: roundPrinter(), onSync: syncPrinter() }), pipeline: pipelineService(pipeline) },
       weights: swarmWeightsService({ onStage: s => { log.info(`export: stage ${s.stage} (step ${s.step}, round ${s.round}) from …${s.peer.slice(-6)}`, { event: 'export', ...s }) } })
     }
   })
