@@ -112,6 +112,12 @@ export const DEMO_SERVER_STOP_MS = 6_000
 
 /** The averaging service looks at its stage's progress this often. */
 export const AVERAGING_POLL_MS = 250
+/**
+ * A round's state goes to disk before the next round starts, unless a round's did less than this
+ * ago: rounds that come every step would write the stage's whole state (about 20 MB for the
+ * default model) every step. A node that crashes in between resyncs the rounds it lost.
+ */
+export const ROUND_CHECKPOINT_MS = 10_000
 /** When rounds come every step, `start` prints one line per stage this often, plus any round that went wrong. */
 export const ROUND_LINE_MS = 10_000
 /** A peer asking for a stage's state must send its request within this. */

@@ -35,7 +35,7 @@ import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
 import { roundDensity, roundDue, roundTokens } from './trigger.js'
-import { AVERAGING_POLL_MS } from '../timing.js'
+import { AVERAGING_POLL_MS, ROUND_CHECKPOINT_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
 
@@ -142,6 +142,8 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly knownRounds = new Map<string, number>()
   private readonly rounds: RoundReport[] = []
   private readonly wakers = new Set<() => void>()
+  /** When a round last wrote the stage's checkpoint. */
+  private checkpointedAt = -Infinity
   /** When the last round ended and the tokens trained then (for tokens/s between rounds). */
   private lastRoundEnd = { at: performance.now(), tokens: 0 }
 
@@ -463,8 +465,12 @@ export class AveragingService implements SwarmService, StageUser {
     if (this.rounds.length > 100) this.rounds.shift()
     log('stage %d round %d: %o', served.stage, round, report)
     this.options.onRound?.(served.stage, report)
-    // The round's state is on disk before the next round can start (atomic write).
-    await this.stageHost.checkpoint()
+    // The round's state is on disk before the next round can start (atomic write), unless a
+    // round's went there moments ago.
+    if (performance.now() - this.checkpointedAt >= ROUND_CHECKPOINT_MS) {
+      await this.stageHost.checkpoint()
+      this.checkpointedAt = performance.now()
+    }
   }
 
   /**
