@@ -1,4 +1,4 @@
-// npm run bench -- pipeline [--json] [--microbatches N] [--wire int8|f16|f32]: the default model
+// npm run bench -- pipeline [--json] [--microbatches N] [--wire f16|int8|f32]: the default model
 // (2 stages) trained through 2 x 2 stage servers on loopback libp2p (TCP, noise, yamux) against
 // the same stage engines chained in-process as `train --local` chains them, in the same run.
 // Per microbatch it splits the swarm's time into server compute and everything else the calls

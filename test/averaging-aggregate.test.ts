@@ -109,4 +109,22 @@ test('contributions are refused when forged, corrupted, out of scope or of the w
   await refused(await signContribution(scope, { privateKey: key, peerId }, 512, false, payload.slice(0, 100)), scope, /payload/)
 })
 
+test('a contribution may come at either density of the round schedule, and at no other', async () => {
+  const key = await generateKeyPair('Ed25519')
+  const peerId = peerIdFromPrivateKey(key)
+  const settings: AveragingSettings = { ...defaultAveraging, chunkSize: 1024, topkDensity: 1 / 64, everyStepTopkDensity: 1 / 16, everyStepUntil: 400 }
+  const scope: ContributionScope = { runId: 'run1', stage: 1, round: 4, params: n, settings }
+  const at = async (density: number): Promise<Awaited<ReturnType<typeof signContribution>>> => {
+    const k = kForDensity(density, settings.chunkSize)
+    const out = new Uint8Array(payloadSize(n, settings.chunkSize, k, 2))
+    const size = compress(new Float32Array(n), randomVector('x'), new Float32Array(chunkCount(n, settings.chunkSize)), out, { beta: settings.beta, chunk: settings.chunkSize, k, bits: 2 })
+    return await signContribution(scope, { privateKey: key, peerId }, 512, false, out.slice(0, size))
+  }
+  const refusal = async (s: Awaited<ReturnType<typeof signContribution>>, sc: ContributionScope): Promise<unknown> => await verifyContribution(s, sc).then(() => undefined, (e: unknown) => e)
+  assert.is((await verifyContribution(await at(1 / 64), scope)).sender, peerId.toString())
+  assert.is((await verifyContribution(await at(1 / 16), scope)).sender, peerId.toString())
+  assert.instance(await refusal(await at(1 / 32), scope), ContributionError)
+  assert.instance(await refusal(await at(1 / 16), { ...scope, settings: { ...settings, everyStepUntil: 0 } }), ContributionError, 'no every-step rounds: their density is refused')
+})
+
 test.run()

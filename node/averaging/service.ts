@@ -34,7 +34,7 @@ import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
-import { roundDensity, roundDue, roundTokens } from './trigger.js'
+import { roundDensities, roundDensity, roundDue, roundTokens } from './trigger.js'
 import { AVERAGING_POLL_MS, ROUND_CHECKPOINT_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
@@ -384,8 +384,8 @@ export class AveragingService implements SwarmService, StageUser {
     } else {
       const k = kForDensity(roundDensity(settings, engine.steps), settings.chunkSize)
       const bits = settings.valueBits as ValueBits
-      const bytes = payloadSize(n, settings.chunkSize, k, bits)
-      if (this.compressor === undefined || this.compressor.out.length < bytes) this.compressor = { hints: this.compressor?.hints ?? new Float32Array(chunkCount(n, settings.chunkSize)), out: new Uint8Array(bytes) }
+      // Sized once for the densest payload the schedule makes.
+      this.compressor ??= { hints: new Float32Array(chunkCount(n, settings.chunkSize)), out: new Uint8Array(Math.max(...roundDensities(settings).map(d => payloadSize(n, settings.chunkSize, kForDensity(d, settings.chunkSize), bits)))) }
       const size = await compressAsync(outer.error, delta, this.compressor.hints, this.compressor.out, { beta: settings.beta, chunk: settings.chunkSize, k, bits })
       payload = this.compressor.out.slice(0, size)
     }

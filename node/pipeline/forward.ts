@@ -10,7 +10,7 @@ import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { forwardedWork, replicasOf, type SwarmStage, type SwarmStageComponents } from './caller.js'
 import { evaluateMicrobatch, trainMicrobatch, type Microbatch } from './chain.js'
-import { UnroutableError, type ChainResult, type ForwardedKind } from './service.js'
+import { UnroutableError, type ForwardedKind } from './service.js'
 
 export interface ForwarderComponents extends Pick<SwarmStageComponents, 'router' | 'replicas' | 'local'> {
   /** One caller per stage, in order (the same the relayed path and the evaluations use). */
@@ -28,6 +28,12 @@ export interface ForwardStats {
   evaluationsRelayed: number
 }
 
+/** Per call kind: how the driver relays a microbatch it cannot forward, and the counters it bumps. */
+const paths = {
+  train: { relay: trainMicrobatch, forwarded: 'forwarded', relayed: 'relayed' },
+  evaluate: { relay: evaluateMicrobatch, forwarded: 'evaluationsForwarded', relayed: 'evaluationsRelayed' }
+} as const
+
 export class Forwarder {
   readonly stats: ForwardStats = { forwarded: 0, relayed: 0, evaluationsForwarded: 0, evaluationsRelayed: 0 }
   private readonly log: Logger
@@ -38,34 +44,32 @@ export class Forwarder {
 
   /** Trains one microbatch; returns its mean loss. */
   async train (batch: Microbatch): Promise<number> {
-    const { stages } = this.components
-    const loss = await this.forward(batch, 'train', async route => await stages[0].train(batch.x, batch.targets, route))
-    if (loss !== undefined) {
-      this.stats.forwarded++
-      return loss
-    }
-    this.stats.relayed++
-    return await trainMicrobatch(stages, batch)
+    return await this.run(batch, 'train')
   }
 
   /** The mean loss of one validation microbatch, without gradients. */
   async evaluate (batch: Microbatch): Promise<number> {
-    const { stages } = this.components
-    const loss = await this.forward(batch, 'evaluate', async route => await stages[0].evaluate(batch.x, batch.targets, route))
+    return await this.run(batch, 'evaluate')
+  }
+
+  /** Forwards the microbatch, or relays it when it cannot be forwarded, and counts which. */
+  private async run (batch: Microbatch, kind: ForwardedKind): Promise<number> {
+    const path = paths[kind]
+    const loss = await this.forward(batch, kind)
     if (loss !== undefined) {
-      this.stats.evaluationsForwarded++
+      this.stats[path.forwarded]++
       return loss
     }
-    this.stats.evaluationsRelayed++
-    return await evaluateMicrobatch(stages, batch)
+    this.stats[path.relayed]++
+    return await path.relay(this.components.stages, batch)
   }
 
   /** Sends a forwarded call along a route; its loss, or undefined when the driver must relay the microbatch. */
-  private async forward (batch: Microbatch, kind: ForwardedKind, call: (route: string[]) => Promise<ChainResult>): Promise<number | undefined> {
+  private async forward (batch: Microbatch, kind: ForwardedKind): Promise<number | undefined> {
     const route = this.route(batch.x.shape[0] * batch.x.shape[1], kind)
     if (route === undefined) return undefined
     try {
-      return (await call(route)).loss
+      return (await this.components.stages[0][kind](batch.x, batch.targets, route)).loss
     } catch (err) {
       if (!(err instanceof UnroutableError)) throw err
       this.log('relaying a microbatch: %s', err.message)
