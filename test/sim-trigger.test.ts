@@ -1,6 +1,6 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { roundDensities, roundDensity, roundDue, roundTokens } from '../node/averaging/trigger.js'
+import { everyStep, roundDensities, roundDensity, roundDue, roundTokens } from '../node/averaging/trigger.js'
 
 const base = { round: 3, tokensSinceSync: 100, tokensPerRound: 1000, invited: false }
 
@@ -20,12 +20,19 @@ test('an invitation (a contribution to the next round) starts a round at once', 
   assert.is(roundDue({ ...base, tokensSinceSync: 0, peers: [], invited: true }), true)
 })
 
+test('in the every-step phase a round is due as soon as this replica stepped, whatever the others\' records say', () => {
+  assert.is(roundDue({ ...base, peers: [{ round: 3, tokensSinceSync: 0 }], everyStep: true }), true)
+  assert.is(roundDue({ ...base, tokensSinceSync: 0, peers: [{ round: 3, tokensSinceSync: 0 }], everyStep: true }), false, 'not before it stepped')
+  assert.is(roundDue({ ...base, peers: [{ round: 3, tokensSinceSync: 0 }], everyStep: false }), false)
+})
+
 test('rounds come after every step, denser, until everyStepUntil steps, then every innerSteps', () => {
   const settings = { innerSteps: 50, everyStepUntil: 400, topkDensity: 1 / 64, everyStepTopkDensity: 1 / 16 }
   assert.is(roundTokens(settings, 2048, 0, 2), 2048)
   assert.is(roundTokens(settings, 2048, 399, 2), 2048)
   assert.is(roundTokens(settings, 2048, 400, 2), 50 * 2048)
   assert.is(roundTokens(settings, 2048, 0, 1), 50 * 2048, 'a replica alone has nobody to average with every step')
+  assert.equal([everyStep(settings, 399, 2), everyStep(settings, 400, 2), everyStep(settings, 0, 1)], [true, false, false])
   assert.equal([roundDensity(settings, 399), roundDensity(settings, 400)], [1 / 16, 1 / 64])
   assert.equal(roundDensities(settings), [1 / 64, 1 / 16], 'either may arrive near the switch')
   const none = { ...settings, everyStepUntil: 0 }

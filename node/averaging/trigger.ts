@@ -20,11 +20,19 @@ export interface RoundTrigger {
   tokensPerRound: number
   /** Another member's contribution to the next round has arrived. */
   invited: boolean
+  /** Rounds come after every step now (everyStep()). */
+  everyStep?: boolean
 }
 
-/** A round is due once the replicas at our round together trained tokensPerRound since it, or when invited to the next. */
+/**
+ * A round is due once the replicas at our round together trained tokensPerRound since it, or
+ * when invited to the next. In the every-step phase, as soon as this replica stepped since the
+ * last round: the others' records lag by seconds, and waiting for them to show the stage's whole
+ * batch would make a round every other step at best.
+ */
 export function roundDue (t: RoundTrigger): boolean {
   if (t.invited) return true
+  if (t.everyStep === true && t.tokensSinceSync > 0) return true
   let collective = t.tokensSinceSync
   for (const p of t.peers) if (p.round === t.round) collective += p.tokensSinceSync
   return collective >= t.tokensPerRound
@@ -38,7 +46,12 @@ type Schedule = Pick<AveragingSettings, 'innerSteps' | 'everyStepUntil' | 'topkD
  * so they stay innerSteps apart.
  */
 export function roundTokens (settings: Schedule, tokensPerStep: number, steps: number, replicas: number): number {
-  return (steps < settings.everyStepUntil && replicas > 1 ? 1 : settings.innerSteps) * tokensPerStep
+  return (everyStep(settings, steps, replicas) ? 1 : settings.innerSteps) * tokensPerStep
+}
+
+/** Whether rounds come after every step: early in the run (everyStepUntil), when there is someone to average with. */
+export function everyStep (settings: Schedule, steps: number, replicas: number): boolean {
+  return steps < settings.everyStepUntil && replicas > 1
 }
 
 /** The top-k density of a contribution made after `steps` inner steps. */
