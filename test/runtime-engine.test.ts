@@ -158,6 +158,27 @@ test('weights changed between calls are used by the next call; state loads back'
   }
 })
 
+test('an averaging round\'s snapshot and apply go ahead of queued calls; a backward\'s tokens stay with its run', async () => {
+  const [engine] = await engines(1)
+  try {
+    const sampler = new BatchSampler(text, 16, 2, 7)
+    const order: string[] = []
+    const runs = Array.from({ length: 4 }, async (_, i) => {
+      const batch = sampler.next()
+      await engine.lossBackward(batch.x, batch.targets)
+      order.push(`run ${i}`)
+    })
+    const snapshot = engine.weightsSnapshot().then(s => { order.push('snapshot'); return s })
+    const apply = engine.updateWeights(() => { order.push('apply') })
+    await Promise.all([...runs, snapshot, apply])
+    // All were queued in one turn, the runs first.
+    assert.equal(order, ['snapshot', 'apply', 'run 0', 'run 1', 'run 2', 'run 3'])
+    assert.is(engine.accumulatedTokens, 4 * 2 * 16, 'every run\'s tokens counted once')
+  } finally {
+    await engine.close()
+  }
+})
+
 // onnxruntime 1.30's ScatterND with reduction 'add' loses adds to a repeated index on several
 // threads (it once kept 148,661 of 200,000); the embedding gradients must not depend on it.
 const wide: ModelConfig = { vocabSize: 256, dModel: 64, nLayers: 2, nHeads: 2, seqLen: 128 }

@@ -1,6 +1,7 @@
 // The main-thread side of a session worker: starts it, sends it one request at a time, and
 // lets main-thread work that touches the shared buffers (an optimizer step) queue between
-// requests, so it never overlaps a run.
+// requests, so it never overlaps a run. Work that others wait on (an averaging round's snapshot
+// and apply) may go ahead of the queued requests.
 import { Worker } from 'node:worker_threads'
 import { logger } from '@libp2p/logger'
 import type { Tensor } from './tensor.js'
@@ -55,6 +56,13 @@ export interface RunResult {
 }
 
 type Reply = Omit<HostReply, 'transfer'> | { id: number, error: string }
+
+export interface ExclusiveOptions {
+  /** It writes the weights: the weights version changes. */
+  writes?: boolean
+  /** Run it before the requests and work already queued (after earlier urgent work). */
+  urgent?: boolean
+}
 type Ready = { ready: true } | { ready: false, error: string }
 
 /** The worker died or was closed; every pending and later request fails with this. */
@@ -70,7 +78,10 @@ export class SessionRunError extends Error {
 export class SessionHost {
   private nextId = 0
   private readonly pending = new Map<number, { resolve(r: RunResult): void, reject(e: Error): void }>()
-  private tail: Promise<unknown> = Promise.resolve()
+  /** Requests and work waiting their turn, one at a time; the first `urgent` of them are urgent. */
+  private readonly queue: Array<() => Promise<void>> = []
+  private urgent = 0
+  private draining = false
   private closed?: Error
   private version = 0
 
@@ -118,30 +129,51 @@ export class SessionHost {
   /**
    * Runs `graph` with `feeds` (params are added by the worker) and returns the `fetch` outputs,
    * on the weights of version `at` if the worker still holds it, else on the current weights.
+   * `done` runs in the same turn once the run succeeded (nothing queued can come in between).
    */
-  run (graph: string, feeds: Record<string, Tensor>, fetch: string[], options: { accumulate?: number, at?: number } = {}): Promise<RunResult> {
-    return this.exclusive(() => {
+  run (graph: string, feeds: Record<string, Tensor>, fetch: string[], options: { accumulate?: number, at?: number, done?: () => void } = {}): Promise<RunResult> {
+    return this.exclusive(async () => {
       if (this.closed !== undefined) throw this.closed
       const id = this.nextId++
       const reply = new Promise<RunResult>((resolve, reject) => this.pending.set(id, { resolve, reject }))
       const request: HostRequest = { id, graph, feeds, fetch, weightsVersion: this.version, atVersion: options.at, accumulate: options.accumulate }
       this.worker.postMessage(request)
-      return reply
+      const result = await reply
+      options.done?.()
+      return result
     })
   }
 
   /**
    * Runs `fn` between requests: the worker is idle and no request is pending, so `fn` may
-   * read the gradients and read or write the weights. Set `weightsChanged` when it wrote them.
+   * read the gradients and read or write the weights.
    */
-  exclusive<T> (fn: () => T | Promise<T>, weightsChanged = false): Promise<T> {
-    const result = this.tail.then(async () => {
-      const value = await fn()
-      if (weightsChanged) this.version++
-      return value
+  exclusive<T> (fn: () => T | Promise<T>, options: ExclusiveOptions = {}): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const task = async (): Promise<void> => {
+        try {
+          const value = await fn()
+          if (options.writes === true) this.version++
+          resolve(value)
+        } catch (err) {
+          reject(err)
+        }
+      }
+      if (options.urgent === true) this.queue.splice(this.urgent++, 0, task)
+      else this.queue.push(task)
+      queueMicrotask(() => { void this.drain() })
     })
-    this.tail = result.catch(() => {})
-    return result
+  }
+
+  private async drain (): Promise<void> {
+    if (this.draining) return
+    this.draining = true
+    while (this.queue.length > 0) {
+      const task = this.queue.shift() as () => Promise<void>
+      if (this.urgent > 0) this.urgent--
+      await task()
+    }
+    this.draining = false
   }
 
   async close (): Promise<void> {

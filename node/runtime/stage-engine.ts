@@ -7,7 +7,7 @@ import { sumSquaresAsync } from '../../native/index.js'
 import { buildStageGraphs, initParams, ParamLayout, type ModelConfig, type StageLayout } from '../model/index.js'
 import { AdamW, clipFactor } from './optimizer.js'
 import { defaultOptimizerConfig, type OptimizerConfig } from './optimizer-config.js'
-import { SessionHost, type RunResult } from './session-host.js'
+import { SessionHost } from './session-host.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from './tensor.js'
 
 export interface StageEngineInit {
@@ -122,14 +122,14 @@ export class StageEngine {
     const [b, t] = this.checkInput(x)
     checkShape('gy', gy, 'float32', [b, t, this.model.dModel])
     checkFinite('gy', gy)
-    const { outputs, version } = await this.accumulate(this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined }), b * t)
+    const { outputs, version } = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined, done: this.counter(b * t) })
     return { gx: outputs.gx as FloatTensor | undefined, version: { epoch: this.epoch, version } }
   }
 
   /** Last stage: mean cross-entropy (nats per token) of `x` against `targets`; accumulates gradients. */
   async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
     const [b, t] = this.checkLast(x, targets)
-    const { outputs } = await this.accumulate(this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t }), b * t)
+    const { outputs } = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t, done: this.counter(b * t) })
     return { loss: outputs.loss.data[0] as number, gx: outputs.gx as FloatTensor | undefined }
   }
 
@@ -161,7 +161,7 @@ export class StageEngine {
       this.grads.fill(0)
       this.tokens = 0
       return { lr, gradNorm: norm }
-    }, true)
+    }, { writes: true })
   }
 
   /** A copy of the accumulated (summed, unscaled) gradients, taken between calls. */
@@ -177,9 +177,12 @@ export class StageEngine {
     return this.host.exclusive(() => ({ weights: this.weights.slice(), step: this.adam.step, m: this.adam.m.slice(), v: this.adam.v.slice() }))
   }
 
-  /** A copy of the weights and the tokens stepped on so far, taken between calls (an averaging round's snapshot). */
+  /**
+   * A copy of the weights and the tokens stepped on so far, taken between calls (an averaging
+   * round's snapshot): ahead of the queued calls, which the round would otherwise wait out.
+   */
   weightsSnapshot (): Promise<{ weights: Float32Array, steppedTokens: number }> {
-    return this.host.exclusive(() => ({ weights: this.weights.slice(), steppedTokens: this.steppedTokens }))
+    return this.host.exclusive(() => ({ weights: this.weights.slice(), steppedTokens: this.steppedTokens }), { urgent: true })
   }
 
   /** Replaces weights and optimizer state (resume, or joining a stage), dropping accumulated gradients. */
@@ -194,18 +197,20 @@ export class StageEngine {
       this.adam.step = state.step
       this.grads.fill(0)
       this.tokens = 0
-    }, true)
+    }, { writes: true })
   }
 
   /**
    * Changes the weights in place between calls (e.g. an outer averaging step), keeping the
    * optimizer's state; `step`, if given, moves the schedule there (a replica adopting the stage's).
+   * It goes ahead of the queued calls: they then run on the averaged weights, and the round ends
+   * sooner.
    */
   updateWeights (fn: (weights: Float32Array) => void, step?: number): Promise<void> {
     return this.host.exclusive(() => {
       fn(this.weights)
       if (step !== undefined) this.adam.step = step
-    }, true)
+    }, { writes: true, urgent: true })
   }
 
   close (): Promise<void> {
@@ -213,15 +218,11 @@ export class StageEngine {
   }
 
   /**
-   * Counts a backward run's tokens in the host's queue slot right after the run, so a step
-   * queued later always sees them, and never sees tokens of a run that failed.
+   * Counts a backward run's tokens in the run's own queue turn, so a step queued later always
+   * sees them, and never sees tokens of a run that failed.
    */
-  private async accumulate (run: Promise<RunResult>, tokens: number): Promise<RunResult> {
-    await this.host.exclusive(async () => {
-      await run
-      this.tokens += tokens
-    })
-    return await run
+  private counter (tokens: number): () => void {
+    return () => { this.tokens += tokens }
   }
 
   /** Validates a stage input; returns [batch, time]. */
