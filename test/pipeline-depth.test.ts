@@ -3,6 +3,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { DepthControl } from '../node/pipeline/depth.js'
+import { maxDepth } from '../node/pipeline/driver.js'
 
 /**
  * A pipeline whose bottleneck serves one microbatch per `serviceMs` after `baseMs` of latency
@@ -50,6 +51,16 @@ test('staleness over the bound shrinks depth whatever the latency says', () => {
 test('no staleness allowed: one microbatch at a time', () => {
   const control = new DepthControl({ initial: 3, maxStaleness: -1 })
   assert.is(drive(control, 1000, 100, () => 0, 50).pop(), 1)
+})
+
+test('the swarm\'s drivers share a quarter of a step in flight; a new bound applies at once', () => {
+  assert.equal([maxDepth(8), maxDepth(8, 2), maxDepth(8, 4), maxDepth(32, 4), maxDepth(8, 100)], [2, 1, 1, 2, 1])
+  const control = new DepthControl({ initial: 4, maxStaleness: 100, max: maxDepth(32) })
+  drive(control, 1000, 100, () => 0, 100)
+  assert.is(control.depth, 8, 'latency asks for more: held at the bound')
+  control.bound(maxDepth(32, 4))
+  assert.is(control.depth, 2, 'three more drivers came')
+  assert.ok(drive(control, 1000, 100, () => 0, 100).every(d => d <= 2))
 })
 
 test.run()

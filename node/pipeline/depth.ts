@@ -26,7 +26,7 @@ export interface DepthControlInit {
 export class DepthControl {
   depth: number
   private readonly maxStaleness: number
-  private readonly max: number
+  private max: number
   private sinceChange = 0
   private latencyMs = 0
   private waitedMs = 0
@@ -36,6 +36,12 @@ export class DepthControl {
     this.max = init.max ?? 64
     this.maxStaleness = init.maxStaleness
     this.depth = Math.max(1, Math.min(init.initial, this.max))
+  }
+
+  /** Changes the hard bound on depth (the swarm's drivers came or went); depth follows at once. */
+  bound (max: number): void {
+    this.max = Math.max(1, max)
+    this.depth = Math.min(this.depth, this.max)
   }
 
   /**

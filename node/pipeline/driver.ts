@@ -33,10 +33,10 @@ export interface DriverInit {
   /** Adaptive depth keeps backwards at most this many weight versions stale (default: maxStaleness of the default weightVersions). */
   maxStaleness?: number
   /**
-   * Adaptive depth never exceeds this (default: no bound but staleness). A pipeline learns like
-   * one machine only while few backwards straddle a step: half a step's microbatches is the bound.
+   * Adaptive depth never exceeds this (default: no bound but staleness); a function is asked
+   * again as microbatches complete (the swarm's drivers come and go). See maxDepth.
    */
-  maxInFlight?: number
+  maxInFlight?: number | (() => number)
   /** Seeds this node's shard of random windows. */
   seed: number | string
   /** Evaluate after every this many completed microbatches (0: never). */
@@ -76,14 +76,19 @@ export interface DriverStats {
 }
 
 /**
- * The most microbatches a driver keeps in flight for a step of `microbatches`: a quarter of
- * them, so that most backwards land in the step of their forward. Measured against local
- * training at equal tokens, 600 steps of the default model (3 stages x 1 replica): depth 1 ended
- * 1.1% above local, a quarter (2 of 8) 1.2%, half (4 of 8) 8.6%; nearly all (7 of 8) 22%. To
- * hide more latency, take more microbatches per step, not a deeper share of one.
+ * The most microbatches a driver keeps in flight for a step of `microbatches` when `drivers`
+ * drive the swarm: together a quarter of a step, so that most backwards land in the step of
+ * their forward. A replica of a stage steps on 1/R of the batch and gets about 1/R of the
+ * microbatches in flight, so the staleness a backward sees is the swarm's whole depth over
+ * `microbatches`, however many replicas share the stages. Measured against local training at
+ * equal tokens, 600 steps of the default model: with one driver (3 stages x 1 replica), depth 1
+ * ended 1.1% above local, a quarter (2 of 8) 1.2%, half (4 of 8) 8.6%, nearly all (7 of 8) 22%;
+ * with four (2 stages x 2 replicas, all driving, compressed rounds), 2 each ended 11.9% above
+ * and 1 each 5.4%, at the same tokens/s. To hide more latency, take more microbatches per step,
+ * not a deeper share of one.
  */
-export function maxDepth (microbatches: number): number {
-  return Math.max(1, Math.floor(microbatches / 4))
+export function maxDepth (microbatches: number, drivers = 1): number {
+  return Math.max(1, Math.floor(microbatches / (4 * Math.max(1, drivers))))
 }
 
 /**
@@ -124,7 +129,7 @@ export class Driver {
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
     this.signals = components.signals ?? (() => ({ staleness: 0, waitedMs: 0 }))
     this.init = { ...init, maxStaleness: init.maxStaleness ?? maxStaleness(defaultOptimizerConfig.weightVersions), evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
-    if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness, max: init.maxInFlight })
+    if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness, max: this.maxInFlight() })
     this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
     this.evalSet = this.init.evalEvery > 0 ? evenBatches(init.validation, init.seqLen, init.batchSize, this.init.evalBatches) : []
   }
@@ -229,9 +234,16 @@ export class Driver {
     }
   }
 
+  private maxInFlight (): number | undefined {
+    const max = this.init.maxInFlight
+    return typeof max === 'function' ? max() : max
+  }
+
   /** Teaches the depth control a completed microbatch's latency, unless an evaluation held the stages meanwhile. */
   private adapt (issued: { at: number, evaluations: number }): void {
     if (this.control === undefined) return
+    const max = this.maxInFlight()
+    if (max !== undefined) this.control.bound(max)
     const { staleness, waitedMs } = this.signals()
     if (issued.evaluations !== this.evaluations || this.evaluating !== undefined) return
     const before = this.control.depth

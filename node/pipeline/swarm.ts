@@ -104,6 +104,15 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
     return this.components.registry.view.stages[stage]?.peers.filter(p => p.ready && p.peerId !== this.self).map(p => p.peerId) ?? []
   }
 
+  /**
+   * Nodes driving the swarm, this one included: peers whose records show tokens they drove (the
+   * depth each may keep shrinks as they come, so that the stages' staleness does not grow).
+   */
+  private drivers (): number {
+    const peers = new Set(this.components.registry.view.stages.flatMap(s => s.peers).filter(p => p.drivenTokens > 0 && p.peerId !== this.self).map(p => p.peerId))
+    return peers.size + 1
+  }
+
   async start (): Promise<void> {
     const { manifest, registry } = this.components
     // What its record tells the swarm (a node that serves no stage publishes none): its load,
@@ -128,7 +137,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       seed: this.self,
       inFlight: this.options.inFlight,
       maxStaleness: maxStaleness(manifest.optimizer.weightVersions),
-      maxInFlight: maxDepth(manifest.optimizer.microbatches),
+      maxInFlight: () => maxDepth(manifest.optimizer.microbatches, this.drivers()),
       maxMicrobatches: this.options.maxMicrobatches,
       evalEvery: this.options.evalEvery,
       onProgress: report => {
