@@ -41,10 +41,14 @@ async function oneRound (manifest: RunManifest): Promise<RoundReport[]> {
       if (Date.now() > deadline) throw new Error('the replicas did not find each other within 30 s')
       await new Promise(resolve => setTimeout(resolve, 200))
     }
-    // Local progress: each replica's weights move by a different small random step.
+    // Local progress: each replica's weights move by a different small random step, as if it
+    // had trained a step's tokens (a member that trained nothing sends no values).
+    const { optimizer, model } = manifest
     await Promise.all(nodes.map(async (node, i) => {
       const rng = new Rng(`bench-averaging-${i}`)
-      await node.components.stageHost!.served!.engine.updateWeights(w => { for (let j = 0; j < w.length; j++) w[j] += 1e-3 * rng.normal() })
+      const engine = node.components.stageHost!.served!.engine
+      await engine.updateWeights(w => { for (let j = 0; j < w.length; j++) w[j] += 1e-3 * rng.normal() })
+      engine.steppedTokens += optimizer.batchSize * optimizer.microbatches * model.seqLen
     }))
     const reports = await Promise.all(nodes.map(async node => await node.service<AveragingService>('averaging')!.roundNow()))
     if (reports.some(r => r === undefined || r.members !== PEERS)) throw new Error(`a round did not gather all ${PEERS} peers: ${JSON.stringify(reports)}`)

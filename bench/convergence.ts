@@ -146,6 +146,7 @@ export async function runAveragingSwarm (s: Setup, mode: Mode, onProgress?: (lin
     replicas: 2,
     microbatches: s.steps * s.optimizer.microbatches,
     evalEvery: Math.max(1, Math.round(s.evalSteps * s.optimizer.microbatches / 4)),
+    inFlight: mode.inFlight,
     onProgress
   })
   return {

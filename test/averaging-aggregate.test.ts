@@ -28,7 +28,7 @@ function norm (a: Float32Array): number {
 
 async function outcome (contributions: Contribution[], settings = dense): Promise<Float32Array> {
   const theta = new Float32Array(n)
-  await aggregate(contributions, theta, new Float32Array(n), settings, 1e9)
+  await aggregate(contributions, theta, new Float32Array(n), settings)
   return theta
 }
 
@@ -44,7 +44,7 @@ test('a NaN contribution is dropped; a 1000x one moves the result no more than t
   const poisoned = randomVector('d')
   poisoned[17] = NaN
   const theta = new Float32Array(n)
-  const result = await aggregate([...honest, denseContribution('d', poisoned)], theta, new Float32Array(n), dense, 1e9)
+  const result = await aggregate([...honest, denseContribution('d', poisoned)], theta, new Float32Array(n), dense)
   assert.equal(result.dropped, ['d'])
   assert.ok(theta.every(Number.isFinite))
   assert.ok(Buffer.from(theta.buffer).equals(Buffer.from((await outcome(honest)).buffer)), 'the dropped contribution changed the result')
@@ -60,12 +60,30 @@ test('a NaN contribution is dropped; a 1000x one moves the result no more than t
   assert.ok(shift > 0.2, `the clipped member should still count: shift ${shift}`)
 })
 
-test('weights follow tokens: a member with 3x the tokens counts 3x', async () => {
+test('each member\'s progress counts 1/R, whatever tokens it claims: its values already carry them', async () => {
   const one = new Float32Array(n).fill(1)
-  const minusOne = new Float32Array(n).fill(-1)
-  const theta = await outcome([denseContribution('a', one, 300), denseContribution('b', minusOne, 100)])
-  // SGD with lr 1 from theta 0: theta = -mean = -(3/4 - 1/4).
-  assert.ok(theta.every(x => Math.abs(x + 0.5) < 1e-6), `theta[0] = ${theta[0]}`)
+  const minusHalf = new Float32Array(n).fill(-0.5)
+  const theta = new Float32Array(n)
+  const result = await aggregate([denseContribution('a', one, 300), denseContribution('b', minusHalf, 100)], theta, new Float32Array(n), dense)
+  // SGD with lr 1 from theta 0: theta = -(0.75 - 0.5) / 2 (b, under the median norm, is not clipped; a is, to 0.75).
+  assert.ok(theta.every(x => Math.abs(x + (0.75 - 0.5) / 2) < 1e-6), `theta[0] = ${theta[0]}`)
+  assert.equal([...result.clipped.keys()], ['a'])
+  assert.ok(Math.abs(result.clipped.get('a')! - 0.75) < 1e-6, 'the member learns how much of it the clip held back')
+})
+
+test('a member that trained nothing (0 tokens) takes part without values: it moves neither the sum nor the clip', async () => {
+  const a = denseContribution('a', randomVector('a'), 100)
+  const b = denseContribution('b', randomVector('b', 3), 100)
+  const idle: Contribution = { sender: 'c', tokens: 0, dense: true, payload: new Uint8Array(0) }
+  const theta = new Float32Array(n)
+  const result = await aggregate([a, b, idle], theta, new Float32Array(n), dense)
+  assert.equal(result.used, ['a', 'b', 'c'])
+  // It shares the batch: the others' progress counts 1/3 each rather than 1/2.
+  const pair = await outcome([a, b])
+  assert.ok(theta.every((x, i) => Math.abs(x - pair[i] * 2 / 3) < 1e-5), 'the idle member changed more than the share')
+  const still = new Float32Array(n).fill(1)
+  await aggregate([idle], still, new Float32Array(n), dense)
+  assert.ok(still.every(x => x === 1), 'a round where nobody trained moves nothing')
 })
 
 test('contributions are refused when forged, corrupted, out of scope or of the wrong shape', async () => {
@@ -107,6 +125,8 @@ test('contributions are refused when forged, corrupted, out of scope or of the w
   const mixed = Contribution.encode({ ...forgedBody, payloadHash: body.payloadHash })
   await refused({ contribution: mixed, signature: new Uint8Array(await key.sign(new Uint8Array([...new TextEncoder().encode('swarmtrain/contribution/1:'), ...mixed]))) }, scope, /hash/)
   await refused(await signContribution(scope, { privateKey: key, peerId }, 512, false, payload.slice(0, 100)), scope, /payload/)
+  await refused(await signContribution(scope, { privateKey: key, peerId }, 0, false, payload), scope, /0 tokens carries values/)
+  assert.is((await verifyContribution(await signContribution(scope, { privateKey: key, peerId }, 0, false, new Uint8Array(0)), scope)).payload.length, 0)
 })
 
 test('a contribution may come at either density of the round schedule, and at no other', async () => {

@@ -22,6 +22,8 @@ export interface SwarmRunInit {
   microbatches: number
   /** Validation every this many microbatches of each driver. */
   evalEvery: number
+  /** Microbatches each driver keeps in flight (default: the daemon's, adaptive). */
+  inFlight?: number
   /** Kill one replica at a third of the budget, add a fresh node at two thirds. */
   churn?: boolean
   onProgress?: (line: string) => void
@@ -39,8 +41,8 @@ export interface SwarmRunResult {
   curve: Array<[number, number]>
   rounds: number
   /**
-   * Tokens/s while rounds ran against between them (the replicas' last rounds' reports, the
-   * means of each): whether a round's bytes in flight slow the pipeline. Undefined with no round.
+   * Tokens/s while rounds ran against between them (all rounds of the replicas alive at the
+   * end): whether a round's work and bytes in flight slow the pipeline. Undefined with no round.
    */
   roundSpeedRatio?: number
 }
@@ -52,11 +54,12 @@ async function statusOf (d: DaemonProcess): Promise<{ node: NodeStatus, pipeline
   return { node, pipeline: node.services.pipeline as PipelineStatus, averaging: node.services.averaging as AveragingStatus }
 }
 
-function roundSpeedRatio (rounds: AveragingStatus['rounds']): number | undefined {
-  const timed = rounds.filter(r => r.tokensPerSecondBetween > 0)
-  if (timed.length === 0) return undefined
-  const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
-  return mean(timed.map(r => r.tokensPerSecondDuring)) / mean(timed.map(r => r.tokensPerSecondBetween))
+/** Tokens/s the replicas trained while their rounds ran against between them, all rounds of all replicas together. */
+function roundSpeedRatio (statuses: AveragingStatus[]): number | undefined {
+  const sum = (key: 'trainedDuringRounds' | 'trainedBetweenRounds', field: 'tokens' | 'ms'): number => statuses.reduce((a, s) => a + s[key][field], 0)
+  const during = sum('trainedDuringRounds', 'tokens') / sum('trainedDuringRounds', 'ms')
+  const between = sum('trainedBetweenRounds', 'tokens') / sum('trainedBetweenRounds', 'ms')
+  return Number.isFinite(during) && between > 0 ? during / between : undefined
 }
 
 export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
@@ -78,7 +81,8 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
     const bootstrap = members.length === 0 ? [] : ['--bootstrap', members[0].daemon.address]
     const daemon = await spawnDaemon({
       args: ['start', '--dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--stage', String(stage), '--capacity', '1000', '--threads', '1',
-        '--max-microbatches', String(budget), '--eval-every', String(init.evalEvery), ...bootstrap],
+        '--max-microbatches', String(budget), '--eval-every', String(init.evalEvery), ...bootstrap,
+        ...init.inFlight === undefined ? [] : ['--in-flight', String(init.inFlight)]],
       env: LOOPBACK_SWARM_ENV,
       // A busy machine starts daemons slowly; the run is long anyway.
       timeoutMs: 180_000
@@ -141,7 +145,7 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
           pipelineBytesPerPeer: mean(allBytes.map((b, i) => b - averagingBytes[i])),
           curve,
           rounds: Math.max(...statuses.map(s => s.averaging.round)),
-          roundSpeedRatio: roundSpeedRatio(statuses.flatMap(s => s.averaging.rounds))
+          roundSpeedRatio: roundSpeedRatio(statuses.map(s => s.averaging))
         }
       }
     }

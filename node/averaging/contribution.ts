@@ -87,7 +87,13 @@ export async function verifyContribution (signed: SignedContribution, scope: Con
   if (c.tokens > BigInt(Number.MAX_SAFE_INTEGER)) throw new ContributionError('contribution token count out of range')
   const hash = sha256(c.payload)
   if (c.payloadHash.length !== hash.length || !c.payloadHash.every((b, i) => b === hash[i])) throw new ContributionError('contribution payload does not match its hash')
-  checkPayload(c.dense, c.payload, scope)
+  // A member that trained nothing since the last round takes part (it leaves with the result)
+  // but sends no values.
+  if (c.tokens === 0n) {
+    if (c.payload.length !== 0) throw new ContributionError('a contribution of 0 tokens carries values')
+  } else {
+    checkPayload(c.dense, c.payload, scope)
+  }
   return { sender: sender.toString(), tokens: Number(c.tokens), dense: c.dense, payload: c.payload, signed }
 }
 

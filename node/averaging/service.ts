@@ -1,7 +1,9 @@
 // The averaging service: the replicas of a stage meet in rounds, with no coordinator.
 // - When: each replica publishes the tokens it trained since the last round (info record); once
-//   the stage's replicas at the same round together reach innerSteps x batch tokens, or another
-//   member's contribution for the next round arrives, a replica starts the round.
+//   the stage's replicas at the same round together reach innerSteps x batch tokens (early in the
+//   run, everyStepUntil, once this replica stepped), or another member's contribution for the
+//   next round arrives, a replica starts the round. Checked after every step, when a round ends
+//   and when a contribution arrives, so none waits for a timer.
 // - What: its pseudo-gradient theta_at_last_sync - theta at the round's snapshot, through the
 //   native error-feedback compressor (or dense, for comparison), signed.
 // - The residual stays in the weights: what top-k did not send (the error-feedback buffer e)
@@ -14,7 +16,8 @@
 //   a contribution ask the others for it (relay: signatures make relays safe).
 // - Result: the same contributions in sorted sender order through the same rule (aggregate.ts),
 //   then members exchange the hash of the new theta_at_last_sync; one that differs from the
-//   majority, or that falls behind, fetches the state from the majority (state-sync.ts).
+//   majority, or that falls behind, fetches the state from the majority (state-sync.ts). What the
+//   median clip held back of a member's values goes back into its residual, to be sent later.
 // - No stall: the pipeline keeps training during the round; the result is applied when it
 //   arrives as weights += (theta_new - e) - snapshot, keeping the progress made since the snapshot
 //   (Streaming DiLoCo's overlap with a one-round delay, as Psyche does): the next round's
@@ -25,7 +28,7 @@ import { logger } from '@libp2p/logger'
 import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
 import type { Connection, Stream } from '@libp2p/interface'
-import { axpy, compressAsync, chunkCount, kForDensity, payloadSize, type ValueBits } from '../../native/index.js'
+import { axpy, compressAsync, chunkCount, decodeAccumulateAsync, kForDensity, payloadSize, type ValueBits } from '../../native/index.js'
 import { AverageRequest, AverageResponse } from '../../protocols/averaging.js'
 import { averageMessageLimit, averageProtocol } from '../../protocols/ids.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
@@ -34,7 +37,7 @@ import { MessageStream } from '../p2p/messages.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
-import { roundDensities, roundDensity, roundDue, roundTokens } from './trigger.js'
+import { everyStep, roundDensities, roundDensity, roundDue, roundTokens } from './trigger.js'
 import { AVERAGING_POLL_MS, ROUND_CHECKPOINT_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
@@ -79,9 +82,12 @@ export interface RoundReport {
   agreed: number
   hashes: number
   resynced: boolean
-  /** Tokens/s this replica trained while the round ran, and between the previous round and this one. */
-  tokensPerSecondDuring: number
-  tokensPerSecondBetween: number
+}
+
+/** Tokens this replica trained over some time (ms). */
+export interface Training {
+  tokens: number
+  ms: number
 }
 
 /** The averaging service's part of the status JSON (`services.averaging`). */
@@ -100,6 +106,12 @@ export interface AveragingStatus {
   bytesSent: number
   banned: string[]
   rounds: RoundReport[]
+  /**
+   * What this replica trained while its rounds ran, and between them, since it attached to the
+   * stage: whether a round's work and bytes in flight slow the pipeline.
+   */
+  trainedDuringRounds: Training
+  trainedBetweenRounds: Training
 }
 
 /**
@@ -120,9 +132,8 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly self: string
   private readonly protocol: string
   private readonly options: Required<Pick<AveragingOptions, 'pollMs'>> & AveragingOptions
-  /** Tokens of one inner step of the stage, and the most a contribution may claim (innerSteps of them). */
+  /** Tokens of one inner step of the stage. */
   private readonly tokensPerStep: number
-  private readonly maxRoundTokens: number
   private readonly stateServer: StateServer
   private served?: ServedStage
   private hash = ''
@@ -132,6 +143,8 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly offences = new Map<string, number>()
   private running?: Promise<void>
   private timer?: NodeJS.Timeout
+  /** No new round starts: the served stage is being detached, or the service stops. */
+  private closing = false
   private compressor?: { hints: Float32Array, out: Uint8Array<ArrayBuffer> }
   private bytesSent = 0
   private syncs = 0
@@ -144,8 +157,9 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly wakers = new Set<() => void>()
   /** When a round last wrote the stage's checkpoint. */
   private checkpointedAt = -Infinity
-  /** When the last round ended and the tokens trained then (for tokens/s between rounds). */
+  /** When the last round ended and the tokens trained then (for the training between rounds). */
   private lastRoundEnd = { at: performance.now(), tokens: 0 }
+  private trained: { during: Training, between: Training } = { during: { tokens: 0, ms: 0 }, between: { tokens: 0, ms: 0 } }
 
   constructor (components: SwarmComponents, options: AveragingOptions) {
     if (components.stageHost === undefined) throw new Error('averaging needs the node\'s stage host')
@@ -156,7 +170,6 @@ export class AveragingService implements SwarmService, StageUser {
     this.options = { ...options, pollMs: options.pollMs ?? AVERAGING_POLL_MS }
     const { optimizer, model } = components.manifest
     this.tokensPerStep = optimizer.batchSize * model.seqLen * optimizer.microbatches
-    this.maxRoundTokens = components.manifest.averaging.innerSteps * this.tokensPerStep
     this.stateServer = new StateServer({ host: components.host }, { runId: components.runId }, () => this.sharedState())
     this.stageHost.use(this)
   }
@@ -164,10 +177,15 @@ export class AveragingService implements SwarmService, StageUser {
   async start (): Promise<void> {
     await this.components.host.handle(this.protocol, async (stream: Stream, connection: Connection) => { await this.handle(stream, connection) }, { maxInboundStreams: 64 })
     await this.stateServer.start()
+    // Checked after every inner step and whenever a round ends or another member's
+    // contribution invites us to the next, so a round starts at once; the timer is the fallback.
+    this.stageHost.addEventListener('step', this.onStep)
     this.timer = setInterval(() => { this.poll() }, this.options.pollMs)
   }
 
   async stop (): Promise<void> {
+    this.closing = true
+    this.stageHost.removeEventListener('step', this.onStep)
     clearInterval(this.timer)
     await this.running
     await this.components.host.unhandle(this.protocol)
@@ -176,6 +194,7 @@ export class AveragingService implements SwarmService, StageUser {
 
   /** Before the stage serves: load the stage's state from its replicas if they are ahead of ours. */
   async attach (served: ServedStage): Promise<void> {
+    this.closing = false
     this.boxes.clear()
     this.hashBoxes.clear()
     this.compressor = undefined
@@ -184,6 +203,8 @@ export class AveragingService implements SwarmService, StageUser {
     this.behindSince.clear()
     this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
     this.lastRoundEnd = { at: performance.now(), tokens: trainedTokens(served) }
+    this.trained.during = { tokens: 0, ms: 0 }
+    this.trained.between = { tokens: 0, ms: 0 }
     this.served = served
     await this.components.registry.refresh().catch(() => {})
     const ahead = this.replicaRecords().filter(p => p.round > served.outer.round)
@@ -196,6 +217,7 @@ export class AveragingService implements SwarmService, StageUser {
   }
 
   async detach (): Promise<void> {
+    this.closing = true
     await this.running
     this.served = undefined
   }
@@ -215,7 +237,9 @@ export class AveragingService implements SwarmService, StageUser {
       copiedFrom: this.copiedFrom,
       bytesSent: this.bytesSent,
       banned: [...this.offences].filter(([, n]) => n >= BAN_AFTER).map(([p]) => p),
-      rounds: this.rounds.slice(-10)
+      rounds: this.rounds.slice(-10),
+      trainedDuringRounds: { ...this.trained.during },
+      trainedBetweenRounds: { ...this.trained.between }
     }
   }
 
@@ -233,13 +257,18 @@ export class AveragingService implements SwarmService, StageUser {
   }
 
   private run (task: () => Promise<void>): void {
-    this.running = task().catch(err => { log.error('round failed: %e', err) }).finally(() => { this.running = undefined })
+    this.running = task().catch(err => { log.error('round failed: %e', err) }).finally(() => {
+      this.running = undefined
+      this.poll()
+    })
   }
+
+  private readonly onStep = (): void => { this.poll() }
 
   /** Starts a round (or a resync) when due; at most one runs at a time. */
   private poll (): void {
     const served = this.served
-    if (served === undefined || this.running !== undefined) return
+    if (served === undefined || this.running !== undefined || this.closing) return
     this.publish()
     const peers = this.replicaRecords()
     const ahead = peers.filter(p => p.round > served.outer.round)
@@ -257,7 +286,15 @@ export class AveragingService implements SwarmService, StageUser {
       // behind again, and a replica that keeps missing rounds averages with nobody.
     } else {
       const invited = (this.boxes.get(served.outer.round + 1)?.size ?? 0) > 0
-      if (roundDue({ round: served.outer.round, tokensSinceSync: tokensSinceSync(served), peers, tokensPerRound: this.tokensPerRound(served, peers.length + 1), invited })) task = async () => { await this.round(served) }
+      const replicas = peers.length + 1
+      if (roundDue({
+        round: served.outer.round,
+        tokensSinceSync: tokensSinceSync(served),
+        peers,
+        tokensPerRound: this.tokensPerRound(served, replicas),
+        invited,
+        everyStep: everyStep(this.components.manifest.averaging, served.engine.steps, replicas)
+      })) task = async () => { await this.round(served) }
     }
     if (task !== undefined) this.run(task)
   }
@@ -379,7 +416,12 @@ export class AveragingService implements SwarmService, StageUser {
     for (let i = 0; i < n; i++) delta[i] = outer.theta[i] - snapshot.weights[i] - outer.error[i]
     const tokens = snapshot.steppedTokens - served.syncedTokens
     let payload: Uint8Array<ArrayBuffer>
-    if (settings.mode === 'dense') {
+    if (tokens === 0) {
+      // Nothing trained since the last round (another replica's step started it): no values, so
+      // the error feedback buffer keeps its residual rather than decaying it into a payload that
+      // would weigh nothing.
+      payload = new Uint8Array(0)
+    } else if (settings.mode === 'dense') {
       payload = new Uint8Array(delta.buffer.slice(0))
     } else {
       const k = kForDensity(roundDensity(settings, engine.steps), settings.chunkSize)
@@ -414,7 +456,12 @@ export class AveragingService implements SwarmService, StageUser {
     log('stage %d round %d: gathered %d of %d after %d ms', served.stage, round, box.size, members.length + 1, Math.round(performance.now() - started))
     const theta = outer.theta.slice()
     const momentum = outer.momentum.slice()
-    const result = await aggregate([...box.values()], theta, momentum, settings, this.maxRoundTokens)
+    const result = await aggregate([...box.values()], theta, momentum, settings)
+    // What the clip held back of our values goes back into the residual, to be sent later:
+    // clipped to the median, an honest replica that trained more than the others defers part
+    // of its progress rather than losing it (a dense run keeps no residual).
+    const clip = result.clipped.get(this.self)
+    if (clip !== undefined && settings.mode === 'sparse') await decodeAccumulateAsync(outer.error, payload, 1 - clip)
     // Apply, keeping the progress made since the snapshot and the residual not sent:
     // weights += (theta_new - e) - snapshot.
     for (let i = 0; i < n; i++) delta[i] = theta[i] - outer.error[i] - snapshot.weights[i]
@@ -445,8 +492,11 @@ export class AveragingService implements SwarmService, StageUser {
     }
     for (const r of [...this.hashBoxes.keys()]) if (r <= round) this.hashBoxes.delete(r)
     const ended = performance.now()
-    const perSecond = (tokens: number, ms: number): number => ms > 0 ? Math.round(1000 * tokens / ms) : 0
-    const between = { tokens: tokensAtStart - this.lastRoundEnd.tokens, ms: started - this.lastRoundEnd.at }
+    const { during, between } = this.trained
+    between.tokens += tokensAtStart - this.lastRoundEnd.tokens
+    between.ms += started - this.lastRoundEnd.at
+    during.tokens += trainedTokens(served) - tokensAtStart
+    during.ms += ended - started
     this.lastRoundEnd = { at: ended, tokens: trainedTokens(served) }
     const report: RoundReport = {
       round,
@@ -457,9 +507,7 @@ export class AveragingService implements SwarmService, StageUser {
       bytesSent: this.bytesSent - sentBefore,
       agreed: (counts.get(this.hash)?.length ?? 1) - 1,
       hashes: hashes.size,
-      resynced,
-      tokensPerSecondDuring: perSecond(trainedTokens(served) - tokensAtStart, ended - started),
-      tokensPerSecondBetween: perSecond(between.tokens, between.ms)
+      resynced
     }
     this.rounds.push(report)
     if (this.rounds.length > 100) this.rounds.shift()
@@ -640,6 +688,7 @@ export class AveragingService implements SwarmService, StageUser {
         } else {
           const refused = await this.accept(request.push, this.scope(served, round), from).then(() => undefined, (err: Error) => err)
           await reply(refused === undefined ? {} : { ok: false, error: refused.message })
+          if (refused === undefined && round === current + 1) this.poll()
         }
       } else if (request.want !== undefined) {
         let wanted = ''
