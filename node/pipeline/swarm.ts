@@ -46,6 +46,8 @@ export interface PipelineStatus {
   server?: StageServiceStats
   load?: StageLoad
   driver?: DriverStats
+  /** Microbatches the driver keeps in flight now (adaptive unless --in-flight). */
+  depth?: number
   /** Per stage: calls made, retried and failed through the router. */
   calls: CallStats[]
   /** Calls routed to each peer. */
@@ -164,6 +166,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       server: this.serving?.server.stats(),
       load: this.serving?.server.load(),
       driver: this.driver?.stats,
+      depth: this.driver?.depth,
       calls: this.stages.map(s => s.stats),
       routed: Object.fromEntries(this.router.callCounts()),
       transferMs: Object.fromEntries(this.router.transferEstimates()),
