@@ -203,8 +203,7 @@ export class AveragingService implements SwarmService, StageUser {
     this.behindSince.clear()
     this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
     this.lastRoundEnd = { at: performance.now(), tokens: trainedTokens(served) }
-    this.trained.during = { tokens: 0, ms: 0 }
-    this.trained.between = { tokens: 0, ms: 0 }
+    this.trained = { during: { tokens: 0, ms: 0 }, between: { tokens: 0, ms: 0 } }
     this.served = served
     await this.components.registry.refresh().catch(() => {})
     const ahead = this.replicaRecords().filter(p => p.round > served.outer.round)
