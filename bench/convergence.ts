@@ -181,7 +181,7 @@ export async function runPipeline (s: Setup, mode: Mode): Promise<ConvergenceRes
       seed,
       inFlight: mode.inFlight,
       maxStaleness: maxStaleness(optimizer.weightVersions),
-      maxInFlight: maxDepth(optimizer.microbatches),
+      maxInFlight: () => maxDepth(optimizer.microbatches),
       evalEvery: s.evalSteps * optimizer.microbatches,
       evalBatches: Math.ceil(evalWindows / optimizer.batchSize),
       maxMicrobatches: microbatches,

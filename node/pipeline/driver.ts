@@ -33,10 +33,10 @@ export interface DriverInit {
   /** Adaptive depth keeps backwards at most this many weight versions stale (default: maxStaleness of the default weightVersions). */
   maxStaleness?: number
   /**
-   * Adaptive depth never exceeds this (default: no bound but staleness); a function is asked
-   * again as microbatches complete (the swarm's drivers come and go). See maxDepth.
+   * Adaptive depth never exceeds what this says (default: no bound but staleness), asked again
+   * as microbatches complete: the swarm's drivers come and go. See maxDepth.
    */
-  maxInFlight?: number | (() => number)
+  maxInFlight?: () => number
   /** Seeds this node's shard of random windows. */
   seed: number | string
   /** Evaluate after every this many completed microbatches (0: never). */
@@ -129,7 +129,7 @@ export class Driver {
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:driver')
     this.signals = components.signals ?? (() => ({ staleness: 0, waitedMs: 0 }))
     this.init = { ...init, maxStaleness: init.maxStaleness ?? maxStaleness(defaultOptimizerConfig.weightVersions), evalEvery: init.evalEvery ?? 50, evalBatches: init.evalBatches ?? Math.max(4, Math.ceil(8192 / (init.batchSize * init.seqLen))) }
-    if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness, max: this.maxInFlight() })
+    if (init.inFlight === undefined) this.control = new DepthControl({ initial: components.stages.length + 1, maxStaleness: this.init.maxStaleness, max: init.maxInFlight?.() })
     this.sampler = new BatchSampler(init.train, init.seqLen, init.batchSize, init.seed)
     this.evalSet = this.init.evalEvery > 0 ? evenBatches(init.validation, init.seqLen, init.batchSize, this.init.evalBatches) : []
   }
@@ -234,15 +234,10 @@ export class Driver {
     }
   }
 
-  private maxInFlight (): number | undefined {
-    const max = this.init.maxInFlight
-    return typeof max === 'function' ? max() : max
-  }
-
   /** Teaches the depth control a completed microbatch's latency, unless an evaluation held the stages meanwhile. */
   private adapt (issued: { at: number, evaluations: number }): void {
     if (this.control === undefined) return
-    const max = this.maxInFlight()
+    const max = this.init.maxInFlight?.()
     if (max !== undefined) this.control.bound(max)
     const { staleness, waitedMs } = this.signals()
     if (issued.evaluations !== this.evaluations || this.evaluating !== undefined) return

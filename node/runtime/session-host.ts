@@ -56,6 +56,7 @@ export interface RunResult {
 }
 
 type Reply = Omit<HostReply, 'transfer'> | { id: number, error: string }
+type Ready = { ready: true } | { ready: false, error: string }
 
 export interface ExclusiveOptions {
   /** It writes the weights: the weights version changes. */
@@ -63,7 +64,6 @@ export interface ExclusiveOptions {
   /** Run it before the requests and work already queued (after earlier urgent work). */
   urgent?: boolean
 }
-type Ready = { ready: true } | { ready: false, error: string }
 
 /** The worker died or was closed; every pending and later request fails with this. */
 export class SessionClosedError extends Error {
@@ -129,7 +129,8 @@ export class SessionHost {
   /**
    * Runs `graph` with `feeds` (params are added by the worker) and returns the `fetch` outputs,
    * on the weights of version `at` if the worker still holds it, else on the current weights.
-   * `done` runs in the same turn once the run succeeded (nothing queued can come in between).
+   * `done` runs in the same turn once the run succeeded (nothing queued can come in between:
+   * a backward counts its tokens there, so a step queued later sees them, never a failed run's).
    */
   run (graph: string, feeds: Record<string, Tensor>, fetch: string[], options: { accumulate?: number, at?: number, done?: () => void } = {}): Promise<RunResult> {
     return this.exclusive(async () => {

@@ -122,14 +122,14 @@ export class StageEngine {
     const [b, t] = this.checkInput(x)
     checkShape('gy', gy, 'float32', [b, t, this.model.dModel])
     checkFinite('gy', gy)
-    const { outputs, version } = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined, done: this.counter(b * t) })
+    const { outputs, version } = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined, done: () => { this.tokens += b * t } })
     return { gx: outputs.gx as FloatTensor | undefined, version: { epoch: this.epoch, version } }
   }
 
   /** Last stage: mean cross-entropy (nats per token) of `x` against `targets`; accumulates gradients. */
   async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
     const [b, t] = this.checkLast(x, targets)
-    const { outputs } = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t, done: this.counter(b * t) })
+    const { outputs } = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t, done: () => { this.tokens += b * t } })
     return { loss: outputs.loss.data[0] as number, gx: outputs.gx as FloatTensor | undefined }
   }
 
@@ -215,14 +215,6 @@ export class StageEngine {
 
   close (): Promise<void> {
     return this.host.close()
-  }
-
-  /**
-   * Counts a backward run's tokens in the run's own queue turn, so a step queued later always
-   * sees them, and never sees tokens of a run that failed.
-   */
-  private counter (tokens: number): () => void {
-    return () => { this.tokens += tokens }
   }
 
   /** Validates a stage input; returns [batch, time]. */
