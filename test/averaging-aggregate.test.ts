@@ -39,6 +39,20 @@ test('the result does not depend on the order contributions arrived in (bit for 
   assert.ok(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)))
 })
 
+test('a scratch buffer for the sum, left dirty by an earlier round, changes nothing', async () => {
+  const cs = ['p1', 'p2'].map(p => denseContribution(p, randomVector(p)))
+  const theta = new Float32Array(n)
+  const scratch = randomVector('dirty')
+  await aggregate(cs, theta, new Float32Array(n), dense, scratch)
+  assert.ok(Buffer.from(theta.buffer).equals(Buffer.from((await outcome(cs)).buffer)))
+  try {
+    await aggregate(cs, theta, new Float32Array(n), dense, new Float32Array(n - 1))
+    assert.unreachable('a scratch of the wrong size was taken')
+  } catch (err) {
+    assert.instance(err, RangeError)
+  }
+})
+
 test('a NaN contribution is dropped; a 1000x one moves the result no more than the median norm allows', async () => {
   const honest = ['a', 'b', 'c'].map(p => denseContribution(p, randomVector(p)))
   const poisoned = randomVector('d')

@@ -163,17 +163,24 @@ test('an averaging round\'s snapshot and apply go ahead of queued calls; a backw
   try {
     const sampler = new BatchSampler(text, 16, 2, 7)
     const order: string[] = []
+    const trained: number[] = []
+    engine.addEventListener('trained', event => { trained.push((event as CustomEvent<number>).detail) })
     const runs = Array.from({ length: 4 }, async (_, i) => {
       const batch = sampler.next()
       await engine.lossBackward(batch.x, batch.targets)
       order.push(`run ${i}`)
     })
-    const snapshot = engine.weightsSnapshot().then(s => { order.push('snapshot'); return s })
+    const into = new Float32Array(engine.weights.length)
+    const snapshot = engine.weightsSnapshot(into).then(s => { order.push('snapshot'); return s })
     const apply = engine.updateWeights(() => { order.push('apply') })
     await Promise.all([...runs, snapshot, apply])
     // All were queued in one turn, the runs first.
     assert.equal(order, ['snapshot', 'apply', 'run 0', 'run 1', 'run 2', 'run 3'])
+    assert.is((await snapshot).weights, into, 'the snapshot went into the buffer given')
+    assert.ok(into.some(x => x !== 0))
+    assert.throws(() => { void engine.weightsSnapshot(new Float32Array(3)) }, /does not fit/)
     assert.is(engine.accumulatedTokens, 4 * 2 * 16, 'every run\'s tokens counted once')
+    assert.equal(trained, [2 * 16, 2 * 16, 2 * 16, 2 * 16], 'one trained event per backward, with its tokens')
   } finally {
     await engine.close()
   }

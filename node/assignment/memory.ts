@@ -1,12 +1,15 @@
 // How much memory serving a stage takes, so a node never joins a stage it cannot hold. An
-// estimate from the model shape: parameters with their gradient, AdamW moments and the outer
-// loop's state (weights at the last sync, momentum, error feedback), plus activations of one
-// microbatch.
+// estimate from the model shape: parameters with their gradient, AdamW moments, the outer loop's
+// state (weights at the last sync, momentum, error feedback) and a round's working copies, plus
+// activations of one microbatch.
 import { paramCount, stageLayout, stageParams } from '../model/index.js'
 import type { RunManifest } from '../manifest/manifest.js'
 
-/** Floats kept per parameter besides the stash: weight, gradient, Adam m and v, last-sync weight, outer momentum, error feedback. */
-const FLOATS_PER_PARAM = 7
+/**
+ * Floats kept per parameter besides the stash: weight, gradient, Adam m and v, last-sync weight,
+ * outer momentum, error feedback, and a round's five working copies (averaging/service.ts).
+ */
+const FLOATS_PER_PARAM = 12
 
 export function stageMemoryBytes (manifest: RunManifest, stage: number): number {
   const { model, nStages } = manifest

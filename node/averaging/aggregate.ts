@@ -40,8 +40,11 @@ async function norm (c: Contribution): Promise<number> {
   return Math.sqrt(await sumSquaresAsync(denseValues(c.payload)))
 }
 
-/** Applies a round's contributions to `theta` (theta_at_last_sync, updated in place) and `momentum`. */
-export async function aggregate (contributions: readonly Contribution[], theta: Float32Array, momentum: Float32Array, settings: AveragingSettings): Promise<AggregateResult> {
+/**
+ * Applies a round's contributions to `theta` (theta_at_last_sync, updated in place) and
+ * `momentum`; `scratch`, if given, holds their sum (it is overwritten).
+ */
+export async function aggregate (contributions: readonly Contribution[], theta: Float32Array, momentum: Float32Array, settings: AveragingSettings, scratch?: Float32Array): Promise<AggregateResult> {
   const sorted = [...contributions].sort((a, b) => a.sender < b.sender ? -1 : a.sender > b.sender ? 1 : 0)
   const norms = new Map<Contribution, number>()
   for (const c of sorted) norms.set(c, c.tokens > 0 ? await norm(c) : 0)
@@ -54,7 +57,8 @@ export async function aggregate (contributions: readonly Contribution[], theta: 
   const ordered = kept.map(c => norms.get(c) as number).sort((a, b) => a - b)
   const middle = ordered.length >> 1
   const medianNorm = ordered.length % 2 === 1 ? ordered[middle] : (ordered[middle - 1] + ordered[middle]) / 2
-  const mean = new Float32Array(theta.length)
+  if (scratch !== undefined && scratch.length !== theta.length) throw new RangeError(`scratch has ${scratch.length} values, theta ${theta.length}`)
+  const mean = scratch?.fill(0) ?? new Float32Array(theta.length)
   for (const c of kept) {
     const n = norms.get(c) as number
     if (n > medianNorm) clipped.set(c.sender, medianNorm / n)

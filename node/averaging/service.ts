@@ -34,9 +34,11 @@ import { averageMessageLimit, averageProtocol } from '../../protocols/ids.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import { applyStageState, tokensSinceSync, type ServedStage, type StageHost, type StageUser } from '../daemon/stage-host.js'
 import { MessageStream } from '../p2p/messages.js'
+import type { TrainedEvent } from '../runtime/stage-engine.js'
 import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
+import { TrainingSplit, type Training } from './training-split.js'
 import { everyStep, roundDensities, roundDensity, roundDue, roundTokens } from './trigger.js'
 import { AVERAGING_POLL_MS, ROUND_CHECKPOINT_MS } from '../timing.js'
 
@@ -84,12 +86,6 @@ export interface RoundReport {
   resynced: boolean
 }
 
-/** Tokens this replica trained over some time (ms). */
-export interface Training {
-  tokens: number
-  ms: number
-}
-
 /** The averaging service's part of the status JSON (`services.averaging`). */
 export interface AveragingStatus {
   stage?: number
@@ -115,11 +111,31 @@ export interface AveragingStatus {
 }
 
 /**
- * Tokens the replica's engine trained on: stepped, and accumulated toward the next step. (Counting
- * stepped tokens alone, a round, which starts right after a step, would rarely see one.)
+ * A round's working copies of the served stage's vectors, kept from round to round: a round after
+ * every step allocating them afresh spent more time in page faults and garbage collection than in
+ * its arithmetic, on the cores the pipeline trains on.
  */
-function trainedTokens (served: ServedStage): number {
-  return served.engine.steppedTokens + served.engine.accumulatedTokens
+interface RoundBuffers {
+  snapshot: Float32Array
+  /** The pseudo-gradient sent, then the update applied. */
+  delta: Float32Array<ArrayBuffer>
+  /** The new theta_at_last_sync and outer momentum, until the round commits them. */
+  theta: Float32Array
+  momentum: Float32Array
+  /** The contributions' weighted sum. */
+  sum: Float32Array
+}
+
+function roundBuffers (n: number): RoundBuffers {
+  return { snapshot: new Float32Array(n), delta: new Float32Array(n), theta: new Float32Array(n), momentum: new Float32Array(n), sum: new Float32Array(n) }
+}
+
+/** out = a - b - c, elementwise, in the native kernel (5x a JavaScript loop). */
+function difference<T extends Float32Array> (out: T, a: Float32Array, b: Float32Array, c: Float32Array): T {
+  out.set(a)
+  axpy(out, b, -1)
+  axpy(out, c, -1)
+  return out
 }
 
 export function averagingService (options: AveragingOptions = {}): (components: SwarmComponents) => AveragingService {
@@ -146,6 +162,7 @@ export class AveragingService implements SwarmService, StageUser {
   /** No new round starts: the served stage is being detached, or the service stops. */
   private closing = false
   private compressor?: { hints: Float32Array, out: Uint8Array<ArrayBuffer> }
+  private buffers?: RoundBuffers
   private bytesSent = 0
   private syncs = 0
   private copiedFrom?: string
@@ -157,9 +174,7 @@ export class AveragingService implements SwarmService, StageUser {
   private readonly wakers = new Set<() => void>()
   /** When a round last wrote the stage's checkpoint. */
   private checkpointedAt = -Infinity
-  /** When the last round ended and the tokens trained then (for the training between rounds). */
-  private lastRoundEnd = { at: performance.now(), tokens: 0 }
-  private trained: { during: Training, between: Training } = { during: { tokens: 0, ms: 0 }, between: { tokens: 0, ms: 0 } }
+  private trained = new TrainingSplit(performance.now())
 
   constructor (components: SwarmComponents, options: AveragingOptions) {
     if (components.stageHost === undefined) throw new Error('averaging needs the node\'s stage host')
@@ -198,12 +213,13 @@ export class AveragingService implements SwarmService, StageUser {
     this.boxes.clear()
     this.hashBoxes.clear()
     this.compressor = undefined
+    this.buffers = undefined
     this.copiedFrom = undefined
     this.knownRounds.clear()
     this.behindSince.clear()
     this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
-    this.lastRoundEnd = { at: performance.now(), tokens: trainedTokens(served) }
-    this.trained = { during: { tokens: 0, ms: 0 }, between: { tokens: 0, ms: 0 } }
+    this.trained = new TrainingSplit(performance.now())
+    served.engine.addEventListener('trained', this.onTrained)
     this.served = served
     await this.components.registry.refresh().catch(() => {})
     const ahead = this.replicaRecords().filter(p => p.round > served.outer.round)
@@ -218,6 +234,7 @@ export class AveragingService implements SwarmService, StageUser {
   async detach (): Promise<void> {
     this.closing = true
     await this.running
+    this.served?.engine.removeEventListener('trained', this.onTrained)
     this.served = undefined
   }
 
@@ -263,6 +280,7 @@ export class AveragingService implements SwarmService, StageUser {
   }
 
   private readonly onStep = (): void => { this.poll() }
+  private readonly onTrained = (event: Event): void => { this.trained.trained(performance.now(), (event as TrainedEvent).detail) }
 
   /** Starts a round (or a resync) when due; at most one runs at a time. */
   private poll (): void {
@@ -399,7 +417,7 @@ export class AveragingService implements SwarmService, StageUser {
   /** One round: contribute, gather (with relays), aggregate, apply, compare hashes. */
   private async round (served: ServedStage): Promise<void> {
     const started = performance.now()
-    const tokensAtStart = trainedTokens(served)
+    this.trained.roundStarted(started)
     const sentBefore = this.bytesSent
     const { manifest, privateKey, host } = this.components
     const settings = manifest.averaging
@@ -409,10 +427,10 @@ export class AveragingService implements SwarmService, StageUser {
     const { engine, outer } = served
     const n = engine.params.size
 
-    const snapshot = await engine.weightsSnapshot()
-    const delta = new Float32Array(n)
+    const buffers = this.buffers ??= roundBuffers(n)
+    const snapshot = await engine.weightsSnapshot(buffers.snapshot)
     // Progress since the last round: the residual already held in the weights is in the buffer.
-    for (let i = 0; i < n; i++) delta[i] = outer.theta[i] - snapshot.weights[i] - outer.error[i]
+    const delta = difference(buffers.delta, outer.theta, snapshot.weights, outer.error)
     const tokens = snapshot.steppedTokens - served.syncedTokens
     let payload: Uint8Array<ArrayBuffer>
     if (tokens === 0) {
@@ -453,9 +471,11 @@ export class AveragingService implements SwarmService, StageUser {
     }))
 
     log('stage %d round %d: gathered %d of %d after %d ms', served.stage, round, box.size, members.length + 1, Math.round(performance.now() - started))
-    const theta = outer.theta.slice()
-    const momentum = outer.momentum.slice()
-    const result = await aggregate([...box.values()], theta, momentum, settings)
+    const theta = buffers.theta
+    theta.set(outer.theta)
+    const momentum = buffers.momentum
+    momentum.set(outer.momentum)
+    const result = await aggregate([...box.values()], theta, momentum, settings, buffers.sum)
     // What the clip held back of our values goes back into the residual, to be sent later:
     // clipped to the median, an honest replica that trained more than the others defers part
     // of its progress rather than losing it (a dense run keeps no residual).
@@ -463,7 +483,7 @@ export class AveragingService implements SwarmService, StageUser {
     if (clip !== undefined && settings.mode === 'sparse') await decodeAccumulateAsync(outer.error, payload, 1 - clip)
     // Apply, keeping the progress made since the snapshot and the residual not sent:
     // weights += (theta_new - e) - snapshot.
-    for (let i = 0; i < n; i++) delta[i] = theta[i] - outer.error[i] - snapshot.weights[i]
+    difference(delta, theta, outer.error, snapshot.weights)
     await engine.updateWeights(weights => { axpy(weights, delta, 1) })
     outer.theta.set(theta)
     outer.momentum.set(momentum)
@@ -491,12 +511,7 @@ export class AveragingService implements SwarmService, StageUser {
     }
     for (const r of [...this.hashBoxes.keys()]) if (r <= round) this.hashBoxes.delete(r)
     const ended = performance.now()
-    const { during, between } = this.trained
-    between.tokens += tokensAtStart - this.lastRoundEnd.tokens
-    between.ms += started - this.lastRoundEnd.at
-    during.tokens += trainedTokens(served) - tokensAtStart
-    during.ms += ended - started
-    this.lastRoundEnd = { at: ended, tokens: trainedTokens(served) }
+    this.trained.roundEnded(ended)
     const report: RoundReport = {
       round,
       members: result.used.length,

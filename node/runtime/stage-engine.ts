@@ -1,6 +1,7 @@
 // One pipeline stage, ready to train: its forward and backward graphs in a worker thread, its
 // parameters in one flat shared Float32Array, a gradient accumulator and AdamW. A StageEngine
-// is a StageCaller (node/pipeline/chain.ts); the stage server serves one over the network.
+// is a StageCaller (node/pipeline/chain.ts); the stage server serves one over the network. It
+// emits `trained` as each backward's gradients reach the accumulator.
 import { randomInt } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { sumSquaresAsync } from '../../native/index.js'
@@ -41,7 +42,10 @@ export interface OptimizerState {
 /** A call may not carry more tokens than this (bounds the memory a peer can make us allocate). */
 export const maxCallTokens = 1 << 16
 
-export class StageEngine {
+/** A backward's gradients reached the accumulator (`detail`: its tokens). */
+export type TrainedEvent = CustomEvent<number>
+
+export class StageEngine extends EventTarget {
   /** All parameters, flat, laid out by `params` (the worker reads them; write via `updateWeights`). */
   readonly weights: Float32Array
   private readonly grads: Float32Array
@@ -62,6 +66,7 @@ export class StageEngine {
     weights: SharedArrayBuffer,
     grads: SharedArrayBuffer
   ) {
+    super()
     this.weights = new Float32Array(weights)
     this.grads = new Float32Array(grads)
     this.adam = new AdamW(optimizer, params)
@@ -122,15 +127,21 @@ export class StageEngine {
     const [b, t] = this.checkInput(x)
     checkShape('gy', gy, 'float32', [b, t, this.model.dModel])
     checkFinite('gy', gy)
-    const { outputs, version } = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined, done: () => { this.tokens += b * t } })
+    const { outputs, version } = await this.host.run('backward', { x, gy }, this.isFirst ? [] : ['gx'], { accumulate: b * t, at: at?.epoch === this.epoch ? at.version : undefined, done: () => { this.accumulated(b * t) } })
     return { gx: outputs.gx as FloatTensor | undefined, version: { epoch: this.epoch, version } }
   }
 
   /** Last stage: mean cross-entropy (nats per token) of `x` against `targets`; accumulates gradients. */
   async lossBackward (x: Tensor, targets: TokenTensor): Promise<{ loss: number, gx?: FloatTensor }> {
     const [b, t] = this.checkLast(x, targets)
-    const { outputs } = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t, done: () => { this.tokens += b * t } })
+    const { outputs } = await this.host.run('backward', { x, targets }, this.isFirst ? ['loss'] : ['loss', 'gx'], { accumulate: b * t, done: () => { this.accumulated(b * t) } })
     return { loss: outputs.loss.data[0] as number, gx: outputs.gx as FloatTensor | undefined }
+  }
+
+  /** Counts a backward's tokens toward the next step, in the turn its run ends, and emits `trained`. */
+  private accumulated (tokens: number): void {
+    this.tokens += tokens
+    this.dispatchEvent(new CustomEvent('trained', { detail: tokens }))
   }
 
   /** Last stage: mean cross-entropy without gradients (evaluation). */
@@ -178,11 +189,17 @@ export class StageEngine {
   }
 
   /**
-   * A copy of the weights and the tokens stepped on so far, taken between calls (an averaging
-   * round's snapshot): ahead of the queued calls, which the round would otherwise wait out.
+   * A copy of the weights (into `into`, if given) and the tokens stepped on so far, taken between
+   * calls (an averaging round's snapshot): ahead of the queued calls, which the round would
+   * otherwise wait out.
    */
-  weightsSnapshot (): Promise<{ weights: Float32Array, steppedTokens: number }> {
-    return this.host.exclusive(() => ({ weights: this.weights.slice(), steppedTokens: this.steppedTokens }), { urgent: true })
+  weightsSnapshot (into?: Float32Array): Promise<{ weights: Float32Array, steppedTokens: number }> {
+    if (into !== undefined && into.length !== this.weights.length) throw new TensorError(`a snapshot of ${this.weights.length} weights does not fit in ${into.length}`)
+    return this.host.exclusive(() => {
+      const weights = into ?? new Float32Array(this.weights.length)
+      weights.set(this.weights)
+      return { weights, steppedTokens: this.steppedTokens }
+    }, { urgent: true })
   }
 
   /** Replaces weights and optimizer state (resume, or joining a stage), dropping accumulated gradients. */
