@@ -14,7 +14,8 @@
 //                         quarter of the tokens; replicas average every round, dense float32
 //   sparse                the same with the manifest's compression (top-k + 2-bit values)
 //   churn                 `sparse`, with one replica SIGKILLed a third of the way in and a fresh
-//                         node joining at two thirds to drive what it left undone
+//                         node joining at two thirds; the survivors drive the killed one's share
+//                         until then, so that every driver ends with the run
 //   diloco                the averaging modes' reference: 2 replicas of the whole model in this
 //                         process, each on half the batch, taking the mean of their weights at
 //                         the manifest's rounds (dense, outer SGD lr 1); no network or pipeline

@@ -1,7 +1,9 @@
 // A real swarm for the convergence benchmark: daemons on loopback (`swarmtrain start`), two
 // replicas per stage, every replica driving its share of the token budget, averaging as the
 // manifest says. Optionally one replica is SIGKILLed a third of the way in and a fresh node
-// joins at two thirds, driving what the killed one left undone (equal tokens in total).
+// joins at two thirds. The survivors then drive what the killed one would have until the newcomer
+// arrives, and the newcomer a driver's share of the last third, so that every driver ends with
+// the run (each driver's last validation is the run's final one) at equal tokens in total.
 import { mkdtemp, mkdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -93,11 +95,16 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
   }
   const started = performance.now()
   try {
+    const budget = perDriver * drivers
+    // Member i serves stage i % nStages; with churn the victim is the last one, of the last stage.
+    const victimIndex = init.churn === true ? drivers - 1 : -1
+    const survivorBudget = Math.floor(budget * (1 - 2 / (3 * drivers)) / (drivers - 1))
+    const budgetOf = (i: number): number => init.churn !== true || i === victimIndex ? perDriver : survivorBudget
     // The first node is everyone's bootstrap; the others start together, so that no replica
     // trains alone for long while the rest are still starting.
-    await start(0, perDriver)
-    await Promise.all(Array.from({ length: drivers - 1 }, async (_, i) => await start((i + 1) % nStages, perDriver)))
-    const budget = perDriver * drivers
+    await start(0, budgetOf(0))
+    await Promise.all(Array.from({ length: drivers - 1 }, async (_, i) => await start((i + 1) % nStages, budgetOf(i + 1))))
+    const original = [...members]
     let churned = 0
     for (;;) {
       await new Promise(resolve => setTimeout(resolve, 2000))
@@ -106,9 +113,9 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
       const completed = statuses.reduce((n, s) => n + (s.pipeline.driver?.completed ?? 0), 0) + dead.reduce((n, m) => n + m.budget, 0)
       init.onProgress?.(`${init.averaging}${init.churn === true ? ' churn' : ''}: ${completed}/${budget} microbatches`)
       if (init.churn === true && churned === 0 && completed >= budget / 3) {
-        // A replica of the last stage dies; what it did not drive is driven later by a newcomer.
-        const index = live.findLastIndex(m => m.stage === nStages - 1)
-        const victim = live[index]
+        // A replica of the last stage dies; the survivors drive on, and a newcomer drives the rest.
+        const victim = members[victimIndex]
+        const index = live.indexOf(victim)
         const done = statuses[index].pipeline.driver?.completed ?? 0
         victim.daemon.child.kill('SIGKILL')
         victim.budget = done
@@ -119,7 +126,7 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
       }
       if (init.churn === true && churned === 1 && completed >= 2 * budget / 3) {
         const victim = dead[0]
-        await start(victim.stage, perDriver - victim.budget)
+        await start(victim.stage, budget - victim.budget - survivorBudget * (drivers - 1))
         churned = 2
         init.onProgress?.(`a fresh node joined stage ${victim.stage}`)
         continue
@@ -127,11 +134,13 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
       if ((init.churn !== true || churned === 2) && statuses.every(s => s.pipeline.driver?.done === true)) {
         const seconds = (performance.now() - started) / 1000
         const finals = statuses.map(s => s.pipeline.driver!.validations.at(-1)!)
-        const curves = statuses.map(s => s.pipeline.driver!.validations)
+        // The curve from the drivers that ran from the start (a newcomer's evaluations start late).
+        const curves = statuses.filter((_, i) => original.includes(live[i])).map(s => s.pipeline.driver!.validations)
         const points = Math.min(...curves.map(c => c.length))
         const curve: Array<[number, number]> = []
         for (let i = 0; i < points; i++) {
-          const at = i === points - 1 ? budget : Math.min(budget, (i + 1) * init.evalEvery * drivers)
+          // A driver of the curve drives budgetOf(0) of the budget, at about a steady share of it.
+          const at = i === points - 1 ? budget : Math.min(budget, Math.round((i + 1) * init.evalEvery * budget / budgetOf(0)))
           curve.push([at * tokensPerMicrobatch, curves.reduce((sum, c) => sum + c[i], 0) / curves.length])
         }
         const averagingBytes = statuses.map(s => s.averaging.bytesSent)
