@@ -1,6 +1,6 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../node/runtime/safetensors.js'
+import { decodeSafetensors, encodeSafetensors, safetensorsParts, SafetensorsError } from '../node/runtime/safetensors.js'
 
 const tensors = [
   { name: 'wte', shape: [3, 2], data: Float32Array.from([1.5, -2, 3e-8, 3.4e38, -0, 7]) },
@@ -29,6 +29,13 @@ test('the header matches the safetensors layout other readers expect', () => {
   assert.equal(header.wte, { dtype: 'F32', shape: [3, 2], data_offsets: [0, 24] })
   assert.equal(header['h.0.ln.bias'], { dtype: 'F32', shape: [5], data_offsets: [24, 44] })
   assert.is(bytes.length, 8 + n + 44)
+})
+
+test('the parts of a file are its bytes in order, the tensors as views of their data', () => {
+  const parts = safetensorsParts(tensors, { step: '12' })
+  assert.is(parts.length, 1 + tensors.length)
+  assert.ok(tensors.every((t, i) => parts[i + 1].buffer === t.data.buffer), 'a tensor was copied')
+  assert.equal(Buffer.concat(parts), Buffer.from(encodeSafetensors(tensors, { step: '12' })))
 })
 
 function withHeader (header: unknown, dataBytes: number): Uint8Array {

@@ -31,6 +31,8 @@ test('writeFileAtomic replaces the file and leaves no temporary behind', async (
   await writeFileAtomic(path, 'one')
   await writeFileAtomic(path, new Uint8Array([116, 119, 111]))
   assert.is(readFileSync(path, 'utf8'), 'two')
+  await writeFileAtomic(path, [new Uint8Array([116]), new Uint8Array(0), new Uint8Array([104, 114, 101, 101])])
+  assert.is(readFileSync(path, 'utf8'), 'three', 'parts are written one after another')
   assert.equal(readdirSync(dir), ['state.bin'])
   rmSync(dir, { recursive: true, force: true })
 })

@@ -12,7 +12,7 @@ import { checkModelConfig, stageParamLayout, type ModelConfig, type ParamLayout 
 import type { RunManifest } from '../manifest/manifest.js'
 import { writeFileAtomic } from '../util/fs.js'
 import type { OptimizerConfig } from './optimizer-config.js'
-import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js'
+import { decodeSafetensors, encodeSafetensors, safetensorsParts, type NamedTensor } from './safetensors.js'
 import type { StageEngine } from './stage-engine.js'
 
 /** A checkpoint that is missing, unreadable or does not fit the model. */
@@ -100,7 +100,7 @@ function splitTensors (tensors: Iterable<[string, { data: Float32Array }]>): Che
 export async function saveCheckpoint (dir: string, engines: readonly StageEngine[], state: TrainingState): Promise<string> {
   await mkdir(dir, { recursive: true })
   const path = join(dir, checkpointFileName)
-  await writeFileAtomic(path, encodeSafetensors(await engineTensors(engines), { [metadataKey]: JSON.stringify(state) }))
+  await writeFileAtomic(path, safetensorsParts(await engineTensors(engines), { [metadataKey]: JSON.stringify(state) }))
   return path
 }
 
@@ -109,11 +109,15 @@ export function stageCheckpointPath (dir: string, stage: number): string {
   return join(dir, `stage-${stage}.safetensors`)
 }
 
-/** A stage state as bytes (safetensors: one tensor per group, the tag as metadata). */
-export function encodeStageState (state: StageState): Uint8Array {
+/** A stage state as safetensors: one tensor per group, the tag as metadata. */
+function stageStateFile (state: StageState): [NamedTensor[], Record<string, string>] {
   const { groups, ...tag } = state
-  const tensors = stageGroups.map(name => ({ name, shape: [groups[name].length], data: groups[name] }))
-  return encodeSafetensors(tensors, { [stageMetadataKey]: JSON.stringify(tag) })
+  return [stageGroups.map(name => ({ name, shape: [groups[name].length], data: groups[name] })), { [stageMetadataKey]: JSON.stringify(tag) }]
+}
+
+/** A stage state as bytes. */
+export function encodeStageState (state: StageState): Uint8Array {
+  return encodeSafetensors(...stageStateFile(state))
 }
 
 /**
@@ -148,7 +152,7 @@ export function decodeStageState (bytes: Uint8Array, what: string, expect: { run
 
 /** Writes a stage state to `path`, atomically. */
 export async function saveStageCheckpoint (path: string, state: StageState): Promise<void> {
-  await writeFileAtomic(path, encodeStageState(state))
+  await writeFileAtomic(path, safetensorsParts(...stageStateFile(state)))
 }
 
 /** Reads a stage checkpoint; undefined if there is none, a CheckpointError or SafetensorsError naming the damage otherwise. */

@@ -23,7 +23,11 @@ export interface SafetensorsFile {
 /** Headers larger than this are refused before parsing (the reference implementation uses 100 MB too). */
 const MAX_HEADER_BYTES = 100_000_000
 
-export function encodeSafetensors (tensors: readonly NamedTensor[], metadata: Record<string, string> = {}): Uint8Array {
+/**
+ * A safetensors file as its pieces, in order: the length and header, then a view of each tensor's
+ * data (not copied). Write them one after another (`writeFileAtomic` takes the list), or join them.
+ */
+export function safetensorsParts (tensors: readonly NamedTensor[], metadata: Record<string, string> = {}): Uint8Array[] {
   const header: Record<string, unknown> = { __metadata__: metadata }
   let offset = 0
   for (const t of tensors) {
@@ -36,13 +40,19 @@ export function encodeSafetensors (tensors: readonly NamedTensor[], metadata: Re
   // Pad with spaces (allowed by the format) so the data starts 8-byte aligned and can be viewed in place.
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8)
   const head = Buffer.from(json)
-  const out = new Uint8Array(8 + head.length + offset)
-  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true)
-  out.set(head, 8)
-  let at = 8 + head.length
-  for (const t of tensors) {
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at)
-    at += t.data.byteLength
+  const start = new Uint8Array(8 + head.length)
+  new DataView(start.buffer).setBigUint64(0, BigInt(head.length), true)
+  start.set(head, 8)
+  return [start, ...tensors.map(t => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))]
+}
+
+export function encodeSafetensors (tensors: readonly NamedTensor[], metadata: Record<string, string> = {}): Uint8Array {
+  const parts = safetensorsParts(tensors, metadata)
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const part of parts) {
+    out.set(part, at)
+    at += part.length
   }
   return out
 }
