@@ -133,19 +133,21 @@ export async function runSwarm (init: SwarmRunInit): Promise<SwarmRunResult> {
       }
       if ((init.churn !== true || churned === 2) && statuses.every(s => s.pipeline.driver?.done === true)) {
         const seconds = (performance.now() - started) / 1000
+        const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
         const finals = statuses.map(s => s.pipeline.driver!.validations.at(-1)!)
-        // The curve from the drivers that ran from the start (a newcomer's evaluations start late).
+        // The curve: the evaluations every evalEvery microbatches of the drivers that ran from the
+        // start (a newcomer's start late), then every driver's last, at the end of the run.
         const curves = statuses.filter((_, i) => original.includes(live[i])).map(s => s.pipeline.driver!.validations)
-        const points = Math.min(...curves.map(c => c.length))
+        const points = Math.min(...curves.map(c => c.length)) - 1
         const curve: Array<[number, number]> = []
         for (let i = 0; i < points; i++) {
           // A driver of the curve drives budgetOf(0) of the budget, at about a steady share of it.
-          const at = i === points - 1 ? budget : Math.min(budget, Math.round((i + 1) * init.evalEvery * budget / budgetOf(0)))
-          curve.push([at * tokensPerMicrobatch, curves.reduce((sum, c) => sum + c[i], 0) / curves.length])
+          const at = Math.min(budget, Math.round((i + 1) * init.evalEvery * budget / budgetOf(0)))
+          curve.push([at * tokensPerMicrobatch, mean(curves.map(c => c[i]))])
         }
+        curve.push([budget * tokensPerMicrobatch, mean(finals)])
         const averagingBytes = statuses.map(s => s.averaging.bytesSent)
         const allBytes = statuses.map(s => s.node.bytes.sent)
-        const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
         return {
           valLoss: mean(finals),
           tokens: budget * tokensPerMicrobatch,
