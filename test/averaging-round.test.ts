@@ -48,6 +48,9 @@ test('2 stages x 2 replicas, all driving, averaging after every step: every roun
     for (const s of statuses) {
       const last = s.rounds.slice(-6)
       assert.ok(last.every(r => r.members === 2), `stage ${s.stage}: rounds without both replicas: ${JSON.stringify(s.rounds.map(r => [r.round, r.members, r.agreed]))}`)
+      // Every replica trains while its rounds run and between them, and says how fast.
+      const { trainedDuringRounds: during, trainedBetweenRounds: between } = s
+      assert.ok(during.tokens > 0 && during.ms > 0 && between.tokens > 0 && between.ms > 0, `stage ${s.stage}: ${JSON.stringify({ during, between })}`)
     }
   } finally {
     await swarm.close()

@@ -163,6 +163,8 @@ export class AveragingService implements SwarmService, StageUser {
   private closing = false
   private compressor?: { hints: Float32Array, out: Uint8Array<ArrayBuffer> }
   private buffers?: RoundBuffers
+  /** The members that took this replica's contribution, in its latest round. */
+  private pushedTo = { round: 0, peers: new Set<string>() }
   private bytesSent = 0
   private syncs = 0
   private copiedFrom?: string
@@ -457,7 +459,19 @@ export class AveragingService implements SwarmService, StageUser {
     // contribute), and anyone who already sent us theirs.
     const atOurRound = this.stageRecords().filter(p => this.roundOf(p) >= served.outer.round).map(p => p.peerId)
     const members = [...new Set([...atOurRound, ...box.keys()])].filter(p => p !== this.self)
-    await Promise.all(members.map(async peer => await this.request(peer, { stage: served.stage, round: BigInt(round), push: signed }, third, n)))
+    // Counted as sent from the start (so a member's own push that crosses ours is answered
+    // without a copy of ours), and no longer if the push fails.
+    this.pushedTo = { round, peers: new Set(members) }
+    const push = async (peer: string): Promise<void> => {
+      this.pushedTo.peers.add(peer)
+      const response = await this.request(peer, { stage: served.stage, round: BigInt(round), push: signed }, third, n)
+      if (response?.ok !== true) this.pushedTo.peers.delete(peer)
+      // A member that had no contribution of ours sends its own back with its answer.
+      if (response?.contribution !== undefined && !box.has(peer)) await this.accept(response.contribution, scope, peer).catch(() => {})
+    }
+    await Promise.all(members.map(push))
+    // A member that could not take ours (still starting) but sent us its own since gets ours again.
+    await Promise.all(members.filter(p => !this.pushedTo.peers.has(p) && box.has(p)).map(push))
     await this.until(() => members.every(p => box.has(p)), third)
     // Relays: ask the members we heard from for the contributions we miss.
     const missing = members.filter(p => !box.has(p))
@@ -465,7 +479,7 @@ export class AveragingService implements SwarmService, StageUser {
       for (const holder of [...box.keys()].filter(p => p !== this.self)) {
         const response = await this.request(holder, { stage: served.stage, round: BigInt(round), want: peerIdFromString(wanted).toMultihash().bytes }, third / 2, n)
         if (response?.contribution === undefined || box.has(wanted)) continue
-        const relayed = await this.accept(response.contribution, scope, holder)
+        const relayed = await this.accept(response.contribution, scope, holder).catch(() => undefined)
         if (relayed?.sender === wanted) return
       }
     }))
@@ -701,7 +715,13 @@ export class AveragingService implements SwarmService, StageUser {
           await reply({ ok: false, error: `round ${round} is not open here (at round ${current})` })
         } else {
           const refused = await this.accept(request.push, this.scope(served, round), from).then(() => undefined, (err: Error) => err)
-          await reply(refused === undefined ? {} : { ok: false, error: refused.message })
+          // Our contribution goes back with the answer unless this member took it already: a
+          // round that started before the sender was in our view, or before it answered on this
+          // protocol, would otherwise never reach it, and it would finish the round alone.
+          const pushed = this.pushedTo.round === round && this.pushedTo.peers.has(from)
+          const own = refused === undefined && !pushed ? this.boxes.get(round)?.get(this.self)?.signed : undefined
+          if (own !== undefined && this.pushedTo.round === round) this.pushedTo.peers.add(from)
+          await reply(refused === undefined ? { contribution: own } : { ok: false, error: refused.message })
           if (refused === undefined && round === current + 1) this.poll()
         }
       } else if (request.want !== undefined) {
