@@ -1,6 +1,7 @@
 // npm run bench -- averaging [--json]: three daemons (in this process) on 127.0.0.1 hold the
 // middle stage of the default model; each moves its weights as if it had trained, then they run
-// one compressed round and, in a second swarm with the same settings but dense, one dense round.
+// one compressed round and, in other swarms with the same settings, one compressed round of the
+// early every-step phase (denser top-k: everyStepTopkDensity) and one dense round.
 // Reported per peer: every byte it sent on the averaging protocol (contributions, relays, hashes,
 // protobuf fields and length prefixes; not noise/yamux framing), and the round's wall time.
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -16,7 +17,8 @@ import { Rng } from '../node/util/random.js'
 const PEERS = 3
 const STAGE = 1
 
-async function oneRound (manifest: RunManifest): Promise<RoundReport[]> {
+/** One round among PEERS replicas whose engines stand at optimizer step `step` (which picks the round's density). */
+async function oneRound (manifest: RunManifest, step: number): Promise<RoundReport[]> {
   const root = mkdtempSync(join(tmpdir(), 'swarmtrain-bench-averaging-'))
   const nodes: SwarmNode[] = []
   try {
@@ -47,7 +49,7 @@ async function oneRound (manifest: RunManifest): Promise<RoundReport[]> {
     await Promise.all(nodes.map(async (node, i) => {
       const rng = new Rng(`bench-averaging-${i}`)
       const engine = node.components.stageHost!.served!.engine
-      await engine.updateWeights(w => { for (let j = 0; j < w.length; j++) w[j] += 1e-3 * rng.normal() })
+      await engine.updateWeights(w => { for (let j = 0; j < w.length; j++) w[j] += 1e-3 * rng.normal() }, step)
       engine.steppedTokens += optimizer.batchSize * optimizer.microbatches * model.seqLen
     }))
     const reports = await Promise.all(nodes.map(async node => await node.service<AveragingService>('averaging')!.roundNow()))
@@ -62,21 +64,38 @@ async function oneRound (manifest: RunManifest): Promise<RoundReport[]> {
 export async function run (argv: string[]): Promise<void> {
   const { values } = parse(argv, { json: { type: 'boolean' } })
   const base = defaultManifest()
-  const sparse = await oneRound(base)
-  const dense = await oneRound({ ...base, averaging: { ...base.averaging, mode: 'dense' } })
+  const { averaging } = base
+  // Past the every-step phase (the manifest's top-k), and in it.
+  const sparse = await oneRound(base, averaging.everyStepUntil)
+  const early = await oneRound(base, 0)
+  const dense = await oneRound({ ...base, averaging: { ...averaging, mode: 'dense' } }, averaging.everyStepUntil)
   const mean = (rs: RoundReport[], f: (r: RoundReport) => number): number => rs.reduce((s, r) => s + f(r), 0) / rs.length
   const bytes = mean(sparse, r => r.bytesSent)
+  const earlyBytes = mean(early, r => r.bytesSent)
   const denseBytes = mean(dense, r => r.bytesSent)
-  const roundMs = Math.max(...sparse.map(r => r.ms))
-  const denseMs = Math.max(...dense.map(r => r.ms))
+  const ms = (rs: RoundReport[]): number => Math.max(...rs.map(r => r.ms))
   const params = paramCount(stageParams(base.model, stageLayout(base.model, STAGE, base.nStages)))
   if (values.json === true) {
-    console.log(JSON.stringify({ bench: 'averaging', peers: PEERS, bytes_per_peer: Math.round(bytes), dense_bytes_per_peer: Math.round(denseBytes), reduction: Number((denseBytes / bytes).toFixed(1)), round_ms: roundMs, dense_round_ms: denseMs }))
+    console.log(JSON.stringify({
+      bench: 'averaging',
+      peers: PEERS,
+      bytes_per_peer: Math.round(bytes),
+      dense_bytes_per_peer: Math.round(denseBytes),
+      reduction: Number((denseBytes / bytes).toFixed(1)),
+      round_ms: ms(sparse),
+      dense_round_ms: ms(dense),
+      every_step_bytes_per_peer: Math.round(earlyBytes),
+      every_step_reduction: Number((denseBytes / earlyBytes).toFixed(1)),
+      every_step_round_ms: ms(early)
+    }))
     return
   }
+  const density = (d: number): string => `${Math.round(d * averaging.chunkSize)}/${averaging.chunkSize}`
   console.log(`one averaging round, ${PEERS} peers on 127.0.0.1, stage ${STAGE} of the default model (${(params / 1e6).toFixed(2)}M params)`)
-  console.log(`${'round'.padEnd(12)}${'bytes/peer'.padStart(14)}${'round ms'.padStart(10)}`)
-  console.log(`${'compressed'.padEnd(12)}${Math.round(bytes).toString().padStart(14)}${roundMs.toString().padStart(10)}`)
-  console.log(`${'dense'.padEnd(12)}${Math.round(denseBytes).toString().padStart(14)}${denseMs.toString().padStart(10)}`)
-  console.log(`reduction ${(denseBytes / bytes).toFixed(1)}x (target >= 50x)`)
+  console.log(`${'round'.padEnd(34)}${'bytes/peer'.padStart(14)}${'round ms'.padStart(10)}${'reduction'.padStart(11)}`)
+  const row = (name: string, b: number, rs: RoundReport[]): void => console.log(`${name.padEnd(34)}${Math.round(b).toString().padStart(14)}${ms(rs).toString().padStart(10)}${`${(denseBytes / b).toFixed(1)}x`.padStart(11)}`)
+  row(`compressed, top-k ${density(averaging.topkDensity)}`, bytes, sparse)
+  row(`every-step phase, top-k ${density(averaging.everyStepTopkDensity)}`, earlyBytes, early)
+  row('dense', denseBytes, dense)
+  console.log('target: reduction >= 50x')
 }

@@ -275,7 +275,10 @@ export class AveragingService implements SwarmService, StageUser {
   }
 
   private run (task: () => Promise<void>): void {
-    this.running = task().catch(err => { log.error('round failed: %e', err) }).finally(() => {
+    this.running = task().catch(err => {
+      this.trained.roundEnded(performance.now()) // a failed round ends here (a no-op after a resync)
+      log.error('round failed: %e', err)
+    }).finally(() => {
       this.running = undefined
       this.poll()
     })
