@@ -83,6 +83,8 @@ export const ROUTER_MIN_CALL_TIMEOUT_MS = 5000
 export const ROUTER_UNKNOWN_CALL_TIMEOUT_MS = 60_000
 /** How often a stage server reports its queue and served throughput to the registry. */
 export const LOAD_REPORT_MS = 1000
+/** A peer whose driven tokens did not grow for this long no longer counts among the drivers sharing the depth bound. */
+export const DRIVER_IDLE_MS = 30_000
 
 // Peers and records.
 

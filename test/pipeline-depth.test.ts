@@ -2,7 +2,7 @@
 // a compute-bound one (depth stops where queueing starts), and a staleness bound that overrides both.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { DepthControl } from '../node/pipeline/depth.js'
+import { ActiveDrivers, DepthControl } from '../node/pipeline/depth.js'
 import { maxDepth } from '../node/pipeline/driver.js'
 
 /**
@@ -61,6 +61,17 @@ test('the swarm\'s drivers share a quarter of a step in flight; a new bound appl
   control.bound(maxDepth(32, 4))
   assert.is(control.depth, 2, 'three more drivers came')
   assert.ok(drive(control, 1000, 100, () => 0, 100).every(d => d <= 2))
+})
+
+test('peers count as drivers while the tokens they drove grow, and no longer once they stop', () => {
+  const drivers = new ActiveDrivers(30_000)
+  const records = (a: number, b: number, c = 0) => [{ peerId: 'a', drivenTokens: a }, { peerId: 'b', drivenTokens: b }, { peerId: 'c', drivenTokens: c }]
+  assert.is(drivers.count(records(100, 100), 0), 2, 'first seen with tokens: driving; never drove: not')
+  assert.is(drivers.count(records(200, 100), 20_000), 2)
+  assert.is(drivers.count(records(300, 100), 40_000), 1, 'b stopped 40 s ago')
+  assert.is(drivers.count(records(400, 150, 10), 45_000), 3, 'b drives again, and c started')
+  assert.is(drivers.count([{ peerId: 'a', drivenTokens: 500 }], 50_000), 1, 'peers gone from the view are forgotten')
+  assert.is(drivers.count(records(600, 150), 60_000), 2, '... and counted afresh when they come back')
 })
 
 test.run()

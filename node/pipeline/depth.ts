@@ -63,3 +63,28 @@ export class DepthControl {
     return this.depth
   }
 }
+
+/**
+ * The peers driving the swarm now: those whose records show driven tokens that grew within
+ * `idleMs` (a peer first seen with tokens counts as driving). A record keeps the tokens a peer
+ * drove after it stopped, and counting it would keep the others' share of depth small for good.
+ */
+export class ActiveDrivers {
+  private readonly seen = new Map<string, { tokens: number, grewAt: number }>()
+
+  constructor (private readonly idleMs: number) {}
+
+  count (peers: ReadonlyArray<{ peerId: string, drivenTokens: number }>, now: number): number {
+    let driving = 0
+    const listed = new Set<string>()
+    for (const { peerId, drivenTokens } of peers) {
+      if (drivenTokens <= 0 || listed.has(peerId)) continue
+      listed.add(peerId)
+      const last = this.seen.get(peerId)
+      if (last === undefined || drivenTokens > last.tokens) this.seen.set(peerId, { tokens: drivenTokens, grewAt: now })
+      if (now - this.seen.get(peerId)!.grewAt < this.idleMs) driving++
+    }
+    for (const peerId of [...this.seen.keys()]) if (!listed.has(peerId)) this.seen.delete(peerId)
+    return driving
+  }
+}

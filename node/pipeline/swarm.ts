@@ -5,13 +5,14 @@
 import { loadDataset } from '../data/corpus.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import type { ServedStage, StageHost, StageUser } from '../daemon/stage-host.js'
-import { LOAD_REPORT_MS, STOP_DRAIN_MS } from '../timing.js'
+import { DRIVER_IDLE_MS, LOAD_REPORT_MS, STOP_DRAIN_MS } from '../timing.js'
 import { settlesWithin } from '../util/abort.js'
 import type { StageEngine } from '../runtime/stage-engine.js'
 import { LossHistory, type LossHistoryJSON } from '../metrics/loss-history.js'
 import { SwarmStage, combineSignals, type CallStats, type ReplicaSource } from './caller.js'
 import { StageClient, type StageTraffic } from './client.js'
 import { Forwarder, type ForwardStats } from './forward.js'
+import { ActiveDrivers } from './depth.js'
 import { Driver, maxDepth, maxStaleness, type DriverReport, type DriverStats } from './driver.js'
 import { wireDTypes, type WireDType } from './activations.js'
 import { Router } from './router.js'
@@ -75,6 +76,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
   private readonly options: PipelineOptions
   private readonly self: string
   private readonly client: StageClient
+  private readonly activeDrivers = new ActiveDrivers(DRIVER_IDLE_MS)
   readonly router = new Router()
   readonly stages: SwarmStage[]
   readonly forwarder: Forwarder
@@ -107,12 +109,13 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
   }
 
   /**
-   * Nodes driving the swarm, this one included: peers whose records show tokens they drove (the
-   * depth each may keep shrinks as they come, so that the stages' staleness does not grow).
+   * Nodes driving the swarm, this one included: peers whose records show the tokens they drove
+   * growing (the depth each may keep shrinks as they come, so that the stages' staleness does not
+   * grow, and grows back as they stop).
    */
   private drivers (): number {
-    const peers = new Set(this.components.registry.view.stages.flatMap(s => s.peers).filter(p => p.drivenTokens > 0 && p.peerId !== this.self).map(p => p.peerId))
-    return peers.size + 1
+    const peers = this.components.registry.view.stages.flatMap(s => s.peers).filter(p => p.peerId !== this.self)
+    return this.activeDrivers.count(peers, Date.now()) + 1
   }
 
   async start (): Promise<void> {
