@@ -33,6 +33,7 @@ import { AverageRequest, AverageResponse } from '../../protocols/averaging.js'
 import { averageMessageLimit, averageProtocol } from '../../protocols/ids.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
 import { applyStageState, tokensSinceSync, type ServedStage, type StageHost, type StageUser } from '../daemon/stage-host.js'
+import type { AveragingSettings } from '../manifest/manifest.js'
 import { MessageStream } from '../p2p/messages.js'
 import type { TrainedEvent } from '../runtime/stage-engine.js'
 import { aggregate } from './aggregate.js'
@@ -124,10 +125,24 @@ interface RoundBuffers {
   momentum: Float32Array
   /** The contributions' weighted sum. */
   sum: Float32Array
+  /** The compressor's per-chunk threshold hints, and its output sized for the densest payload the schedule makes (sparse only). */
+  hints: Float32Array
+  compressed: Uint8Array<ArrayBuffer>
 }
 
-function roundBuffers (n: number): RoundBuffers {
-  return { snapshot: new Float32Array(n), delta: new Float32Array(n), theta: new Float32Array(n), momentum: new Float32Array(n), sum: new Float32Array(n) }
+function roundBuffers (n: number, settings: AveragingSettings): RoundBuffers {
+  const sparse = settings.mode === 'sparse'
+  const { chunkSize } = settings
+  const largest = sparse ? Math.max(...roundDensities(settings).map(d => payloadSize(n, chunkSize, kForDensity(d, chunkSize), settings.valueBits as ValueBits))) : 0
+  return {
+    snapshot: new Float32Array(n),
+    delta: new Float32Array(n),
+    theta: new Float32Array(n),
+    momentum: new Float32Array(n),
+    sum: new Float32Array(n),
+    hints: new Float32Array(sparse ? chunkCount(n, chunkSize) : 0),
+    compressed: new Uint8Array(largest)
+  }
 }
 
 /** out = a - b - c, elementwise, in the native kernel (5x a JavaScript loop). */
@@ -161,7 +176,7 @@ export class AveragingService implements SwarmService, StageUser {
   private timer?: NodeJS.Timeout
   /** No new round starts: the served stage is being detached, or the service stops. */
   private closing = false
-  private compressor?: { hints: Float32Array, out: Uint8Array<ArrayBuffer> }
+  /** Allocated at the first round of the served stage. */
   private buffers?: RoundBuffers
   /** The members that took this replica's contribution, in its latest round. */
   private pushedTo = { round: 0, peers: new Set<string>() }
@@ -214,7 +229,6 @@ export class AveragingService implements SwarmService, StageUser {
     this.closing = false
     this.boxes.clear()
     this.hashBoxes.clear()
-    this.compressor = undefined
     this.buffers = undefined
     this.copiedFrom = undefined
     this.knownRounds.clear()
@@ -432,7 +446,7 @@ export class AveragingService implements SwarmService, StageUser {
     const { engine, outer } = served
     const n = engine.params.size
 
-    const buffers = this.buffers ??= roundBuffers(n)
+    const buffers = this.buffers ??= roundBuffers(n, settings)
     const snapshot = await engine.weightsSnapshot(buffers.snapshot)
     // Progress since the last round: the residual already held in the weights is in the buffer.
     const delta = difference(buffers.delta, outer.theta, snapshot.weights, outer.error)
@@ -447,11 +461,8 @@ export class AveragingService implements SwarmService, StageUser {
       payload = new Uint8Array(delta.buffer.slice(0))
     } else {
       const k = kForDensity(roundDensity(settings, engine.steps), settings.chunkSize)
-      const bits = settings.valueBits as ValueBits
-      // Sized once for the densest payload the schedule makes.
-      this.compressor ??= { hints: new Float32Array(chunkCount(n, settings.chunkSize)), out: new Uint8Array(Math.max(...roundDensities(settings).map(d => payloadSize(n, settings.chunkSize, kForDensity(d, settings.chunkSize), bits)))) }
-      const size = await compressAsync(outer.error, delta, this.compressor.hints, this.compressor.out, { beta: settings.beta, chunk: settings.chunkSize, k, bits })
-      payload = this.compressor.out.slice(0, size)
+      const size = await compressAsync(outer.error, delta, buffers.hints, buffers.compressed, { beta: settings.beta, chunk: settings.chunkSize, k, bits: settings.valueBits as ValueBits })
+      payload = buffers.compressed.slice(0, size)
     }
     const signed = await signContribution(scope, { privateKey, peerId: host.peerId }, tokens, settings.mode === 'dense', payload)
     log('stage %d round %d: contribution ready after %d ms', served.stage, round, Math.round(performance.now() - started))
