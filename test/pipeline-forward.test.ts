@@ -61,6 +61,7 @@ function broken (engine: StageEngine): StageCompute {
     loss: fail,
     lossBackward: fail,
     step: async () => await engine.step(),
+    hold: async () => await engine.hold(),
     get accumulatedTokens () { return engine.accumulatedTokens },
     get weightsVersion () { return engine.weightsVersion }
   }

@@ -16,6 +16,7 @@ import { StageServer } from '../node/pipeline/server.js'
 import type { ChainResult, NextStage, StageCallLimits, StageCompute } from '../node/pipeline/service.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from '../node/runtime/tensor.js'
 import type { WeightsVersion } from '../node/runtime/stage-engine.js'
+import { WeightsGate } from '../node/runtime/weights-gate.js'
 
 const D = 4
 const runId = 'testrun'
@@ -80,10 +81,16 @@ class FakeEngine implements StageCompute {
     return (x.data as Float32Array).reduce((a, b) => a + b, 0) / x.data.length
   }
 
+  /** As the real engine's: a step waits for the microbatches holding the weights. */
+  readonly gate = new WeightsGate()
+  async hold (): Promise<() => void> { return await this.gate.hold() }
+
   async step (): Promise<{ lr: number, gradNorm: number }> {
-    this.steps++
-    this.accumulatedTokens = 0
-    return { lr: 0, gradNorm: 0 }
+    return await this.gate.change(async () => {
+      this.steps++
+      this.accumulatedTokens = 0
+      return { lr: 0, gradNorm: 0 }
+    })
   }
 }
 
@@ -372,6 +379,45 @@ test('TRAIN: forward, the next hop, then backward on the same weights; waiting m
   assert.equal(ok.hops.map(h => [h.peer, h.computeMs, h.waitMs, h.transferMs]), [[other, 3, 2, 4]], 'the reply reports the later hop, and the transfer time this server measured for it')
   assert.equal(engine.backwardsAt, [{ epoch: engine.epoch, version: 0 }], "the backward ran on its forward's weights")
   assert.equal([peer.server.stats().trains, peer.server.stats().busy], [1, 1])
+})
+
+test('TRAIN calls beyond the replica\'s share of a step wait for the step, and no microbatch is in flight when it steps', async () => {
+  const hops: Array<{ done: (r: ChainResult) => void }> = []
+  const next: NextStage = { hop: async () => await new Promise(resolve => hops.push({ done: resolve })) }
+  const engine = new FakeEngine(0)
+  // Two replicas share a step of 8 tokens: each steps on 4, two calls of 2 tokens.
+  const peer = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), engine, { stepTokens: 8, replicas: () => 2 }, next)
+  await peer.server.start()
+  const lp = lpStream(await peer.accept())
+  const x = encodeTokens(tokens([3, 4]))
+  const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  for (let id = 1; id <= 4; id++) await lp.write(StageRequest.encode({ id, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other], replyDtype: DType.F16 }))
+  const settle = async (): Promise<void> => { for (let i = 0; i < 20; i++) await new Promise(resolve => setTimeout(resolve, 1)) }
+  const gy = (): ChainResult => ({ loss: 1, gx: { data: new Float32Array(2 * D), shape: [1, 2, D] }, hops: [] })
+  await settle()
+  assert.is(hops.length, 2, 'the step\'s share went ahead; the other two wait')
+  assert.is(peer.server.load().queueLength, 2, 'waiting calls count in the queue the registry publishes')
+  hops[0].done(gy())
+  await settle()
+  assert.is(engine.steps, 0, 'no step while the second microbatch is between its forward and backward')
+  assert.is(hops.length, 2)
+  hops[1].done(gy())
+  await settle()
+  assert.is(engine.steps, 1)
+  assert.is(hops.length, 4, 'the step let the next share in')
+  assert.equal(engine.backwardsAt.map(v => v?.version), [0, 0], 'both backwards ran on the weights they were forwarded on')
+  // A call that fails downstream gives its room back.
+  hops[2].done({ loss: 1, hops: [] })
+  hops[3].done(gy())
+  for (let id = 1; id <= 4; id++) decodeResponse((await lp.read()).subarray())
+  assert.is(engine.steps, 1, 'one backward is not a step\'s share')
+  await lp.write(StageRequest.encode({ id: 5, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other], replyDtype: DType.F16 }))
+  await settle()
+  assert.is(hops.length, 5, 'the failed call\'s room went to the next one')
+  hops[4].done(gy())
+  assert.is(decodeResponse((await lp.read()).subarray()).id, 5)
+  await settle()
+  assert.equal([engine.steps, engine.backwardsAt.map(v => v?.version)], [2, [0, 0, 1, 1]])
 })
 
 test('a backward goes to the replica that computed its forward', async () => {

@@ -66,6 +66,7 @@ class KeepingEngine implements StageCompute {
   async loss (): Promise<number> { throw new Error('not used') }
   async lossBackward (): Promise<{ loss: number }> { throw new Error('not used') }
   async step (): Promise<{ lr: number, gradNorm: number }> { throw new Error('not used') }
+  async hold (): Promise<() => void> { return () => {} }
 }
 
 /** Sends CALLS float32 forwards from a to b, IN_FLIGHT at a time, keeping the raw replies. */

@@ -2,9 +2,12 @@
 // stage's shapes and limits, wait for a slot in a bounded queue, run the engine, and encode the
 // reply. Every problem becomes an error reply. Gradients accumulate in the engine; once they
 // cover the target batch, the engine takes an inner optimizer step (between calls).
-// Each forward reply names the weights it ran on, and a backward recomputes with those weights
-// while the engine still stashes them, so the weights may step between a microbatch's forward
-// and its backward without making its gradient inconsistent (PipeDream's weight stashing).
+// A TRAIN call is admitted toward the replica's next step and holds the engine's weights from its
+// forward to its backward, so no step or averaging round changes them in between: its gradient
+// is fresh, not merely consistent (a stale one stalls learning: runtime/weights-gate.ts). Calls
+// beyond a step's share wait for the step. A backward sent on its own (a driver relaying) is not
+// held: its forward reply names the weights it ran on, and the backward recomputes with those
+// while the engine still stashes them (PipeDream's weight stashing), a consistent but stale gradient.
 // A TRAIN call runs forward, hands the output to the next stage (`next`, server to server), and
 // runs the backward when that call returns the output gradient. The stage input and the forward's
 // weights version stay in this call's frame meanwhile: the "cache of forwarded inputs, keyed by
@@ -21,7 +24,7 @@ import type { StageEngine, WeightsVersion } from '../runtime/stage-engine.js'
 import { decodeActivations, decodeTokens, encodeActivations } from './activations.js'
 
 /** The engine operations a stage server uses (node/runtime's StageEngine has them). */
-export type StageCompute = Pick<StageEngine, 'forwardAt' | 'backwardAt' | 'loss' | 'lossBackward' | 'step' | 'accumulatedTokens' | 'weightsVersion'>
+export type StageCompute = Pick<StageEngine, 'forwardAt' | 'backwardAt' | 'loss' | 'lossBackward' | 'step' | 'accumulatedTokens' | 'weightsVersion' | 'hold'>
 
 export interface StageServiceInit {
   stage: number
@@ -153,6 +156,9 @@ export class StageService {
   private readonly next?: NextStage
   /** TRAIN and EVALUATE calls waiting on their next hop. */
   private pending = 0
+  /** Tokens of the TRAIN calls admitted toward this replica's next step (see `admit`). */
+  private admitted = 0
+  private readonly admissionWaiters: Array<() => void> = []
 
   /** Replicas of this stage sharing its batch, this one included (default: alone). */
   private readonly replicas: () => number
@@ -167,7 +173,7 @@ export class StageService {
 
   load (): StageLoad {
     this.decayRate(0)
-    return { queueLength: this.waiting.length + this.running, tokensPerSecond: this.rate }
+    return { queueLength: this.admissionWaiters.length + this.waiting.length + this.running, tokensPerSecond: this.rate }
   }
 
   /** Handles one encoded request and returns the encoded response; never throws. */
@@ -226,7 +232,17 @@ export class StageService {
     if (this.next === undefined) throw new UnroutableError(`stage ${this.init.stage} does not forward to the next stage here`)
     if (this.pending >= this.init.maxPending) throw new BusyError(`${this.pending} microbatches wait on the next stage`)
     this.pending++
+    const tokens = x.shape[0] * x.shape[1]
+    let admittedMs = 0
+    let release = (): void => {}
+    let trained = false
     try {
+      if (train) {
+        const waited = performance.now()
+        await this.admit(tokens)
+        release = await this.engine.hold()
+        admittedMs = performance.now() - waited
+      }
       const forward = await this.run(false, x)
       const downstream = await this.next.hop(forward.y as FloatTensor, targets, route, kind)
       if (!train) {
@@ -235,11 +251,47 @@ export class StageService {
       }
       if (downstream.gx === undefined) throw new Error(`stage ${this.init.stage + 1} returned no input gradient`)
       const backward = await this.run(true, x, downstream.gx, forward.version)
+      trained = true
       this.stats.trains++
-      return { y: backward.y, loss: downstream.loss, version: backward.version, staleness: backward.staleness, computeMs: forward.computeMs + backward.computeMs, waitMs: forward.waitMs + backward.waitMs, hops: downstream.hops }
+      return { y: backward.y, loss: downstream.loss, version: backward.version, staleness: backward.staleness, computeMs: forward.computeMs + backward.computeMs, waitMs: admittedMs + forward.waitMs + backward.waitMs, hops: downstream.hops }
     } finally {
       this.pending--
+      release()
+      if (train && !trained) this.unadmit(tokens)
     }
+  }
+
+  /**
+   * Waits until this replica's next step has room for a TRAIN call's tokens. A step takes the
+   * replica's share of the stage's batch; once that much is admitted, further calls wait for the
+   * step, so no microbatch is forwarded on weights that step before its backward (a stale
+   * gradient: see runtime/weights-gate.ts). The last call admitted may overshoot the share, as
+   * the step itself does when the share is not a whole number of microbatches.
+   */
+  private async admit (tokens: number): Promise<void> {
+    while (this.admitted > 0 && this.admitted >= this.share()) {
+      this.maybeStep() // the share shrinks when a replica joins, with nothing left in flight to step
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, 250)
+        this.admissionWaiters.push(() => { clearTimeout(timer); resolve() })
+      })
+    }
+    this.admitted += tokens
+  }
+
+  /** A call admitted toward the next step ended without its backward: its room is free again. */
+  private unadmit (tokens: number): void {
+    this.admitted = Math.max(0, this.admitted - tokens)
+    this.wakeAdmissions()
+  }
+
+  private wakeAdmissions (): void {
+    for (const wake of this.admissionWaiters.splice(0)) wake()
+  }
+
+  /** This replica's share of the stage's batch, in tokens. */
+  private share (): number {
+    return this.init.stepTokens / this.replicas()
   }
 
   /**
@@ -307,12 +359,19 @@ export class StageService {
    * replica as many as the run's schedule has. The engine runs the step between calls.
    */
   private maybeStep (): void {
-    if (this.stepping || this.engine.accumulatedTokens < this.init.stepTokens / this.replicas()) return
+    const tokens = this.engine.accumulatedTokens
+    if (this.stepping || tokens < this.share()) return
     this.stepping = true
     this.engine.step().then(
-      () => { this.stats.steps++ },
+      () => {
+        this.stats.steps++
+        this.admitted = Math.max(0, this.admitted - tokens)
+      },
       err => this.log.error('stage %d optimizer step failed: %e', this.init.stage, err)
-    ).finally(() => { this.stepping = false })
+    ).finally(() => {
+      this.stepping = false
+      this.wakeAdmissions()
+    })
   }
 
   /** Exponential moving average of tokens per second with a ~5 s horizon. */

@@ -217,6 +217,7 @@ export class PipelineService implements SwarmService, ReplicaSource, StageUser {
       loss: (...args: Parameters<StageEngine['loss']>) => engine.loss(...args),
       lossBackward: (...args: Parameters<StageEngine['lossBackward']>) => engine.lossBackward(...args),
       step: (gradNorm?: number) => stageHost.step(engine, gradNorm),
+      hold: () => engine.hold(),
       get accumulatedTokens () { return engine.accumulatedTokens },
       get weightsVersion () { return engine.weightsVersion }
     }

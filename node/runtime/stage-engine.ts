@@ -9,6 +9,7 @@ import { buildStageGraphs, initParams, ParamLayout, type ModelConfig, type Stage
 import { AdamW, clipFactor } from './optimizer.js'
 import { defaultOptimizerConfig, type OptimizerConfig } from './optimizer-config.js'
 import { SessionHost } from './session-host.js'
+import { WeightsGate } from './weights-gate.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from './tensor.js'
 
 export interface StageEngineInit {
@@ -50,6 +51,7 @@ export class StageEngine extends EventTarget {
   readonly weights: Float32Array
   private readonly grads: Float32Array
   private readonly adam: AdamW
+  private readonly gate = new WeightsGate()
   private tokens = 0
   /** Random per engine instance; see WeightsVersion. */
   readonly epoch = randomInt(1, 0xffffffff)
@@ -161,10 +163,11 @@ export class StageEngine extends EventTarget {
    * norm across stages, in local training) or else by this stage's own norm (in the swarm each
    * stage clips its own slice). Zeroes the accumulator. Returns the learning rate and the norm
    * used. All or nothing: if the update fails, weights, optimizer state and the accumulated
-   * gradients are as they were.
+   * gradients are as they were. Like every weight change, it waits for the microbatches that
+   * hold the weights (`hold`).
    */
   step (gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
-    return this.host.exclusive(async () => {
+    return this.gate.change(async () => await this.host.exclusive(async () => {
       if (this.tokens === 0) throw new Error('step without accumulated gradients')
       const norm = gradNorm ?? Math.sqrt(await sumSquaresAsync(this.grads)) / this.tokens
       const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens)
@@ -172,7 +175,7 @@ export class StageEngine extends EventTarget {
       this.grads.fill(0)
       this.tokens = 0
       return { lr, gradNorm: norm }
-    }, { writes: true })
+    }, { writes: true }))
   }
 
   /** A copy of the accumulated (summed, unscaled) gradients, taken between calls. */
@@ -207,27 +210,36 @@ export class StageEngine extends EventTarget {
     for (const [name, a] of [['weights', weights], ['m', state.m], ['v', state.v]] as const) {
       if (a.length !== this.weights.length) throw new TensorError(`${name} has ${a.length} values, the stage has ${this.weights.length}`)
     }
-    return this.host.exclusive(() => {
+    return this.gate.change(async () => await this.host.exclusive(() => {
       this.weights.set(weights)
       this.adam.m.set(state.m)
       this.adam.v.set(state.v)
       this.adam.step = state.step
       this.grads.fill(0)
       this.tokens = 0
-    }, { writes: true })
+    }, { writes: true }))
   }
 
   /**
    * Changes the weights in place between calls (e.g. an outer averaging step), keeping the
    * optimizer's state; `step`, if given, moves the schedule there (a replica adopting the stage's).
-   * It goes ahead of the queued calls: they then run on the averaged weights, and the round ends
-   * sooner.
+   * Once no microbatch holds the weights (`hold`), it goes ahead of the queued calls: they then
+   * run on the averaged weights, and the round ends sooner.
    */
   updateWeights (fn: (weights: Float32Array) => void, step?: number): Promise<void> {
-    return this.host.exclusive(() => {
+    return this.gate.change(async () => await this.host.exclusive(() => {
       fn(this.weights)
       if (step !== undefined) this.adam.step = step
-    }, { writes: true, urgent: true })
+    }, { writes: true, urgent: true }))
+  }
+
+  /**
+   * Holds the weights for one microbatch from before its forward until the returned release is
+   * called after its backward: steps, rounds and loads wait meanwhile (see WeightsGate), so the
+   * gradient is taken on the weights it updates.
+   */
+  hold (): Promise<() => void> {
+    return this.gate.hold()
   }
 
   close (): Promise<void> {

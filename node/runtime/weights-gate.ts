@@ -1,0 +1,65 @@
+// Keeps a stage's weights still while a microbatch is between its forward and its backward.
+//
+// A gradient taken on weights older than the ones it is applied to is stale, and on this
+// model stale gradients are ruinous: in one process, with half of a step's microbatches
+// computed on the previous step's weights (stashed, so each gradient is exact for its
+// weights), the default model never left the loss plateau near 2.5 nats per byte (2.45
+// after 600 steps; 2.01 without staleness). So a microbatch holds the weights from its
+// forward to its backward, and a weight change (an optimizer step, an averaging round's
+// result, a loaded state) waits until no microbatch holds them. New holds wait while a change
+// is pending, so a stream of microbatches cannot starve it. A holder that never lets go (its
+// next stage hangs) delays a change by at most `maxWaitMs`; after that the change goes ahead
+// and that one microbatch's gradient is stale, as it would be without the gate.
+
+export interface WeightsGateInit {
+  /** Longest a change waits for holders (default 5 s). */
+  maxWaitMs?: number
+}
+
+export class WeightsGate {
+  private holders = 0
+  /** Changes pending or running. */
+  private changes = 0
+  private readonly holdWaiters: Array<() => void> = []
+  private readonly drainWaiters: Array<() => void> = []
+  private readonly maxWaitMs: number
+
+  constructor (init: WeightsGateInit = {}) {
+    this.maxWaitMs = init.maxWaitMs ?? 5_000
+  }
+
+  /** Microbatches holding the weights now. */
+  get held (): number { return this.holders }
+
+  /** Waits for pending changes, then holds the weights until the returned release is called (once; later calls do nothing). */
+  async hold (): Promise<() => void> {
+    while (this.changes > 0) await new Promise<void>(resolve => this.holdWaiters.push(resolve))
+    this.holders++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      this.holders--
+      if (this.holders === 0) for (const wake of this.drainWaiters.splice(0)) wake()
+    }
+  }
+
+  /** Runs `change` once no microbatch holds the weights (or `maxWaitMs` passed); holds wait meanwhile. */
+  async change<T> (change: () => Promise<T>): Promise<T> {
+    this.changes++
+    try {
+      if (this.holders > 0) {
+        let timer: NodeJS.Timeout | undefined
+        await new Promise<void>(resolve => {
+          this.drainWaiters.push(resolve)
+          timer = setTimeout(resolve, this.maxWaitMs)
+        })
+        clearTimeout(timer)
+      }
+      return await change()
+    } finally {
+      this.changes--
+      if (this.changes === 0) for (const wake of this.holdWaiters.splice(0)) wake()
+    }
+  }
+}
