@@ -32,6 +32,23 @@ test('with no holder a change runs at once; changes never wait for each other he
   assert.equal(order, [1, 2])
 })
 
+test('a lazy change lets new holds in and runs once the holders drain by themselves', async () => {
+  const gate = new WeightsGate()
+  const events: string[] = []
+  const first = await gate.hold()
+  const change = gate.change(async () => { events.push('change') }, { lazy: true })
+  const second = await gate.hold() // not stopped by the lazy change
+  first()
+  await tick()
+  assert.equal(events, [], 'one holder is left')
+  second()
+  await change
+  assert.equal(events, ['change'])
+  const third = await gate.hold()
+  third()
+  assert.is(gate.held, 0)
+})
+
 test('a holder that never lets go delays a change by maxWaitMs, not for ever', async () => {
   const gate = new WeightsGate({ maxWaitMs: 30 })
   await gate.hold()

@@ -510,9 +510,11 @@ export class AveragingService implements SwarmService, StageUser {
     const clip = result.clipped.get(this.self)
     if (clip !== undefined && settings.mode === 'sparse') await decodeAccumulateAsync(outer.error, payload, 1 - clip)
     // Apply, keeping the progress made since the snapshot and the residual not sent:
-    // weights += (theta_new - e) - snapshot.
+    // weights += (theta_new - e) - snapshot. An addition commutes with the steps (up to weight
+    // decay), so it waits for the microbatches in flight to end by themselves, at the latest by
+    // the replica's next step, rather than draining the pipeline.
     difference(delta, theta, outer.error, snapshot.weights)
-    await engine.updateWeights(weights => { axpy(weights, delta, 1) })
+    await engine.updateWeights(weights => { axpy(weights, delta, 1) }, { lazy: true })
     outer.theta.set(theta)
     outer.momentum.set(momentum)
     outer.round = round

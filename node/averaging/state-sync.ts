@@ -54,7 +54,7 @@ export interface SharedState {
 export async function adoptSharedState (served: ServedStage, state: SharedState): Promise<void> {
   const moved = state.theta.slice()
   axpy(moved, served.outer.theta, -1)
-  await served.engine.updateWeights(weights => { axpy(weights, moved, 1) }, state.step)
+  await served.engine.updateWeights(weights => { axpy(weights, moved, 1) }, { step: state.step })
   served.outer.theta.set(state.theta)
   served.outer.momentum.set(state.momentum)
   served.outer.round = state.round

@@ -224,13 +224,15 @@ export class StageEngine extends EventTarget {
    * Changes the weights in place between calls (e.g. an outer averaging step), keeping the
    * optimizer's state; `step`, if given, moves the schedule there (a replica adopting the stage's).
    * Once no microbatch holds the weights (`hold`), it goes ahead of the queued calls: they then
-   * run on the averaged weights, and the round ends sooner.
+   * run on the averaged weights, and the round ends sooner. `lazy` waits for the holders to end
+   * on their own (by the replica's next step) instead of stopping new ones: for an update that
+   * may land a little later, such as adding a round's result, which commutes with the steps.
    */
-  updateWeights (fn: (weights: Float32Array) => void, step?: number): Promise<void> {
+  updateWeights (fn: (weights: Float32Array) => void, options: { step?: number, lazy?: boolean } = {}): Promise<void> {
     return this.gate.change(async () => await this.host.exclusive(() => {
       fn(this.weights)
-      if (step !== undefined) this.adam.step = step
-    }, { writes: true, urgent: true }))
+      if (options.step !== undefined) this.adam.step = options.step
+    }, { writes: true, urgent: true }), { lazy: options.lazy })
   }
 
   /**

@@ -44,22 +44,35 @@ export class WeightsGate {
     }
   }
 
-  /** Runs `change` once no microbatch holds the weights (or `maxWaitMs` passed); holds wait meanwhile. */
-  async change<T> (change: () => Promise<T>): Promise<T> {
-    this.changes++
+  /**
+   * Runs `change` once no microbatch holds the weights, or `maxWaitMs` passed. Holds asked for
+   * meanwhile wait, unless the change is `lazy`: then it waits for the holders to drain on their
+   * own (a stage's holders all end before each step, since calls beyond its share wait for the
+   * step), which keeps the pipeline running where a change can wait that long. Either way no
+   * hold starts while the change runs.
+   */
+  async change<T> (change: () => Promise<T>, options: { lazy?: boolean } = {}): Promise<T> {
+    let counted = false
+    const count = (): void => { this.changes++; counted = true }
+    if (options.lazy !== true) count()
     try {
-      if (this.holders > 0) {
+      const deadline = performance.now() + this.maxWaitMs
+      // Lazy: a hold may start between the drain and this change resuming; wait for that one too.
+      while (this.holders > 0 && performance.now() < deadline) {
         let timer: NodeJS.Timeout | undefined
         await new Promise<void>(resolve => {
           this.drainWaiters.push(resolve)
-          timer = setTimeout(resolve, this.maxWaitMs)
+          timer = setTimeout(resolve, deadline - performance.now())
         })
         clearTimeout(timer)
       }
+      if (!counted) count()
       return await change()
     } finally {
-      this.changes--
-      if (this.changes === 0) for (const wake of this.holdWaiters.splice(0)) wake()
+      if (counted) {
+        this.changes--
+        if (this.changes === 0) for (const wake of this.holdWaiters.splice(0)) wake()
+      }
     }
   }
 }
