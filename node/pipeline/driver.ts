@@ -77,15 +77,12 @@ export interface DriverStats {
 
 /**
  * The most microbatches a driver keeps in flight for a step of `microbatches` when `drivers`
- * drive the swarm: together a quarter of a step, so that most backwards land in the step of
- * their forward. A replica of a stage steps on 1/R of the batch and gets about 1/R of the
- * microbatches in flight, so the staleness a backward sees is the swarm's whole depth over
- * `microbatches`, however many replicas share the stages. Measured against local training at
- * equal tokens, 600 steps of the default model: with one driver (3 stages x 1 replica), depth 1
- * ended 1.1% above local, a quarter (2 of 8) 1.2%, half (4 of 8) 8.6%, nearly all (7 of 8) 22%;
- * with four (2 stages x 2 replicas, all driving, compressed rounds), 2 each ended 11.9% above
- * and 1 each 5.4%, at the same tokens/s. To hide more latency, take more microbatches per step,
- * not a deeper share of one.
+ * drive the swarm: together a quarter of a step. The bound dates from when a microbatch in flight
+ * across a step got a stale gradient (600 steps of the default model, one driver, 3 stages x 1
+ * replica: depth 1 ended 1.1% above local, a quarter 1.2%, half 8.6%, nearly all 22%). Stage
+ * servers now admit a replica's share of a step and make the rest wait for the step
+ * (pipeline/service.ts), so depth beyond it only waits; a deeper bound is not measured yet. To
+ * hide more latency, take more microbatches per step.
  */
 export function maxDepth (microbatches: number, drivers = 1): number {
   return Math.max(1, Math.floor(microbatches / (4 * Math.max(1, drivers))))
