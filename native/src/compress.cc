@@ -1,4 +1,5 @@
-// Error feedback + exact chunked top-k + 2/8-bit quantization, and the checked decoder.
+// Error feedback + exact chunked top-k + 2/8-bit quantization + Rice-coded offsets, and the
+// checked decoder.
 // Definition (bit for bit): native/compress-reference.ts. Payload layout: native/format.ts.
 //
 // Speed: the work is one pass over e and delta (the memory-bandwidth floor), so the pass also
@@ -19,7 +20,10 @@
 // Measured (npm run bench -- compress, 2-vCPU AMD EPYC VM, AVX-512 path, shared with another
 // job: load 2-5, eleven runs) at 16M and 64M elements: 1.40-1.76x the floor on one thread,
 // median 1.52-1.56 (1.64-2.15x before those two changes), and 0.96-1.65x on two, median 1.33-1.37.
-// Two-thread calls split the chunks in blocks; every chunk record has a known place.
+// Two-thread calls split the chunks in blocks. Records vary in size (the offsets' Rice code), so
+// each block writes its records from where they would start if every record before had its
+// largest size, and pack_records then moves the blocks together: a few hundred kilobytes of
+// memmove per call at 64M elements, against the pass's hundreds of megabytes.
 #include "kernels.h"
 
 #include <algorithm>
@@ -33,7 +37,7 @@ namespace swarmtrain {
 namespace {
 
 constexpr uint32_t kMagic = 0x43545753;  // 'SWTC'
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;
 constexpr uint16_t kMaxF16 = 0x7bff;
 // The next hint is the magnitude at rank 2 kc, or the smallest candidate when there are fewer
 // (rank based: error feedback piles values just under the cutoff, so a fraction of the cutoff
@@ -229,20 +233,53 @@ ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double&
   hi_out = hi;
 }
 
-// The offsets of a chunk record: two 12-bit offsets in three bytes.
-ST_INLINE void write_offsets(const uint16_t* picked, uint32_t kc, uint8_t* offsets) {
-  for (uint32_t j = 0; j + 1 < kc; j += 2) {
-    const uint32_t a = picked[j], b = picked[j + 1];
-    uint8_t* p = offsets + size_t(j) * 3 / 2;
-    p[0] = uint8_t(a);
-    p[1] = uint8_t((a >> 8) | ((b & 0xf) << 4));
-    p[2] = uint8_t(b >> 4);
+// Appends bit fields to a byte field, LSB first, writing only the bytes it fills.
+class BitWriter {
+ public:
+  explicit BitWriter(uint8_t* p) : p_(p) {}
+  // The low `bits` bits of v, bits <= 32.
+  void put(uint32_t v, uint32_t bits) {
+    acc_ |= uint64_t(v) << n_;
+    n_ += bits;
+    if (n_ >= 32) flush32();
   }
-  if (kc % 2 == 1) {
-    uint8_t* p = offsets + size_t(kc - 1) * 3 / 2;
-    p[0] = uint8_t(picked[kc - 1]);
-    p[1] = uint8_t(picked[kc - 1] >> 8);
+  // `zeros` zero bits, then a one.
+  void put_unary(uint32_t zeros) {
+    n_ += zeros;
+    while (n_ >= 32) flush32();
+    put(1, 1);
   }
+  // Writes the last, partial bytes; returns the end of the field.
+  uint8_t* finish() {
+    for (uint32_t left = n_; left > 0; left = left > 8 ? left - 8 : 0, acc_ >>= 8) *p_++ = uint8_t(acc_);
+    return p_;
+  }
+
+ private:
+  void flush32() {
+    const uint32_t low = uint32_t(acc_);
+    std::memcpy(p_, &low, 4);  // little-endian, as the fields
+    p_ += 4;
+    acc_ >>= 32;
+    n_ -= 32;
+  }
+  uint8_t* p_;
+  uint64_t acc_ = 0;
+  uint32_t n_ = 0;
+};
+
+// The offsets' Rice code (picked ascending) into the record at `out`; returns the record's length.
+ST_INLINE size_t write_offsets(const uint16_t* picked, uint32_t kc, const RecordLayout& l, uint8_t* out) {
+  BitWriter low(out + l.low), high(out + l.high);
+  const uint32_t mask = (1u << l.b) - 1;
+  for (uint32_t j = 0, next = 0; j < kc; j++) {
+    const uint32_t gap = picked[j] - next;
+    next = picked[j] + 1u;
+    low.put(gap & mask, l.b);
+    high.put_unary(gap >> l.b);
+  }
+  low.finish();
+  return size_t(high.finish() - out);
 }
 
 // The two fp16 scales of a 2-bit record; returns the levels as floats.
@@ -273,13 +310,15 @@ ST_INLINE void quantize_8bit(float* e, const uint16_t* picked, const float* mag,
   }
 }
 
-// Writes one chunk record for the picked offsets (ascending, with their magnitudes) and leaves
-// the quantization error in e.
-ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
-  uint8_t* offsets = out + scale_bytes(bits);
-  uint8_t* values = offsets + offset_bytes(kc);
-  write_offsets(picked, kc, offsets);
-  if (bits == 8) return quantize_8bit(e, picked, mag, kc, out, values);
+// Writes one chunk record for the picked offsets (ascending, with their magnitudes), leaves the
+// quantization error in e and returns the record's length.
+ST_INLINE size_t quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) {
+  uint8_t* values = out + l.values;
+  const size_t bytes = write_offsets(picked, kc, l, out);
+  if (bits == 8) {
+    quantize_8bit(e, picked, mag, kc, out, values);
+    return bytes;
+  }
   float lo_f, hi_f;
   write_levels(mag, kc, out, lo_f, hi_f);
   const uint32_t lo_level = f32_bits(lo_f), hi_level = f32_bits(hi_f);
@@ -298,6 +337,7 @@ ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag
     }
   }
   if (kc % 4 != 0) values[kc >> 2] = uint8_t(codes);
+  return bytes;
 }
 
 // How many of mag[0..count) are >= t; branch free, so it vectorizes.
@@ -545,10 +585,10 @@ ST_AVX512 bool select_top_avx512(const float* e, Scratch& s, size_t count, uint3
 
 // quantize_chunk with sixteen lanes for 2-bit values: the level choice in float64 as in the
 // reference, the codes interleaved from the sign and level masks with pdep.
-ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
-  if (bits == 8) return quantize_chunk(e, picked, mag, kc, bits, out);
-  uint8_t* values = out + scale_bytes(bits) + offset_bytes(kc);
-  write_offsets(picked, kc, out + scale_bytes(bits));
+ST_AVX512 size_t quantize_chunk_avx512(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) {
+  if (bits == 8) return quantize_chunk(e, picked, mag, kc, bits, l, out);
+  uint8_t* values = out + l.values;
+  const size_t bytes = write_offsets(picked, kc, l, out);
   float lo_f, hi_f;
   write_levels(mag, kc, out, lo_f, hi_f);
   const __m512d lo_d = _mm512_set1_pd(lo_f), hi_d = _mm512_set1_pd(hi_f);
@@ -570,6 +610,7 @@ ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const flo
     const uint32_t codes = uint32_t(_pdep_u32(negative, 0x55555555u) | _pdep_u32(high, 0xaaaaaaaau));
     std::memcpy(values + j / 4, &codes, std::min<size_t>(4, (kc - j + 3) / 4));
   }
+  return bytes;
 }
 #endif
 
@@ -577,12 +618,13 @@ ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const flo
 
 size_t chunk_count(const Shape& s) { return (size_t(s.n) + s.chunk - 1) / s.chunk; }
 
-size_t payload_size(const Shape& s) {
-  const size_t full = s.n / s.chunk, rest = s.n - full * s.chunk;
-  return kHeaderBytes + full * chunk_bytes(s.k, s.bits) + (rest > 0 ? chunk_bytes(std::min<uint32_t>(s.k, uint32_t(rest)), s.bits) : 0);
-}
+size_t records_start(const Shape& s) { return kHeaderBytes + 2 * chunk_count(s); }
 
-size_t chunk_offset(const Shape& s, size_t c) { return kHeaderBytes + c * chunk_bytes(s.k, s.bits); }
+size_t max_payload_size(const Shape& s) {
+  const size_t full = s.n / s.chunk, rest = s.n - full * s.chunk;
+  const size_t last = rest > 0 ? record_layout(uint32_t(rest), std::min<uint32_t>(s.k, uint32_t(rest)), s.bits).max_bytes : 0;
+  return records_start(s) + full * record_layout(s.chunk, s.k, s.bits).max_bytes + last;
+}
 
 void write_header(const Shape& s, uint8_t* out) {
   const uint8_t header[kHeaderBytes] = {
@@ -594,12 +636,17 @@ void write_header(const Shape& s, uint8_t* out) {
 
 namespace {
 
+// Where chunk c's record starts when every record before it has its largest size (all are full chunks).
+size_t max_record_offset(const Shape& s, size_t c) { return records_start(s) + c * record_layout(s.chunk, s.k, s.bits).max_bytes; }
+
 // Chunks [c0, c1) on a code path: Path::pass<update>(beta, e, d, len, hint, scratch) collects
 // candidates as pass_portable does, Path::select is select_top, Path::quantize quantize_chunk.
 // Compiled once per code path so everything it inlines is vectorized for that path.
 template <class Path>
 ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
   Scratch scratch;
+  const RecordLayout full = record_layout(s.chunk, s.k, s.bits);
+  uint8_t* record = out + max_record_offset(s, c0);
   for (size_t c = c0; c < c1; c++) {
     const size_t start = c * s.chunk;
     const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
@@ -618,7 +665,10 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       count = Path::template pass<false>(beta, ec, nullptr, len, lower < hint * 0.01f ? 0.0f : lower, scratch);
     if (!Path::select(ec, scratch, count, kc, hints[c]))
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
-    Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
+    const size_t bytes = Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, len == s.chunk ? full : record_layout(len, kc, s.bits), record);
+    out[kHeaderBytes + 2 * c] = uint8_t(bytes);
+    out[kHeaderBytes + 2 * c + 1] = uint8_t(bytes >> 8);
+    record += bytes;
   }
 }
 
@@ -626,7 +676,7 @@ struct PortablePath {
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_portable<update>(beta, e, d, len, hint, s.cand); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top(e, s, count, kc, hint); }
-  static void quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) { quantize_chunk(e, picked, mag, kc, bits, out); }
+  static size_t quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) { return quantize_chunk(e, picked, mag, kc, bits, l, out); }
 };
 
 void compress_portable(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
@@ -648,7 +698,7 @@ struct Avx512Path {
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_avx512<update>(beta, e, d, len, hint, s); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top_avx512(e, s, count, kc, hint); }
-  static void quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) { quantize_chunk_avx512(e, picked, mag, kc, bits, out); }
+  static size_t quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) { return quantize_chunk_avx512(e, picked, mag, kc, bits, l, out); }
 };
 
 ST_AVX512
@@ -667,59 +717,149 @@ void compress_chunks(const Shape& s, float beta, float* e, const float* delta, f
   compress_portable(s, beta, e, delta, hints, out, c0, c1);
 }
 
-Shape read_header(const uint8_t* p, size_t size) {
+size_t pack_records(const Shape& s, uint8_t* out, size_t block) {
+  size_t to = records_start(s);
+  for (size_t c0 = 0, chunks = chunk_count(s); c0 < chunks; c0 += block) {
+    size_t bytes = 0;
+    for (size_t c = c0, c1 = std::min(chunks, c0 + block); c < c1; c++) bytes += out[kHeaderBytes + 2 * c] | out[kHeaderBytes + 2 * c + 1] << 8;
+    const size_t from = max_record_offset(s, c0);
+    if (from != to) std::memmove(out + to, out + from, bytes);
+    to += bytes;
+  }
+  return to;
+}
+
+Payload read_payload(const uint8_t* p, size_t size) {
   if (size < kHeaderBytes) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes is shorter than the header");
   auto u16 = [&](size_t at) { return uint32_t(p[at]) | uint32_t(p[at + 1]) << 8; };
   const uint32_t magic = u16(0) | u16(2) << 16;
   if (magic != kMagic) throw std::range_error("invalid payload: bad magic");
   if (p[4] != kVersion) throw std::range_error("invalid payload: unsupported version " + std::to_string(p[4]));
-  Shape s{u16(12) | u16(14) << 16, u16(6), u16(8), p[5]};
+  const Shape s{u16(12) | u16(14) << 16, u16(6), u16(8), p[5]};
   if (s.bits != 2 && s.bits != 8) throw std::range_error("invalid payload: value bits " + std::to_string(s.bits));
   if (s.chunk < 1 || s.chunk > kMaxChunk) throw std::range_error("invalid payload: chunk " + std::to_string(s.chunk));
   if (s.k < 1 || s.k > s.chunk) throw std::range_error("invalid payload: k " + std::to_string(s.k) + " for chunk " + std::to_string(s.chunk));
   if (u16(10) != 0) throw std::range_error("invalid payload: reserved field is not zero");
-  const size_t expected = payload_size(s);
-  if (size != expected) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes, expected " + std::to_string(expected));
-  return s;
+  const size_t start = records_start(s), bound = max_payload_size(s);
+  if (size < start) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes is shorter than the header and directory (" + std::to_string(start) + " bytes)");
+  if (size > bound) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes, more than the " + std::to_string(bound) + " its shape allows");
+  // The directory fits in the payload, so its size bounds this allocation.
+  const size_t chunks = chunk_count(s);
+  Payload pl{s, std::vector<size_t>(chunks + 1)};
+  const RecordLayout full = record_layout(s.chunk, s.k, s.bits);
+  size_t at = start;
+  for (size_t c = 0; c < chunks; c++) {
+    const uint32_t len = chunk_length(s, c);
+    const RecordLayout l = len == s.chunk ? full : record_layout(len, std::min(s.k, len), s.bits);
+    const size_t bytes = u16(kHeaderBytes + 2 * c);
+    if (bytes < l.min_bytes || bytes > l.max_bytes)
+      throw std::range_error("invalid payload: chunk " + std::to_string(c) + " has a record of " + std::to_string(bytes) + " bytes, outside " + std::to_string(l.min_bytes) + ".." + std::to_string(l.max_bytes));
+    pl.at[c] = at;
+    at += bytes;
+  }
+  if (at != size) throw std::range_error("invalid payload: its records take " + std::to_string(at - start) + " bytes, the payload has " + std::to_string(size - start) + " after the directory");
+  pl.at[chunks] = at;
+  return pl;
 }
 
 namespace {
-
-inline uint32_t read_offset(const uint8_t* offsets, uint32_t j) {
-  const uint8_t* b = offsets + size_t(j) * 3 / 2;
-  return (j & 1) == 0 ? uint32_t(b[0]) | (uint32_t(b[1] & 0xf) << 8) : uint32_t(b[0] >> 4) | (uint32_t(b[1]) << 4);
-}
-
-// Calls fn(offset in the chunk, value) for each value of a checked chunk record, in order.
-template <typename Fn>
-void for_each_value(const Shape& s, const uint8_t* p, size_t c, Fn fn) {
-  const uint8_t* rec = p + chunk_offset(s, c);
-  const uint32_t kc = std::min(s.k, chunk_length(s, c));
-  const uint8_t* offsets = rec + scale_bytes(s.bits);
-  const uint8_t* values = offsets + offset_bytes(kc);
-  if (s.bits == 2) {
-    const float levels[2] = {f16_to_f32(uint16_t(rec[0] | rec[1] << 8)), f16_to_f32(uint16_t(rec[2] | rec[3] << 8))};
-    for (uint32_t j = 0; j < kc; j++) {
-      const unsigned code = (values[j >> 2] >> ((j & 3) * 2)) & 3;
-      const float level = levels[code >> 1];
-      fn(read_offset(offsets, j), (code & 1) ? -level : level);
-    }
-  } else {
-    const float step = f16_to_f32(uint16_t(rec[0] | rec[1] << 8));
-    for (uint32_t j = 0; j < kc; j++) fn(read_offset(offsets, j), float(int8_t(values[j])) * step);
-  }
-}
 
 [[noreturn]] void bad_chunk(size_t c, const char* what) {
   throw std::range_error("invalid payload: chunk " + std::to_string(c) + " " + what);
 }
 
+// Up to 8 bytes from p (little-endian, as the fields), the missing ones zero.
+ST_INLINE uint64_t load_bytes(const uint8_t* p, size_t count) {
+  uint64_t x = 0;
+  std::memcpy(&x, p, std::min<size_t>(count, 8));
+  return x;
+}
+
+// Reads fields of b bits (b <= 12) from a byte field, LSB first, never past its end.
+class BitReader {
+ public:
+  BitReader(const uint8_t* p, const uint8_t* end) : p_(p), end_(end) {}
+  uint32_t take(uint32_t b) {
+    if (n_ < b) {
+      const size_t count = std::min<size_t>(size_t(end_ - p_), (63 - n_) / 8);
+      acc_ |= load_bytes(p_, count) << n_;
+      p_ += count;
+      n_ += uint32_t(count) * 8;
+    }
+    const uint32_t v = uint32_t(acc_) & ((1u << b) - 1);
+    acc_ >>= b;
+    n_ -= b;
+    return v;
+  }
+  // The unused bits of the field's last byte, once every field is taken.
+  uint64_t rest() const { return acc_; }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+  uint64_t acc_ = 0;
+  uint32_t n_ = 0;
+};
+
+// Calls fn(j, offset in the chunk) for the kc offsets of chunk c's record. With checked, refuses
+// a record whose offsets are not exactly kc inside the chunk, or whose fields do not end on
+// zero bits then the record's end; else the record must be a checked one.
+template <bool checked, typename Fn>
+ST_INLINE void for_each_offset(const Payload& pl, const uint8_t* p, size_t c, Fn fn) {
+  const Shape& s = pl.s;
+  const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
+  const RecordLayout l = record_layout(len, kc, s.bits);
+  const uint8_t* rec = p + pl.at[c];
+  const size_t high_bytes = pl.at[c + 1] - pl.at[c] - l.high;  // >= 1: read_payload checked min_bytes
+  BitReader low(rec + l.low, rec + l.high);
+  uint32_t j = 0;
+  uint64_t next = 0;  // the smallest the next offset can be
+  size_t from = 0;    // the high parts' bit after the last one
+  for (size_t i = 0; i < high_bytes; i += 8) {
+    // Each one ends a unary high part: the zeros since the last one are its value. The loop is
+    // bounded by the record's length, whatever its bits.
+    for (uint64_t w = load_bytes(rec + l.high + i, high_bytes - i); w != 0; w &= w - 1) {
+      if (checked && j == kc) bad_chunk(c, "has non-zero padding bits");
+      const size_t one = i * 8 + size_t(__builtin_ctzll(w));
+      const uint64_t o = next + (uint64_t(one - from) << l.b) + low.take(l.b);
+      if (checked && o >= len) bad_chunk(c, "has an offset beyond its length");
+      fn(j++, uint32_t(o));
+      next = o + 1;
+      from = one + 1;
+    }
+  }
+  if (checked) {
+    if (j < kc) bad_chunk(c, "ends inside its offsets");
+    if ((from + 7) / 8 != high_bytes) bad_chunk(c, "has bytes after its offsets");
+    if (low.rest() != 0) bad_chunk(c, "has non-zero padding bits");
+  }
+}
+
+// Calls fn(offset in the chunk, value) for each value of a checked chunk record, in order.
+template <typename Fn>
+void for_each_value(const Payload& pl, const uint8_t* p, size_t c, Fn fn) {
+  const uint8_t* rec = p + pl.at[c];
+  const uint8_t* values = rec + scale_bytes(pl.s.bits);
+  if (pl.s.bits == 2) {
+    const float levels[2] = {f16_to_f32(uint16_t(rec[0] | rec[1] << 8)), f16_to_f32(uint16_t(rec[2] | rec[3] << 8))};
+    for_each_offset<false>(pl, p, c, [&](uint32_t j, uint32_t o) {
+      const unsigned code = (values[j >> 2] >> ((j & 3) * 2)) & 3;
+      const float level = levels[code >> 1];
+      fn(o, (code & 1) ? -level : level);
+    });
+  } else {
+    const float step = f16_to_f32(uint16_t(rec[0] | rec[1] << 8));
+    for_each_offset<false>(pl, p, c, [&](uint32_t j, uint32_t o) { fn(o, float(int8_t(values[j])) * step); });
+  }
+}
+
 }  // namespace
 
-void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1) {
+void check_chunks(const Payload& pl, const uint8_t* p, size_t c0, size_t c1) {
+  const Shape& s = pl.s;
   for (size_t c = c0; c < c1; c++) {
-    const uint8_t* rec = p + chunk_offset(s, c);
-    const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
+    const uint8_t* rec = p + pl.at[c];
+    const uint32_t kc = std::min(s.k, chunk_length(s, c));
     const uint32_t scale0 = rec[0] | rec[1] << 8;
     if (scale0 > kMaxF16) bad_chunk(c, "has a negative or non-finite scale");
     if (s.bits == 2) {
@@ -727,32 +867,24 @@ void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1) {
       if (scale1 > kMaxF16) bad_chunk(c, "has a negative or non-finite scale");
       if (scale0 > scale1) bad_chunk(c, "has its low magnitude above the high one");  // same order as the values
     }
-    const uint8_t* offsets = rec + scale_bytes(s.bits);
-    const uint8_t* values = offsets + offset_bytes(kc);
-    if (kc % 2 == 1 && (offsets[offset_bytes(kc) - 1] & 0xf0) != 0) bad_chunk(c, "has non-zero padding bits");
+    const uint8_t* values = rec + scale_bytes(s.bits);
     if (s.bits == 2 && kc % 4 != 0 && (values[value_bytes(kc, 2) - 1] >> ((kc % 4) * 2)) != 0) bad_chunk(c, "has non-zero padding bits");
-    int64_t previous = -1;
-    for (uint32_t j = 0; j < kc; j++) {
-      const uint32_t o = read_offset(offsets, j);
-      if (o >= len) bad_chunk(c, "has an offset beyond its length");
-      if (int64_t(o) <= previous) bad_chunk(c, "has offsets out of order");
-      previous = o;
-      if (s.bits == 8 && values[j] == 0x80) bad_chunk(c, "has the value -128");
-    }
+    if (s.bits == 8 && std::memchr(values, 0x80, kc) != nullptr) bad_chunk(c, "has the value -128");
+    for_each_offset<true>(pl, p, c, [](uint32_t, uint32_t) {});
   }
 }
 
-void accumulate_chunks(const Shape& s, const uint8_t* p, float* dst, float w, size_t c0, size_t c1) {
+void accumulate_chunks(const Payload& pl, const uint8_t* p, float* dst, float w, size_t c0, size_t c1) {
   for (size_t c = c0; c < c1; c++) {
-    float* d = dst + c * s.chunk;
-    for_each_value(s, p, c, [&](uint32_t o, float v) { const float scaled = w * v; d[o] += scaled; });
+    float* d = dst + c * pl.s.chunk;
+    for_each_value(pl, p, c, [&](uint32_t o, float v) { const float scaled = w * v; d[o] += scaled; });
   }
 }
 
-double payload_sum_squares(const Shape& s, const uint8_t* p) {
+double payload_sum_squares(const Payload& pl, const uint8_t* p) {
   double sum = 0;
-  for (size_t c = 0, chunks = chunk_count(s); c < chunks; c++)
-    for_each_value(s, p, c, [&](uint32_t, float v) { sum += double(v) * v; });
+  for (size_t c = 0, chunks = chunk_count(pl.s); c < chunks; c++)
+    for_each_value(pl, p, c, [&](uint32_t, float v) { sum += double(v) * v; });
   return sum;
 }
 
