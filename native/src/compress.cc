@@ -64,6 +64,11 @@ struct Scratch {
   int32_t mag[kMaxChunk + 16];  // their |e| as bits: ordered like the values when finite
   uint16_t picked[kMaxChunk + 16];
   float picked_mag[kMaxChunk + 16];
+  uint16_t gaps[kMaxChunk];  // between the picked offsets
+  // The offsets' code, + 8 bytes for BitWriter: kc b <= L / 2 bits of low parts (as b <=
+  // log2(7 L / (8 kc))), and kc + (L - kc) >> b <= L bits of high parts.
+  uint8_t low[kMaxChunk / 16 + 8];
+  uint8_t high[kMaxChunk / 8 + 8];
 };
 
 // e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand and returns
@@ -233,53 +238,92 @@ ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double&
   hi_out = hi;
 }
 
-// Appends bit fields to a byte field, LSB first, writing only the bytes it fills.
+// Appends bit fields, LSB first, to a buffer with 8 bytes of room past them: each put stores a
+// whole word, without a branch, and the next put overwrites what lies past its bits.
 class BitWriter {
  public:
   explicit BitWriter(uint8_t* p) : p_(p) {}
-  // The low `bits` bits of v, bits <= 32.
-  void put(uint32_t v, uint32_t bits) {
-    acc_ |= uint64_t(v) << n_;
+  // v < 2^bits, bits <= 56.
+  ST_INLINE void put(uint64_t v, uint32_t bits) {
+    acc_ |= v << n_;
     n_ += bits;
-    if (n_ >= 32) flush32();
+    std::memcpy(p_, &acc_, 8);  // little-endian, as the fields
+    p_ += n_ >> 3;
+    acc_ >>= n_ & ~7u;
+    n_ &= 7;
   }
   // `zeros` zero bits, then a one.
-  void put_unary(uint32_t zeros) {
-    n_ += zeros;
-    while (n_ >= 32) flush32();
-    put(1, 1);
+  ST_INLINE void put_unary(uint32_t zeros) {
+    for (; zeros > 48; zeros -= 48) put(0, 48);
+    put(uint64_t(1) << zeros, zeros + 1);
   }
-  // Writes the last, partial bytes; returns the end of the field.
-  uint8_t* finish() {
-    for (uint32_t left = n_; left > 0; left = left > 8 ? left - 8 : 0, acc_ >>= 8) *p_++ = uint8_t(acc_);
-    return p_;
-  }
+  // The end of the field, its last byte included.
+  uint8_t* end() const { return p_ + (n_ > 0); }
 
  private:
-  void flush32() {
-    const uint32_t low = uint32_t(acc_);
-    std::memcpy(p_, &low, 4);  // little-endian, as the fields
-    p_ += 4;
-    acc_ >>= 32;
-    n_ -= 32;
-  }
   uint8_t* p_;
   uint64_t acc_ = 0;
-  uint32_t n_ = 0;
+  uint32_t n_ = 0;  // bits in acc_ not yet past p_, < 8 between puts
 };
 
-// The offsets' Rice code (picked ascending) into the record at `out`; returns the record's length.
-ST_INLINE size_t write_offsets(const uint16_t* picked, uint32_t kc, const RecordLayout& l, uint8_t* out) {
-  BitWriter low(out + l.low), high(out + l.high);
-  const uint32_t mask = (1u << l.b) - 1;
-  for (uint32_t j = 0, next = 0; j < kc; j++) {
-    const uint32_t gap = picked[j] - next;
-    next = picked[j] + 1u;
-    low.put(gap & mask, l.b);
-    high.put_unary(gap >> l.b);
+// Four 16-bit lanes of a word: the offsets' code is written and read four gaps at a time.
+constexpr uint64_t kLanes = 0x0001000100010001;
+
+// The low b bits of each lane, lane i to bit b i (b <= 12), and back.
+ST_INLINE uint64_t pack4(uint64_t lanes, uint32_t b) {
+  const uint64_t field = (uint64_t(1) << b) - 1;
+  return (lanes & field) | (lanes >> (16 - b) & field << b) | (lanes >> (32 - 2 * b) & field << 2 * b) | (lanes >> (48 - 3 * b) & field << 3 * b);
+}
+
+ST_INLINE uint64_t unpack4(uint64_t bits, uint32_t b) {
+  const uint64_t field = (uint64_t(1) << b) - 1;
+  return (bits & field) | (bits << (16 - b) & field << 16) | (bits << (32 - 2 * b) & field << 32) | (bits << (48 - 3 * b) & field << 48);
+}
+
+// Where each lane's one goes in the high parts of four gaps (lanes of g) that follow `before`
+// bits: the lanes' high parts summed up to it, plus one per lane before (a multiplication sums).
+ST_INLINE uint64_t unary_ends(uint64_t g, uint32_t b, uint64_t before) {
+  return ((g >> b) & (0xffffu >> b) * kLanes) * kLanes + 0x0003000200010000 + before * kLanes;
+}
+
+// The word with ones at the four lanes' bits (each below 64).
+ST_INLINE uint64_t ones_at(uint64_t lanes) {
+  return uint64_t(1) << (lanes & 63) | uint64_t(1) << (lanes >> 16 & 63) | uint64_t(1) << (lanes >> 32 & 63) | uint64_t(1) << (lanes >> 48);
+}
+
+// The offsets' Rice code (picked ascending) into the record at `out`, through the scratch's
+// buffers; returns the record's length. Eight gaps at a time, as the 16-bit lanes of two words:
+// one put of their low parts (b <= 7), and one of their high parts when those fit (almost
+// always: b makes their mean about 1.5), so the writers' dependency chains are short.
+ST_INLINE size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) {
+  s.gaps[0] = s.picked[0];
+  for (uint32_t j = 1; j < kc; j++) s.gaps[j] = uint16_t(s.picked[j] - s.picked[j - 1] - 1);
+  BitWriter low(s.low), high(s.high);
+  const uint32_t b = l.b;
+  uint32_t j = 0;
+  if (b <= 7) {
+    for (; j + 8 <= kc; j += 8) {
+      uint64_t g0, g1;
+      std::memcpy(&g0, s.gaps + j, 8);
+      std::memcpy(&g1, s.gaps + j + 4, 8);
+      low.put(pack4(g0, b) | pack4(g1, b) << 4 * b, 8 * b);
+      const uint64_t ends0 = unary_ends(g0, b, 0), ends1 = unary_ends(g1, b, (ends0 >> 48) + 1);
+      const uint32_t last = uint32_t(ends1 >> 48);
+      if (last < 56) {
+        high.put(ones_at(ends0) | ones_at(ends1), last + 1);
+      } else {
+        for (uint32_t i = 0; i < 8; i++) high.put_unary(s.gaps[j + i] >> b);
+      }
+    }
   }
-  low.finish();
-  return size_t(high.finish() - out);
+  for (; j < kc; j++) {
+    low.put(s.gaps[j] & ((1u << b) - 1), b);
+    high.put_unary(s.gaps[j] >> b);
+  }
+  std::memcpy(out + l.low, s.low, l.high - l.low);
+  const size_t high_bytes = size_t(high.end() - s.high);
+  std::memcpy(out + l.high, s.high, high_bytes);
+  return l.high + high_bytes;
 }
 
 // The two fp16 scales of a 2-bit record; returns the levels as floats.
@@ -310,15 +354,11 @@ ST_INLINE void quantize_8bit(float* e, const uint16_t* picked, const float* mag,
   }
 }
 
-// Writes one chunk record for the picked offsets (ascending, with their magnitudes), leaves the
-// quantization error in e and returns the record's length.
-ST_INLINE size_t quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) {
-  uint8_t* values = out + l.values;
-  const size_t bytes = write_offsets(picked, kc, l, out);
-  if (bits == 8) {
-    quantize_8bit(e, picked, mag, kc, out, values);
-    return bytes;
-  }
+// Writes the scales and values of a chunk record for the picked offsets (ascending, with their
+// magnitudes) and leaves the quantization error in e.
+ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
+  uint8_t* values = out + scale_bytes(bits);
+  if (bits == 8) return quantize_8bit(e, picked, mag, kc, out, values);
   float lo_f, hi_f;
   write_levels(mag, kc, out, lo_f, hi_f);
   const uint32_t lo_level = f32_bits(lo_f), hi_level = f32_bits(hi_f);
@@ -337,7 +377,6 @@ ST_INLINE size_t quantize_chunk(float* e, const uint16_t* picked, const float* m
     }
   }
   if (kc % 4 != 0) values[kc >> 2] = uint8_t(codes);
-  return bytes;
 }
 
 // How many of mag[0..count) are >= t; branch free, so it vectorizes.
@@ -585,10 +624,9 @@ ST_AVX512 bool select_top_avx512(const float* e, Scratch& s, size_t count, uint3
 
 // quantize_chunk with sixteen lanes for 2-bit values: the level choice in float64 as in the
 // reference, the codes interleaved from the sign and level masks with pdep.
-ST_AVX512 size_t quantize_chunk_avx512(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) {
-  if (bits == 8) return quantize_chunk(e, picked, mag, kc, bits, l, out);
-  uint8_t* values = out + l.values;
-  const size_t bytes = write_offsets(picked, kc, l, out);
+ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
+  if (bits == 8) return quantize_chunk(e, picked, mag, kc, bits, out);
+  uint8_t* values = out + scale_bytes(bits);
   float lo_f, hi_f;
   write_levels(mag, kc, out, lo_f, hi_f);
   const __m512d lo_d = _mm512_set1_pd(lo_f), hi_d = _mm512_set1_pd(hi_f);
@@ -610,7 +648,6 @@ ST_AVX512 size_t quantize_chunk_avx512(float* e, const uint16_t* picked, const f
     const uint32_t codes = uint32_t(_pdep_u32(negative, 0x55555555u) | _pdep_u32(high, 0xaaaaaaaau));
     std::memcpy(values + j / 4, &codes, std::min<size_t>(4, (kc - j + 3) / 4));
   }
-  return bytes;
 }
 #endif
 
@@ -665,7 +702,8 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       count = Path::template pass<false>(beta, ec, nullptr, len, lower < hint * 0.01f ? 0.0f : lower, scratch);
     if (!Path::select(ec, scratch, count, kc, hints[c]))
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
-    const size_t bytes = Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, len == s.chunk ? full : record_layout(len, kc, s.bits), record);
+    const size_t bytes = write_offsets(scratch, kc, len == s.chunk ? full : record_layout(len, kc, s.bits), record);
+    Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, record);
     out[kHeaderBytes + 2 * c] = uint8_t(bytes);
     out[kHeaderBytes + 2 * c + 1] = uint8_t(bytes >> 8);
     record += bytes;
@@ -676,7 +714,7 @@ struct PortablePath {
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_portable<update>(beta, e, d, len, hint, s.cand); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top(e, s, count, kc, hint); }
-  static size_t quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) { return quantize_chunk(e, picked, mag, kc, bits, l, out); }
+  static void quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) { quantize_chunk(e, picked, mag, kc, bits, out); }
 };
 
 void compress_portable(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
@@ -698,7 +736,7 @@ struct Avx512Path {
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_avx512<update>(beta, e, d, len, hint, s); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top_avx512(e, s, count, kc, hint); }
-  static size_t quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, const RecordLayout& l, uint8_t* out) { return quantize_chunk_avx512(e, picked, mag, kc, bits, l, out); }
+  static void quantize(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) { quantize_chunk_avx512(e, picked, mag, kc, bits, out); }
 };
 
 ST_AVX512
@@ -745,12 +783,11 @@ Payload read_payload(const uint8_t* p, size_t size) {
   if (size > bound) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes, more than the " + std::to_string(bound) + " its shape allows");
   // The directory fits in the payload, so its size bounds this allocation.
   const size_t chunks = chunk_count(s);
-  Payload pl{s, std::vector<size_t>(chunks + 1)};
-  const RecordLayout full = record_layout(s.chunk, s.k, s.bits);
+  Payload pl{s, record_layout(s.chunk, s.k, s.bits), std::vector<size_t>(chunks + 1)};
   size_t at = start;
   for (size_t c = 0; c < chunks; c++) {
     const uint32_t len = chunk_length(s, c);
-    const RecordLayout l = len == s.chunk ? full : record_layout(len, std::min(s.k, len), s.bits);
+    const RecordLayout l = len == s.chunk ? pl.full : record_layout(len, std::min(s.k, len), s.bits);
     const size_t bytes = u16(kHeaderBytes + 2 * c);
     if (bytes < l.min_bytes || bytes > l.max_bytes)
       throw std::range_error("invalid payload: chunk " + std::to_string(c) + " has a record of " + std::to_string(bytes) + " bytes, outside " + std::to_string(l.min_bytes) + ".." + std::to_string(l.max_bytes));
@@ -768,88 +805,145 @@ namespace {
   throw std::range_error("invalid payload: chunk " + std::to_string(c) + " " + what);
 }
 
-// Up to 8 bytes from p (little-endian, as the fields), the missing ones zero.
+// Up to 8 bytes from p (little-endian, as the fields), the missing ones zero. (Not through a
+// memcpy of `count` bytes: a word loaded from bytes just stored one by one stalls.)
 ST_INLINE uint64_t load_bytes(const uint8_t* p, size_t count) {
   uint64_t x = 0;
-  std::memcpy(&x, p, std::min<size_t>(count, 8));
+  if (count >= 8) {
+    std::memcpy(&x, p, 8);
+  } else {
+    for (size_t i = 0; i < count; i++) x |= uint64_t(p[i]) << (8 * i);
+  }
   return x;
 }
 
-// Reads fields of b bits (b <= 12) from a byte field, LSB first, never past its end.
+// Reads fields of up to 56 bits from a byte field, LSB first, never past its end.
 class BitReader {
  public:
   BitReader(const uint8_t* p, const uint8_t* end) : p_(p), end_(end) {}
-  uint32_t take(uint32_t b) {
-    if (n_ < b) {
-      const size_t count = std::min<size_t>(size_t(end_ - p_), (63 - n_) / 8);
-      acc_ |= load_bytes(p_, count) << n_;
-      p_ += count;
+  ST_INLINE uint64_t take(uint32_t bits) {
+    if (n_ < bits) {  // refill to at least 56 bits, or to the end
+      const size_t count = (63 - n_) / 8;
+      acc_ |= load_bytes(p_, std::min<size_t>(size_t(end_ - p_), 8)) << n_;  // bits past count bytes: read again later
+      p_ += std::min<size_t>(count, size_t(end_ - p_));
       n_ += uint32_t(count) * 8;
     }
-    const uint32_t v = uint32_t(acc_) & ((1u << b) - 1);
-    acc_ >>= b;
-    n_ -= b;
+    const uint64_t v = acc_ & ((uint64_t(1) << bits) - 1);
+    acc_ >>= bits;
+    n_ -= bits;
     return v;
   }
-  // The unused bits of the field's last byte, once every field is taken.
-  uint64_t rest() const { return acc_; }
 
  private:
   const uint8_t* p_;
   const uint8_t* end_;
   uint64_t acc_ = 0;
-  uint32_t n_ = 0;
+  uint32_t n_ = 0;  // bits of acc_ not yet taken (past the field's end, zeros)
 };
 
-// Calls fn(j, offset in the chunk) for the kc offsets of chunk c's record. With checked, refuses
-// a record whose offsets are not exactly kc inside the chunk, or whose fields do not end on
-// zero bits then the record's end; else the record must be a checked one.
-template <bool checked, typename Fn>
-ST_INLINE void for_each_offset(const Payload& pl, const uint8_t* p, size_t c, Fn fn) {
-  const Shape& s = pl.s;
-  const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
-  const RecordLayout l = record_layout(len, kc, s.bits);
+// A record's offsets' code: where its fields are.
+struct OffsetCode {
+  uint32_t len, kc, b;
+  const uint8_t* low;
+  const uint8_t* high;
+  size_t high_bytes;
+};
+
+ST_INLINE OffsetCode offset_code(const Payload& pl, const uint8_t* p, size_t c) {
+  const uint32_t len = chunk_length(pl.s, c), kc = std::min(pl.s.k, len);
+  const RecordLayout l = len == pl.s.chunk ? pl.full : record_layout(len, kc, pl.s.bits);
   const uint8_t* rec = p + pl.at[c];
-  const size_t high_bytes = pl.at[c + 1] - pl.at[c] - l.high;  // >= 1: read_payload checked min_bytes
-  BitReader low(rec + l.low, rec + l.high);
+  return {len, kc, l.b, rec + l.low, rec + l.high, pl.at[c + 1] - pl.at[c] - l.high};  // >= 1: read_payload checked min_bytes
+}
+
+// The sum of the fields of b bits in `bytes` bytes from p (zero bits past the last field): per
+// word and bit of a field, how many fields have it set.
+ST_INLINE uint64_t sum_fields(const uint8_t* p, size_t bytes, uint32_t b) {
+  if (b == 0) return 0;
+  uint64_t every = 0;  // a one every b bits from bit 0
+  for (uint32_t t = 0; t < 64; t += b) every |= uint64_t(1) << t;
+  uint64_t sum = 0;
+  for (size_t i = 0, phase = 0; i < bytes; i += 8, phase = (phase + 64) % b) {  // bit 0 of this word is bit `phase` of a field
+    const uint64_t w = load_bytes(p + i, bytes - i);
+    // at: the first bit of the word that is bit `bit` of a field
+    for (uint32_t bit = 0, at = phase == 0 ? 0 : b - uint32_t(phase); bit < b; bit++, at = at + 1 == b ? 0 : at + 1)
+      sum += uint64_t(__builtin_popcountll(w & every << at)) << bit;
+  }
+  return sum;
+}
+
+// Checks chunk c's offsets without decoding them one by one: the high parts hold exactly kc ones
+// and end in the byte of the last, the low parts' padding is zero, and the last offset (the one
+// that all the gaps add up to) is inside the chunk. The work is bounded by the record's length.
+void check_offsets(const Payload& pl, const uint8_t* p, size_t c) {
+  const OffsetCode f = offset_code(pl, p, c);
+  size_t ones = 0, last = 0;
+  for (size_t i = 0; i < f.high_bytes; i += 8) {
+    const uint64_t w = load_bytes(f.high + i, f.high_bytes - i);
+    ones += size_t(__builtin_popcountll(w));
+    if (w != 0) last = i * 8 + 63 - size_t(__builtin_clzll(w));
+  }
+  if (ones < f.kc) bad_chunk(c, "ends inside its offsets");
+  if (ones > f.kc) bad_chunk(c, "has non-zero padding bits");
+  if (last / 8 + 1 != f.high_bytes) bad_chunk(c, "has bytes after its offsets");
+  const size_t low_bits = size_t(f.kc) * f.b;
+  if (low_bits % 8 != 0 && (f.low[low_bits / 8] >> (low_bits % 8)) != 0) bad_chunk(c, "has non-zero padding bits");
+  // The kc ones end kc high parts: the zeros among the first last + 1 bits are their sum.
+  const uint64_t final_offset = (uint64_t(last + 1 - f.kc) << f.b) + sum_fields(f.low, size_t(f.high - f.low), f.b) + f.kc - 1;
+  if (final_offset >= f.len) bad_chunk(c, "has an offset beyond its length");
+}
+
+// Calls fn(j, offset in the chunk) for the kc offsets of chunk c's checked record, in order,
+// through qs (kMaxChunk + 4 entries).
+template <typename Fn>
+ST_INLINE void for_each_offset(const Payload& pl, const uint8_t* p, size_t c, uint16_t* qs, Fn fn) {
+  const OffsetCode f = offset_code(pl, p, c);
+  // The high parts: the zeros before each one.
   uint32_t j = 0;
-  uint64_t next = 0;  // the smallest the next offset can be
-  size_t from = 0;    // the high parts' bit after the last one
-  for (size_t i = 0; i < high_bytes; i += 8) {
-    // Each one ends a unary high part: the zeros since the last one are its value. The loop is
-    // bounded by the record's length, whatever its bits.
-    for (uint64_t w = load_bytes(rec + l.high + i, high_bytes - i); w != 0; w &= w - 1) {
-      if (checked && j == kc) bad_chunk(c, "has non-zero padding bits");
+  size_t from = 0;
+  for (size_t i = 0; i < f.high_bytes; i += 8) {
+    for (uint64_t w = load_bytes(f.high + i, f.high_bytes - i); w != 0; w &= w - 1) {
       const size_t one = i * 8 + size_t(__builtin_ctzll(w));
-      const uint64_t o = next + (uint64_t(one - from) << l.b) + low.take(l.b);
-      if (checked && o >= len) bad_chunk(c, "has an offset beyond its length");
-      fn(j++, uint32_t(o));
-      next = o + 1;
+      qs[j++] = uint16_t(one - from);
       from = one + 1;
     }
   }
-  if (checked) {
-    if (j < kc) bad_chunk(c, "ends inside its offsets");
-    if ((from + 7) / 8 != high_bytes) bad_chunk(c, "has bytes after its offsets");
-    if (low.rest() != 0) bad_chunk(c, "has non-zero padding bits");
+  // Four gaps at a time as the 16-bit lanes of a word (each below 4096), and the offsets as their
+  // running sums, plus one per offset before (a multiplication sums the lanes).
+  BitReader low(f.low, f.high);
+  uint64_t next = 0;  // the offset after the last one, in every lane
+  j = 0;
+  for (; j + 4 <= f.kc; j += 4) {
+    uint64_t q;
+    std::memcpy(&q, qs + j, 8);
+    const uint64_t o = ((q << f.b | unpack4(low.take(4 * f.b), f.b)) * kLanes + 0x0003000200010000) + next * kLanes;
+    fn(j, uint32_t(o & 0xffff));
+    fn(j + 1, uint32_t(o >> 16 & 0xffff));
+    fn(j + 2, uint32_t(o >> 32 & 0xffff));
+    fn(j + 3, uint32_t(o >> 48));
+    next = (o >> 48) + 1;
+  }
+  for (; j < f.kc; j++) {
+    const uint64_t o = next + (uint64_t(qs[j]) << f.b | low.take(f.b));
+    fn(j, uint32_t(o));
+    next = o + 1;
   }
 }
 
 // Calls fn(offset in the chunk, value) for each value of a checked chunk record, in order.
 template <typename Fn>
-void for_each_value(const Payload& pl, const uint8_t* p, size_t c, Fn fn) {
+void for_each_value(const Payload& pl, const uint8_t* p, size_t c, uint16_t* qs, Fn fn) {
   const uint8_t* rec = p + pl.at[c];
   const uint8_t* values = rec + scale_bytes(pl.s.bits);
   if (pl.s.bits == 2) {
-    const float levels[2] = {f16_to_f32(uint16_t(rec[0] | rec[1] << 8)), f16_to_f32(uint16_t(rec[2] | rec[3] << 8))};
-    for_each_offset<false>(pl, p, c, [&](uint32_t j, uint32_t o) {
-      const unsigned code = (values[j >> 2] >> ((j & 3) * 2)) & 3;
-      const float level = levels[code >> 1];
-      fn(o, (code & 1) ? -level : level);
+    const uint32_t levels[2] = {f32_bits(f16_to_f32(uint16_t(rec[0] | rec[1] << 8))), f32_bits(f16_to_f32(uint16_t(rec[2] | rec[3] << 8)))};
+    for_each_offset(pl, p, c, qs, [&](uint32_t j, uint32_t o) {
+      const uint32_t code = (values[j >> 2] >> ((j & 3) * 2)) & 3;
+      fn(o, bits_f32(levels[code >> 1] ^ (code & 1) << 31));  // the sign by a bit (random: a branch mispredicts)
     });
   } else {
     const float step = f16_to_f32(uint16_t(rec[0] | rec[1] << 8));
-    for_each_offset<false>(pl, p, c, [&](uint32_t j, uint32_t o) { fn(o, float(int8_t(values[j])) * step); });
+    for_each_offset(pl, p, c, qs, [&](uint32_t j, uint32_t o) { fn(o, float(int8_t(values[j])) * step); });
   }
 }
 
@@ -870,21 +964,23 @@ void check_chunks(const Payload& pl, const uint8_t* p, size_t c0, size_t c1) {
     const uint8_t* values = rec + scale_bytes(s.bits);
     if (s.bits == 2 && kc % 4 != 0 && (values[value_bytes(kc, 2) - 1] >> ((kc % 4) * 2)) != 0) bad_chunk(c, "has non-zero padding bits");
     if (s.bits == 8 && std::memchr(values, 0x80, kc) != nullptr) bad_chunk(c, "has the value -128");
-    for_each_offset<true>(pl, p, c, [](uint32_t, uint32_t) {});
+    check_offsets(pl, p, c);
   }
 }
 
 void accumulate_chunks(const Payload& pl, const uint8_t* p, float* dst, float w, size_t c0, size_t c1) {
+  uint16_t qs[kMaxChunk + 4];
   for (size_t c = c0; c < c1; c++) {
     float* d = dst + c * pl.s.chunk;
-    for_each_value(pl, p, c, [&](uint32_t o, float v) { const float scaled = w * v; d[o] += scaled; });
+    for_each_value(pl, p, c, qs, [&](uint32_t o, float v) { const float scaled = w * v; d[o] += scaled; });
   }
 }
 
 double payload_sum_squares(const Payload& pl, const uint8_t* p) {
+  uint16_t qs[kMaxChunk + 4];
   double sum = 0;
   for (size_t c = 0, chunks = chunk_count(pl.s); c < chunks; c++)
-    for_each_value(pl, p, c, [&](uint32_t, float v) { sum += double(v) * v; });
+    for_each_value(pl, p, c, qs, [&](uint32_t, float v) { sum += double(v) * v; });
   return sum;
 }
 

@@ -154,10 +154,11 @@ void compress_chunks(const Shape& s, float beta, float* e, const float* delta, f
 // directory; returns the payload size.
 size_t pack_records(const Shape& s, uint8_t* out, size_t block);
 
-// A payload whose header and directory are checked, and where each chunk's record starts
-// (at[c], and at[chunks] = the payload size).
+// A payload whose header and directory are checked: the layout of a full chunk's record, and
+// where each chunk's record starts (at[c], and at[chunks] = the payload size).
 struct Payload {
   Shape s;
+  RecordLayout full;
   std::vector<size_t> at;
 };
 // Checks the header, the size against the bound and the directory (record lengths within their
