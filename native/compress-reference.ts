@@ -28,10 +28,10 @@ function checkCompressArgs (e: Float32Array, delta: Float32Array, hints: Float32
 /**
  * e <- beta * e + delta (float32), then per chunk keep exactly kc = min(k, chunk length) values
  * of largest |e| (ties: lower offset first), quantize them into `out` and leave the quantization
- * error in e (e[i] = v - dequant(v)). Returns the payload size in bytes (out must have room for
- * maxPayloadSize). `hints` is per-chunk
- * state that only makes the native kernel faster; the result never depends on it (unused here).
- * Non-finite values raise a RangeError; e is then partly updated and must be reset.
+ * error in e (e[i] = v - dequant(v)). Returns the payload size in bytes; out must have room for
+ * maxPayloadSize. `hints` is per-chunk state that only makes the native kernel faster; the
+ * result never depends on it (unused here). Non-finite values raise a RangeError; e is then
+ * partly updated and must be reset.
  */
 export function compress (e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, o: CompressOptions): number {
   checkCompressArgs(e, delta, hints, out, o)
@@ -189,8 +189,9 @@ function decodeAll (payload: Uint8Array): { n: number, values: Decoded[] } {
     const kc = Math.min(k, len)
     const layout = recordLayout(len, kc, bits)
     const bytes = payload[HEADER_BYTES + 2 * c] | (payload[HEADER_BYTES + 2 * c + 1] << 8)
+    const scales = bits === 2 ? 2 : 1
     const levels: number[] = []
-    for (let s = 0; s < layout.values / 2; s++) {
+    for (let s = 0; s < scales; s++) {
       const h = payload[pos + 2 * s] | (payload[pos + 2 * s + 1] << 8)
       if (h > MAX_F16) throw new RangeError(`invalid payload: chunk ${c} has a negative or non-finite scale`)
       levels.push(fromF16(h))

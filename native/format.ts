@@ -30,10 +30,11 @@
 // The size bound: the high parts of kc sorted distinct offsets in L sum to at most (L - kc) >> b
 // (the gaps sum to o_(kc-1) - (kc - 1) <= L - kc, and a sum of floors is at most the floor of the
 // sum), which offsets packed at the end of the chunk reach.
+
 export const MAGIC = 0x43545753 // 'SWTC' read as a little-endian u32
 export const FORMAT_VERSION = 2
 export const HEADER_BYTES = 16
-export const MAX_CHUNK = 4096 // offsets are 12 bits
+export const MAX_CHUNK = 4096 // a record's length (4610 bytes at most) fits its u16 entry
 export const DEFAULT_CHUNK = 4096
 export const MAX_ELEMENTS = 0xffffffff
 
