@@ -146,6 +146,7 @@ function oneChunk (len: number, offsets: number[], edit: (f: { low: number[], hi
   return p
 }
 
+// (Offsets cannot repeat or decrease in this format: each gap adds at least one.)
 test('the offsets\' code: bad gaps, unary parts, padding, lengths and trailing bytes are refused, dst untouched', () => {
   const len = 100
   const offsets = [0, 5, 20, 21, 50, 80, 90] // b 3: gaps 0 4 14 0 28 29 9, 15 bits of high parts
