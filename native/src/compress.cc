@@ -291,13 +291,35 @@ ST_INLINE uint64_t ones_at(uint64_t lanes) {
   return uint64_t(1) << (lanes & 63) | uint64_t(1) << (lanes >> 16 & 63) | uint64_t(1) << (lanes >> 32 & 63) | uint64_t(1) << (lanes >> 48);
 }
 
+// The gaps between the picked offsets (ascending), the first from 0.
+ST_INLINE void find_gaps(Scratch& s, uint32_t kc) {
+  s.gaps[0] = s.picked[0];
+  for (uint32_t j = 1; j < kc; j++) s.gaps[j] = uint16_t(s.picked[j] - s.picked[j - 1] - 1);
+}
+
+// Gaps [j, kc) one at a time.
+ST_INLINE void put_gaps(const uint16_t* gaps, uint32_t j, uint32_t kc, uint32_t b, BitWriter& low, BitWriter& high) {
+  for (; j < kc; j++) {
+    low.put(gaps[j] & ((1u << b) - 1), b);
+    high.put_unary(gaps[j] >> b);
+  }
+}
+
+// Copies the offsets' code from the scratch's buffers into the record at `out`; returns the
+// record's length.
+ST_INLINE size_t copy_offsets(const Scratch& s, const BitWriter& high, const RecordLayout& l, uint8_t* out) {
+  std::memcpy(out + l.low, s.low, l.high - l.low);
+  const size_t high_bytes = size_t(high.end() - s.high);
+  std::memcpy(out + l.high, s.high, high_bytes);
+  return l.high + high_bytes;
+}
+
 // The offsets' Rice code (picked ascending) into the record at `out`, through the scratch's
 // buffers; returns the record's length. Eight gaps at a time, as the 16-bit lanes of two words:
 // one put of their low parts (b <= 7), and one of their high parts when those fit (almost
 // always: b makes their mean about 1.5), so the writers' dependency chains are short.
 ST_INLINE size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) {
-  s.gaps[0] = s.picked[0];
-  for (uint32_t j = 1; j < kc; j++) s.gaps[j] = uint16_t(s.picked[j] - s.picked[j - 1] - 1);
+  find_gaps(s, kc);
   BitWriter low(s.low), high(s.high);
   const uint32_t b = l.b;
   uint32_t j = 0;
@@ -316,14 +338,8 @@ ST_INLINE size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, u
       }
     }
   }
-  for (; j < kc; j++) {
-    low.put(s.gaps[j] & ((1u << b) - 1), b);
-    high.put_unary(s.gaps[j] >> b);
-  }
-  std::memcpy(out + l.low, s.low, l.high - l.low);
-  const size_t high_bytes = size_t(high.end() - s.high);
-  std::memcpy(out + l.high, s.high, high_bytes);
-  return l.high + high_bytes;
+  put_gaps(s.gaps, j, kc, b, low, high);
+  return copy_offsets(s, high, l, out);
 }
 
 // The two fp16 scales of a 2-bit record; returns the levels as floats.
@@ -497,6 +513,13 @@ ST_AVX512_INLINE int32_t reduce_max(__m512i x) {
   return *std::max_element(lanes, lanes + 16);
 }
 
+// The OR of the eight 64-bit lanes.
+ST_AVX512_INLINE uint64_t reduce_or(__m512i x) {
+  const __m256i y = _mm256_or_si256(_mm512_maskz_extracti64x4_epi64(0xf, x, 0), _mm512_maskz_extracti64x4_epi64(0xf, x, 1));
+  const __m128i z = _mm_or_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+  return uint64_t(_mm_cvtsi128_si64(z) | _mm_extract_epi64(z, 1));
+}
+
 // Sixteen elements (those in `in`) of the pass from e + i; returns which are candidates.
 template <bool update>
 ST_AVX512_INLINE __mmask16 pass_sixteen(__m512 vbeta, __m512 vhint, __mmask16 in, float* e, const float* d, uint32_t i) {
@@ -649,6 +672,42 @@ ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const flo
     std::memcpy(values + j / 4, &codes, std::min<size_t>(4, (kc - j + 3) / 4));
   }
 }
+
+// write_offsets with sixteen gaps at a time: the low parts by pext, the places of the high
+// parts' ones by a prefix sum in lanes, the ones by variable shifts.
+ST_AVX512 size_t write_offsets_avx512(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) {
+  const uint32_t b = l.b;
+  if (b > 7) return write_offsets(s, kc, l, out);
+  find_gaps(s, kc);
+  BitWriter low(s.low), high(s.high);
+  const uint64_t fields = ((uint64_t(1) << b) - 1) * kLanes;
+  const __m512i vb = _mm512_set1_epi32(int(b)), one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512(), one64 = _mm512_set1_epi64(1);
+  uint32_t j = 0;
+  for (; j + 16 <= kc; j += 16) {
+    uint64_t g[4];
+    std::memcpy(g, s.gaps + j, sizeof g);
+    low.put(_pext_u64(g[0], fields) | _pext_u64(g[1], fields) << 4 * b, 8 * b);
+    low.put(_pext_u64(g[2], fields) | _pext_u64(g[3], fields) << 4 * b, 8 * b);
+    // Lane i: the high parts of gaps 0..i plus i + 1.
+    __m512i ends = _mm512_add_epi32(_mm512_maskz_srlv_epi32(0xffff, widen(s.gaps + j), vb), one);
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 15));
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 14));
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 12));
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 8));
+    const uint32_t half = uint32_t(_mm_extract_epi32(_mm512_maskz_extracti32x4_epi32(0xf, ends, 1), 3));
+    const uint32_t all = uint32_t(_mm_extract_epi32(_mm512_maskz_extracti32x4_epi32(0xf, ends, 3), 3));
+    if (half <= 56 && all - half <= 56) {  // a put per eight gaps
+      // Lane i's one: at ends_i - 1, from the start of its half.
+      const __m512i at = _mm512_mask_sub_epi32(_mm512_sub_epi32(ends, one), 0xff00, _mm512_sub_epi32(ends, one), _mm512_set1_epi32(int(half)));
+      high.put(reduce_or(_mm512_maskz_sllv_epi64(0xff, one64, _mm512_maskz_cvtepu32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, at, 0)))), half);
+      high.put(reduce_or(_mm512_maskz_sllv_epi64(0xff, one64, _mm512_maskz_cvtepu32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, at, 1)))), all - half);
+    } else {
+      for (uint32_t i = 0; i < 16; i++) high.put_unary(s.gaps[j + i] >> b);
+    }
+  }
+  put_gaps(s.gaps, j, kc, b, low, high);
+  return copy_offsets(s, high, l, out);
+}
 #endif
 
 }  // namespace
@@ -677,7 +736,8 @@ namespace {
 size_t max_record_offset(const Shape& s, size_t c) { return records_start(s) + c * record_layout(s.chunk, s.k, s.bits).max_bytes; }
 
 // Chunks [c0, c1) on a code path: Path::pass<update>(beta, e, d, len, hint, scratch) collects
-// candidates as pass_portable does, Path::select is select_top, Path::quantize quantize_chunk.
+// candidates as pass_portable does, Path::select is select_top, Path::quantize quantize_chunk,
+// Path::write_offsets write_offsets.
 // Compiled once per code path so everything it inlines is vectorized for that path.
 template <class Path>
 ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
@@ -702,7 +762,7 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       count = Path::template pass<false>(beta, ec, nullptr, len, lower < hint * 0.01f ? 0.0f : lower, scratch);
     if (!Path::select(ec, scratch, count, kc, hints[c]))
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
-    const size_t bytes = write_offsets(scratch, kc, len == s.chunk ? full : record_layout(len, kc, s.bits), record);
+    const size_t bytes = Path::write_offsets(scratch, kc, len == s.chunk ? full : record_layout(len, kc, s.bits), record);
     Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, record);
     out[kHeaderBytes + 2 * c] = uint8_t(bytes);
     out[kHeaderBytes + 2 * c + 1] = uint8_t(bytes >> 8);
@@ -711,6 +771,7 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
 }
 
 struct PortablePath {
+  static size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) { return swarmtrain::write_offsets(s, kc, l, out); }
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_portable<update>(beta, e, d, len, hint, s.cand); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top(e, s, count, kc, hint); }
@@ -733,6 +794,7 @@ void compress_avx2(const Shape& s, float beta, float* e, const float* delta, flo
 }
 
 struct Avx512Path {
+  static size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) { return write_offsets_avx512(s, kc, l, out); }
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_avx512<update>(beta, e, d, len, hint, s); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top_avx512(e, s, count, kc, hint); }
