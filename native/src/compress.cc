@@ -697,8 +697,9 @@ ST_AVX512 size_t write_offsets_avx512(Scratch& s, uint32_t kc, const RecordLayou
     const uint32_t half = uint32_t(_mm_extract_epi32(_mm512_maskz_extracti32x4_epi32(0xf, ends, 1), 3));
     const uint32_t all = uint32_t(_mm_extract_epi32(_mm512_maskz_extracti32x4_epi32(0xf, ends, 3), 3));
     if (half <= 56 && all - half <= 56) {  // a put per eight gaps
-      // Lane i's one: at ends_i - 1, from the start of its half.
-      const __m512i at = _mm512_mask_sub_epi32(_mm512_sub_epi32(ends, one), 0xff00, _mm512_sub_epi32(ends, one), _mm512_set1_epi32(int(half)));
+      // Lane i's one: at ends_i - 1, counted from the start of its half.
+      const __m512i ones = _mm512_sub_epi32(ends, one);
+      const __m512i at = _mm512_mask_sub_epi32(ones, 0xff00, ones, _mm512_set1_epi32(int(half)));
       high.put(reduce_or(_mm512_maskz_sllv_epi64(0xff, one64, _mm512_maskz_cvtepu32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, at, 0)))), half);
       high.put(reduce_or(_mm512_maskz_sllv_epi64(0xff, one64, _mm512_maskz_cvtepu32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, at, 1)))), all - half);
     } else {
