@@ -47,6 +47,7 @@ constexpr uint16_t kMaxF16 = 0x7bff;
 // kRetryFactor (it is in cache by then), down to a full scan.
 constexpr float kRetryFactor = 0.75f;
 constexpr size_t kAhead = 4096;  // elements: one default chunk
+constexpr size_t kLengthBatch = 64;  // chunks
 
 uint16_t scale_bits(double x) {
   const uint16_t h = f32_to_f16(float(x));
@@ -69,6 +70,7 @@ struct Scratch {
   // log2(7 L / (8 kc))), and kc + (L - kc) >> b <= L bits of high parts.
   uint8_t low[kMaxChunk / 16 + 8];
   uint8_t high[kMaxChunk / 8 + 8];
+  uint8_t lengths[2 * kLengthBatch];  // directory entries not yet stored
 };
 
 // e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand and returns
@@ -765,9 +767,13 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
     const size_t bytes = Path::write_offsets(scratch, kc, len == s.chunk ? full : record_layout(len, kc, s.bits), record);
     Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, record);
-    out[kHeaderBytes + 2 * c] = uint8_t(bytes);
-    out[kHeaderBytes + 2 * c + 1] = uint8_t(bytes >> 8);
     record += bytes;
+    // The directory entries go out kLengthBatch at a time: the other thread writes its blocks'
+    // entries into the same cache lines, and a store per chunk moved a line between cores each time.
+    const size_t batched = (c - c0) % kLengthBatch;
+    scratch.lengths[2 * batched] = uint8_t(bytes);
+    scratch.lengths[2 * batched + 1] = uint8_t(bytes >> 8);
+    if (batched + 1 == kLengthBatch || c + 1 == c1) std::memcpy(out + kHeaderBytes + 2 * (c - batched), scratch.lengths, 2 * (batched + 1));
   }
 }
 
