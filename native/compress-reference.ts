@@ -1,7 +1,7 @@
 // JavaScript reference of the pseudo-gradient compression (SparseLoCo style): error feedback,
-// exact chunked top-k, 2- or 8-bit values, 12-bit offsets. It defines the result bit for bit;
+// exact chunked top-k, 2- or 8-bit values, Rice-coded offsets. It defines the result bit for bit;
 // the native kernels must produce the same bytes and the same e. Payload layout: format.ts.
-import { chunkBytes, chunkCount, checkShape, HEADER_BYTES, payloadSize, readHeader, writeHeader, type CompressOptions, type ValueBits } from './format.js'
+import { chunkCount, checkShape, HEADER_BYTES, maxPayloadSize, readHeader, recordLayout, recordsStart, writeHeader, type CompressOptions, type RecordLayout, type ValueBits } from './format.js'
 import { fromF16, toF16 } from './codecs-reference.js'
 
 const MAX_F16 = 0x7bff // 65504
@@ -12,7 +12,7 @@ function scaleBits (x: number): number {
   return h > MAX_F16 ? MAX_F16 : h
 }
 
-function checkCompressArgs (e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, o: CompressOptions): number {
+function checkCompressArgs (e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, o: CompressOptions): void {
   if (!(e instanceof Float32Array) || !(delta instanceof Float32Array) || !(hints instanceof Float32Array)) throw new TypeError('compress: e, delta and hints must be Float32Array')
   if (!(out instanceof Uint8Array)) throw new TypeError('compress: out must be a Uint8Array')
   if (typeof o !== 'object' || o === null) throw new TypeError('compress: options must be an object')
@@ -21,26 +21,27 @@ function checkCompressArgs (e: Float32Array, delta: Float32Array, hints: Float32
   if (delta.length !== e.length) throw new RangeError('compress: e and delta must have the same length')
   const chunks = chunkCount(e.length, o.chunk)
   if (hints.length !== chunks) throw new RangeError(`compress: hints must have one entry per chunk (${chunks}), got ${hints.length}`)
-  const size = payloadSize(e.length, o.chunk, o.k, o.bits)
-  if (out.length < size) throw new RangeError(`compress: out has ${out.length} bytes, the payload needs ${size}`)
-  return size
+  const size = maxPayloadSize(e.length, o.chunk, o.k, o.bits)
+  if (out.length < size) throw new RangeError(`compress: out has ${out.length} bytes, the payload may need ${size}`)
 }
 
 /**
  * e <- beta * e + delta (float32), then per chunk keep exactly kc = min(k, chunk length) values
  * of largest |e| (ties: lower offset first), quantize them into `out` and leave the quantization
- * error in e (e[i] = v - dequant(v)). Returns the payload size in bytes. `hints` is per-chunk
- * state that only makes the native kernel faster; the result never depends on it (unused here).
- * Non-finite values raise a RangeError; e is then partly updated and must be reset.
+ * error in e (e[i] = v - dequant(v)). Returns the payload size in bytes; out must have room for
+ * maxPayloadSize. `hints` is per-chunk state that only makes the native kernel faster; the
+ * result never depends on it (unused here). Non-finite values raise a RangeError; e is then
+ * partly updated and must be reset.
  */
 export function compress (e: Float32Array, delta: Float32Array, hints: Float32Array, out: Uint8Array, o: CompressOptions): number {
-  const size = checkCompressArgs(e, delta, hints, out, o)
+  checkCompressArgs(e, delta, hints, out, o)
   const n = e.length
   const beta = Math.fround(o.beta)
   writeHeader(out, { n, chunk: o.chunk, k: o.k, bits: o.bits })
   const scratch = new Float32Array(o.chunk)
   const picked = new Uint16Array(o.k)
-  for (let c = 0, pos = HEADER_BYTES; c * o.chunk < n; c++) {
+  let pos = recordsStart(n, o.chunk)
+  for (let c = 0; c * o.chunk < n; c++) {
     const start = c * o.chunk
     const len = Math.min(o.chunk, n - start)
     const kc = Math.min(o.k, len)
@@ -57,10 +58,12 @@ export function compress (e: Float32Array, delta: Float32Array, hints: Float32Ar
       const a = Math.abs(e[start + j])
       if (a > t || (a === t && ties-- > 0)) picked[m++] = j
     }
-    quantizeChunk(e, start, picked, kc, o.bits, out, pos)
-    pos += chunkBytes(kc, o.bits)
+    const bytes = quantizeChunk(e, start, picked, len, kc, o.bits, out, pos)
+    out[HEADER_BYTES + 2 * c] = bytes & 0xff
+    out[HEADER_BYTES + 2 * c + 1] = bytes >>> 8
+    pos += bytes
   }
-  return size
+  return pos
 }
 
 /** The kc-th largest of a[0..len) (reorders a). */
@@ -84,16 +87,12 @@ function kthLargest (a: Float32Array, len: number, kc: number): number {
   return a[want]
 }
 
-function quantizeChunk (e: Float32Array, start: number, picked: Uint16Array, kc: number, bits: ValueBits, out: Uint8Array, pos: number): void {
-  const offsets = pos + (bits === 2 ? 4 : 2)
-  const values = offsets + Math.ceil(kc * 12 / 8)
-  out.fill(0, offsets, values + Math.ceil(kc * bits / 8))
-  for (let j = 0; j < kc; j++) {
-    const o = picked[j]
-    const bit = j * 12
-    const b = offsets + (bit >>> 3)
-    if ((bit & 7) === 0) { out[b] = o & 0xff; out[b + 1] |= o >>> 8 } else { out[b] |= (o & 0xf) << 4; out[b + 1] = o >>> 4 }
-  }
+/** Writes a chunk record at `pos` and returns its length. */
+function quantizeChunk (e: Float32Array, start: number, picked: Uint16Array, len: number, kc: number, bits: ValueBits, out: Uint8Array, pos: number): number {
+  const layout = recordLayout(len, kc, bits)
+  const values = pos + layout.values
+  out.fill(0, values, pos + layout.maxBytes)
+  const bytes = writeOffsets(picked, kc, layout, out, pos)
   if (bits === 2) {
     const [lo, hi] = twoLevels(e, start, picked, kc)
     const loBits = scaleBits(lo)
@@ -125,6 +124,21 @@ function quantizeChunk (e: Float32Array, start: number, picked: Uint16Array, kc:
       e[i] = Math.fround(v - Math.fround(q * step))
     }
   }
+  return bytes
+}
+
+/** The offsets' Rice code into a zeroed record at `pos` (layout in format.ts); returns the record's length. */
+function writeOffsets (picked: Uint16Array, kc: number, { b, low, high }: RecordLayout, out: Uint8Array, pos: number): number {
+  const setBit = (field: number, bit: number): void => { out[pos + field + (bit >>> 3)] |= 1 << (bit & 7) }
+  let u = 0 // the next bit of the high parts
+  for (let j = 0, next = 0; j < kc; j++) {
+    const gap = picked[j] - next
+    next = picked[j] + 1
+    for (let i = 0; i < b; i++) if (((gap >>> i) & 1) === 1) setBit(low, j * b + i)
+    u += gap >>> b
+    setBit(high, u++)
+  }
+  return high + Math.ceil(u / 8)
 }
 
 /**
@@ -169,10 +183,12 @@ interface Decoded { offset: number, value: number }
 function decodeAll (payload: Uint8Array): { n: number, values: Decoded[] } {
   const { n, chunk, k, bits } = readHeader(payload)
   const values: Decoded[] = []
-  for (let c = 0, pos = HEADER_BYTES; c * chunk < n; c++) {
+  for (let c = 0, pos = recordsStart(n, chunk); c * chunk < n; c++) {
     const start = c * chunk
     const len = Math.min(chunk, n - start)
     const kc = Math.min(k, len)
+    const layout = recordLayout(len, kc, bits)
+    const bytes = payload[HEADER_BYTES + 2 * c] | (payload[HEADER_BYTES + 2 * c + 1] << 8)
     const scales = bits === 2 ? 2 : 1
     const levels: number[] = []
     for (let s = 0; s < scales; s++) {
@@ -181,34 +197,49 @@ function decodeAll (payload: Uint8Array): { n: number, values: Decoded[] } {
       levels.push(fromF16(h))
     }
     if (bits === 2 && levels[0] > levels[1]) throw new RangeError(`invalid payload: chunk ${c} has its low magnitude above the high one`)
-    const offsets = pos + scales * 2
-    const offsetBytes = Math.ceil(kc * 12 / 8)
-    const valueBytes = Math.ceil(kc * bits / 8)
-    if (kc % 2 === 1 && (payload[offsets + offsetBytes - 1] & 0xf0) !== 0) throw new RangeError(`invalid payload: chunk ${c} has non-zero padding bits`)
-    if (bits === 2 && kc % 4 !== 0 && (payload[offsets + offsetBytes + valueBytes - 1] >>> ((kc % 4) * 2)) !== 0) throw new RangeError(`invalid payload: chunk ${c} has non-zero padding bits`)
-    let previous = -1
-    for (let j = 0; j < kc; j++) {
-      const bit = j * 12
-      const b = offsets + (bit >>> 3)
-      const o = (bit & 7) === 0 ? payload[b] | ((payload[b + 1] & 0xf) << 8) : (payload[b] >>> 4) | (payload[b + 1] << 4)
-      if (o >= len) throw new RangeError(`invalid payload: chunk ${c} has offset ${o} beyond its length ${len}`)
-      if (o <= previous) throw new RangeError(`invalid payload: chunk ${c} has offsets out of order`)
-      previous = o
+    const valuesAt = pos + layout.values
+    if (bits === 2 && kc % 4 !== 0 && (payload[pos + layout.low - 1] >>> ((kc % 4) * 2)) !== 0) throw new RangeError(`invalid payload: chunk ${c} has non-zero padding bits`)
+    readOffsets(payload, pos, bytes, len, kc, layout, c).forEach((o, j) => {
       let value: number
       if (bits === 2) {
-        const code = (payload[offsets + offsetBytes + (j >>> 2)] >>> ((j & 3) * 2)) & 3
+        const code = (payload[valuesAt + (j >>> 2)] >>> ((j & 3) * 2)) & 3
         const level = levels[code >>> 1]
         value = (code & 1) === 1 ? -level : level
       } else {
-        const q = (payload[offsets + offsetBytes + j] << 24) >> 24
+        const q = (payload[valuesAt + j] << 24) >> 24
         if (q === -128) throw new RangeError(`invalid payload: chunk ${c} has the value -128`)
         value = Math.fround(q * levels[0])
       }
       values.push({ offset: start + o, value })
-    }
-    pos += chunkBytes(kc, bits)
+    })
+    pos += bytes
   }
   return { n, values }
+}
+
+/** The checked offsets of the record of `bytes` bytes at `pos` (chunk c, of length len). */
+function readOffsets (payload: Uint8Array, pos: number, bytes: number, len: number, kc: number, { b, low, high }: RecordLayout, c: number): number[] {
+  const bit = (field: number, i: number): number => (payload[pos + field + (i >>> 3)] >>> (i & 7)) & 1
+  const lowBits = kc * b
+  if (lowBits % 8 !== 0 && (payload[pos + high - 1] >>> (lowBits % 8)) !== 0) throw new RangeError(`invalid payload: chunk ${c} has non-zero padding bits`)
+  const highBits = (bytes - high) * 8 // readHeader checked bytes >= high + ceil(kc / 8)
+  const offsets: number[] = []
+  let u = 0 // the next bit of the high parts
+  for (let j = 0, next = 0; j < kc; j++) {
+    let q = 0
+    while (u < highBits && bit(high, u) === 0) { q++; u++ }
+    if (u === highBits) throw new RangeError(`invalid payload: chunk ${c} ends inside its offsets`)
+    u++
+    let rest = 0
+    for (let i = 0; i < b; i++) rest |= bit(low, j * b + i) << i
+    const o = next + q * 2 ** b + rest
+    if (o >= len) throw new RangeError(`invalid payload: chunk ${c} has offset ${o} beyond its length ${len}`)
+    offsets.push(o)
+    next = o + 1
+  }
+  if (Math.ceil(u / 8) * 8 !== highBits) throw new RangeError(`invalid payload: chunk ${c} has bytes after its offsets`)
+  for (; u < highBits; u++) if (bit(high, u) === 1) throw new RangeError(`invalid payload: chunk ${c} has non-zero padding bits`)
+  return offsets
 }
 
 /** dst += weight * decode(payload) (float32). The payload is fully checked before dst is touched. */

@@ -10,9 +10,10 @@
 // Compression (definitions in compress-reference.ts, payload layout in format.ts), per stage:
 //   const o = { beta: 0.95, chunk: DEFAULT_CHUNK, k: kForDensity(1 / 64), bits: 2 }
 //   e = new Float32Array(n); hints = new Float32Array(chunkCount(n, o.chunk))   // kept across rounds
-//   out = new Uint8Array(payloadSize(n, o.chunk, o.k, o.bits))                  // reused
+//   out = new Uint8Array(maxPayloadSize(n, o.chunk, o.k, o.bits))               // reused
 //   const bytes = await compressAsync(e, delta, hints, out, o)   // e <- beta e + delta - sent
-//   receiver: readHeader(p) checks the size before anything else; decodeAccumulate(dst, p, w)
+//   send out.subarray(0, bytes)
+//   receiver: readHeader(p) checks the size and the directory before anything else; decodeAccumulate(dst, p, w)
 //   checks the whole payload before touching dst (RangeError otherwise); payloadNorm(p) for clipping.
 // Non-finite values in e or delta make compress throw a RangeError with e partly updated.
 import { createRequire } from 'node:module'
@@ -22,7 +23,7 @@ import type { AdamWOptions, OuterStepOptions } from './reference.js'
 import type { CompressOptions } from './format.js'
 
 export type { AdamWOptions, OuterStepOptions, CompressOptions }
-export { chunkCount, kForDensity, payloadSize, readHeader, DEFAULT_CHUNK, type PayloadHeader, type ValueBits } from './format.js'
+export { chunkCount, kForDensity, maxPayloadSize, readHeader, DEFAULT_CHUNK, type PayloadHeader, type ValueBits } from './format.js'
 
 /** The native code paths, best first. */
 export const SIMD_PATHS = ['avx512', 'avx2', 'portable'] as const

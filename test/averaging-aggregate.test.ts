@@ -4,7 +4,7 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { chunkCount, compress, kForDensity, payloadSize } from '../native/index.js'
+import { chunkCount, compress, kForDensity, maxPayloadSize } from '../native/index.js'
 import { aggregate, type Contribution } from '../node/averaging/aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope } from '../node/averaging/contribution.js'
 import { defaultAveraging, type AveragingSettings } from '../node/manifest/manifest.js'
@@ -106,7 +106,7 @@ test('contributions are refused when forged, corrupted, out of scope or of the w
   const settings: AveragingSettings = { ...defaultAveraging, chunkSize: 1024, topkDensity: 1 / 64 }
   const scope: ContributionScope = { runId: 'run1', stage: 1, round: 4, params: n, settings }
   const k = kForDensity(settings.topkDensity, settings.chunkSize)
-  const out = new Uint8Array(payloadSize(n, settings.chunkSize, k, 2))
+  const out = new Uint8Array(maxPayloadSize(n, settings.chunkSize, k, 2))
   const size = compress(new Float32Array(n), randomVector('x'), new Float32Array(chunkCount(n, settings.chunkSize)), out, { beta: settings.beta, chunk: settings.chunkSize, k, bits: 2 })
   const payload = out.slice(0, size)
   const signed = await signContribution(scope, { privateKey: key, peerId }, 512, false, payload)
@@ -150,7 +150,7 @@ test('a contribution may come at either density of the round schedule, and at no
   const scope: ContributionScope = { runId: 'run1', stage: 1, round: 4, params: n, settings }
   const at = async (density: number): Promise<Awaited<ReturnType<typeof signContribution>>> => {
     const k = kForDensity(density, settings.chunkSize)
-    const out = new Uint8Array(payloadSize(n, settings.chunkSize, k, 2))
+    const out = new Uint8Array(maxPayloadSize(n, settings.chunkSize, k, 2))
     const size = compress(new Float32Array(n), randomVector('x'), new Float32Array(chunkCount(n, settings.chunkSize)), out, { beta: settings.beta, chunk: settings.chunkSize, k, bits: 2 })
     return await signContribution(scope, { privateKey: key, peerId }, 512, false, out.slice(0, size))
   }

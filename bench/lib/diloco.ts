@@ -9,7 +9,7 @@
 //   less the residual it did not send (the swarm's rule; the swarm also clips contributions to the
 //   median norm, which this leaves out).
 // What this loses against `train --local` at equal tokens is the algorithm's, not the swarm's.
-import { axpy, chunkCount, compress, decodeAccumulate, kForDensity, payloadSize, type ValueBits } from '../../native/index.js'
+import { axpy, chunkCount, compress, decodeAccumulate, kForDensity, maxPayloadSize, type ValueBits } from '../../native/index.js'
 import type { AveragingSettings } from '../../node/manifest/manifest.js'
 import { roundDensity } from '../../node/averaging/trigger.js'
 import { stageLayout, type ModelConfig } from '../../node/model/index.js'
@@ -110,7 +110,7 @@ class OuterState {
     }
     const { chunkSize: chunk, valueBits, beta } = this.settings
     const k = kForDensity(density, chunk)
-    const out = new Uint8Array(payloadSize(n, chunk, k, valueBits as ValueBits))
+    const out = new Uint8Array(maxPayloadSize(n, chunk, k, valueBits as ValueBits))
     const sent = new Float32Array(n)
     const delta = new Float32Array(n)
     snapshots.forEach((weights, r) => {

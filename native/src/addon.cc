@@ -175,11 +175,15 @@ constexpr size_t kSplitElements = size_t(1) << 17;
 constexpr size_t kBlockElements = size_t(1) << 16;
 
 // Runs fn(begin, end) over [0, units): in blocks on two threads in async calls over at least
-// kSplitElements elements, in one call otherwise.
+// kSplitElements elements, in one call otherwise. Returns the block size used (units for one call).
 template <typename Fn>
-void over_units(size_t units, size_t block, size_t elements, bool two_threads, Fn fn) {
-  if (!two_threads || elements < kSplitElements) return fn(size_t(0), units);
+size_t over_units(size_t units, size_t block, size_t elements, bool two_threads, Fn fn) {
+  if (!two_threads || elements < kSplitElements) {
+    fn(size_t(0), units);
+    return units;
+  }
   run_two_threads(units, block, fn);
+  return block;
 }
 
 template <typename Fn>
@@ -285,14 +289,14 @@ Call prepare_compress(const Napi::CallbackInfo& info) {
   const float beta = float(a.number(o.Get("beta"), "beta", 0, 1));
   a.same_length(n, nd, "e and delta");
   const Shape s{uint32_t(n), chunk, k, bits};
-  const size_t chunks = chunk_count(s), needed = payload_size(s);
+  const size_t chunks = chunk_count(s), needed = max_payload_size(s);
   if (nh != chunks) a.range_error("hints must have one entry per chunk (" + std::to_string(chunks) + "), got " + std::to_string(nh));
-  if (size < needed) a.range_error("out has " + std::to_string(size) + " bytes, the payload needs " + std::to_string(needed));
+  if (size < needed) a.range_error("out has " + std::to_string(size) + " bytes, the payload may need " + std::to_string(needed));
   call.returns_number = true;
   call.run = [=](bool two) {
     write_header(s, out);
-    over_units(chunks, chunk_block(chunk), n, two, [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
-    return double(needed);
+    const size_t block = over_units(chunks, chunk_block(chunk), n, two, [&](size_t c0, size_t c1) { compress_chunks(s, beta, e, delta, hints, out, c0, c1); });
+    return double(pack_records(s, out, block));
   };
   return call;
 }
@@ -305,12 +309,13 @@ Call prepare_decode_accumulate(const Napi::CallbackInfo& info) {
   const uint8_t* p = a.u8(1, "payload", size);
   const double weight = a.number(2, "weight", -kMaxNumber, kMaxNumber);
   call.run = [=](bool two) {
-    const Shape s = read_header(p, size);
-    const size_t chunks = chunk_count(s);
-    check_chunks(s, p, 0, chunks);  // the whole payload, before dst is touched
-    if (n != s.n) throw std::range_error("decodeAccumulate: dst has " + std::to_string(n) + " elements, the payload " + std::to_string(s.n));
+    const Payload pl = read_payload(p, size);
+    const size_t chunks = chunk_count(pl.s), block = chunk_block(pl.s.chunk);
+    if (n != pl.s.n) throw std::range_error("decodeAccumulate: dst has " + std::to_string(n) + " elements, the payload " + std::to_string(pl.s.n));
+    // The whole payload is checked before dst is touched.
+    over_units(chunks, block, n, two, [&](size_t c0, size_t c1) { check_chunks(pl, p, c0, c1); });
     const float w = float(weight);
-    over_units(chunks, chunk_block(s.chunk), n, two, [&](size_t c0, size_t c1) { accumulate_chunks(s, p, dst, w, c0, c1); });
+    over_units(chunks, block, n, two, [&](size_t c0, size_t c1) { accumulate_chunks(pl, p, dst, w, c0, c1); });
     return 0.0;
   };
   return call;
@@ -323,9 +328,9 @@ Call prepare_payload_norm(const Napi::CallbackInfo& info) {
   const uint8_t* p = a.u8(0, "payload", size);
   call.returns_number = true;
   call.run = [=](bool) {
-    const Shape s = read_header(p, size);
-    check_chunks(s, p, 0, chunk_count(s));
-    return std::sqrt(payload_sum_squares(s, p));
+    const Payload pl = read_payload(p, size);
+    check_chunks(pl, p, 0, chunk_count(pl.s));
+    return std::sqrt(payload_sum_squares(pl, p));
   };
   return call;
 }

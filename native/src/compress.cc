@@ -1,4 +1,5 @@
-// Error feedback + exact chunked top-k + 2/8-bit quantization, and the checked decoder.
+// Error feedback + exact chunked top-k + 2/8-bit quantization + Rice-coded offsets, and the
+// checked decoder.
 // Definition (bit for bit): native/compress-reference.ts. Payload layout: native/format.ts.
 //
 // Speed: the work is one pass over e and delta (the memory-bandwidth floor), so the pass also
@@ -19,7 +20,10 @@
 // Measured (npm run bench -- compress, 2-vCPU AMD EPYC VM, AVX-512 path, shared with another
 // job: load 2-5, eleven runs) at 16M and 64M elements: 1.40-1.76x the floor on one thread,
 // median 1.52-1.56 (1.64-2.15x before those two changes), and 0.96-1.65x on two, median 1.33-1.37.
-// Two-thread calls split the chunks in blocks; every chunk record has a known place.
+// Two-thread calls split the chunks in blocks. Records vary in size (the offsets' Rice code), so
+// each block writes its records from where they would start if every record before had its
+// largest size, and pack_records then moves the blocks together: a few hundred kilobytes of
+// memmove per call at 64M elements, against the pass's hundreds of megabytes.
 #include "kernels.h"
 
 #include <algorithm>
@@ -33,7 +37,7 @@ namespace swarmtrain {
 namespace {
 
 constexpr uint32_t kMagic = 0x43545753;  // 'SWTC'
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;
 constexpr uint16_t kMaxF16 = 0x7bff;
 // The next hint is the magnitude at rank 2 kc, or the smallest candidate when there are fewer
 // (rank based: error feedback piles values just under the cutoff, so a fraction of the cutoff
@@ -43,6 +47,7 @@ constexpr uint16_t kMaxF16 = 0x7bff;
 // kRetryFactor (it is in cache by then), down to a full scan.
 constexpr float kRetryFactor = 0.75f;
 constexpr size_t kAhead = 4096;  // elements: one default chunk
+constexpr size_t kLengthBatch = 64;  // chunks
 
 uint16_t scale_bits(double x) {
   const uint16_t h = f32_to_f16(float(x));
@@ -60,6 +65,12 @@ struct Scratch {
   int32_t mag[kMaxChunk + 16];  // their |e| as bits: ordered like the values when finite
   uint16_t picked[kMaxChunk + 16];
   float picked_mag[kMaxChunk + 16];
+  uint16_t gaps[kMaxChunk];  // between the picked offsets
+  // The offsets' code, + 8 bytes for BitWriter: kc b <= L / 2 bits of low parts (as b <=
+  // log2(7 L / (8 kc))), and kc + (L - kc) >> b <= L bits of high parts.
+  uint8_t low[kMaxChunk / 16 + 8];
+  uint8_t high[kMaxChunk / 8 + 8];
+  uint8_t lengths[2 * kLengthBatch];  // directory entries not yet stored
 };
 
 // e = beta * e + d over one chunk; appends the offsets with !(|e| < hint) to cand and returns
@@ -229,20 +240,108 @@ ST_INLINE void two_levels(const float* mag, uint32_t kc, double& lo_out, double&
   hi_out = hi;
 }
 
-// The offsets of a chunk record: two 12-bit offsets in three bytes.
-ST_INLINE void write_offsets(const uint16_t* picked, uint32_t kc, uint8_t* offsets) {
-  for (uint32_t j = 0; j + 1 < kc; j += 2) {
-    const uint32_t a = picked[j], b = picked[j + 1];
-    uint8_t* p = offsets + size_t(j) * 3 / 2;
-    p[0] = uint8_t(a);
-    p[1] = uint8_t((a >> 8) | ((b & 0xf) << 4));
-    p[2] = uint8_t(b >> 4);
+// Appends bit fields, LSB first, to a buffer with 8 bytes of room past them: each put stores a
+// whole word, without a branch, and the next put overwrites what lies past its bits.
+class BitWriter {
+ public:
+  explicit BitWriter(uint8_t* p) : p_(p) {}
+  // v < 2^bits, bits <= 56.
+  ST_INLINE void put(uint64_t v, uint32_t bits) {
+    acc_ |= v << n_;
+    n_ += bits;
+    std::memcpy(p_, &acc_, 8);  // little-endian, as the fields
+    p_ += n_ >> 3;
+    acc_ >>= n_ & ~7u;
+    n_ &= 7;
   }
-  if (kc % 2 == 1) {
-    uint8_t* p = offsets + size_t(kc - 1) * 3 / 2;
-    p[0] = uint8_t(picked[kc - 1]);
-    p[1] = uint8_t(picked[kc - 1] >> 8);
+  // `zeros` zero bits, then a one.
+  ST_INLINE void put_unary(uint32_t zeros) {
+    for (; zeros > 48; zeros -= 48) put(0, 48);
+    put(uint64_t(1) << zeros, zeros + 1);
   }
+  // The end of the field, its last byte included.
+  uint8_t* end() const { return p_ + (n_ > 0); }
+
+ private:
+  uint8_t* p_;
+  uint64_t acc_ = 0;
+  uint32_t n_ = 0;  // bits in acc_ not yet past p_, < 8 between puts
+};
+
+// Four 16-bit lanes of a word: the offsets' code is written and read four gaps at a time.
+constexpr uint64_t kLanes = 0x0001000100010001;
+
+// The low b bits of each lane, lane i to bit b i (b <= 12), and back.
+ST_INLINE uint64_t pack4(uint64_t lanes, uint32_t b) {
+  const uint64_t field = (uint64_t(1) << b) - 1;
+  return (lanes & field) | (lanes >> (16 - b) & field << b) | (lanes >> (32 - 2 * b) & field << 2 * b) | (lanes >> (48 - 3 * b) & field << 3 * b);
+}
+
+ST_INLINE uint64_t unpack4(uint64_t bits, uint32_t b) {
+  const uint64_t field = (uint64_t(1) << b) - 1;
+  return (bits & field) | (bits << (16 - b) & field << 16) | (bits << (32 - 2 * b) & field << 32) | (bits << (48 - 3 * b) & field << 48);
+}
+
+// Where each lane's one goes in the high parts of four gaps (lanes of g) that follow `before`
+// bits: the lanes' high parts summed up to it, plus one per lane before (a multiplication sums).
+ST_INLINE uint64_t unary_ends(uint64_t g, uint32_t b, uint64_t before) {
+  return ((g >> b) & (0xffffu >> b) * kLanes) * kLanes + 0x0003000200010000 + before * kLanes;
+}
+
+// The word with ones at the four lanes' bits (each below 64).
+ST_INLINE uint64_t ones_at(uint64_t lanes) {
+  return uint64_t(1) << (lanes & 63) | uint64_t(1) << (lanes >> 16 & 63) | uint64_t(1) << (lanes >> 32 & 63) | uint64_t(1) << (lanes >> 48);
+}
+
+// The gaps between the picked offsets (ascending), the first from 0.
+ST_INLINE void find_gaps(Scratch& s, uint32_t kc) {
+  s.gaps[0] = s.picked[0];
+  for (uint32_t j = 1; j < kc; j++) s.gaps[j] = uint16_t(s.picked[j] - s.picked[j - 1] - 1);
+}
+
+// Gaps [j, kc) one at a time.
+ST_INLINE void put_gaps(const uint16_t* gaps, uint32_t j, uint32_t kc, uint32_t b, BitWriter& low, BitWriter& high) {
+  for (; j < kc; j++) {
+    low.put(gaps[j] & ((1u << b) - 1), b);
+    high.put_unary(gaps[j] >> b);
+  }
+}
+
+// Copies the offsets' code from the scratch's buffers into the record at `out`; returns the
+// record's length.
+ST_INLINE size_t copy_offsets(const Scratch& s, const BitWriter& high, const RecordLayout& l, uint8_t* out) {
+  std::memcpy(out + l.low, s.low, l.high - l.low);
+  const size_t high_bytes = size_t(high.end() - s.high);
+  std::memcpy(out + l.high, s.high, high_bytes);
+  return l.high + high_bytes;
+}
+
+// The offsets' Rice code (picked ascending) into the record at `out`, through the scratch's
+// buffers; returns the record's length. Eight gaps at a time, as the 16-bit lanes of two words:
+// one put of their low parts (b <= 7), and one of their high parts when those fit (almost
+// always: b makes their mean about 1.5), so the writers' dependency chains are short.
+ST_INLINE size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) {
+  find_gaps(s, kc);
+  BitWriter low(s.low), high(s.high);
+  const uint32_t b = l.b;
+  uint32_t j = 0;
+  if (b <= 7) {
+    for (; j + 8 <= kc; j += 8) {
+      uint64_t g0, g1;
+      std::memcpy(&g0, s.gaps + j, 8);
+      std::memcpy(&g1, s.gaps + j + 4, 8);
+      low.put(pack4(g0, b) | pack4(g1, b) << 4 * b, 8 * b);
+      const uint64_t ends0 = unary_ends(g0, b, 0), ends1 = unary_ends(g1, b, (ends0 >> 48) + 1);
+      const uint32_t last = uint32_t(ends1 >> 48);
+      if (last < 56) {
+        high.put(ones_at(ends0) | ones_at(ends1), last + 1);
+      } else {
+        for (uint32_t i = 0; i < 8; i++) high.put_unary(s.gaps[j + i] >> b);
+      }
+    }
+  }
+  put_gaps(s.gaps, j, kc, b, low, high);
+  return copy_offsets(s, high, l, out);
 }
 
 // The two fp16 scales of a 2-bit record; returns the levels as floats.
@@ -273,12 +372,10 @@ ST_INLINE void quantize_8bit(float* e, const uint16_t* picked, const float* mag,
   }
 }
 
-// Writes one chunk record for the picked offsets (ascending, with their magnitudes) and leaves
-// the quantization error in e.
+// Writes the scales and values of a chunk record for the picked offsets (ascending, with their
+// magnitudes) and leaves the quantization error in e.
 ST_INLINE void quantize_chunk(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
-  uint8_t* offsets = out + scale_bytes(bits);
-  uint8_t* values = offsets + offset_bytes(kc);
-  write_offsets(picked, kc, offsets);
+  uint8_t* values = out + scale_bytes(bits);
   if (bits == 8) return quantize_8bit(e, picked, mag, kc, out, values);
   float lo_f, hi_f;
   write_levels(mag, kc, out, lo_f, hi_f);
@@ -418,6 +515,13 @@ ST_AVX512_INLINE int32_t reduce_max(__m512i x) {
   return *std::max_element(lanes, lanes + 16);
 }
 
+// The OR of the eight 64-bit lanes.
+ST_AVX512_INLINE uint64_t reduce_or(__m512i x) {
+  const __m256i y = _mm256_or_si256(_mm512_maskz_extracti64x4_epi64(0xf, x, 0), _mm512_maskz_extracti64x4_epi64(0xf, x, 1));
+  const __m128i z = _mm_or_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+  return uint64_t(_mm_cvtsi128_si64(z) | _mm_extract_epi64(z, 1));
+}
+
 // Sixteen elements (those in `in`) of the pass from e + i; returns which are candidates.
 template <bool update>
 ST_AVX512_INLINE __mmask16 pass_sixteen(__m512 vbeta, __m512 vhint, __mmask16 in, float* e, const float* d, uint32_t i) {
@@ -547,8 +651,7 @@ ST_AVX512 bool select_top_avx512(const float* e, Scratch& s, size_t count, uint3
 // reference, the codes interleaved from the sign and level masks with pdep.
 ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const float* mag, uint32_t kc, uint32_t bits, uint8_t* out) {
   if (bits == 8) return quantize_chunk(e, picked, mag, kc, bits, out);
-  uint8_t* values = out + scale_bytes(bits) + offset_bytes(kc);
-  write_offsets(picked, kc, out + scale_bytes(bits));
+  uint8_t* values = out + scale_bytes(bits);
   float lo_f, hi_f;
   write_levels(mag, kc, out, lo_f, hi_f);
   const __m512d lo_d = _mm512_set1_pd(lo_f), hi_d = _mm512_set1_pd(hi_f);
@@ -571,18 +674,56 @@ ST_AVX512 void quantize_chunk_avx512(float* e, const uint16_t* picked, const flo
     std::memcpy(values + j / 4, &codes, std::min<size_t>(4, (kc - j + 3) / 4));
   }
 }
+
+// write_offsets with sixteen gaps at a time: the low parts by pext, the places of the high
+// parts' ones by a prefix sum in lanes, the ones by variable shifts.
+ST_AVX512 size_t write_offsets_avx512(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) {
+  const uint32_t b = l.b;
+  if (b > 7) return write_offsets(s, kc, l, out);
+  find_gaps(s, kc);
+  BitWriter low(s.low), high(s.high);
+  const uint64_t fields = ((uint64_t(1) << b) - 1) * kLanes;
+  const __m512i vb = _mm512_set1_epi32(int(b)), one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512(), one64 = _mm512_set1_epi64(1);
+  uint32_t j = 0;
+  for (; j + 16 <= kc; j += 16) {
+    uint64_t g[4];
+    std::memcpy(g, s.gaps + j, sizeof g);
+    low.put(_pext_u64(g[0], fields) | _pext_u64(g[1], fields) << 4 * b, 8 * b);
+    low.put(_pext_u64(g[2], fields) | _pext_u64(g[3], fields) << 4 * b, 8 * b);
+    // Lane i: the high parts of gaps 0..i plus i + 1.
+    __m512i ends = _mm512_add_epi32(_mm512_maskz_srlv_epi32(0xffff, widen(s.gaps + j), vb), one);
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 15));
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 14));
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 12));
+    ends = _mm512_add_epi32(ends, _mm512_maskz_alignr_epi32(0xffff, ends, zero, 8));
+    const uint32_t half = uint32_t(_mm_extract_epi32(_mm512_maskz_extracti32x4_epi32(0xf, ends, 1), 3));
+    const uint32_t all = uint32_t(_mm_extract_epi32(_mm512_maskz_extracti32x4_epi32(0xf, ends, 3), 3));
+    if (half <= 56 && all - half <= 56) {  // a put per eight gaps
+      // Lane i's one: at ends_i - 1, counted from the start of its half.
+      const __m512i ones = _mm512_sub_epi32(ends, one);
+      const __m512i at = _mm512_mask_sub_epi32(ones, 0xff00, ones, _mm512_set1_epi32(int(half)));
+      high.put(reduce_or(_mm512_maskz_sllv_epi64(0xff, one64, _mm512_maskz_cvtepu32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, at, 0)))), half);
+      high.put(reduce_or(_mm512_maskz_sllv_epi64(0xff, one64, _mm512_maskz_cvtepu32_epi64(0xff, _mm512_maskz_extracti64x4_epi64(0xf, at, 1)))), all - half);
+    } else {
+      for (uint32_t i = 0; i < 16; i++) high.put_unary(s.gaps[j + i] >> b);
+    }
+  }
+  put_gaps(s.gaps, j, kc, b, low, high);
+  return copy_offsets(s, high, l, out);
+}
 #endif
 
 }  // namespace
 
 size_t chunk_count(const Shape& s) { return (size_t(s.n) + s.chunk - 1) / s.chunk; }
 
-size_t payload_size(const Shape& s) {
-  const size_t full = s.n / s.chunk, rest = s.n - full * s.chunk;
-  return kHeaderBytes + full * chunk_bytes(s.k, s.bits) + (rest > 0 ? chunk_bytes(std::min<uint32_t>(s.k, uint32_t(rest)), s.bits) : 0);
-}
+size_t records_start(const Shape& s) { return kHeaderBytes + 2 * chunk_count(s); }
 
-size_t chunk_offset(const Shape& s, size_t c) { return kHeaderBytes + c * chunk_bytes(s.k, s.bits); }
+size_t max_payload_size(const Shape& s) {
+  const size_t full = s.n / s.chunk, rest = s.n - full * s.chunk;
+  const size_t last = rest > 0 ? record_layout(uint32_t(rest), std::min<uint32_t>(s.k, uint32_t(rest)), s.bits).max_bytes : 0;
+  return records_start(s) + full * record_layout(s.chunk, s.k, s.bits).max_bytes + last;
+}
 
 void write_header(const Shape& s, uint8_t* out) {
   const uint8_t header[kHeaderBytes] = {
@@ -594,12 +735,18 @@ void write_header(const Shape& s, uint8_t* out) {
 
 namespace {
 
+// Where chunk c's record starts when every record before it has its largest size (all are full chunks).
+size_t max_record_offset(const Shape& s, size_t c) { return records_start(s) + c * record_layout(s.chunk, s.k, s.bits).max_bytes; }
+
 // Chunks [c0, c1) on a code path: Path::pass<update>(beta, e, d, len, hint, scratch) collects
-// candidates as pass_portable does, Path::select is select_top, Path::quantize quantize_chunk.
+// candidates as pass_portable does, Path::select is select_top, Path::quantize quantize_chunk,
+// Path::write_offsets write_offsets.
 // Compiled once per code path so everything it inlines is vectorized for that path.
 template <class Path>
 ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1) {
   Scratch scratch;
+  const RecordLayout full = record_layout(s.chunk, s.k, s.bits);
+  uint8_t* record = out + max_record_offset(s, c0);
   for (size_t c = c0; c < c1; c++) {
     const size_t start = c * s.chunk;
     const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
@@ -618,11 +765,20 @@ ST_INLINE void compress_range(const Shape& s, float beta, float* e, const float*
       count = Path::template pass<false>(beta, ec, nullptr, len, lower < hint * 0.01f ? 0.0f : lower, scratch);
     if (!Path::select(ec, scratch, count, kc, hints[c]))
       throw std::range_error("compress: non-finite value in e or delta in chunk " + std::to_string(c));
-    Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, out + chunk_offset(s, c));
+    const size_t bytes = Path::write_offsets(scratch, kc, len == s.chunk ? full : record_layout(len, kc, s.bits), record);
+    Path::quantize(ec, scratch.picked, scratch.picked_mag, kc, s.bits, record);
+    record += bytes;
+    // The directory entries go out kLengthBatch at a time: the other thread writes its blocks'
+    // entries into the same cache lines, and a store per chunk moved a line between cores each time.
+    const size_t batched = (c - c0) % kLengthBatch;
+    scratch.lengths[2 * batched] = uint8_t(bytes);
+    scratch.lengths[2 * batched + 1] = uint8_t(bytes >> 8);
+    if (batched + 1 == kLengthBatch || c + 1 == c1) std::memcpy(out + kHeaderBytes + 2 * (c - batched), scratch.lengths, 2 * (batched + 1));
   }
 }
 
 struct PortablePath {
+  static size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) { return swarmtrain::write_offsets(s, kc, l, out); }
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_portable<update>(beta, e, d, len, hint, s.cand); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top(e, s, count, kc, hint); }
@@ -645,6 +801,7 @@ void compress_avx2(const Shape& s, float beta, float* e, const float* delta, flo
 }
 
 struct Avx512Path {
+  static size_t write_offsets(Scratch& s, uint32_t kc, const RecordLayout& l, uint8_t* out) { return write_offsets_avx512(s, kc, l, out); }
   template <bool update>
   static size_t pass(float beta, float* e, const float* d, uint32_t len, float hint, Scratch& s) { return pass_avx512<update>(beta, e, d, len, hint, s); }
   static bool select(const float* e, Scratch& s, size_t count, uint32_t kc, float& hint) { return select_top_avx512(e, s, count, kc, hint); }
@@ -667,59 +824,205 @@ void compress_chunks(const Shape& s, float beta, float* e, const float* delta, f
   compress_portable(s, beta, e, delta, hints, out, c0, c1);
 }
 
-Shape read_header(const uint8_t* p, size_t size) {
+size_t pack_records(const Shape& s, uint8_t* out, size_t block) {
+  size_t to = records_start(s);
+  for (size_t c0 = 0, chunks = chunk_count(s); c0 < chunks; c0 += block) {
+    size_t bytes = 0;
+    for (size_t c = c0, c1 = std::min(chunks, c0 + block); c < c1; c++) bytes += out[kHeaderBytes + 2 * c] | out[kHeaderBytes + 2 * c + 1] << 8;
+    const size_t from = max_record_offset(s, c0);
+    if (from != to) std::memmove(out + to, out + from, bytes);
+    to += bytes;
+  }
+  return to;
+}
+
+Payload read_payload(const uint8_t* p, size_t size) {
   if (size < kHeaderBytes) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes is shorter than the header");
   auto u16 = [&](size_t at) { return uint32_t(p[at]) | uint32_t(p[at + 1]) << 8; };
   const uint32_t magic = u16(0) | u16(2) << 16;
   if (magic != kMagic) throw std::range_error("invalid payload: bad magic");
   if (p[4] != kVersion) throw std::range_error("invalid payload: unsupported version " + std::to_string(p[4]));
-  Shape s{u16(12) | u16(14) << 16, u16(6), u16(8), p[5]};
+  const Shape s{u16(12) | u16(14) << 16, u16(6), u16(8), p[5]};
   if (s.bits != 2 && s.bits != 8) throw std::range_error("invalid payload: value bits " + std::to_string(s.bits));
   if (s.chunk < 1 || s.chunk > kMaxChunk) throw std::range_error("invalid payload: chunk " + std::to_string(s.chunk));
   if (s.k < 1 || s.k > s.chunk) throw std::range_error("invalid payload: k " + std::to_string(s.k) + " for chunk " + std::to_string(s.chunk));
   if (u16(10) != 0) throw std::range_error("invalid payload: reserved field is not zero");
-  const size_t expected = payload_size(s);
-  if (size != expected) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes, expected " + std::to_string(expected));
-  return s;
+  const size_t start = records_start(s), bound = max_payload_size(s);
+  if (size < start) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes is shorter than the header and directory (" + std::to_string(start) + " bytes)");
+  if (size > bound) throw std::range_error("invalid payload: " + std::to_string(size) + " bytes, more than the " + std::to_string(bound) + " its shape allows");
+  // The directory fits in the payload, so its size bounds this allocation.
+  const size_t chunks = chunk_count(s);
+  Payload pl{s, record_layout(s.chunk, s.k, s.bits), std::vector<size_t>(chunks + 1)};
+  size_t at = start;
+  for (size_t c = 0; c < chunks; c++) {
+    const uint32_t len = chunk_length(s, c);
+    const RecordLayout l = len == s.chunk ? pl.full : record_layout(len, std::min(s.k, len), s.bits);
+    const size_t bytes = u16(kHeaderBytes + 2 * c);
+    if (bytes < l.min_bytes || bytes > l.max_bytes)
+      throw std::range_error("invalid payload: chunk " + std::to_string(c) + " has a record of " + std::to_string(bytes) + " bytes, outside " + std::to_string(l.min_bytes) + ".." + std::to_string(l.max_bytes));
+    pl.at[c] = at;
+    at += bytes;
+  }
+  if (at != size) throw std::range_error("invalid payload: its records take " + std::to_string(at - start) + " bytes, the payload has " + std::to_string(size - start) + " after the directory");
+  pl.at[chunks] = at;
+  return pl;
 }
 
 namespace {
-
-inline uint32_t read_offset(const uint8_t* offsets, uint32_t j) {
-  const uint8_t* b = offsets + size_t(j) * 3 / 2;
-  return (j & 1) == 0 ? uint32_t(b[0]) | (uint32_t(b[1] & 0xf) << 8) : uint32_t(b[0] >> 4) | (uint32_t(b[1]) << 4);
-}
-
-// Calls fn(offset in the chunk, value) for each value of a checked chunk record, in order.
-template <typename Fn>
-void for_each_value(const Shape& s, const uint8_t* p, size_t c, Fn fn) {
-  const uint8_t* rec = p + chunk_offset(s, c);
-  const uint32_t kc = std::min(s.k, chunk_length(s, c));
-  const uint8_t* offsets = rec + scale_bytes(s.bits);
-  const uint8_t* values = offsets + offset_bytes(kc);
-  if (s.bits == 2) {
-    const float levels[2] = {f16_to_f32(uint16_t(rec[0] | rec[1] << 8)), f16_to_f32(uint16_t(rec[2] | rec[3] << 8))};
-    for (uint32_t j = 0; j < kc; j++) {
-      const unsigned code = (values[j >> 2] >> ((j & 3) * 2)) & 3;
-      const float level = levels[code >> 1];
-      fn(read_offset(offsets, j), (code & 1) ? -level : level);
-    }
-  } else {
-    const float step = f16_to_f32(uint16_t(rec[0] | rec[1] << 8));
-    for (uint32_t j = 0; j < kc; j++) fn(read_offset(offsets, j), float(int8_t(values[j])) * step);
-  }
-}
 
 [[noreturn]] void bad_chunk(size_t c, const char* what) {
   throw std::range_error("invalid payload: chunk " + std::to_string(c) + " " + what);
 }
 
+// Up to 8 bytes from p (little-endian, as the fields), the missing ones zero. (Not through a
+// memcpy of `count` bytes: a word loaded from bytes just stored one by one stalls.)
+ST_INLINE uint64_t load_bytes(const uint8_t* p, size_t count) {
+  uint64_t x = 0;
+  if (count >= 8) {
+    std::memcpy(&x, p, 8);
+  } else {
+    for (size_t i = 0; i < count; i++) x |= uint64_t(p[i]) << (8 * i);
+  }
+  return x;
+}
+
+// Reads fields of up to 56 bits from a byte field, LSB first, never past its end.
+class BitReader {
+ public:
+  BitReader(const uint8_t* p, const uint8_t* end) : p_(p), end_(end) {}
+  ST_INLINE uint64_t take(uint32_t bits) {
+    if (n_ < bits) {  // refill to at least 56 bits, or to the end
+      const size_t count = (63 - n_) / 8;
+      acc_ |= load_bytes(p_, std::min<size_t>(size_t(end_ - p_), 8)) << n_;  // bits past count bytes: read again later
+      p_ += std::min<size_t>(count, size_t(end_ - p_));
+      n_ += uint32_t(count) * 8;
+    }
+    const uint64_t v = acc_ & ((uint64_t(1) << bits) - 1);
+    acc_ >>= bits;
+    n_ -= bits;
+    return v;
+  }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+  uint64_t acc_ = 0;
+  uint32_t n_ = 0;  // bits of acc_ not yet taken (past the field's end, zeros)
+};
+
+// A record's offsets' code: where its fields are.
+struct OffsetCode {
+  uint32_t len, kc, b;
+  const uint8_t* low;
+  const uint8_t* high;
+  size_t high_bytes;
+};
+
+ST_INLINE OffsetCode offset_code(const Payload& pl, const uint8_t* p, size_t c) {
+  const uint32_t len = chunk_length(pl.s, c), kc = std::min(pl.s.k, len);
+  const RecordLayout l = len == pl.s.chunk ? pl.full : record_layout(len, kc, pl.s.bits);
+  const uint8_t* rec = p + pl.at[c];
+  return {len, kc, l.b, rec + l.low, rec + l.high, pl.at[c + 1] - pl.at[c] - l.high};  // >= 1: read_payload checked min_bytes
+}
+
+// The sum of the fields of b bits in `bytes` bytes from p (zero bits past the last field): per
+// word and bit of a field, how many fields have it set.
+ST_INLINE uint64_t sum_fields(const uint8_t* p, size_t bytes, uint32_t b) {
+  if (b == 0) return 0;
+  uint64_t every = 0;  // a one every b bits from bit 0
+  for (uint32_t t = 0; t < 64; t += b) every |= uint64_t(1) << t;
+  uint64_t sum = 0;
+  for (size_t i = 0, phase = 0; i < bytes; i += 8, phase = (phase + 64) % b) {  // bit 0 of this word is bit `phase` of a field
+    const uint64_t w = load_bytes(p + i, bytes - i);
+    // at: the first bit of the word that is bit `bit` of a field
+    for (uint32_t bit = 0, at = phase == 0 ? 0 : b - uint32_t(phase); bit < b; bit++, at = at + 1 == b ? 0 : at + 1)
+      sum += uint64_t(__builtin_popcountll(w & every << at)) << bit;
+  }
+  return sum;
+}
+
+// Checks chunk c's offsets without decoding them one by one: the high parts hold exactly kc ones
+// and end in the byte of the last, the low parts' padding is zero, and the last offset (the one
+// that all the gaps add up to) is inside the chunk. The work is bounded by the record's length.
+void check_offsets(const Payload& pl, const uint8_t* p, size_t c) {
+  const OffsetCode f = offset_code(pl, p, c);
+  size_t ones = 0, last = 0;
+  for (size_t i = 0; i < f.high_bytes; i += 8) {
+    const uint64_t w = load_bytes(f.high + i, f.high_bytes - i);
+    ones += size_t(__builtin_popcountll(w));
+    if (w != 0) last = i * 8 + 63 - size_t(__builtin_clzll(w));
+  }
+  if (ones < f.kc) bad_chunk(c, "ends inside its offsets");
+  if (ones > f.kc) bad_chunk(c, "has non-zero padding bits");
+  if (last / 8 + 1 != f.high_bytes) bad_chunk(c, "has bytes after its offsets");
+  const size_t low_bits = size_t(f.kc) * f.b;
+  if (low_bits % 8 != 0 && (f.low[low_bits / 8] >> (low_bits % 8)) != 0) bad_chunk(c, "has non-zero padding bits");
+  // The kc ones end kc high parts: the zeros among the first last + 1 bits are their sum.
+  const uint64_t final_offset = (uint64_t(last + 1 - f.kc) << f.b) + sum_fields(f.low, size_t(f.high - f.low), f.b) + f.kc - 1;
+  if (final_offset >= f.len) bad_chunk(c, "has an offset beyond its length");
+}
+
+// Calls fn(j, offset in the chunk) for the kc offsets of chunk c's checked record, in order,
+// through qs (kMaxChunk + 4 entries).
+template <typename Fn>
+ST_INLINE void for_each_offset(const Payload& pl, const uint8_t* p, size_t c, uint16_t* qs, Fn fn) {
+  const OffsetCode f = offset_code(pl, p, c);
+  // The high parts: the zeros before each one.
+  uint32_t j = 0;
+  size_t from = 0;
+  for (size_t i = 0; i < f.high_bytes; i += 8) {
+    for (uint64_t w = load_bytes(f.high + i, f.high_bytes - i); w != 0; w &= w - 1) {
+      const size_t one = i * 8 + size_t(__builtin_ctzll(w));
+      qs[j++] = uint16_t(one - from);
+      from = one + 1;
+    }
+  }
+  // Four gaps at a time as the 16-bit lanes of a word (each below 4096), and the offsets as their
+  // running sums, plus one per offset before (a multiplication sums the lanes).
+  BitReader low(f.low, f.high);
+  uint64_t next = 0;  // the offset after the last one, in every lane
+  j = 0;
+  for (; j + 4 <= f.kc; j += 4) {
+    uint64_t q;
+    std::memcpy(&q, qs + j, 8);
+    const uint64_t o = ((q << f.b | unpack4(low.take(4 * f.b), f.b)) * kLanes + 0x0003000200010000) + next * kLanes;
+    fn(j, uint32_t(o & 0xffff));
+    fn(j + 1, uint32_t(o >> 16 & 0xffff));
+    fn(j + 2, uint32_t(o >> 32 & 0xffff));
+    fn(j + 3, uint32_t(o >> 48));
+    next = (o >> 48) + 1;
+  }
+  for (; j < f.kc; j++) {
+    const uint64_t o = next + (uint64_t(qs[j]) << f.b | low.take(f.b));
+    fn(j, uint32_t(o));
+    next = o + 1;
+  }
+}
+
+// Calls fn(offset in the chunk, value) for each value of a checked chunk record, in order.
+template <typename Fn>
+void for_each_value(const Payload& pl, const uint8_t* p, size_t c, uint16_t* qs, Fn fn) {
+  const uint8_t* rec = p + pl.at[c];
+  const uint8_t* values = rec + scale_bytes(pl.s.bits);
+  if (pl.s.bits == 2) {
+    const uint32_t levels[2] = {f32_bits(f16_to_f32(uint16_t(rec[0] | rec[1] << 8))), f32_bits(f16_to_f32(uint16_t(rec[2] | rec[3] << 8)))};
+    for_each_offset(pl, p, c, qs, [&](uint32_t j, uint32_t o) {
+      const uint32_t code = (values[j >> 2] >> ((j & 3) * 2)) & 3;
+      fn(o, bits_f32(levels[code >> 1] ^ (code & 1) << 31));  // the sign by a bit (random: a branch mispredicts)
+    });
+  } else {
+    const float step = f16_to_f32(uint16_t(rec[0] | rec[1] << 8));
+    for_each_offset(pl, p, c, qs, [&](uint32_t j, uint32_t o) { fn(o, float(int8_t(values[j])) * step); });
+  }
+}
+
 }  // namespace
 
-void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1) {
+void check_chunks(const Payload& pl, const uint8_t* p, size_t c0, size_t c1) {
+  const Shape& s = pl.s;
   for (size_t c = c0; c < c1; c++) {
-    const uint8_t* rec = p + chunk_offset(s, c);
-    const uint32_t len = chunk_length(s, c), kc = std::min(s.k, len);
+    const uint8_t* rec = p + pl.at[c];
+    const uint32_t kc = std::min(s.k, chunk_length(s, c));
     const uint32_t scale0 = rec[0] | rec[1] << 8;
     if (scale0 > kMaxF16) bad_chunk(c, "has a negative or non-finite scale");
     if (s.bits == 2) {
@@ -727,32 +1030,26 @@ void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1) {
       if (scale1 > kMaxF16) bad_chunk(c, "has a negative or non-finite scale");
       if (scale0 > scale1) bad_chunk(c, "has its low magnitude above the high one");  // same order as the values
     }
-    const uint8_t* offsets = rec + scale_bytes(s.bits);
-    const uint8_t* values = offsets + offset_bytes(kc);
-    if (kc % 2 == 1 && (offsets[offset_bytes(kc) - 1] & 0xf0) != 0) bad_chunk(c, "has non-zero padding bits");
+    const uint8_t* values = rec + scale_bytes(s.bits);
     if (s.bits == 2 && kc % 4 != 0 && (values[value_bytes(kc, 2) - 1] >> ((kc % 4) * 2)) != 0) bad_chunk(c, "has non-zero padding bits");
-    int64_t previous = -1;
-    for (uint32_t j = 0; j < kc; j++) {
-      const uint32_t o = read_offset(offsets, j);
-      if (o >= len) bad_chunk(c, "has an offset beyond its length");
-      if (int64_t(o) <= previous) bad_chunk(c, "has offsets out of order");
-      previous = o;
-      if (s.bits == 8 && values[j] == 0x80) bad_chunk(c, "has the value -128");
-    }
+    if (s.bits == 8 && std::memchr(values, 0x80, kc) != nullptr) bad_chunk(c, "has the value -128");
+    check_offsets(pl, p, c);
   }
 }
 
-void accumulate_chunks(const Shape& s, const uint8_t* p, float* dst, float w, size_t c0, size_t c1) {
+void accumulate_chunks(const Payload& pl, const uint8_t* p, float* dst, float w, size_t c0, size_t c1) {
+  uint16_t qs[kMaxChunk + 4];
   for (size_t c = c0; c < c1; c++) {
-    float* d = dst + c * s.chunk;
-    for_each_value(s, p, c, [&](uint32_t o, float v) { const float scaled = w * v; d[o] += scaled; });
+    float* d = dst + c * pl.s.chunk;
+    for_each_value(pl, p, c, qs, [&](uint32_t o, float v) { const float scaled = w * v; d[o] += scaled; });
   }
 }
 
-double payload_sum_squares(const Shape& s, const uint8_t* p) {
+double payload_sum_squares(const Payload& pl, const uint8_t* p) {
+  uint16_t qs[kMaxChunk + 4];
   double sum = 0;
-  for (size_t c = 0, chunks = chunk_count(s); c < chunks; c++)
-    for_each_value(s, p, c, [&](uint32_t, float v) { sum += double(v) * v; });
+  for (size_t c = 0, chunks = chunk_count(pl.s); c < chunks; c++)
+    for_each_value(pl, p, c, qs, [&](uint32_t, float v) { sum += double(v) * v; });
   return sum;
 }
 

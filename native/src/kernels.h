@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #define ST_INLINE inline __attribute__((always_inline))
 
@@ -117,27 +118,58 @@ constexpr uint32_t kMaxChunk = 4096;
 
 struct Shape { uint32_t n, chunk, k, bits; };
 
-// A chunk record: scales (two fp16 for 2-bit values, one for 8-bit), kc 12-bit offsets, kc values.
+// A chunk record (layout in native/format.ts): scales, kc values, then the offsets as a Rice code
+// of their gaps: kc low parts of b bits, then the high parts in unary; each field from a byte.
 inline size_t scale_bytes(uint32_t bits) { return bits == 2 ? 4 : 2; }
-inline size_t offset_bytes(uint32_t kc) { return (size_t(kc) * 12 + 7) / 8; }
 inline size_t value_bytes(uint32_t kc, uint32_t bits) { return (size_t(kc) * bits + 7) / 8; }
-inline size_t chunk_bytes(uint32_t kc, uint32_t bits) { return scale_bytes(bits) + offset_bytes(kc) + value_bytes(kc, bits); }
-size_t payload_size(const Shape& s);
+// The Rice parameter of a chunk of len elements keeping kc: the largest b with 2^b <= 7/8 len / kc.
+inline uint32_t rice_bits(uint32_t len, uint32_t kc) {
+  uint32_t b = 0;
+  while (8 * (size_t(kc) << (b + 1)) <= 7 * size_t(len)) b++;
+  return b;
+}
+// Where a record's fields start (scales at 0), and the smallest and largest record in bytes.
+struct RecordLayout { uint32_t b; size_t values, low, high, min_bytes, max_bytes; };
+inline RecordLayout record_layout(uint32_t len, uint32_t kc, uint32_t bits) {
+  RecordLayout l;
+  l.b = rice_bits(len, kc);
+  l.values = scale_bytes(bits);
+  l.low = l.values + value_bytes(kc, bits);
+  l.high = l.low + (size_t(kc) * l.b + 7) / 8;
+  l.min_bytes = l.high + (size_t(kc) + 7) / 8;
+  l.max_bytes = l.high + (size_t(kc) + ((len - kc) >> l.b) + 7) / 8;  // high parts sum to <= (len - kc) >> b
+  return l;
+}
 size_t chunk_count(const Shape& s);
-size_t chunk_offset(const Shape& s, size_t c);  // byte offset of chunk c's record
+size_t records_start(const Shape& s);  // after the header and the directory of u16 record lengths
+size_t max_payload_size(const Shape& s);
 
 void write_header(const Shape& s, uint8_t* out);
-// Chunks [c0, c1): error feedback, top-k, quantization. Throws range_error on non-finite values.
+// Chunks [c0, c1): error feedback, top-k, quantization. Their records go one after the other from
+// where the records before c0 would end at their largest, their lengths into the directory, so
+// blocks of chunks can be written in parallel (then pack_records). Throws range_error on
+// non-finite values.
 void compress_chunks(const Shape& s, float beta, float* e, const float* delta, float* hints, uint8_t* out, size_t c0, size_t c1);
+// Moves the records that compress_chunks wrote in blocks of `block` chunks together after the
+// directory; returns the payload size.
+size_t pack_records(const Shape& s, uint8_t* out, size_t block);
 
-// Checks the header and total size; throws range_error naming the problem.
-Shape read_header(const uint8_t* p, size_t size);
+// A payload whose header and directory are checked: the layout of a full chunk's record, and
+// where each chunk's record starts (at[c], and at[chunks] = the payload size).
+struct Payload {
+  Shape s;
+  RecordLayout full;
+  std::vector<size_t> at;
+};
+// Checks the header, the size against the bound and the directory (record lengths within their
+// chunk's bounds, summing to the size); throws range_error naming the problem.
+Payload read_payload(const uint8_t* p, size_t size);
 // Checks the records of chunks [c0, c1).
-void check_chunks(const Shape& s, const uint8_t* p, size_t c0, size_t c1);
+void check_chunks(const Payload& pl, const uint8_t* p, size_t c0, size_t c1);
 // dst += w * decode, over chunks [c0, c1) of a checked payload.
-void accumulate_chunks(const Shape& s, const uint8_t* p, float* dst, float w, size_t c0, size_t c1);
+void accumulate_chunks(const Payload& pl, const uint8_t* p, float* dst, float w, size_t c0, size_t c1);
 // Sum of squares of the decoded values of a checked payload, in payload order.
-double payload_sum_squares(const Shape& s, const uint8_t* p);
+double payload_sum_squares(const Payload& pl, const uint8_t* p);
 
 // ---- activation codecs (codecs.cc) ----
 

@@ -28,7 +28,7 @@ import { logger } from '@libp2p/logger'
 import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
 import type { Connection, Stream } from '@libp2p/interface'
-import { axpy, compressAsync, chunkCount, decodeAccumulateAsync, kForDensity, payloadSize, type ValueBits } from '../../native/index.js'
+import { axpy, compressAsync, chunkCount, decodeAccumulateAsync, kForDensity, maxPayloadSize, type ValueBits } from '../../native/index.js'
 import { AverageRequest, AverageResponse } from '../../protocols/averaging.js'
 import { averageMessageLimit, averageProtocol } from '../../protocols/ids.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
@@ -133,7 +133,7 @@ interface RoundBuffers {
 function roundBuffers (n: number, settings: AveragingSettings): RoundBuffers {
   const sparse = settings.mode === 'sparse'
   const { chunkSize } = settings
-  const largest = sparse ? Math.max(...roundDensities(settings).map(d => payloadSize(n, chunkSize, kForDensity(d, chunkSize), settings.valueBits as ValueBits))) : 0
+  const largest = sparse ? Math.max(...roundDensities(settings).map(d => maxPayloadSize(n, chunkSize, kForDensity(d, chunkSize), settings.valueBits as ValueBits))) : 0
   return {
     snapshot: new Float32Array(n),
     delta: new Float32Array(n),

@@ -11,7 +11,7 @@
 // sender's own uplink in averaging), and the round's messages (no relays, no hash exchange).
 import { defaultLogger } from '@libp2p/logger'
 import type { ComponentLogger } from '@libp2p/interface'
-import { kForDensity, payloadSize, type ValueBits } from '../../native/format.js'
+import { kForDensity, maxPayloadSize, type ValueBits } from '../../native/format.js'
 import { DType, StageRequest, StageResponse, type Tensor as WireTensor } from '../../protocols/stage-codec.js'
 import { StageAssigner } from '../assignment/assigner.js'
 import { stageLoads } from '../assignment/policy.js'
@@ -165,7 +165,8 @@ export class SwarmSim {
     const a = defaultAveraging
     this.averaging = new SimAveraging(this, {
       tokensPerRound: a.innerSteps * this.init.microbatchTokens,
-      payloadBytes: payloadSize(this.init.stageParams, a.chunkSize, kForDensity(a.topkDensity, a.chunkSize), a.valueBits as ValueBits),
+      // The bound: a real payload is a few percent smaller (its offsets' code varies).
+      payloadBytes: maxPayloadSize(this.init.stageParams, a.chunkSize, kForDensity(a.topkDensity, a.chunkSize), a.valueBits as ValueBits),
       pollMs: this.init.averagingPollMs,
       roundTimeoutMs: a.roundTimeoutMs
     })
