@@ -81,6 +81,12 @@ export const ROUTER_BAN_MAX_MS = 60_000
 /** The floor of a call's timeout (a multiple of its expected time), and the timeout for an unmeasured peer. */
 export const ROUTER_MIN_CALL_TIMEOUT_MS = 5000
 export const ROUTER_UNKNOWN_CALL_TIMEOUT_MS = 60_000
+/** A stage's weight change waits this long at most for the microbatches holding its weights (runtime/weights-gate.ts). */
+export const WEIGHTS_HOLD_MAX_WAIT_MS = 5000
+/** A TRAIN call waits this long at most for its replica's step to make room (then BUSY: another replica may have it). */
+export const STAGE_ADMISSION_TIMEOUT_MS = 30_000
+/** How often a waiting TRAIN call looks again (the stage's replicas, and so its share of a step, may have changed). */
+export const STAGE_ADMISSION_RECHECK_MS = 250
 /** How often a stage server reports its queue and served throughput to the registry. */
 export const LOAD_REPORT_MS = 1000
 /** A peer whose driven tokens did not grow for this long no longer counts among the drivers sharing the depth bound. */

@@ -22,6 +22,7 @@ import { DType, StageMessageError, StageRequest, StageResponse, checkRoute, chec
 import { TensorError, type FloatTensor, type Tensor as EngineTensor, type TokenTensor } from '../runtime/tensor.js'
 import type { StageEngine, WeightsVersion } from '../runtime/stage-engine.js'
 import { decodeActivations, decodeTokens, encodeActivations } from './activations.js'
+import { STAGE_ADMISSION_RECHECK_MS, STAGE_ADMISSION_TIMEOUT_MS } from '../timing.js'
 
 /** The engine operations a stage server uses (node/runtime's StageEngine has them). */
 export type StageCompute = Pick<StageEngine, 'forwardAt' | 'backwardAt' | 'loss' | 'lossBackward' | 'step' | 'accumulatedTokens' | 'weightsVersion' | 'hold'>
@@ -235,11 +236,13 @@ export class StageService {
     const tokens = x.shape[0] * x.shape[1]
     let admittedMs = 0
     let release = (): void => {}
+    let admitted = false
     let trained = false
     try {
       if (train) {
         const waited = performance.now()
         await this.admit(tokens)
+        admitted = true
         release = await this.engine.hold()
         admittedMs = performance.now() - waited
       }
@@ -257,7 +260,7 @@ export class StageService {
     } finally {
       this.pending--
       release()
-      if (train && !trained) this.unadmit(tokens)
+      if (admitted && !trained) this.unadmit(tokens)
     }
   }
 
@@ -269,10 +272,12 @@ export class StageService {
    * the step itself does when the share is not a whole number of microbatches.
    */
   private async admit (tokens: number): Promise<void> {
+    const deadline = performance.now() + STAGE_ADMISSION_TIMEOUT_MS
     while (this.admitted > 0 && this.admitted >= this.share()) {
+      if (performance.now() >= deadline) throw new BusyError(`no step in ${STAGE_ADMISSION_TIMEOUT_MS / 1000} s, and this replica's share of it is taken`)
       this.maybeStep() // the share shrinks when a replica joins, with nothing left in flight to step
       await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, 250)
+        const timer = setTimeout(resolve, STAGE_ADMISSION_RECHECK_MS)
         this.admissionWaiters.push(() => { clearTimeout(timer); resolve() })
       })
     }

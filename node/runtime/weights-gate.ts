@@ -10,9 +10,10 @@
 // is pending, so a stream of microbatches cannot starve it. A holder that never lets go (its
 // next stage hangs) delays a change by at most `maxWaitMs`; after that the change goes ahead
 // and that one microbatch's gradient is stale, as it would be without the gate.
+import { WEIGHTS_HOLD_MAX_WAIT_MS } from '../timing.js'
 
 export interface WeightsGateInit {
-  /** Longest a change waits for holders (default 5 s). */
+  /** Longest a change waits for holders (default WEIGHTS_HOLD_MAX_WAIT_MS). */
   maxWaitMs?: number
 }
 
@@ -25,7 +26,7 @@ export class WeightsGate {
   private readonly maxWaitMs: number
 
   constructor (init: WeightsGateInit = {}) {
-    this.maxWaitMs = init.maxWaitMs ?? 5_000
+    this.maxWaitMs = init.maxWaitMs ?? WEIGHTS_HOLD_MAX_WAIT_MS
   }
 
   /** Microbatches holding the weights now. */
