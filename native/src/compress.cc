@@ -20,6 +20,7 @@
 // Measured (npm run bench -- compress, 2-vCPU AMD EPYC VM, AVX-512 path, shared with another
 // job: load 2-5, eleven runs) at 16M and 64M elements: 1.40-1.76x the floor on one thread,
 // median 1.52-1.56 (1.64-2.15x before those two changes), and 0.96-1.65x on two, median 1.33-1.37.
+// Those runs used payload format 1; format 2's figures, format 1 beside them, are in docs/BENCHMARKS.md.
 // Two-thread calls split the chunks in blocks. Records vary in size (the offsets' Rice code), so
 // each block writes its records from where they would start if every record before had its
 // largest size, and pack_records then moves the blocks together: a few hundred kilobytes of
