@@ -49,7 +49,7 @@ async function oneRound (manifest: RunManifest, step: number): Promise<RoundRepo
     await Promise.all(nodes.map(async (node, i) => {
       const rng = new Rng(`bench-averaging-${i}`)
       const engine = node.components.stageHost!.served!.engine
-      await engine.updateWeights(w => { for (let j = 0; j < w.length; j++) w[j] += 1e-3 * rng.normal() }, { step })
+      await engine.updateWeights(w => { for (let j = 0; j < w.length; j++) w[j] += 1e-3 * rng.normal() }, { schedule: () => step })
       engine.steppedTokens += optimizer.batchSize * optimizer.microbatches * model.seqLen
     }))
     const reports = await Promise.all(nodes.map(async node => await node.service<AveragingService>('averaging')!.roundNow()))

@@ -28,6 +28,14 @@ for (const mode of ['sparse', 'dense']) {
       })
       assert.ok(statuses.some(s => s.rounds.some(r => r.members === 3)), `no round had all 3 members: ${JSON.stringify(statuses.map(s => s.rounds))}`)
       assert.ok(statuses.every(s => s.stateHash.length === 32))
+      // The schedule follows the stage's progress: each replica's step counts the tokens every
+      // replica trained through the round (64 a step), not only its own.
+      for (const node of nodes) {
+        const status = await swarm.status(node)
+        const { stageTokens } = status.services.averaging as AveragingStatus
+        assert.ok(stageTokens > 0, 'no tokens counted')
+        assert.ok((status.stageHost?.step ?? 0) >= Math.floor(stageTokens / 64), `step ${status.stageHost?.step} for ${stageTokens} stage tokens`)
+      }
     } finally {
       await swarm.close()
     }

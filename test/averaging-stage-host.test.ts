@@ -95,12 +95,13 @@ test('a replica that adopts the stage\'s shared state keeps its own progress, mo
     // Trained since its last round: weights = theta - error + progress.
     const weights = Float32Array.from({ length: n }, (_, i) => 1 - 0.5 + i / n)
     await served.engine.loadState(weights, { step: 5, m: new Float32Array(n).fill(0.2), v: new Float32Array(n).fill(0.3) })
-    await adoptSharedState(served, { round: 7, step: 40, theta: new Float32Array(n).fill(3), momentum: new Float32Array(n).fill(0.1) })
+    await adoptSharedState(served, { round: 7, tokens: 81920, step: 40, theta: new Float32Array(n).fill(3), momentum: new Float32Array(n).fill(0.1) })
     const after = await served.engine.snapshot()
     for (let i = 0; i < n; i++) assert.ok(Math.abs(after.weights[i] - (3 - 0.5 + i / n)) < 1e-6, `weight ${i}: ${after.weights[i]}`)
     assert.ok(after.m.every(x => Math.abs(x - 0.2) < 1e-7) && after.v.every(x => Math.abs(x - 0.3) < 1e-7), 'inner moments kept')
     assert.is(after.step, 40)
     assert.is(served.outer.round, 7)
+    assert.is(served.outer.tokens, 81920)
     assert.ok(served.outer.theta.every(x => x === 3) && served.outer.momentum.every(x => Math.abs(x - 0.1) < 1e-7))
     assert.ok(served.outer.error.every(x => x === 0.5))
   } finally {

@@ -26,11 +26,12 @@ const layout = new ParamLayout([
 const rng = new Rng('state')
 const state: SharedState = {
   round: 7,
+  tokens: 716800,
   step: 350,
   theta: Float32Array.from({ length: layout.size }, () => rng.normal()),
   momentum: Float32Array.from({ length: layout.size }, () => rng.normal())
 }
-const hash = stateHash(state.round, state.theta, state.momentum)
+const hash = stateHash(state)
 const values = (): Float32Array => Float32Array.from({ length: layout.size }, () => rng.normal())
 /** A replica's whole state on the shared one: its own weights, moments and error feedback. */
 const replicaState: StageState = {
@@ -38,6 +39,7 @@ const replicaState: StageState = {
   stage: 1,
   step: state.step,
   round: state.round,
+  tokens: state.tokens,
   layoutHash: layout.hash,
   groups: { weights: values(), 'adamw.m': values(), 'adamw.v': values().map(Math.abs), theta_at_last_sync: state.theta, outer_momentum: state.momentum, error_feedback: values() }
 }
@@ -81,6 +83,7 @@ test('a state fetched from two agreeing replicas equals theirs; bad chunks are r
     })
     assert.is(fetched.hash, hash)
     assert.is(fetched.round, 7)
+    assert.is(fetched.tokens, 716800)
     assert.is(fetched.step, 350)
     assert.ok(Buffer.from(fetched.theta.buffer).equals(Buffer.from(state.theta.buffer)))
     assert.ok(Buffer.from(fetched.momentum.buffer).equals(Buffer.from(state.momentum.buffer)))
@@ -116,7 +119,7 @@ test('a replica\'s whole state comes from one replica, bit for bit; one whose sh
     const { state: copied, peer } = await fetchReplicaState({ host: client }, { ...init, stateHash: hash })
     assert.is(peer, honest.peerId.toString())
     assert.equal(offences, [forger.peerId.toString()])
-    assert.equal([copied.step, copied.round, copied.layoutHash], [350, 7, layout.hash])
+    assert.equal([copied.step, copied.round, copied.tokens, copied.layoutHash], [350, 7, 716800, layout.hash])
     for (const [name, group] of Object.entries(replicaState.groups)) {
       assert.ok(Buffer.from(copied.groups[name as keyof StageState['groups']].buffer).equals(Buffer.from(group.buffer)), `group ${name} differs`)
     }

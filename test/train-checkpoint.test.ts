@@ -115,11 +115,15 @@ test('a stage checkpoint holds named state groups, tagged with run, stage, step,
     const { weights, m, v, step } = await a.snapshot()
     const extra = (k: number) => Float32Array.from(weights, (_, i) => i * k)
     const groups = { weights, 'adamw.m': m, 'adamw.v': v, theta_at_last_sync: extra(1), outer_momentum: extra(2), error_feedback: extra(3) }
-    await saveStageCheckpoint(path, { runId: 'run1', stage: 1, step, round: 7, layoutHash: a.params.hash, groups })
+    await saveStageCheckpoint(path, { runId: 'run1', stage: 1, step, round: 7, tokens: 14336, layoutHash: a.params.hash, groups })
     const saved = await readStageCheckpoint(path, expect)
-    assert.equal({ ...saved, groups: undefined }, { runId: 'run1', stage: 1, step: 2, round: 7, layoutHash: a.params.hash, groups: undefined })
+    assert.equal({ ...saved, groups: undefined }, { runId: 'run1', stage: 1, step: 2, round: 7, tokens: 14336, layoutHash: a.params.hash, groups: undefined })
     for (const name of stageGroups) assert.equal(bytes(saved!.groups[name]), bytes(groups[name]), name)
     await readStageCheckpoint(path, { ...expect, stage: 0 }).then(() => assert.unreachable('no error'), (err: Error) => assert.match(err.message, /stage 1, not run run1 stage 0/))
+    // A state without the stage's token count (an older swarmtrain's) would restart the schedule: refused.
+    const older = join(dir, 'older.safetensors')
+    await saveStageCheckpoint(older, { runId: 'run1', stage: 1, step, round: 7, tokens: undefined as unknown as number, layoutHash: a.params.hash, groups })
+    await readStageCheckpoint(older, expect).then(() => assert.unreachable('no error'), (err: Error) => assert.match(err.message, /no count of the stage's tokens/))
     await readStageCheckpoint(path, { ...expect, layout: first.params }).then(() => assert.unreachable('no error'), (err: Error) => assert.match(err.message, /layout/))
     writeFileSync(path, 'not a checkpoint at all')
     await readStageCheckpoint(path, expect).then(() => assert.unreachable('no error'), (err: Error) => assert.match(err.message, /header length/))

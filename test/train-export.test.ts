@@ -31,7 +31,7 @@ const optimizer = { ...defaultOptimizerConfig, lr: 1e-2, warmupSteps: 5, totalSt
 async function stageState (engine: StageEngine, runId: string, stage: number): Promise<StageState> {
   const { weights, m, v, step } = await engine.snapshot()
   const zeros = (): Float32Array => new Float32Array(weights.length)
-  return { runId, stage, step, round: 0, layoutHash: engine.params.hash, groups: { weights, 'adamw.m': m, 'adamw.v': v, theta_at_last_sync: weights.slice(), outer_momentum: zeros(), error_feedback: zeros() } }
+  return { runId, stage, step, round: 0, tokens: 0, layoutHash: engine.params.hash, groups: { weights, 'adamw.m': m, 'adamw.v': v, theta_at_last_sync: weights.slice(), outer_momentum: zeros(), error_feedback: zeros() } }
 }
 
 test('export writes one ONNX model whose logits give the training loss; generate continues a prompt', async () => {

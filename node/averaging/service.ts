@@ -92,6 +92,8 @@ export interface AveragingStatus {
   stage?: number
   round: number
   stateHash: string
+  /** Tokens the stage trained through the last round (OuterState.tokens). */
+  stageTokens: number
   tokensSinceSync: number
   tokensPerRound: number
   /** Replicas of the stage (ready, at our round) whose state hash equals ours, and all of them. */
@@ -233,7 +235,7 @@ export class AveragingService implements SwarmService, StageUser {
     this.copiedFrom = undefined
     this.knownRounds.clear()
     this.behindSince.clear()
-    this.hash = stateHash(served.outer.round, served.outer.theta, served.outer.momentum)
+    this.hash = stateHash(served.outer)
     this.trained = new TrainingSplit(performance.now())
     served.engine.addEventListener('trained', this.onTrained)
     this.served = served
@@ -261,6 +263,7 @@ export class AveragingService implements SwarmService, StageUser {
       stage: served?.stage,
       round: served?.outer.round ?? 0,
       stateHash: this.hash,
+      stageTokens: served?.outer.tokens ?? 0,
       tokensSinceSync: served === undefined ? 0 : tokensSinceSync(served),
       tokensPerRound: this.tokensPerRound(served, this.replicaRecords().length + 1),
       agreeing: peers.filter(p => p.stateHash === this.hash).length + (served === undefined ? 0 : 1),
@@ -393,11 +396,11 @@ export class AveragingService implements SwarmService, StageUser {
   private sharedState (): ServedState | undefined {
     const served = this.served
     if (served === undefined) return undefined
-    const { theta, momentum, round } = served.outer
+    const { theta, momentum, round, tokens } = served.outer
     return {
       stage: served.stage,
       layout: served.engine.params,
-      state: { round, step: served.engine.steps, theta, momentum },
+      state: { round, tokens, step: served.engine.steps, theta, momentum },
       hash: this.hash,
       replica: async () => await this.stageHost.state(served)
     }
@@ -514,12 +517,19 @@ export class AveragingService implements SwarmService, StageUser {
     // decay), so it waits for the microbatches in flight to end by themselves, at the latest by
     // the replica's next step, rather than draining the pipeline.
     difference(delta, theta, outer.error, snapshot.weights)
-    await engine.updateWeights(weights => { axpy(weights, delta, 1) }, { lazy: true })
+    // The schedule moves to the stage's progress: one machine's step at the tokens the whole
+    // stage trained, plus this replica's own steps since the snapshot. Replicas serve unequal
+    // shares of the traffic; on their own step counts the busiest one's learning rate decayed
+    // ahead of the run's while the idlest one's lagged, and their every-step phases ended apart.
+    const stageTokens = outer.tokens + result.used.reduce((sum, sender) => sum + (box.get(sender)?.tokens ?? 0), 0)
+    const aligned = Math.floor(stageTokens / this.tokensPerStep)
+    await engine.updateWeights(weights => { axpy(weights, delta, 1) }, { lazy: true, schedule: steps => steps + aligned - snapshot.steps })
     outer.theta.set(theta)
     outer.momentum.set(momentum)
     outer.round = round
+    outer.tokens = stageTokens
     served.syncedTokens = snapshot.steppedTokens
-    this.hash = stateHash(round, theta, momentum)
+    this.hash = stateHash(outer)
     this.publish()
     for (const r of [...this.boxes.keys()]) if (r <= round) this.boxes.delete(r)
 

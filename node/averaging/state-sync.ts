@@ -37,6 +37,8 @@ export class StateSyncError extends Error {
 /** The state every member of a stage's last round holds identically. */
 export interface SharedState {
   round: number
+  /** Tokens the stage trained through round `round` (OuterState.tokens). */
+  tokens: number
   /** The serving replica's inner step (its schedule position; not covered by the hash). */
   step: number
   theta: Float32Array
@@ -54,16 +56,17 @@ export interface SharedState {
 export async function adoptSharedState (served: ServedStage, state: SharedState): Promise<void> {
   const moved = state.theta.slice()
   axpy(moved, served.outer.theta, -1)
-  await served.engine.updateWeights(weights => { axpy(weights, moved, 1) }, { step: state.step })
+  await served.engine.updateWeights(weights => { axpy(weights, moved, 1) }, { schedule: () => state.step })
   served.outer.theta.set(state.theta)
   served.outer.momentum.set(state.momentum)
   served.outer.round = state.round
+  served.outer.tokens = state.tokens
 }
 
-/** Hex hash of a shared state: sha256 of round, theta and momentum, first 16 bytes. */
-export function stateHash (round: number, theta: Float32Array, momentum: Float32Array): string {
+/** Hex hash of a shared state: sha256 of round, tokens, theta and momentum, first 16 bytes. */
+export function stateHash ({ round, tokens, theta, momentum }: Pick<SharedState, 'round' | 'tokens' | 'theta' | 'momentum'>): string {
   const view = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
-  return Buffer.from(sha256(new TextEncoder().encode(`${round}:`), view(theta), view(momentum)).subarray(0, 16)).toString('hex')
+  return Buffer.from(sha256(new TextEncoder().encode(`${round}:${tokens}:`), view(theta), view(momentum)).subarray(0, 16)).toString('hex')
 }
 
 /** Bytes of the largest answer to a request for `part` of a stage of `params` values (its groups plus a header). */
@@ -75,12 +78,12 @@ export function encodeSharedState (runId: string, stage: number, layout: ParamLa
   return encodeSafetensors([
     { name: 'theta_at_last_sync', shape: [state.theta.length], data: state.theta },
     { name: 'outer_momentum', shape: [state.momentum.length], data: state.momentum }
-  ], { [sharedKey]: JSON.stringify({ runId, stage, round: state.round, layoutHash: layout.hash }) })
+  ], { [sharedKey]: JSON.stringify({ runId, stage, round: state.round, tokens: state.tokens, layoutHash: layout.hash }) })
 }
 
 function decodeSharedState (bytes: Uint8Array, expect: { runId: string, stage: number, layout: ParamLayout, round: number, step: number }): SharedState {
   const { tensors, metadata } = decodeSafetensors(bytes, 'synced state')
-  let tag: { runId?: unknown, stage?: unknown, round?: unknown, layoutHash?: unknown }
+  let tag: { runId?: unknown, stage?: unknown, round?: unknown, tokens?: unknown, layoutHash?: unknown }
   try {
     tag = JSON.parse(metadata[sharedKey] ?? '') as typeof tag
   } catch {
@@ -89,10 +92,11 @@ function decodeSharedState (bytes: Uint8Array, expect: { runId: string, stage: n
   if (tag?.runId !== expect.runId || tag.stage !== expect.stage || tag.round !== expect.round || tag.layoutHash !== expect.layout.hash) {
     throw new StateSyncError('synced state is of another run, stage, round or layout')
   }
+  if (!Number.isSafeInteger(tag.tokens) || (tag.tokens as number) < 0) throw new StateSyncError('synced state has no count of the stage\'s tokens')
   const theta = tensors.get('theta_at_last_sync')?.data
   const momentum = tensors.get('outer_momentum')?.data
   if (theta?.length !== expect.layout.size || momentum?.length !== expect.layout.size || tensors.size !== 2) throw new StateSyncError('synced state groups do not fit the stage')
-  return { round: expect.round, step: expect.step, theta, momentum }
+  return { round: expect.round, tokens: tag.tokens as number, step: expect.step, theta, momentum }
 }
 
 const rawBytes = { encode: (b: Uint8Array) => b, decode: (b: Uint8Array | Uint8ArrayList) => b.subarray() }
@@ -327,7 +331,7 @@ export async function fetchStageState (components: { host: Host }, init: FetchSt
   }
   if (done.includes(false)) throw new StateSyncError(`could not fetch every state chunk of stage ${init.stage} from ${sources.length} replicas`)
   const state = decodeSharedState(bytes, { runId: init.runId, stage: init.stage, layout: init.layout, round: Number(manifest.round), step: Number(manifest.step) })
-  const got = stateHash(state.round, state.theta, state.momentum)
+  const got = stateHash(state)
   if (got !== hash) throw new StateSyncError(`synced state hashes to ${got}, the replicas announced ${hash}`)
   return { ...state, hash }
 }
@@ -351,7 +355,7 @@ export async function fetchReplicaState (components: { host: Host }, init: Fetch
       if (done.includes(false)) throw new StateSyncError('a chunk was truncated or corrupted')
       const state = decodeStageState(bytes, `stage ${init.stage} state from ${peer}`, init)
       const g = state.groups
-      const hash = stateHash(state.round, g.theta_at_last_sync, g.outer_momentum)
+      const hash = stateHash({ round: state.round, tokens: state.tokens, theta: g.theta_at_last_sync, momentum: g.outer_momentum })
       if (hash !== Buffer.from(manifest.stateHash).toString('hex') || (init.stateHash !== undefined && hash !== init.stateHash)) {
         init.onOffence?.(peer, 'replica state does not hash as announced')
         throw new StateSyncError(`its shared state hashes to ${hash}, not as announced`)

@@ -22,6 +22,12 @@ export interface OuterState {
   error: Float32Array
   /** Rounds completed. */
   round: number
+  /**
+   * Tokens the stage trained through the last round: the sum of every round's contributions, so
+   * the same on every member. A replica's schedule position is this over the tokens of one step,
+   * plus its own steps since (see AveragingService), as one machine's would be at those tokens.
+   */
+  tokens: number
 }
 
 /** The stage this node serves. */
@@ -175,12 +181,13 @@ export class StageHost extends EventTarget {
   /** The served stage's state groups, the engine's taken between its calls. */
   async state (served: ServedStage): Promise<StageState> {
     const { weights, m, v, step } = await served.engine.snapshot()
-    const { theta, momentum, error, round } = served.outer
+    const { theta, momentum, error, round, tokens } = served.outer
     return {
       runId: this.components.runId,
       stage: served.stage,
       step,
       round,
+      tokens,
       layoutHash: served.engine.params.hash,
       groups: { weights, 'adamw.m': m, 'adamw.v': v, theta_at_last_sync: theta.slice(), outer_momentum: momentum.slice(), error_feedback: error.slice() }
     }
@@ -207,7 +214,7 @@ export class StageHost extends EventTarget {
     const served: ServedStage = {
       stage,
       engine,
-      outer: { theta: engine.weights.slice(), momentum: new Float32Array(size), error: new Float32Array(size), round: 0 },
+      outer: { theta: engine.weights.slice(), momentum: new Float32Array(size), error: new Float32Array(size), round: 0, tokens: 0 },
       syncedTokens: 0,
       savedStep: 0,
       savedRound: 0
@@ -266,6 +273,7 @@ export async function applyStageState (served: ServedStage, state: StageState): 
   served.outer.momentum.set(g.outer_momentum)
   served.outer.error.set(g.error_feedback)
   served.outer.round = state.round
+  served.outer.tokens = state.tokens
   served.syncedTokens = served.engine.steppedTokens
   served.savedStep = state.step
   served.savedRound = state.round

@@ -54,6 +54,8 @@ export interface StageStateTag {
   step: number
   /** Averaging rounds completed: theta_at_last_sync is the result of round `round`. */
   round: number
+  /** Tokens the stage trained through round `round`, summed over its members: the replicas' common schedule position. */
+  tokens: number
   layoutHash: string
 }
 
@@ -136,6 +138,7 @@ export function decodeStageState (bytes: Uint8Array, what: string, expect: { run
   if (typeof tag !== 'object' || tag === null || typeof tag.runId !== 'string' || !isCount(tag.stage) || !isCount(tag.step) || !isCount(tag.round) || typeof tag.layoutHash !== 'string') {
     throw new CheckpointError(`${what}: bad stage state metadata`)
   }
+  if (!isCount(tag.tokens)) throw new CheckpointError(`${what}: no count of the stage's tokens (a stage state of an older swarmtrain?)`)
   if (tag.runId !== expect.runId || tag.stage !== expect.stage) throw new CheckpointError(`${what}: a state of run ${tag.runId} stage ${tag.stage}, not run ${expect.runId} stage ${expect.stage}`)
   if (tag.layoutHash !== expect.layout.hash) throw new CheckpointError(`${what}: parameter layout ${tag.layoutHash} differs from this stage's ${expect.layout.hash}`)
   if (tensors.size !== stageGroups.length) throw new CheckpointError(`${what}: ${tensors.size} groups, expected ${stageGroups.join(', ')}`)
@@ -146,8 +149,8 @@ export function decodeStageState (bytes: Uint8Array, what: string, expect: { run
     if (data.length !== expect.layout.size) throw new CheckpointError(`${what}: group ${name} has ${data.length} values, the stage has ${expect.layout.size}`)
     groups[name] = data
   }
-  const { runId, stage, step, round, layoutHash } = tag
-  return { runId, stage, step, round, layoutHash, groups }
+  const { runId, stage, step, round, tokens, layoutHash } = tag
+  return { runId, stage, step, round, tokens, layoutHash, groups }
 }
 
 /** Writes a stage state to `path`, atomically. */
@@ -155,12 +158,12 @@ export async function saveStageCheckpoint (path: string, state: StageState): Pro
   await writeFileAtomic(path, safetensorsParts(...stageStateFile(state)))
 }
 
-/** Reads a stage checkpoint; undefined if there is none, a CheckpointError or SafetensorsError naming the damage otherwise. */
 /** A stage state's weights by parameter name (views into its weights group). */
 export function stageWeights (state: StageState, layout: ParamLayout): Map<string, Float32Array> {
   return new Map(layout.slots.map(slot => [slot.name, layout.view(state.groups.weights, slot)]))
 }
 
+/** Reads a stage checkpoint; undefined if there is none, a CheckpointError or SafetensorsError naming the damage otherwise. */
 export async function readStageCheckpoint (path: string, expect: { runId: string, stage: number, layout: ParamLayout }): Promise<StageState | undefined> {
   let bytes: Uint8Array
   try {

@@ -192,16 +192,16 @@ export class StageEngine extends EventTarget {
   }
 
   /**
-   * A copy of the weights (into `into`, if given) and the tokens stepped on so far, taken between
-   * calls (an averaging round's snapshot): ahead of the queued calls, which the round would
-   * otherwise wait out.
+   * A copy of the weights (into `into`, if given), the tokens stepped on so far and the steps,
+   * taken between calls (an averaging round's snapshot): ahead of the queued calls, which the
+   * round would otherwise wait out.
    */
-  weightsSnapshot (into?: Float32Array): Promise<{ weights: Float32Array, steppedTokens: number }> {
+  weightsSnapshot (into?: Float32Array): Promise<{ weights: Float32Array, steppedTokens: number, steps: number }> {
     if (into !== undefined && into.length !== this.weights.length) throw new TensorError(`a snapshot of ${this.weights.length} weights does not fit in ${into.length}`)
     return this.host.exclusive(() => {
       const weights = into ?? new Float32Array(this.weights.length)
       weights.set(this.weights)
-      return { weights, steppedTokens: this.steppedTokens }
+      return { weights, steppedTokens: this.steppedTokens, steps: this.adam.step }
     }, { urgent: true })
   }
 
@@ -222,16 +222,17 @@ export class StageEngine extends EventTarget {
 
   /**
    * Changes the weights in place between calls (e.g. an outer averaging step), keeping the
-   * optimizer's state; `step`, if given, moves the schedule there (a replica adopting the stage's).
+   * optimizer's state; `schedule`, if given, moves the schedule from the steps taken to the
+   * position it returns (a replica adopting the stage's progress).
    * Once no microbatch holds the weights (`hold`), it goes ahead of the queued calls: they then
    * run on the averaged weights, and the round ends sooner. `lazy` waits for the holders to end
    * on their own (by the replica's next step) instead of stopping new ones: for an update that
    * may land a little later, such as adding a round's result, which commutes with the steps.
    */
-  updateWeights (fn: (weights: Float32Array) => void, options: { step?: number, lazy?: boolean } = {}): Promise<void> {
+  updateWeights (fn: (weights: Float32Array) => void, options: { schedule?: (steps: number) => number, lazy?: boolean } = {}): Promise<void> {
     return this.gate.change(async () => await this.host.exclusive(() => {
       fn(this.weights)
-      if (options.step !== undefined) this.adam.step = options.step
+      if (options.schedule !== undefined) this.adam.step = Math.max(0, options.schedule(this.adam.step))
     }, { writes: true, urgent: true }), { lazy: options.lazy })
   }
 
