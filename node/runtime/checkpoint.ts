@@ -3,8 +3,8 @@
 // everything needed to continue bit-exactly (model, optimizer config, step, seed, data source,
 // sampler state); parameters are keyed by name, so it loads into any stage split of the same
 // model. A stage checkpoint holds the one stage a daemon serves as named state groups (flat
-// vectors in the stage's ParamLayout), tagged with run, stage, step, round and layout hash:
-// the same bytes state sync streams to a replica that joins the stage.
+// vectors in the stage's ParamLayout), tagged with run, stage, step, round, the stage's tokens
+// and layout hash: the same bytes state sync streams to a replica that joins the stage.
 import { mkdir, readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UserError } from '../errors.js'
