@@ -50,8 +50,6 @@ export interface StageServiceInit {
   maxPending?: number
   /** This node's peer id: a route through it again is a loop. */
   self?: string
-  /** How long a TRAIN call waits for its replica's step to make room before BUSY, ms (default STAGE_ADMISSION_TIMEOUT_MS). */
-  admissionTimeoutMs?: number
 }
 
 /** What a TRAIN from some stage on returned: the loss, that stage's input gradient, and what every hop did. */
@@ -171,7 +169,7 @@ export class StageService {
     this.replicas = components.replicas ?? (() => 1)
     this.next = components.next
     this.log = (components.logger ?? defaultLogger()).forComponent('swarmtrain:pipeline:service')
-    this.init = { ...init, concurrency: init.concurrency ?? 1, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1, maxPending: init.maxPending ?? 32, self: init.self ?? '', admissionTimeoutMs: init.admissionTimeoutMs ?? STAGE_ADMISSION_TIMEOUT_MS }
+    this.init = { ...init, concurrency: init.concurrency ?? 1, maxQueue: init.maxQueue ?? 16, slowdown: init.slowdown ?? 1, maxPending: init.maxPending ?? 32, self: init.self ?? '' }
   }
 
   load (): StageLoad {
@@ -274,19 +272,13 @@ export class StageService {
    * the step itself does when the share is not a whole number of microbatches.
    */
   private async admit (tokens: number): Promise<void> {
-    const deadline = performance.now() + this.init.admissionTimeoutMs
+    const deadline = performance.now() + STAGE_ADMISSION_TIMEOUT_MS
     while (this.admitted > 0 && this.admitted >= this.share()) {
-      if (performance.now() >= deadline) throw new BusyError(`no step in ${this.init.admissionTimeoutMs / 1000} s, and this replica's share of it is taken`)
+      if (performance.now() >= deadline) throw new BusyError(`no step in ${STAGE_ADMISSION_TIMEOUT_MS / 1000} s, and this replica's share of it is taken`)
       this.maybeStep() // the share shrinks when a replica joins, with nothing left in flight to step
       await new Promise<void>(resolve => {
-        const wake = (): void => { clearTimeout(timer); resolve() }
-        // A recheck leaves the waiters: a stale one would count in the queue the registry publishes.
-        const timer = setTimeout(() => {
-          const at = this.admissionWaiters.indexOf(wake)
-          if (at >= 0) this.admissionWaiters.splice(at, 1)
-          resolve()
-        }, STAGE_ADMISSION_RECHECK_MS)
-        this.admissionWaiters.push(wake)
+        const timer = setTimeout(resolve, STAGE_ADMISSION_RECHECK_MS)
+        this.admissionWaiters.push(() => { clearTimeout(timer); resolve() })
       })
     }
     this.admitted += tokens
