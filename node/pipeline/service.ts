@@ -276,6 +276,10 @@ export class StageService {
     while (this.admitted > 0 && this.admitted >= this.share()) {
       if (performance.now() >= deadline) throw new BusyError(`no step in ${STAGE_ADMISSION_TIMEOUT_MS / 1000} s, and this replica's share of it is taken`)
       this.maybeStep() // the share shrinks when a replica joins, with nothing left in flight to step
+      // Known and kept for now: a recheck leaves its waiter behind until the next step, so a call
+      // that waits adds one to the published queue length every recheck. That steers calls to a
+      // replica with room; removing it cost the sparse swarm 2-3% (docs/BENCHMARKS.md, session
+      // 15) until a deliberate "share full" signal replaces it.
       await new Promise<void>(resolve => {
         const timer = setTimeout(resolve, STAGE_ADMISSION_RECHECK_MS)
         this.admissionWaiters.push(() => { clearTimeout(timer); resolve() })
