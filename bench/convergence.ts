@@ -1,5 +1,6 @@
-// npm run bench -- convergence [--json] [--steps N] [--modes a,b] [--quick]: does the swarm learn
-// like one machine? Every mode trains the default model on the bundled corpus from the same
+// npm run bench -- convergence [--json] [--steps N] [--modes a,b|all] [--quick]: does the swarm
+// learn like one machine? The study (the default) runs local, dense, sparse and churn; --modes
+// names others, and `all` runs every mode. Every mode trains the default model on the bundled corpus from the same
 // initial weights, on the same microbatches in the same order, for the same number of tokens, and
 // reports validation loss against tokens (the same fixed validation windows), the final loss and
 // its ratio to `local`, and training tokens/s.
@@ -23,7 +24,8 @@
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
 // default convergence.svg). --inner-steps N sets the averaging modes' steps per round and
-// --every-step-until N the step until which they average after every step (defaults: the
+// --every-step-until N the step until which they average after every step, --every-step-density D
+// and --topk-density D the top-k density of those rounds and of the later ones (defaults: the
 // manifest's); --batch-size, --microbatches, --weight-versions and --in-flight the schedule's.
 import { availableParallelism } from 'node:os'
 import { loadBrown, type Corpus } from '../node/data/corpus.js'
@@ -35,7 +37,7 @@ import { trainLocal } from '../node/training/local.js'
 import type { OptimizerConfig } from '../node/runtime/optimizer-config.js'
 import { LoopbackSwarm } from './lib/loopback-swarm.js'
 import { defaultWire, wireDTypes, type WireDType } from '../node/pipeline/activations.js'
-import { intOption, parse } from '../node/cli/args.js'
+import { intOption, numberOption, parse } from '../node/cli/args.js'
 import { UsageError } from '../node/cli/errors.js'
 import { lossPlotSvg } from '../node/metrics/svg-plot.js'
 import { writeFileAtomic } from '../node/util/fs.js'
@@ -75,6 +77,9 @@ export const modes: Record<string, Mode | undefined> = {
   diloco: { name: 'diloco', latencyMs: 0, share: 1, diloco: { averaging: 'dense' } },
   'diloco-sparse': { name: 'diloco-sparse', latencyMs: 0, share: 1, diloco: { averaging: 'sparse' } }
 }
+
+/** What the benchmark runs by default: one machine, and the averaging swarm dense, sparse and under churn. */
+export const studyModes = ['local', 'dense', 'sparse', 'churn']
 
 export interface ConvergenceResult {
   mode: string
@@ -213,7 +218,7 @@ export async function run (args: string[]): Promise<void> {
   const { values } = parse(args, {
     json: { type: 'boolean' }, steps: { type: 'string' }, modes: { type: 'string' }, quick: { type: 'boolean' },
     'batch-size': { type: 'string' }, microbatches: { type: 'string' }, 'weight-versions': { type: 'string' }, 'in-flight': { type: 'string' },
-    plot: { type: 'string' }, 'inner-steps': { type: 'string' }, 'every-step-until': { type: 'string' }
+    plot: { type: 'string' }, 'inner-steps': { type: 'string' }, 'every-step-until': { type: 'string' }, 'every-step-density': { type: 'string' }, 'topk-density': { type: 'string' }
   })
   const manifest = defaultManifest()
   // Overrides of the manifest's schedule, to study it.
@@ -223,13 +228,16 @@ export async function run (args: string[]): Promise<void> {
   const inFlight = values['in-flight'] === undefined ? undefined : intOption('in-flight', values['in-flight'], 1, 1)
   for (const mode of Object.values(modes)) if (mode !== undefined && mode.inFlight === undefined) mode.inFlight = inFlight
   const steps = intOption('steps', values.steps, values.quick === true ? 60 : 600, 1)
-  const names = values.modes?.split(',') ?? ['local', ...Object.keys(modes)]
+  const names = values.modes === 'all' ? ['local', ...Object.keys(modes)] : values.modes?.split(',') ?? studyModes
   for (const name of names) if (name !== 'local' && modes[name] === undefined) throw new UsageError(`unknown mode '${name}' (local, ${Object.keys(modes).join(', ')})`)
   // The schedule ends with the run, as `train --local --steps N` would.
   const optimizer = { ...manifest.optimizer, totalSteps: steps }
   const setup: Setup = { model: manifest.model, optimizer, nStages: 3, corpus: await loadBrown(), steps, evalSteps: Math.max(1, Math.round(steps / 6)) }
   if (values['inner-steps'] !== undefined) setup.averaging = { innerSteps: intOption('inner-steps', values['inner-steps'], 1, 1) }
   if (values['every-step-until'] !== undefined) setup.averaging = { ...setup.averaging, everyStepUntil: intOption('every-step-until', values['every-step-until'], 0, 0) }
+  const density = (name: 'every-step-density' | 'topk-density'): number | undefined => values[name] === undefined ? undefined : numberOption(name, values[name], 0, 1 / manifest.averaging.chunkSize, 1)
+  const densities = { everyStepTopkDensity: density('every-step-density'), topkDensity: density('topk-density') }
+  for (const [key, value] of Object.entries(densities)) if (value !== undefined) setup.averaging = { ...setup.averaging, [key]: value }
   const results: ConvergenceResult[] = []
   for (const name of names) {
     const mode = modes[name]
