@@ -26,7 +26,7 @@ export interface AveragingSettings {
   everyStepUntil: number
   /**
    * Top-k density of those every-step rounds. One step's update is spread over far more values
-   * than fifty steps' accumulated one, and top-k at topkDensity holds most of it back.
+   * than fifty steps' accumulated one: at SparseLoCo's 64 of 4096 they hold most of it back.
    */
   everyStepTopkDensity: number
   /** 'sgd' (SparseLoCo: lr 1, no momentum) or 'nesterov' (DiLoCo: lr 0.7, momentum 0.9). */
@@ -36,7 +36,7 @@ export interface AveragingSettings {
   outerMomentum: number
   /** 'sparse': error-feedback top-k compression; 'dense': float32 pseudo-gradients (for comparison). */
   mode: 'sparse' | 'dense'
-  /** Fraction of each chunk's values sent (top-k density), e.g. 64/4096. */
+  /** Fraction of each chunk's values sent (top-k density) in the rounds after everyStepUntil. */
   topkDensity: number
   /** Elements per compression chunk (at most 4096: offsets are 12 bits). */
   chunkSize: number
@@ -67,9 +67,12 @@ export interface RunManifest {
 /** Run names: short, printable, usable in file names. */
 export const RUN_NAME = /^[\w.-]{1,64}$/
 
-// SparseLoCo's settings: 64 of every 4096 values, 2-bit, beta 0.95, outer SGD with lr 1; before
-// them, a round after every step with 256 of every 4096 values until the stage has taken 400
-// steps, which is when the default model, trained on one machine, has learned to use context.
+// SparseLoCo's compression (top-k in chunks of 4096, 2-bit values, beta 0.95, outer SGD with lr 1)
+// at 256 of every 4096 values: a round after every step until the stage has taken 400 steps,
+// which is when the default model, trained on one machine, has learned to use context, then every
+// 50 steps. Not SparseLoCo's 64 of 4096 in the later rounds: error feedback sends what a round
+// leaves over the rounds after it, and a run with few of them (4 in the benchmark's 600 steps)
+// never sends most of it (docs/BENCHMARKS.md).
 export const defaultAveraging: AveragingSettings = {
   innerSteps: 50,
   everyStepUntil: 400,
@@ -78,7 +81,7 @@ export const defaultAveraging: AveragingSettings = {
   outerLr: 1,
   outerMomentum: 0.9,
   mode: 'sparse',
-  topkDensity: 64 / 4096,
+  topkDensity: 256 / 4096,
   chunkSize: 4096,
   valueBits: 2,
   beta: 0.95,
