@@ -17,9 +17,9 @@
 //   churn                 `sparse`, with one replica SIGKILLed a third of the way in and a fresh
 //                         node joining at two thirds; the survivors drive the killed one's share
 //                         until then, so that every driver ends with the run
-//   diloco                the averaging modes' reference: 2 replicas of the whole model in this
-//                         process, each on half the batch, taking the mean of their weights at
-//                         the manifest's rounds (dense, outer SGD lr 1); no network or pipeline
+//   diloco                the averaging modes' reference: 2 replicas of the whole model (2 stages)
+//                         in this process, each on half the batch, taking the mean of their weights
+//                         at the manifest's rounds (dense, outer SGD lr 1); no network or pipeline
 //   diloco-sparse         the same with the manifest's compression (top-k + error feedback)
 // Depth-1 modes with latency are slow (every call waits out the round trip), so they run for a
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
@@ -81,6 +81,9 @@ export const modes: Record<string, Mode | undefined> = {
 /** What the benchmark runs by default: one machine, and the averaging swarm dense, sparse and under churn. */
 export const studyModes = ['local', 'dense', 'sparse', 'churn']
 
+/** Stages of the averaging modes (2 x 2 replicas in the swarm; the in-process reference too). */
+const swarmStages = 2
+
 export interface ConvergenceResult {
   mode: string
   tokens: number
@@ -129,11 +132,11 @@ export async function runLocal (s: Setup): Promise<ConvergenceResult> {
   return { mode: 'local', tokens, val_loss: curve[curve.length - 1][1], tokens_per_s: tokens / trainSeconds, curve }
 }
 
-/** DiLoCo in this process (bench/lib/diloco.ts), with the swarm modes' innerSteps. */
+/** DiLoCo in this process (bench/lib/diloco.ts), with the swarm modes' stages and averaging settings. */
 export async function runDiloco (s: Setup, mode: Mode): Promise<ConvergenceResult> {
   const started = performance.now()
   const { curve, rounds, bytesPerReplica } = await trainDiloco({
-    model: s.model, optimizer: s.optimizer, nStages: s.nStages, corpus: s.corpus, replicas: 2,
+    model: s.model, optimizer: s.optimizer, nStages: swarmStages, corpus: s.corpus, replicas: 2,
     averaging: { ...defaultManifest().averaging, ...s.averaging, mode: mode.diloco!.averaging },
     seed, evalEvery: s.evalSteps, evalBatches: Math.ceil(evalWindows / s.optimizer.batchSize), threads: s.threads
   })
@@ -144,7 +147,7 @@ export async function runDiloco (s: Setup, mode: Mode): Promise<ConvergenceResul
 /** 2 stages x 2 replicas of daemons, every replica driving, averaging as `mode` says. */
 export async function runAveragingSwarm (s: Setup, mode: Mode, onProgress?: (line: string) => void): Promise<ConvergenceResult> {
   const defaults = defaultManifest()
-  const manifest = { ...defaults, model: s.model, optimizer: s.optimizer, nStages: 2, averaging: { ...defaults.averaging, ...s.averaging } }
+  const manifest = { ...defaults, model: s.model, optimizer: s.optimizer, nStages: swarmStages, averaging: { ...defaults.averaging, ...s.averaging } }
   const result = await runSwarm({
     manifest,
     averaging: mode.swarm!.averaging,
