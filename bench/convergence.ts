@@ -1,9 +1,9 @@
 // npm run bench -- convergence [--json] [--steps N] [--modes a,b|all] [--quick]: does the swarm
 // learn like one machine? The study (the default) runs local, dense, sparse and churn; --modes
-// names others, and `all` runs every mode. Every mode trains the default model on the bundled corpus from the same
-// initial weights, on the same microbatches in the same order, for the same number of tokens, and
-// reports validation loss against tokens (the same fixed validation windows), the final loss and
-// its ratio to `local`, and training tokens/s.
+// names others, and `all` runs every mode. Every mode trains the default model on the bundled
+// corpus from the same initial weights, on the same microbatches in the same order, for the same
+// number of tokens, and reports validation loss against tokens (the same fixed validation
+// windows), the final loss and its ratio to `local`, and training tokens/s.
 //   local                 train --local: the stages chained in this process, one microbatch at a time
 //   pipeline              3 stages x 1 replica on loopback libp2p, forwarded server to server, the driver's default (adaptive) depth
 //   pipeline-d1           the same, one microbatch in flight (reference)
