@@ -79,7 +79,7 @@ export const modes: Record<string, Mode | undefined> = {
 }
 
 /** What the benchmark runs by default: one machine, and the averaging swarm dense, sparse and under churn. */
-export const studyModes = ['local', 'dense', 'sparse', 'churn']
+const studyModes = ['local', 'dense', 'sparse', 'churn']
 
 /** Stages of the averaging modes (2 x 2 replicas in the swarm; the in-process reference too). */
 const swarmStages = 2
@@ -238,9 +238,9 @@ export async function run (args: string[]): Promise<void> {
   const setup: Setup = { model: manifest.model, optimizer, nStages: 3, corpus: await loadBrown(), steps, evalSteps: Math.max(1, Math.round(steps / 6)) }
   if (values['inner-steps'] !== undefined) setup.averaging = { innerSteps: intOption('inner-steps', values['inner-steps'], 1, 1) }
   if (values['every-step-until'] !== undefined) setup.averaging = { ...setup.averaging, everyStepUntil: intOption('every-step-until', values['every-step-until'], 0, 0) }
-  const density = (name: 'every-step-density' | 'topk-density'): number | undefined => values[name] === undefined ? undefined : numberOption(name, values[name], 0, 1 / manifest.averaging.chunkSize, 1)
-  const densities = { everyStepTopkDensity: density('every-step-density'), topkDensity: density('topk-density') }
-  for (const [key, value] of Object.entries(densities)) if (value !== undefined) setup.averaging = { ...setup.averaging, [key]: value }
+  const density = (name: 'every-step-density' | 'topk-density'): number => numberOption(name, values[name], 0, 1 / manifest.averaging.chunkSize, 1)
+  if (values['every-step-density'] !== undefined) setup.averaging = { ...setup.averaging, everyStepTopkDensity: density('every-step-density') }
+  if (values['topk-density'] !== undefined) setup.averaging = { ...setup.averaging, topkDensity: density('topk-density') }
   const results: ConvergenceResult[] = []
   for (const name of names) {
     const mode = modes[name]
