@@ -25,8 +25,9 @@
 // tenth of the tokens: they are there for their tokens/s. All curves go in one SVG (--plot FILE,
 // default convergence.svg). --inner-steps N sets the averaging modes' steps per round and
 // --every-step-until N the step until which they average after every step, --every-step-density D
-// and --topk-density D the top-k density of those rounds and of the later ones (defaults: the
-// manifest's); --batch-size, --microbatches, --weight-versions and --in-flight the schedule's.
+// and --topk-density D the top-k density of those rounds and of the later ones, --every-step-beta
+// B and --beta B their error feedback's decay (defaults: the manifest's); --batch-size,
+// --microbatches, --weight-versions and --in-flight the schedule's.
 import { availableParallelism } from 'node:os'
 import { loadBrown, type Corpus } from '../node/data/corpus.js'
 import { type AveragingSettings, defaultManifest } from '../node/manifest/manifest.js'
@@ -221,7 +222,7 @@ export async function run (args: string[]): Promise<void> {
   const { values } = parse(args, {
     json: { type: 'boolean' }, steps: { type: 'string' }, modes: { type: 'string' }, quick: { type: 'boolean' },
     'batch-size': { type: 'string' }, microbatches: { type: 'string' }, 'weight-versions': { type: 'string' }, 'in-flight': { type: 'string' },
-    plot: { type: 'string' }, 'inner-steps': { type: 'string' }, 'every-step-until': { type: 'string' }, 'every-step-density': { type: 'string' }, 'topk-density': { type: 'string' }
+    plot: { type: 'string' }, 'inner-steps': { type: 'string' }, 'every-step-until': { type: 'string' }, 'every-step-density': { type: 'string' }, 'topk-density': { type: 'string' }, beta: { type: 'string' }, 'every-step-beta': { type: 'string' }
   })
   const manifest = defaultManifest()
   // Overrides of the manifest's schedule, to study it.
@@ -241,6 +242,8 @@ export async function run (args: string[]): Promise<void> {
   const density = (name: 'every-step-density' | 'topk-density'): number => numberOption(name, values[name], 0, 1 / manifest.averaging.chunkSize, 1)
   if (values['every-step-density'] !== undefined) setup.averaging = { ...setup.averaging, everyStepTopkDensity: density('every-step-density') }
   if (values['topk-density'] !== undefined) setup.averaging = { ...setup.averaging, topkDensity: density('topk-density') }
+  if (values.beta !== undefined) setup.averaging = { ...setup.averaging, beta: numberOption('beta', values.beta, 0, 0, 1) }
+  if (values['every-step-beta'] !== undefined) setup.averaging = { ...setup.averaging, everyStepBeta: numberOption('every-step-beta', values['every-step-beta'], 0, 0, 1) }
   const results: ConvergenceResult[] = []
   for (const name of names) {
     const mode = modes[name]

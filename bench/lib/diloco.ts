@@ -14,7 +14,7 @@
 // What this loses against `train --local` at equal tokens is the algorithm's, not the swarm's.
 import { axpy, chunkCount, compress, decodeAccumulate, kForDensity, maxPayloadSize, type ValueBits } from '../../native/index.js'
 import type { AveragingSettings } from '../../node/manifest/manifest.js'
-import { roundDensity } from '../../node/averaging/trigger.js'
+import { roundCompression } from '../../node/averaging/trigger.js'
 import { stageLayout, type ModelConfig } from '../../node/model/index.js'
 import type { Corpus } from '../../node/data/corpus.js'
 import { BatchSampler, evenBatches } from '../../node/data/sampler.js'
@@ -74,7 +74,7 @@ export async function trainDiloco (init: DilocoInit): Promise<DilocoResult> {
         await Promise.all(stages.map(async e => await e.step()))
       }))
       if (step < averaging.everyStepUntil || step - lastRound >= averaging.innerSteps) {
-        for (let s = 0; s < init.nStages; s++) await outer[s].round(engines.map(stages => stages[s]), roundDensity(averaging, step))
+        for (let s = 0; s < init.nStages; s++) await outer[s].round(engines.map(stages => stages[s]), roundCompression(averaging, step))
         lastRound = step
         rounds++
       }
@@ -99,7 +99,7 @@ class OuterState {
     this.hints = Array.from({ length: replicas }, () => new Float32Array(chunkCount(weights.length, settings.chunkSize)))
   }
 
-  async round (replicas: StageEngine[], density: number): Promise<void> {
+  async round (replicas: StageEngine[], { density, beta }: { density: number, beta: number }): Promise<void> {
     const snapshots = await Promise.all(replicas.map(async e => (await e.weightsSnapshot()).weights))
     const n = this.theta.length
     const share = 1 / replicas.length
@@ -111,7 +111,7 @@ class OuterState {
       await Promise.all(replicas.map(async e => { await e.updateWeights(w => { w.set(mean) }) }))
       return
     }
-    const { chunkSize: chunk, valueBits, beta } = this.settings
+    const { chunkSize: chunk, valueBits } = this.settings
     const k = kForDensity(density, chunk)
     const out = new Uint8Array(maxPayloadSize(n, chunk, k, valueBits as ValueBits))
     const sent = new Float32Array(n)

@@ -40,7 +40,7 @@ import { aggregate } from './aggregate.js'
 import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
 import { TrainingSplit, type Training } from './training-split.js'
-import { everyStep, roundDensities, roundDensity, roundDue, roundTokens } from './trigger.js'
+import { everyStep, roundCompression, roundDensities, roundDue, roundTokens } from './trigger.js'
 import { AVERAGING_POLL_MS, ROUND_CHECKPOINT_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
@@ -463,8 +463,8 @@ export class AveragingService implements SwarmService, StageUser {
     } else if (settings.mode === 'dense') {
       payload = new Uint8Array(delta.buffer.slice(0))
     } else {
-      const k = kForDensity(roundDensity(settings, engine.steps), settings.chunkSize)
-      const size = await compressAsync(outer.error, delta, buffers.hints, buffers.compressed, { beta: settings.beta, chunk: settings.chunkSize, k, bits: settings.valueBits as ValueBits })
+      const { density, beta } = roundCompression(settings, engine.steps)
+      const size = await compressAsync(outer.error, delta, buffers.hints, buffers.compressed, { beta, chunk: settings.chunkSize, k: kForDensity(density, settings.chunkSize), bits: settings.valueBits as ValueBits })
       payload = buffers.compressed.slice(0, size)
     }
     const signed = await signContribution(scope, { privateKey, peerId: host.peerId }, tokens, settings.mode === 'dense', payload)

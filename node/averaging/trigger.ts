@@ -38,7 +38,7 @@ export function roundDue (t: RoundTrigger): boolean {
   return collective >= t.tokensPerRound
 }
 
-type Schedule = Pick<AveragingSettings, 'innerSteps' | 'everyStepUntil' | 'topkDensity' | 'everyStepTopkDensity'>
+type Schedule = Pick<AveragingSettings, 'innerSteps' | 'everyStepUntil' | 'topkDensity' | 'everyStepTopkDensity' | 'beta' | 'everyStepBeta'>
 
 /**
  * Tokens the stage's replicas train together between rounds, once they have taken `steps` inner
@@ -54,9 +54,11 @@ export function everyStep (settings: Schedule, steps: number, replicas: number):
   return steps < settings.everyStepUntil && replicas > 1
 }
 
-/** The top-k density of a contribution made after `steps` inner steps. */
-export function roundDensity (settings: Schedule, steps: number): number {
-  return steps < settings.everyStepUntil ? settings.everyStepTopkDensity : settings.topkDensity
+/** The top-k density and error-feedback decay of a contribution made after `steps` inner steps. */
+export function roundCompression (settings: Schedule, steps: number): { density: number, beta: number } {
+  return steps < settings.everyStepUntil
+    ? { density: settings.everyStepTopkDensity, beta: settings.everyStepBeta }
+    : { density: settings.topkDensity, beta: settings.beta }
 }
 
 /**

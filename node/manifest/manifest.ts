@@ -29,6 +29,12 @@ export interface AveragingSettings {
    * than fifty steps' accumulated one: at SparseLoCo's 64 of 4096 they hold most of it back.
    */
   everyStepTopkDensity: number
+  /**
+   * Error-feedback decay of those every-step rounds. A replica's weights keep what it has not
+   * sent, so the decay is also how fast its private drift (mostly its own data's noise) fades
+   * back to the stage's mean: per round, and a round here is one step, not fifty.
+   */
+  everyStepBeta: number
   /** 'sgd' (SparseLoCo: lr 1, no momentum) or 'nesterov' (DiLoCo: lr 0.7, momentum 0.9). */
   outerOptimizer: 'sgd' | 'nesterov'
   outerLr: number
@@ -72,11 +78,14 @@ export const RUN_NAME = /^[\w.-]{1,64}$/
 // which is when the default model, trained on one machine, has learned to use context, then every
 // 50 steps. Not SparseLoCo's 64 of 4096 in the later rounds: error feedback sends what a round
 // leaves over the rounds after it, and a run with few of them (4 in the benchmark's 600 steps)
-// never sends most of it (docs/BENCHMARKS.md).
+// never sends most of it. The every-step rounds decay their error feedback at 0.8, not 0.95: a
+// replica's unsent drift then fades over 5 steps rather than 20, and the sparse rounds end level
+// with dense ones where at 0.95 they ended 1.6% above (docs/BENCHMARKS.md).
 export const defaultAveraging: AveragingSettings = {
   innerSteps: 50,
   everyStepUntil: 400,
   everyStepTopkDensity: 256 / 4096,
+  everyStepBeta: 0.8,
   outerOptimizer: 'sgd',
   outerLr: 1,
   outerMomentum: 0.9,
@@ -138,7 +147,7 @@ const optimizerChecks: Check[] = Object.keys(defaultOptimizerConfig).map(key =>
   counts.has(key) ? [key, key === 'warmupSteps' ? 0 : 1, key === 'weightVersions' ? 64 : 1 << 30, true] : [key, 0, fractions.has(key) ? 1 : 1e6, false])
 // What the compression kernels accept (native/format.ts): chunks of up to 4096, 2 or 8 bits.
 const averagingChecks: Check[] = [
-  ['innerSteps', 1, 1 << 20, true], ['everyStepUntil', 0, 1 << 30, true], ['everyStepTopkDensity', 0, 1, false], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
+  ['innerSteps', 1, 1 << 20, true], ['everyStepUntil', 0, 1 << 30, true], ['everyStepTopkDensity', 0, 1, false], ['everyStepBeta', 0, 1, false], ['outerLr', 0, 10, false], ['outerMomentum', 0, 1, false],
   ['topkDensity', 0, 1, false], ['chunkSize', 1, MAX_CHUNK, true], ['valueBits', 2, 8, true],
   ['beta', 0, 1, false], ['roundTimeoutMs', 1000, 3_600_000, true]
 ]
