@@ -77,7 +77,10 @@ class Networks {
       await this.ns(gw, 'ip', 'route', 'add', 'default', 'via', `11.0.${i}.1`)
       await this.ns(home, 'ip', 'route', 'add', 'default', 'via', `10.${i}.0.1`)
       await this.ns(gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1')
-      // The home router: masquerade outgoing traffic, let in only what answers it.
+      // The home router: masquerade outgoing traffic, let in only what answers it, and drop
+      // unsolicited packets addressed to the router itself (as home routers do). Accepting
+      // them would let a peer's first hole-punching probe leave a conntrack entry on the very
+      // port the punch needs, and no punch would get through.
       const rules = join(dir, `gw${i}.nft`)
       writeFileSync(rules, [
         'table ip nat {',
@@ -91,6 +94,10 @@ class Networks {
         '    type filter hook forward priority filter; policy drop;',
         '    ct state established,related accept',
         `    iifname "stl${i}" accept`,
+        '  }',
+        '  chain input {',
+        '    type filter hook input priority filter; policy accept;',
+        `    iifname "stu${i}" ct state new drop`,
         '  }',
         '}'
       ].join('\n') + '\n')
