@@ -5,7 +5,8 @@
 // (circuit relay v2, with limits), a node behind NAT holds slots on two relays and announces
 // its relayed addresses, and DCUtR upgrades relayed connections to direct ones where the NATs
 // allow. Relayed connections are "limited": they carry identify, ping and DCUtR, never stage
-// calls or averaging (see README, "Volunteers behind NAT"). The guard caps connections and
+// calls or averaging (see README, "Volunteers behind NAT"). Public nodes answer STUN, so that
+// NATed peers can learn their NAT-mapped addresses (stun.ts). The guard caps connections and
 // stream rates per IP and per peer, and bans peers that keep offending.
 import { noise } from '@chainsafe/libp2p-noise'
 import { autoNATv2 } from '@libp2p/autonat-v2'
@@ -30,6 +31,7 @@ import { nodeLogger } from './logger.js'
 import { PeerGuard, type PeerGuardInit } from './guard.js'
 import { needsRelay, networkMonitor, type NetworkMonitor, type NetworkStatus } from './network.js'
 import { privateNetwork } from './pnet.js'
+import { stunResponder, type StunResponder } from './stun.js'
 
 const log = logger('swarmtrain:p2p')
 
@@ -43,6 +45,7 @@ export type HostServices = {
   autoNAT: unknown
   dcutr: unknown
   relay?: CircuitRelayService
+  stun?: StunResponder
 }
 
 /** How many relays a node behind NAT holds a slot on (one may go down). */
@@ -143,8 +146,8 @@ export async function createHost (init: HostInit): Promise<Host> {
       guard: () => guard,
       autoNAT: autoNATv2(),
       dcutr: dcutr(),
-      // A node behind NAT cannot be a relay: nobody outside could reach it.
-      ...(relayClient ? {} : { relay: circuitRelayServer({ reservations: relayLimits }) }),
+      // A node behind NAT can be neither a relay nor a STUN server: nobody outside could reach it.
+      ...(relayClient ? {} : { relay: circuitRelayServer({ reservations: relayLimits }), stun: stunResponder() }),
       dht: (components: KadDHTComponents) => throttleLonelyQueries(kadDHT({
         protocol: dhtProtocol(init.runId),
         logPrefix: 'swarmtrain:dht',
