@@ -1,11 +1,15 @@
-// The STUN Binding responder public nodes run for NATed peers.
+// The STUN Binding responder public nodes run for NATed peers' WebRTC, and how a NATed node
+// picks its STUN servers and the /webrtc address it upgrades through.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createSocket } from 'node:dgram'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../node/p2p/host.js'
 import { bindingResponse } from '../node/p2p/stun.js'
+import { stunServers, webrtcAddress } from '../node/p2p/webrtc.js'
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s/g, ''), 'hex'))
 /** RFC 5769's sample transaction id. */
@@ -78,6 +82,15 @@ test('a public host answers STUN on UDP at its TCP port; garbage gets no answer'
     socket.close()
     await host.stop()
   }
+})
+
+test('a NATed node asks its relays for STUN (their TCP ports), else its bootstrap peers; it upgrades through the relayed address', () => {
+  const peer = peerIdFromString('12D3KooWEfDKQCmfUeeM5NnPhoLCNe4Zkzn5Rnezpsm5wAB7uATx')
+  const relay = '/ip4/11.0.1.1/tcp/4001/p2p/12D3KooWCWXFRpqc5mcjDhtz6yUzbsBL64r4oMK9yWrZfdiRimGh'
+  const own = [multiaddr('/ip4/10.1.0.2/tcp/4001'), multiaddr(`${relay}/p2p-circuit/p2p/${peer}`), multiaddr(`${relay}/p2p-circuit/webrtc/p2p/${peer}`), multiaddr(`/ip6/2001:db8::1/tcp/7/p2p/${peer}/p2p-circuit/p2p/${peer}`)]
+  assert.equal(stunServers(own, ['/ip4/11.0.2.1/tcp/4002/p2p/x']), ['stun:11.0.1.1:4001', 'stun:[2001:db8::1]:7'])
+  assert.equal(stunServers([own[0]], ['/dns4/boot.example/tcp/4171/p2p/x', 'not an address', '/ip4/11.0.2.1/udp/9']), ['stun:boot.example:4171'])
+  assert.is(webrtcAddress(multiaddr(`${relay}/p2p-circuit/p2p/${peer}`), peer).toString(), `${relay}/p2p-circuit/webrtc/p2p/${peer}`)
 })
 
 test.run()

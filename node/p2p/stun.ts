@@ -2,7 +2,7 @@
 // a server outside its NAT to tell it which address and port its NAT maps it to (its
 // server-reflexive address), or WebRTC's ICE has only private candidates to offer and no hole
 // is punched. Every public swarmtrain node answers, so a run needs no STUN server of its own:
-// a NATed node asks the relays and bootstrap peers it knows anyway.
+// a NATed node asks the relays and bootstrap peers it knows anyway (see webrtc.ts).
 //
 // It answers on UDP at the same address and port number as each of the node's TCP listeners:
 // whoever knows a node's TCP address then knows its STUN server with no extra configuration or
