@@ -77,7 +77,10 @@ class Networks {
       await this.ns(gw, 'ip', 'route', 'add', 'default', 'via', `11.0.${i}.1`)
       await this.ns(home, 'ip', 'route', 'add', 'default', 'via', `10.${i}.0.1`)
       await this.ns(gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1')
-      // The home router: masquerade outgoing traffic, let in only what answers it.
+      // The home router: masquerade outgoing traffic, let in only what answers it, and drop
+      // unsolicited packets addressed to the router itself (as home routers do). Accepting
+      // them would let a peer's first hole-punching probe leave a conntrack entry on the very
+      // port the punch needs, and no punch would get through.
       const rules = join(dir, `gw${i}.nft`)
       writeFileSync(rules, [
         'table ip nat {',
@@ -91,6 +94,10 @@ class Networks {
         '    type filter hook forward priority filter; policy drop;',
         '    ct state established,related accept',
         `    iifname "stl${i}" accept`,
+        '  }',
+        '  chain input {',
+        '    type filter hook input priority filter; policy accept;',
+        `    iifname "stu${i}" ct state new drop`,
         '  }',
         '}'
       ].join('\n') + '\n')
@@ -145,7 +152,7 @@ async function waitUntil (what: string, timeoutMs: number, check: () => Promise<
 
 function networkLine (name: string, s: NodeStatus): string {
   const n = s.network
-  return `${name.padEnd(3)} ${n.reachability.padEnd(8)} direct ${String(n.direct).padStart(2)}  relayed ${String(n.relayed).padStart(2)}  relay-only peers ${n.relayedOnly.length}  relays holding a slot ${n.relays.length}${n.relayReservations === undefined ? '' : `  granted ${n.relayReservations}`}`
+  return `${name.padEnd(3)} ${n.reachability.padEnd(8)} direct ${String(n.direct).padStart(2)} (WebRTC ${n.webrtc.length})  relayed ${String(n.relayed).padStart(2)}  relay-only peers ${n.relayedOnly.length}  relays holding a slot ${n.relays.length}${n.relayReservations === undefined ? '' : `  granted ${n.relayReservations}`}`
 }
 
 export async function run (args: string[]): Promise<void> {
@@ -207,6 +214,9 @@ export async function run (args: string[]): Promise<void> {
     const joined = volunteers.filter(v => { const s = before.get(v); return s?.stage !== undefined && seenByB.has(v.daemon.peerId) && (driver(s)?.completed ?? 0) > 0 }).length
     const direct = volunteers.reduce((sum, v) => sum + (before.get(v)?.network.direct ?? 0), 0)
     const relayed = volunteers.reduce((sum, v) => sum + (before.get(v)?.network.relayed ?? 0), 0)
+    // The two volunteers meet through a relay; WebRTC should have punched through both NATs.
+    const [v1, v2] = volunteers
+    const volunteersDirect = (before.get(v1)?.network.webrtc ?? []).includes(v2.daemon.peerId) || (before.get(v2)?.network.webrtc ?? []).includes(v1.daemon.peerId)
 
     // Phase 2: kill relay A (a stage-1 replica and one of each volunteer's relays); B must carry on.
     const completedAtKill = volunteers.map(v => driver(before.get(v))?.completed ?? 0)
@@ -227,6 +237,7 @@ export async function run (args: string[]): Promise<void> {
       joined,
       direct_connections: direct,
       relayed_connections: relayed,
+      volunteers_direct: volunteersDirect,
       val_loss_first: mean(validations.map(v => v[0]).filter(x => x !== undefined)),
       val_loss_last: mean(validations.map(v => v[v.length - 1]).filter(x => x !== undefined)),
       survived_relay_kill: survived
@@ -234,7 +245,7 @@ export async function run (args: string[]): Promise<void> {
     if (json) console.log(JSON.stringify(result))
     else {
       for (const [i, v] of volunteers.entries()) say(`${v.name} validation losses: ${validations[i].map(x => x.toFixed(3)).join(' ')}`)
-      say(`joined ${joined}/2, volunteers' connections: ${direct} direct, ${relayed} relayed; validation loss ${result.val_loss_first.toFixed(3)} -> ${result.val_loss_last.toFixed(3)}; survived relay kill: ${survived}`)
+      say(`joined ${joined}/2, volunteers' connections: ${direct} direct, ${relayed} relayed; volunteers connected directly: ${volunteersDirect}; validation loss ${result.val_loss_first.toFixed(3)} -> ${result.val_loss_last.toFixed(3)}; survived relay kill: ${survived}`)
       say(JSON.stringify(result))
     }
   })

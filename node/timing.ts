@@ -139,3 +139,6 @@ export const GUARD_BAN_BASE_MS = 60_000
 export const GUARD_BAN_MAX_MS = 24 * 3600_000
 /** A lone node's outside DHT queries wait this long (see p2p/host.ts throttleLonelyQueries). */
 export const LONELY_QUERY_DELAY_MS = 1000
+/** After a failed WebRTC upgrade, a peer's next try waits this long, doubling per failure up to the maximum (p2p/webrtc.ts). */
+export const WEBRTC_RETRY_BASE_MS = 30_000
+export const WEBRTC_RETRY_MAX_MS = 10 * 60_000

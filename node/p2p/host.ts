@@ -3,10 +3,12 @@
 // connection monitor tuned to notice a hung peer within seconds. For volunteers behind NAT:
 // AutoNAT v2 tells each node whether the world can dial it, nodes with a public address relay
 // (circuit relay v2, with limits), a node behind NAT holds slots on two relays and announces
-// its relayed addresses, and DCUtR upgrades relayed connections to direct ones where the NATs
-// allow. Relayed connections are "limited": they carry identify, ping and DCUtR, never stage
-// calls or averaging (see README, "Volunteers behind NAT"). The guard caps connections and
-// stream rates per IP and per peer, and bans peers that keep offending.
+// its relayed addresses, and DCUtR tries to upgrade relayed connections to direct ones.
+// Relayed connections are "limited": they carry identify, ping, DCUtR and WebRTC signaling,
+// never stage calls or averaging (see README, "Volunteers behind NAT"). Two peers that meet
+// through a relay open a direct WebRTC connection where their NATs allow it (webrtc.ts);
+// public nodes answer STUN for that (stun.ts). The guard caps connections and stream rates per
+// IP and per peer, and bans peers that keep offending.
 import { noise } from '@chainsafe/libp2p-noise'
 import { autoNATv2 } from '@libp2p/autonat-v2'
 import { bootstrap } from '@libp2p/bootstrap'
@@ -18,6 +20,7 @@ import { kadDHT, passthroughMapper, type KadDHT, type KadDHTComponents, type Sel
 import { ping, type Ping } from '@libp2p/ping'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
+import { webRTC } from '@libp2p/webrtc'
 import { yamux } from '@libp2p/yamux'
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
 import type { Identify } from '@libp2p/identify'
@@ -30,6 +33,8 @@ import { nodeLogger } from './logger.js'
 import { PeerGuard, type PeerGuardInit } from './guard.js'
 import { needsRelay, networkMonitor, type NetworkMonitor, type NetworkStatus } from './network.js'
 import { privateNetwork } from './pnet.js'
+import { stunResponder, type StunResponder } from './stun.js'
+import { stunServers, webrtcUpgrade, type WebRTCUpgrade } from './webrtc.js'
 
 const log = logger('swarmtrain:p2p')
 
@@ -42,7 +47,9 @@ export type HostServices = {
   guard: PeerGuard
   autoNAT: unknown
   dcutr: unknown
+  webrtcUpgrade: WebRTCUpgrade
   relay?: CircuitRelayService
+  stun?: StunResponder
 }
 
 /** How many relays a node behind NAT holds a slot on (one may go down). */
@@ -50,7 +57,7 @@ const RELAY_SLOTS = 2
 
 /**
  * What a relay grants each slot. Relayed connections only carry connection setup (identify,
- * ping, DCUtR hole punching), so 1 MiB and 2 minutes per connection are plenty, and a stranger
+ * ping, DCUtR hole punching, WebRTC's SDP offers), so 1 MiB and 2 minutes per connection are plenty, and a stranger
  * cannot turn a volunteer's relay into a free pipe.
  */
 const relayLimits = {
@@ -120,13 +127,17 @@ export async function createHost (init: HostInit): Promise<Host> {
   const relayClient = needsRelay(init.listen)
   const guard = new PeerGuard(init.guard)
   const base = baseOptions(init)
-  const host = await createLibp2p({
+  // ICE asks for the STUN servers when each WebRTC connection starts, once the host exists.
+  let started: Host | undefined
+  const iceServers = (): Array<{ urls: string }> => stunServers(started?.getMultiaddrs() ?? [], init.bootstrap ?? []).map(urls => ({ urls }))
+  const host: Host = await createLibp2p({
     ...base,
     metrics: init.metrics,
-    transports: [...base.transports ?? [], circuitRelayTransport({ reservationConcurrency: RELAY_SLOTS })],
+    transports: [...base.transports ?? [], circuitRelayTransport({ reservationConcurrency: RELAY_SLOTS }), webRTC({ rtcConfiguration: () => ({ iceServers: iceServers() }) })],
     connectionGater: guard.gater,
     connectionManager: { ...base.connectionManager, ...connectionLimits },
-    addresses: { listen: [...init.listen, ...(relayClient ? Array(RELAY_SLOTS).fill('/p2p-circuit') : [])], announce: init.announce ?? [] },
+    // Behind NAT: relayed addresses, and their /webrtc twins for peers to upgrade through.
+    addresses: { listen: [...init.listen, ...(relayClient ? [...Array(RELAY_SLOTS).fill('/p2p-circuit'), '/webrtc'] : [])], announce: init.announce ?? [] },
     peerDiscovery: [
       ...(init.bootstrap ?? []).length > 0 ? [bootstrap({ list: init.bootstrap ?? [] })] : [],
       ...init.mdns === true ? [mdns({ serviceTag: mdnsServiceTag(init.runId) })] : []
@@ -143,8 +154,9 @@ export async function createHost (init: HostInit): Promise<Host> {
       guard: () => guard,
       autoNAT: autoNATv2(),
       dcutr: dcutr(),
-      // A node behind NAT cannot be a relay: nobody outside could reach it.
-      ...(relayClient ? {} : { relay: circuitRelayServer({ reservations: relayLimits }) }),
+      webrtcUpgrade: webrtcUpgrade({ dialTimeoutMs: init.dialTimeoutMs }),
+      // A node behind NAT can be neither a relay nor a STUN server: nobody outside could reach it.
+      ...(relayClient ? {} : { relay: circuitRelayServer({ reservations: relayLimits }), stun: stunResponder() }),
       dht: (components: KadDHTComponents) => throttleLonelyQueries(kadDHT({
         protocol: dhtProtocol(init.runId),
         logPrefix: 'swarmtrain:dht',
@@ -174,6 +186,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     })
   }
   guard.attach(host)
+  started = host
   return host
 }
 

@@ -6,6 +6,7 @@ import { isPrivate } from '@libp2p/utils'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { AddressManager, ConnectionManager } from '@libp2p/interface-internal'
 import type { GuardStats } from './guard.js'
+import { isWebRTC } from './webrtc.js'
 
 /**
  * public: AutoNAT confirmed one of its addresses from outside; private: all its own addresses
@@ -27,6 +28,8 @@ export interface NetworkStatus {
   relayed: number
   /** Peers this node reaches only through a relay (no direct connection yet). */
   relayedOnly: string[]
+  /** Peers with a direct WebRTC connection (counted in `direct`): met through a relay, then punched through. */
+  webrtc: string[]
   guard: GuardStats
 }
 
@@ -83,8 +86,9 @@ export class NetworkMonitor {
     const verified = own.filter(a => !isCircuit(a.multiaddr) && a.verified && isPrivate(a.multiaddr) !== true)
     const reachability: Reachability = verified.length > 0 ? 'public' : publicOwn.length === 0 ? 'private' : 'unknown'
     const connections = connectionManager.getConnections()
-    const relayed = connections.filter(c => isCircuit(c.remoteAddr))
-    const directPeers = new Set(connections.filter(c => !isCircuit(c.remoteAddr)).map(c => c.remotePeer.toString()))
+    // Not isCircuit(remoteAddr): a WebRTC connection's address names the relay it was set up through.
+    const relayed = connections.filter(c => !c.direct)
+    const directPeers = new Set(connections.filter(c => c.direct).map(c => c.remotePeer.toString()))
     const relayAddresses = addressManager.getAddresses().filter(isCircuit)
     return {
       reachability,
@@ -95,6 +99,7 @@ export class NetworkMonitor {
       direct: connections.length - relayed.length,
       relayed: relayed.length,
       relayedOnly: [...new Set(relayed.map(c => c.remotePeer.toString()))].filter(p => !directPeers.has(p)),
+      webrtc: [...new Set(connections.filter(c => c.direct && isWebRTC(c.remoteAddr)).map(c => c.remotePeer.toString()))],
       guard
     }
   }

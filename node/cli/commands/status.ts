@@ -52,7 +52,7 @@ function network (n: NodeStatus['network']): string {
   const relay = n.relays.length > 0 ? `  reachable via ${n.relays.length} relay(s)` : ''
   const relaying = n.relayReservations === undefined ? '' : `  relaying for ${n.relayReservations}`
   const guard = n.guard.strikes > 0 || n.guard.refusedConnections > 0 ? `  refused ${n.guard.refusedConnections} conns, ${n.guard.refusedStreams} streams, banned ${n.guard.banned.length}` : ''
-  return `network ${n.reachability}${relay}${relaying}  connections ${n.direct} direct, ${n.relayed} relayed${n.relayedOnly.length > 0 ? ` (${n.relayedOnly.length} peers relay-only)` : ''}${guard}`
+  return `network ${n.reachability}${relay}${relaying}  connections ${n.direct} direct${n.webrtc.length > 0 ? ` (${n.webrtc.length} peers over WebRTC)` : ''}, ${n.relayed} relayed${n.relayedOnly.length > 0 ? ` (${n.relayedOnly.length} peers relay-only)` : ''}${guard}`
 }
 
 export async function run (argv: string[]): Promise<number> {
