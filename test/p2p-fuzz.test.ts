@@ -1,8 +1,7 @@
-// Strangers attack a training node on every protocol at once, for a minute: garbage, huge length
-// prefixes, truncated varints, a message cut off mid-way, silent streams left open, and stream
-// floods, on the stage, info, manifest, DHT, averaging and state protocols, wave after wave of
-// fresh identities. The node must keep training through it, keep its memory bounded, and cut
-// the flooders off.
+// A stranger attacks a training node on every protocol at once: garbage, huge length prefixes,
+// truncated varints, a message cut off mid-way, silent streams left open, and stream floods, on
+// the stage, info, manifest and DHT protocols. The node must keep training, keep its memory
+// bounded, and cut the flooders off.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -29,23 +28,18 @@ const frames: Uint8Array[] = [
   new Uint8Array([...varint(3), 0x0a, 0xff, 0xff]) // an undecodable message
 ]
 
-type Attacker = Awaited<ReturnType<typeof createClientHost>>
-
 function rssBytes (pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find(l => l.startsWith('VmRSS:')) ?? ''
   return Number(/(\d+)/.exec(line)?.[1] ?? 0) * 1024
 }
 
-/** How long the attack goes on: waves of fresh attackers until then. */
-const ATTACK_MS = 60_000
-
 async function completed (swarm: TestSwarm, node: NodeProcess): Promise<number> {
   return (await swarm.pipeline(node)).driver?.completed ?? 0
 }
 
-test('a minute of garbage, silent streams and floods on every protocol: the node trains on, memory bounded', async () => {
+test('garbage, silent streams and floods on every protocol: the node trains on, memory bounded', async () => {
   const swarm = new TestSwarm()
-  const attackers: Attacker[] = []
+  const attackers: Array<Awaited<ReturnType<typeof createClientHost>>> = []
   try {
     const dir = await swarm.init('victim', ['--stages', '1', '--d-model', '32', '--layers', '1', '--heads', '2', '--seq-len', '32', '--batch-size', '4'])
     const victim = await swarm.start('victim', dir, ['--capacity', '1000', '--threads', '1', '--eval-every', '0'])
@@ -57,22 +51,12 @@ test('a minute of garbage, silent streams and floods on every protocol: the node
     const protocols = [stageProtocol(runId), infoProtocol(runId), manifestProtocol(runId), dhtProtocol(runId), averageProtocol(runId), stateProtocol(runId)]
     const silent: Stream[] = []
     let refused = 0
-    // A stream the node (or its guard, once an attacker is banned) refuses is what it should do.
-    const dial = async (attacker: Attacker, protocol: string, maxOutboundStreams?: number): Promise<Stream | undefined> => {
-      try {
-        return await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000), maxOutboundStreams })
-      } catch {
-        refused++
-        return undefined
-      }
-    }
-    const attack = async (protocol: string): Promise<void> => {
-      // A fresh identity per protocol and wave: strangers cost nothing, and the flood gets each one banned.
+    await Promise.all(protocols.map(async protocol => {
+      // A fresh identity per protocol: strangers cost nothing, and the flood gets each one banned.
       const attacker = await createClientHost({ privateKey: await generateKeyPair('Ed25519') })
       attackers.push(attacker)
       for (const bytes of frames) {
-        const stream = await dial(attacker, protocol)
-        if (stream === undefined) continue
+        const stream = await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000) })
         stream.send(bytes)
         await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
         // Whatever comes back (an error reply, a reset, or nothing: a half-closed stream may linger).
@@ -80,31 +64,25 @@ test('a minute of garbage, silent streams and floods on every protocol: the node
         await Promise.race([drained, new Promise(resolve => setTimeout(resolve, 1000))])
         stream.abort(new Error('done'))
       }
-      for (let i = 0; i < 8; i++) { const stream = await dial(attacker, protocol); if (stream !== undefined) silent.push(stream) }
+      for (let i = 0; i < 8; i++) silent.push(await attacker.dialProtocol(target, protocol, { signal: AbortSignal.timeout(15_000) }))
       // The floods: far more streams at once than libp2p lets a connection hold, then streams
       // opened and dropped in quick succession, far faster than the rate allows.
-      const held = await Promise.all(Array.from({ length: 100 }, async () => await dial(attacker, protocol, 1000)))
-      for (const stream of held) stream?.abort(new Error('flood'))
+      const open = (): { signal: AbortSignal, maxOutboundStreams: number } => ({ signal: AbortSignal.timeout(15_000), maxOutboundStreams: 1000 })
+      const held = await Promise.allSettled(Array.from({ length: 100 }, async () => await attacker.dialProtocol(target, protocol, open())))
+      refused += held.filter(r => r.status === 'rejected').length
+      for (const r of held) if (r.status === 'fulfilled') r.value.abort(new Error('flood'))
       for (let batch = 0; batch < 30; batch++) {
-        await Promise.all(Array.from({ length: 20 }, async () => { (await dial(attacker, protocol, 1000))?.abort(new Error('flood')) }))
+        const churn = await Promise.allSettled(Array.from({ length: 20 }, async () => { (await attacker.dialProtocol(target, protocol, open())).abort(new Error('flood')) }))
+        refused += churn.filter(r => r.status === 'rejected').length
       }
-    }
-    const started = performance.now()
-    let waves = 0
-    while (performance.now() - started < ATTACK_MS) {
-      await Promise.all(protocols.map(attack))
-      waves++
-    }
-    // Training went on during the attack, not only after it.
-    const doneDuring = await completed(swarm, victim)
-    assert.ok(doneDuring > doneBefore, `no microbatch completed during ${waves} waves of attack`)
+    }))
     const status = await swarm.status(victim)
     assert.ok(status.network.guard.strikes > 0, 'the floods cost strikes')
     assert.ok(status.network.guard.banned.length > 0, `flooders were banned: ${JSON.stringify(status.network.guard)}`)
     assert.ok(refused > 0, 'flood streams were refused')
     // Training goes on, during and after the attack.
-    const doneAfter = await waitFor('training to go on', 60_000, async () => { const n = await completed(swarm, victim); return n >= doneDuring + 5 ? n : undefined })
-    assert.ok(doneAfter >= doneDuring + 5)
+    const doneAfter = await waitFor('training to go on', 60_000, async () => { const n = await completed(swarm, victim); return n >= doneBefore + 5 ? n : undefined })
+    assert.ok(doneAfter >= doneBefore + 5)
     assert.is((await swarm.pipeline(victim)).driver?.failed, 0, 'no microbatch failed')
     const grown = rssBytes(victim.child.pid!) - rssBefore
     assert.ok(grown < 150 << 20, `memory grew by ${Math.round(grown / 2 ** 20)} MiB`)
