@@ -79,8 +79,9 @@ export const RUN_NAME = /^[\w.-]{1,64}$/
 // 50 steps. Not SparseLoCo's 64 of 4096 in the later rounds: error feedback sends what a round
 // leaves over the rounds after it, and a run with few of them (4 in the benchmark's 600 steps)
 // never sends most of it. The every-step rounds decay their error feedback at 0.8, not 0.95: a
-// replica's unsent drift then fades over 5 steps rather than 20, and the sparse rounds end level
-// with dense ones where at 0.95 they ended 1.6% above (docs/BENCHMARKS.md).
+// replica's unsent drift then fades over 5 steps rather than 20. In one process the sparse rounds
+// then end 0.5% below dense ones, where at 0.95 they ended 1.6% above; in the swarm of daemons,
+// 1.2% above (docs/BENCHMARKS.md).
 export const defaultAveraging: AveragingSettings = {
   innerSteps: 50,
   everyStepUntil: 400,

@@ -30,10 +30,8 @@ const MAX_STUN_SERVERS = 4
 function stunUrl (address: Multiaddr): string | undefined {
   const [ip, transport] = address.getComponents()
   if (transport?.name !== 'tcp' || ip?.value === undefined) return undefined
-  if (ip.name === 'ip4' || ip.name === 'dns4' || ip.name === 'dns') return `stun:${ip.value}:${transport.value}`
   if (ip.name === 'ip6') return `stun:[${ip.value}]:${transport.value}`
-  if (ip.name === 'dns6') return `stun:${ip.value}:${transport.value}`
-  return undefined
+  return ['ip4', 'dns', 'dns4', 'dns6'].includes(ip.name) ? `stun:${ip.value}:${transport.value}` : undefined
 }
 
 /**
