@@ -15,7 +15,7 @@ import { Router } from '../node/pipeline/router.js'
 import { StageServer } from '../node/pipeline/server.js'
 import type { ChainResult, NextStage, StageCallLimits, StageCompute } from '../node/pipeline/service.js'
 import { TensorError, type FloatTensor, type Tensor, type TokenTensor } from '../node/runtime/tensor.js'
-import type { WeightsVersion } from '../node/runtime/stage-engine.js'
+import type { StepResult, WeightsVersion } from '../node/runtime/stage-engine.js'
 import { WeightsGate } from '../node/runtime/weights-gate.js'
 
 const D = 4
@@ -85,11 +85,12 @@ class FakeEngine implements StageCompute {
   readonly gate = new WeightsGate()
   async hold (): Promise<() => void> { return await this.gate.hold() }
 
-  async step (): Promise<{ lr: number, gradNorm: number }> {
+  async step (): Promise<StepResult> {
     return await this.gate.change(async () => {
       this.steps++
+      const tokens = this.accumulatedTokens
       this.accumulatedTokens = 0
-      return { lr: 0, gradNorm: 0 }
+      return { lr: 0, gradNorm: 0, tokens }
     })
   }
 }
@@ -418,6 +419,39 @@ test('TRAIN calls beyond the replica\'s share of a step wait for the step, and n
   assert.is(decodeResponse((await lp.read()).subarray()).id, 5)
   await settle()
   assert.equal([engine.steps, engine.backwardsAt.map(v => v?.version)], [2, [0, 0, 1, 1]])
+})
+
+test('a share that shrinks while a step waits for its holders: the step frees the room of every backward it took', async () => {
+  const hops: Array<{ done: (r: ChainResult) => void }> = []
+  const next: NextStage = { hop: async () => await new Promise(resolve => hops.push({ done: resolve })) }
+  const engine = new FakeEngine(0)
+  // Alone, the replica admits a whole step (8 tokens, four calls of 2); then a second replica
+  // becomes ready and its share is 4. The step the first two backwards call for waits for the
+  // other two calls, which hold the weights, and takes all four backwards.
+  let replicas = 1
+  const peer = new FakePeer(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), engine, { stepTokens: 8, replicas: () => replicas }, next)
+  await peer.server.start()
+  const lp = lpStream(await peer.accept())
+  const x = encodeTokens(tokens([3, 4]))
+  const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const train = async (id: number): Promise<void> => { await lp.write(StageRequest.encode({ id, stage: 0, kind: StageRequest.Kind.TRAIN, x, targets: x, route: [other], replyDtype: DType.F16 })) }
+  const settle = async (): Promise<void> => { for (let i = 0; i < 20; i++) await new Promise(resolve => setTimeout(resolve, 1)) }
+  const gy = (): ChainResult => ({ loss: 1, gx: { data: new Float32Array(2 * D), shape: [1, 2, D] }, hops: [] })
+  for (let id = 1; id <= 4; id++) await train(id)
+  await settle()
+  assert.is(hops.length, 4, 'alone, the replica admits the whole step')
+  replicas = 2
+  for (const hop of hops) hop.done(gy())
+  for (let id = 1; id <= 4; id++) decodeResponse((await lp.read()).subarray())
+  await settle()
+  assert.is(engine.steps, 1, 'one step took the four backwards')
+  // Its room is free: before, the step gave back only the tokens counted when it was called
+  // (its first share), and the replica admitted nothing more until the admission timeout.
+  await train(5)
+  await settle()
+  assert.is(hops.length, 5, 'the next call was admitted')
+  hops[4].done(gy())
+  assert.is(decodeResponse((await lp.read()).subarray()).id, 5)
 })
 
 test('a backward goes to the replica that computed its forward', async () => {

@@ -19,7 +19,7 @@ import type { StageCompute } from '../node/pipeline/service.js'
 import { newSwarmKey } from '../node/p2p/keys.js'
 import { privateNetwork } from '../node/p2p/pnet.js'
 import type { FloatTensor, Tensor } from '../node/runtime/tensor.js'
-import type { WeightsVersion } from '../node/runtime/stage-engine.js'
+import type { StepResult, WeightsVersion } from '../node/runtime/stage-engine.js'
 
 const D = 64
 const SEQ = 512
@@ -65,7 +65,7 @@ class KeepingEngine implements StageCompute {
   async backwardAt (): Promise<{ version: WeightsVersion }> { throw new Error('not used') }
   async loss (): Promise<number> { throw new Error('not used') }
   async lossBackward (): Promise<{ loss: number }> { throw new Error('not used') }
-  async step (): Promise<{ lr: number, gradNorm: number }> { throw new Error('not used') }
+  async step (): Promise<StepResult> { throw new Error('not used') }
   async hold (): Promise<() => void> { return () => {} }
 }
 

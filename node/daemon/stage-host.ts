@@ -10,7 +10,7 @@ import type { RunManifest } from '../manifest/manifest.js'
 import { stageLayout } from '../model/index.js'
 import type { StageRegistry } from '../registry/registry.js'
 import { readStageCheckpoint, saveStageCheckpoint, stageCheckpointPath, type StageState } from '../runtime/checkpoint.js'
-import { StageEngine } from '../runtime/stage-engine.js'
+import { StageEngine, type StepResult } from '../runtime/stage-engine.js'
 
 
 /** The averaging state of a replica, in the engine's ParamLayout. */
@@ -139,7 +139,7 @@ export class StageHost extends EventTarget {
    * One inner step of the served engine (what the stage server calls once its share of the
    * stage's batch has accumulated); counts its tokens toward the next round and emits `step`.
    */
-  async step (engine: StageEngine, gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
+  async step (engine: StageEngine, gradNorm?: number): Promise<StepResult> {
     const before = engine.steppedTokens
     const served = this.current
     const result = await engine.step(gradNorm)

@@ -368,11 +368,13 @@ export class StageService {
    * replica as many as the run's schedule has. The engine runs the step between calls.
    */
   private maybeStep (): void {
-    const tokens = this.engine.accumulatedTokens
-    if (this.stepping || tokens < this.share()) return
+    if (this.stepping || this.engine.accumulatedTokens < this.share()) return
     this.stepping = true
+    // The step waits for the calls holding the weights, whose backwards it takes too: it frees
+    // the room of every token it took, or the room of those backwards would stay taken for good
+    // once the share shrank meanwhile (a replica became ready), and nothing more was admitted.
     this.engine.step().then(
-      () => {
+      ({ tokens }) => {
         this.stats.steps++
         this.admitted = Math.max(0, this.admitted - tokens)
       },

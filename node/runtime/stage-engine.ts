@@ -40,6 +40,13 @@ export interface OptimizerState {
   v: Float32Array
 }
 
+/** An optimizer step: its learning rate, the gradient norm it clipped by, the tokens it stepped on. */
+export interface StepResult {
+  lr: number
+  gradNorm: number
+  tokens: number
+}
+
 /** A call may not carry more tokens than this (bounds the memory a peer can make us allocate). */
 export const maxCallTokens = 1 << 16
 
@@ -164,17 +171,19 @@ export class StageEngine extends EventTarget {
    * stage clips its own slice). Zeroes the accumulator. Returns the learning rate and the norm
    * used. All or nothing: if the update fails, weights, optimizer state and the accumulated
    * gradients are as they were. Like every weight change, it waits for the microbatches that
-   * hold the weights (`hold`).
+   * hold the weights (`hold`), so it may take more tokens than had accumulated when it was
+   * called: it returns the tokens it stepped on.
    */
-  step (gradNorm?: number): Promise<{ lr: number, gradNorm: number }> {
+  step (gradNorm?: number): Promise<StepResult> {
     return this.gate.change(async () => await this.host.exclusive(async () => {
       if (this.tokens === 0) throw new Error('step without accumulated gradients')
       const norm = gradNorm ?? Math.sqrt(await sumSquaresAsync(this.grads)) / this.tokens
       const lr = await this.adam.update(this.weights, this.grads, clipFactor(norm, this.optimizer.clipNorm) / this.tokens)
-      this.steppedTokens += this.tokens
+      const tokens = this.tokens
+      this.steppedTokens += tokens
       this.grads.fill(0)
       this.tokens = 0
-      return { lr, gradNorm: norm }
+      return { lr, gradNorm: norm, tokens }
     }, { writes: true }))
   }
 
