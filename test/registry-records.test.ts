@@ -1,6 +1,6 @@
 // Info records: readers accept only signed, unexpired, well-formed records of their run, and
 // so does every DHT node that is asked to store one; a peer that hands out a bad record of its
-// own loses its connection, and after repeats is banned.
+// own loses its connection, and after repeats is banned. A node that becomes ready says so at once.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -155,6 +155,30 @@ test('a peer whose own record fails verification loses its connection each time,
     const refused = await a.host.dial(b.host.getMultiaddrs()[0]).then(() => undefined, (err: Error) => err)
     assert.instance(refused, Error, 'a banned peer was dialed')
   } finally {
+    await Promise.all([a, b].map(async h => { await h.host.stop() }))
+  }
+})
+
+test('a readiness change is served at once, not at the next refresh', async () => {
+  const dht = registryDhtConfig(runId, 3)
+  const [a, b] = await Promise.all([0, 1].map(async () => {
+    const { key } = await identity()
+    return { key, host: await createHost({ privateKey: key, runId, listen: ['/ip4/127.0.0.1/tcp/0'], ...dht }) }
+  }))
+  // Refreshes far apart: only update() can publish within the test.
+  const init = { runId, nStages: 3, recordTtlMs: 600_000, refreshMs: 300_000, queryTimeoutMs: 5000 }
+  const reader = new StageRegistry({ host: a.host, privateKey: a.key }, init)
+  const server = new StageRegistry({ host: b.host, privateKey: b.key }, init)
+  const readyInView = async (): Promise<boolean | undefined> => (await reader.refresh()).stages[1].peers.find(p => p.peerId === b.host.peerId.toString())?.ready
+  try {
+    await server.start()
+    await server.update({ stage: 1, ready: false })
+    await a.host.dial(b.host.getMultiaddrs()[0])
+    assert.is(await readyInView(), false)
+    await server.update({ ready: true })
+    assert.is(await readyInView(), true)
+  } finally {
+    await server.stop()
     await Promise.all([a, b].map(async h => { await h.host.stop() }))
   }
 })

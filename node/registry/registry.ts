@@ -136,17 +136,19 @@ export class StageRegistry {
   }
 
   /**
-   * Sets what this node announces; a stage change is signed and stored in the DHT at once,
-   * anything else with the next refresh. The pipeline reports queue length and served
-   * throughput here; averaging reports its round.
+   * Sets what this node announces; a stage change is signed and stored in the DHT at once, a
+   * readiness change signed at once (readers asking us get it), anything else with the next
+   * refresh. Routers call only ready replicas: a replica that became ready used to be skipped
+   * until its next refresh and then the readers' next one. The pipeline reports queue length and
+   * served throughput here; averaging reports its round.
    */
   async update (info: Partial<LocalInfo>): Promise<void> {
     const next = { stage: 0, throughput: 0, servedThroughput: 0, queueLength: 0, freeMemory: 0, round: 0, ready: false, tokensSinceSync: 0, stateHash: '', drivenTokens: 0, ...this.local, ...info }
     const moved = this.local?.stage !== next.stage
+    const toggled = this.local?.ready !== next.ready
     this.local = next
-    if (!moved) return
-    this.putAt = 0
-    await this.publish()
+    if (moved) this.putAt = 0
+    if (moved || toggled) await this.publish()
   }
 
   /**
