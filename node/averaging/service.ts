@@ -479,17 +479,22 @@ export class AveragingService implements SwarmService, StageUser {
     // Counted as sent from the start (so a member's own push that crosses ours is answered
     // without a copy of ours), and no longer if the push fails.
     this.pushedTo = { round, peers: new Set(members) }
+    // Members that refused ours: one that finished this round without us (it started before we
+    // were in its view) never sends its contribution, so waiting for it stalled this round for a
+    // third of the timeout, and the other member meanwhile for us, the laggard.
+    const refused = new Set<string>()
     const push = async (peer: string): Promise<void> => {
       this.pushedTo.peers.add(peer)
       const response = await this.request(peer, { stage: served.stage, round: BigInt(round), push: signed }, third, n)
       if (response?.ok !== true) this.pushedTo.peers.delete(peer)
+      if (response?.ok === false) refused.add(peer)
       // A member that had no contribution of ours sends its own back with its answer.
       if (response?.contribution !== undefined && !box.has(peer)) await this.accept(response.contribution, scope, peer).catch(() => {})
     }
     await Promise.all(members.map(push))
     // A member that could not take ours (still starting) but sent us its own since gets ours again.
     await Promise.all(members.filter(p => !this.pushedTo.peers.has(p) && box.has(p)).map(push))
-    await this.until(() => members.every(p => box.has(p)), third)
+    await this.until(() => members.every(p => box.has(p) || refused.has(p)), third)
     // Relays: ask the members we heard from for the contributions we miss.
     const missing = members.filter(p => !box.has(p))
     await Promise.all(missing.map(async wanted => {
