@@ -7,8 +7,8 @@
 //   local                 train --local: the stages chained in this process, one microbatch at a time
 //   pipeline              3 stages x 1 replica on loopback libp2p, forwarded server to server, the driver's default (adaptive) depth
 //   pipeline-d1           the same, one microbatch in flight (reference)
-//   pipeline-int8         `pipeline` with activations and gradients as int8 with a scale per row
-//                         on the wire (float16 is the default)
+//   pipeline-f16          `pipeline` with activations and gradients as float16 on the wire (the
+//                         default is int8 with a scale per row)
 //   pipeline-latency      `pipeline` with 100 ms added one way to every stage call (200 ms round trip)
 //   pipeline-latency-d1   the same at depth 1 (reference: what the latency costs without depth)
 //   dense                 a real swarm of daemons, 2 stages x 2 replicas, each replica driving a
@@ -69,7 +69,7 @@ export interface Mode {
 export const modes: Record<string, Mode | undefined> = {
   pipeline: { name: 'pipeline', latencyMs: 0, share: 1 },
   'pipeline-d1': { name: 'pipeline-d1', inFlight: 1, latencyMs: 0, share: 1 },
-  'pipeline-int8': { name: 'pipeline-int8', latencyMs: 0, share: 1, wire: 'int8' },
+  'pipeline-f16': { name: 'pipeline-f16', latencyMs: 0, share: 1, wire: 'f16' },
   'pipeline-latency': { name: 'pipeline-latency', latencyMs, share: 1 },
   'pipeline-latency-d1': { name: 'pipeline-latency-d1', inFlight: 1, latencyMs, share: 0.1 },
   dense: { name: 'dense', latencyMs: 0, share: 1, swarm: { averaging: 'dense' } },

@@ -20,7 +20,7 @@ export const pipelineCliOptions = {
 
 export const pipelineCliHelp = `pipeline:
   --no-drive          only serve this node's stage; do not train on this node's data
-  --wire f16|int8|f32 activation encoding on the wire (default f16)
+  --wire int8|f16|f32 activation encoding on the wire (default int8)
   --in-flight N       microbatches this node keeps in flight (default: adapts to latency and staleness)
   --max-microbatches N  stop driving after N microbatches (default: never)
   --eval-every N      validation loss every N microbatches (default 50)
@@ -53,10 +53,10 @@ export function pipelineOptionsFrom (values: PipelineCliValues): Omit<PipelineOp
   }
 }
 
-/** The `--wire` option (default f16). */
+/** The `--wire` option (default int8). */
 export function wireOption (value: string | undefined): WireDType {
   const wire = value ?? defaultWire
-  if (!Object.hasOwn(wireDTypes, wire)) throw new UsageError(`--wire must be f16, int8 or f32, got '${wire}'`)
+  if (!Object.hasOwn(wireDTypes, wire)) throw new UsageError(`--wire must be int8, f16 or f32, got '${wire}'`)
   return wire as WireDType
 }
 

