@@ -97,7 +97,7 @@ export const MAX_BYTES = {
   stateManifestOverhead: 4096
 } as const
 
-/** Largest averaging message for a stage of `params` values: a dense float32 payload plus overhead. */
-export function averageMessageLimit (params: number): number {
-  return 4 * params + MAX_BYTES.averageOverhead
+/** Largest averaging message whose contribution carries at most `payloadBytes` (the run's mode and densities decide). */
+export function averageMessageLimit (payloadBytes: number): number {
+  return payloadBytes + MAX_BYTES.averageOverhead
 }

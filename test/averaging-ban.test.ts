@@ -1,5 +1,5 @@
 // A peer that sends forged or corrupted contributions is refused each time with a clear error,
-// and banned after repeated offences; the node keeps serving.
+// and banned after repeated offences; an oversized message is cut off unread; the node keeps serving.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { averageProtocol } from '../protocols/ids.js'
 import { AverageRequest, AverageResponse } from '../protocols/averaging.js'
-import { signContribution } from '../node/averaging/contribution.js'
+import { largestPayload, signContribution } from '../node/averaging/contribution.js'
 import { averagingService, type AveragingStatus } from '../node/averaging/service.js'
 import { SwarmNode } from '../node/daemon/node.js'
 import { defaultManifest } from '../node/manifest/manifest.js'
@@ -55,6 +55,11 @@ test('forged and corrupted contributions are refused; the sender is banned after
     // A payload that is not a compressor payload (20 zero bytes), properly signed.
     const second = await send(honest)
     assert.ok(!(second instanceof Error) && !second.ok && /bad sparse payload/.test(second.error), String((second as AverageResponse).error ?? second))
+    // A sparse run reads messages against its densest sparse payload: a dense-sized one is cut
+    // off unread, where it used to be read whole and then refused.
+    const dense = await signContribution(scope, { privateKey: key, peerId: client.peerId }, 10, true, new Uint8Array(4 * params))
+    assert.ok(4 * params > 10 * largestPayload(params, manifest.averaging))
+    assert.instance(await send(dense), Error, 'the dense-sized message was cut off')
     await send(badSignature)
     const status = node.status().services.averaging as AveragingStatus
     assert.equal(status.banned, [client.peerId.toString()])

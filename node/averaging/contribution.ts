@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto'
 import { peerIdFromMultihash } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import * as Digest from 'multiformats/hashes/digest'
-import { kForDensity, payloadNorm, readHeader } from '../../native/index.js'
+import { kForDensity, maxPayloadSize, payloadNorm, readHeader, type ValueBits } from '../../native/index.js'
 import { roundDensities } from './trigger.js'
 import { Contribution, SignedContribution } from '../../protocols/averaging.js'
 import type { AveragingSettings } from '../manifest/manifest.js'
@@ -95,6 +95,12 @@ export async function verifyContribution (signed: SignedContribution, scope: Con
     checkPayload(c.dense, c.payload, scope)
   }
   return { sender: sender.toString(), tokens: Number(c.tokens), dense: c.dense, payload: c.payload, signed }
+}
+
+/** The largest payload the run's settings produce for a stage of `params` values: what a message may carry. */
+export function largestPayload (params: number, settings: AveragingSettings): number {
+  if (settings.mode === 'dense') return 4 * params
+  return Math.max(...roundDensities(settings).map(density => maxPayloadSize(params, settings.chunkSize, kForDensity(density, settings.chunkSize), settings.valueBits as ValueBits)))
 }
 
 /** The payload has the shape this run's settings produce for this stage (whole sparse payload checked). */

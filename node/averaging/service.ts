@@ -28,7 +28,7 @@ import { logger } from '@libp2p/logger'
 import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
 import type { Connection, Stream } from '@libp2p/interface'
-import { axpy, compressAsync, chunkCount, decodeAccumulateAsync, kForDensity, maxPayloadSize, type ValueBits } from '../../native/index.js'
+import { axpy, compressAsync, chunkCount, decodeAccumulateAsync, kForDensity, type ValueBits } from '../../native/index.js'
 import { AverageRequest, AverageResponse } from '../../protocols/averaging.js'
 import { averageMessageLimit, averageProtocol } from '../../protocols/ids.js'
 import type { SwarmComponents, SwarmService } from '../daemon/node.js'
@@ -37,10 +37,10 @@ import type { AveragingSettings } from '../manifest/manifest.js'
 import { MessageStream } from '../p2p/messages.js'
 import type { TrainedEvent } from '../runtime/stage-engine.js'
 import { aggregate } from './aggregate.js'
-import { ContributionError, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
+import { ContributionError, largestPayload, signContribution, verifyContribution, type ContributionScope, type VerifiedContribution } from './contribution.js'
 import { StateServer, adoptSharedState, fetchReplicaState, fetchStageState, stateHash, type ServedState } from './state-sync.js'
 import { TrainingSplit, type Training } from './training-split.js'
-import { everyStep, roundCompression, roundDensities, roundDue, roundTokens } from './trigger.js'
+import { everyStep, roundCompression, roundDue, roundTokens } from './trigger.js'
 import { AVERAGING_POLL_MS, ROUND_CHECKPOINT_MS } from '../timing.js'
 
 const log = logger('swarmtrain:averaging')
@@ -135,7 +135,6 @@ interface RoundBuffers {
 function roundBuffers (n: number, settings: AveragingSettings): RoundBuffers {
   const sparse = settings.mode === 'sparse'
   const { chunkSize } = settings
-  const largest = sparse ? Math.max(...roundDensities(settings).map(d => maxPayloadSize(n, chunkSize, kForDensity(d, chunkSize), settings.valueBits as ValueBits))) : 0
   return {
     snapshot: new Float32Array(n),
     delta: new Float32Array(n),
@@ -143,7 +142,7 @@ function roundBuffers (n: number, settings: AveragingSettings): RoundBuffers {
     momentum: new Float32Array(n),
     sum: new Float32Array(n),
     hints: new Float32Array(sparse ? chunkCount(n, chunkSize) : 0),
-    compressed: new Uint8Array(largest)
+    compressed: new Uint8Array(sparse ? largestPayload(n, settings) : 0)
   }
 }
 
@@ -671,6 +670,14 @@ export class AveragingService implements SwarmService, StageUser {
     for (const peer of this.stageRecords().map(p => p.peerId)) void this.request(peer, request, timeout, served.engine.params.size)
   }
 
+  /**
+   * Largest message of a stage of `params` values: a sparse run's messages are read against its
+   * densest payload, not a dense one: a length a stranger announces can claim only that much.
+   */
+  private messageLimit (params: number): number {
+    return averageMessageLimit(largestPayload(params, this.components.manifest.averaging))
+  }
+
   private banned (peer: string): boolean {
     return (this.offences.get(peer) ?? 0) >= BAN_AFTER
   }
@@ -702,7 +709,7 @@ export class AveragingService implements SwarmService, StageUser {
     const signal = AbortSignal.timeout(Math.max(1, Math.round(timeoutMs)))
     try {
       const stream = await this.components.host.dialProtocol(peerIdFromString(peer), this.protocol, { signal })
-      const messages = new MessageStream(stream, averageMessageLimit(params))
+      const messages = new MessageStream(stream, this.messageLimit(params))
       try {
         const bytes = AverageRequest.encode(request)
         this.bytesSent += bytes.length + varintLength(bytes.length)
@@ -728,7 +735,7 @@ export class AveragingService implements SwarmService, StageUser {
       stream.abort(new Error(served === undefined ? 'not serving a stage' : 'banned'))
       return
     }
-    const messages = new MessageStream(stream, averageMessageLimit(served.engine.params.size))
+    const messages = new MessageStream(stream, this.messageLimit(served.engine.params.size))
     const reply = async (response: Omit<AverageResponse, 'ok' | 'error'> & Partial<AverageResponse>): Promise<void> => {
       const bytes = AverageResponse.encode({ ok: true, error: '', ...response })
       this.bytesSent += bytes.length + varintLength(bytes.length)
