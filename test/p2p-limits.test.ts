@@ -1,6 +1,7 @@
 // The public-swarm limits: one address cannot hold more than its share of a node's sockets, a
 // peer that opens streams too fast loses its connection and, after repeats, is banned with a
-// growing backoff; and through it all the node keeps serving its real peers.
+// growing backoff; and through it all the node keeps serving its real peers. Strangers leave
+// nothing behind in the peer store.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -11,6 +12,9 @@ import type { Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createClientHost, createHost, type Host } from '../node/p2p/host.js'
 import { PeerGuard } from '../node/p2p/guard.js'
+import { guardRun } from '../node/p2p/peers.js'
+import { infoProtocol } from '../protocols/ids.js'
+import { waitFor } from './daemon-harness.js'
 
 const ECHO = '/swarmtrain/limits/echo/1'
 
@@ -116,6 +120,31 @@ test('a peer opening streams too fast is cut off, then banned; others are still 
     assert.is(await echo(real, server), 'hello', 'other peers are still served')
   } finally {
     await Promise.all([real.stop(), flooder.stop(), server.stop()])
+  }
+})
+
+test('strangers are forgotten once they leave, peers of the run are remembered', async () => {
+  const node = await echoHost({})
+  const unguard = guardRun(node, 'limits')
+  // A peer of the same run (a protocol of it in its identify), not in the DHT's routing table (whose tags alone keep an entry).
+  const member = await createClientHost({ privateKey: await generateKeyPair('Ed25519') })
+  await member.handle(infoProtocol('limits'), async (stream: Stream) => { stream.abort(new Error('unused')) })
+  const strangers = await Promise.all(Array.from({ length: 5 }, async () => await createClientHost({ privateKey: await generateKeyPair('Ed25519') })))
+  try {
+    const known = async (peer: Host['peerId']): Promise<boolean> => await node.peerStore.has(peer)
+    for (const peer of [member, ...strangers]) {
+      assert.is(await echo(peer, node), 'hello')
+      await waitFor('the node to know the peer', 10_000, async () => await known(peer.peerId) ? true : undefined)
+    }
+    await waitFor('identify to name the member\'s run', 10_000, async () => (await node.peerStore.get(member.peerId)).protocols.includes(infoProtocol('limits')) ? true : undefined)
+    await Promise.all([member, ...strangers].map(async peer => { await peer.stop() }))
+    await waitFor('the strangers to be forgotten', 15_000, async () => (await Promise.all(strangers.map(async s => await known(s.peerId)))).every(k => !k) ? true : undefined)
+    // The member left at the same time as the strangers: its turn has come too.
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    assert.ok(await known(member.peerId), 'the member is remembered')
+  } finally {
+    unguard()
+    await Promise.all([member.stop(), node.stop(), ...strangers.map(async s => { await s.stop() })])
   }
 })
 

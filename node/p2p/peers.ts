@@ -13,7 +13,10 @@ export function runsOf (protocols: readonly string[]): Set<string> {
   return new Set(protocols.map(runIdOfProtocol).filter((r): r is string => r !== undefined))
 }
 
-/** Closes connections to identified peers that serve other runs; returns the remover. */
+/**
+ * Closes connections to identified peers that serve other runs, and forgets strangers once
+ * they disconnect (see forgetStranger); returns the remover.
+ */
 export function guardRun (host: Libp2p, runId: string): () => void {
   const log = host.logger.forComponent('swarmtrain:p2p')
   const onIdentify = (event: CustomEvent<IdentifyResult>): void => {
@@ -23,8 +26,41 @@ export function guardRun (host: Libp2p, runId: string): () => void {
       event.detail.connection.close().catch(() => {})
     }
   }
+  const forgetting = new Set<NodeJS.Timeout>()
+  const onDisconnect = (event: CustomEvent<PeerId>): void => {
+    const timer = setTimeout(() => {
+      forgetting.delete(timer)
+      forgetStranger(host, event.detail, runId).catch(err => { log('could not forget %p: %e', event.detail, err) })
+    }, FORGET_AFTER_MS)
+    timer.unref()
+    forgetting.add(timer)
+  }
   host.addEventListener('peer:identify', onIdentify)
-  return () => { host.removeEventListener('peer:identify', onIdentify) }
+  host.addEventListener('peer:disconnect', onDisconnect)
+  return () => {
+    host.removeEventListener('peer:identify', onIdentify)
+    host.removeEventListener('peer:disconnect', onDisconnect)
+    for (const timer of forgetting) clearTimeout(timer)
+  }
+}
+
+/**
+ * How long after a stranger's last connection closed its entry goes: libp2p may still be
+ * writing to it (e.g. the protocol of a stream negotiated as the connection closed).
+ */
+const FORGET_AFTER_MS = 2000
+
+/**
+ * Drops a disconnected peer's peer store entry unless it serves our run (or is tagged, e.g. a
+ * bootstrap peer). libp2p keeps an entry for every peer that ever connected (about 8 KiB of
+ * memory each; an entry without addresses is evicted only when read, after 6 hours), and
+ * identities cost nothing: a stranger coming back under ever new ones grew it without bound.
+ */
+async function forgetStranger (host: Libp2p, peer: PeerId, runId: string): Promise<void> {
+  if (host.getConnections(peer).length > 0) return
+  const known = await host.peerStore.get(peer).catch(() => undefined)
+  if (known === undefined || runsOf(known.protocols).has(runId) || known.tags.size > 0) return
+  await host.peerStore.delete(peer)
 }
 
 /**
