@@ -1,6 +1,7 @@
 // The public-swarm limits: one address cannot hold more than its share of a node's sockets, a
 // peer that opens streams too fast loses its connection and, after repeats, is banned with a
-// growing backoff; and through it all the node keeps serving its real peers.
+// growing backoff; and through it all the node keeps serving its real peers. Strangers leave
+// nothing behind in the peer store.
 import '../node/shim.js'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -11,6 +12,9 @@ import type { Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createClientHost, createHost, type Host } from '../node/p2p/host.js'
 import { PeerGuard } from '../node/p2p/guard.js'
+import { guardRun } from '../node/p2p/peers.js'
+import { infoProtocol } from '../protocols/ids.js'
+import { waitFor } from './daemon-harness.js'
 
 const ECHO = '/swarmtrain/limits/echo/1'
 
@@ -116,6 +120,41 @@ test('a peer opening streams too fast is cut off, then banned; others are still 
     assert.is(await echo(real, server), 'hello', 'other peers are still served')
   } finally {
     await Promise.all([real.stop(), flooder.stop(), server.stop()])
+  }
+})
+
+test('strangers are forgotten once they leave, the latest peers of the run are remembered', async () => {
+  const node = await echoHost({})
+  const unguard = guardRun(node, 'limits', 2)
+  const client = async (): Promise<Awaited<ReturnType<typeof createClientHost>>> => await createClientHost({ privateKey: await generateKeyPair('Ed25519') })
+  // Peers of the run (a protocol of it in their identify), not in the DHT's routing table (whose tags alone keep an entry).
+  const members = await Promise.all(Array.from({ length: 3 }, client))
+  for (const member of members) await member.handle(infoProtocol('limits'), async (stream: Stream) => { stream.abort(new Error('unused')) })
+  const strangers = await Promise.all(Array.from({ length: 5 }, client))
+  const everyone = [...members, ...strangers]
+  try {
+    const identified = async (peer: Host['peerId']): Promise<true | undefined> => (await node.peerStore.get(peer).catch(() => undefined))?.metadata.has('AgentVersion') === true ? true : undefined
+    for (const peer of everyone) {
+      assert.is(await echo(peer, node), 'hello')
+      await waitFor('identify', 10_000, async () => await identified(peer.peerId))
+      // After identify: libp2p adds the protocol of every stream a peer opens to its entry, so a
+      // stranger's entry names the run too.
+      assert.is(await echo(peer, node), 'hello')
+      // Members come and go one after another; the strangers stay until the end.
+      if (members.includes(peer)) await peer.stop()
+      if (peer === members[0]) {
+        await new Promise(resolve => setTimeout(resolve, 3000))
+        assert.ok(await node.peerStore.has(peer.peerId), 'a member outlives its connection')
+      }
+    }
+    assert.ok((await node.peerStore.get(strangers[0].peerId)).protocols.includes(ECHO))
+    await Promise.all(strangers.map(async peer => { await peer.stop() }))
+    const known = async (peers: typeof everyone): Promise<boolean[]> => await Promise.all(peers.map(async p => await node.peerStore.has(p.peerId)))
+    await waitFor('the strangers to be forgotten', 15_000, async () => (await known(strangers)).every(k => !k) ? true : undefined)
+    assert.equal(await known(members), [false, true, true], 'the two latest members are remembered, the first is forgotten')
+  } finally {
+    unguard()
+    await Promise.all([node.stop(), ...everyone.map(async p => { await p.stop() })])
   }
 })
 

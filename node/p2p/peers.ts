@@ -13,18 +13,73 @@ export function runsOf (protocols: readonly string[]): Set<string> {
   return new Set(protocols.map(runIdOfProtocol).filter((r): r is string => r !== undefined))
 }
 
-/** Closes connections to identified peers that serve other runs; returns the remover. */
-export function guardRun (host: Libp2p, runId: string): () => void {
+/**
+ * Closes connections to identified peers that serve other runs, and keeps the peer store
+ * bounded: libp2p keeps an entry for every peer that ever connected (about 8 KiB of memory
+ * each; one without addresses is evicted only when read, after 6 hours), and identities cost
+ * nothing, so a stranger coming back under ever new ones grew it without bound. A peer's entry
+ * now goes soon after its last connection closes, unless identify said it serves our run (the
+ * `remembered` latest of those are kept; not the protocols in its entry: libp2p adds every
+ * protocol a peer opened a stream on, so an attacker's entry names ours too) or it is tagged
+ * (bootstrap peers, the DHT's routing table). Returns the remover.
+ */
+export function guardRun (host: Libp2p, runId: string, remembered = REMEMBERED_PEERS): () => void {
   const log = host.logger.forComponent('swarmtrain:p2p')
+  /** Peers whose identify named our run, least recently identified first. */
+  const members = new Map<string, PeerId>()
+  const forget = (peer: PeerId): void => {
+    forgetPeer(host, peer).catch(err => { log('could not forget %p: %e', peer, err) })
+  }
   const onIdentify = (event: CustomEvent<IdentifyResult>): void => {
-    const runs = runsOf(event.detail.protocols)
+    const { peerId, protocols, connection } = event.detail
+    const runs = runsOf(protocols)
     if (runs.size > 0 && !runs.has(runId)) {
-      log('disconnecting %p: it serves run %s, not %s', event.detail.peerId, [...runs].join(','), runId)
-      event.detail.connection.close().catch(() => {})
+      log('disconnecting %p: it serves run %s, not %s', peerId, [...runs].join(','), runId)
+      connection.close().catch(() => {})
+    }
+    if (!runs.has(runId)) return
+    const id = peerId.toString()
+    members.delete(id)
+    members.set(id, peerId)
+    for (const [oldest, peer] of members) {
+      if (members.size <= remembered) break
+      members.delete(oldest)
+      forget(peer)
     }
   }
+  const forgetting = new Set<NodeJS.Timeout>()
+  const onDisconnect = (event: CustomEvent<PeerId>): void => {
+    const timer = setTimeout(() => {
+      forgetting.delete(timer)
+      if (!members.has(event.detail.toString())) forget(event.detail)
+    }, FORGET_AFTER_MS)
+    timer.unref()
+    forgetting.add(timer)
+  }
   host.addEventListener('peer:identify', onIdentify)
-  return () => { host.removeEventListener('peer:identify', onIdentify) }
+  host.addEventListener('peer:disconnect', onDisconnect)
+  return () => {
+    host.removeEventListener('peer:identify', onIdentify)
+    host.removeEventListener('peer:disconnect', onDisconnect)
+    for (const timer of forgetting) clearTimeout(timer)
+  }
+}
+
+/** Peers of the run whose entries outlive their connections (a few MiB at most). */
+const REMEMBERED_PEERS = 512
+
+/**
+ * How long after a peer's last connection closed its entry goes: libp2p may still be writing
+ * to it (e.g. the protocol of a stream negotiated as the connection closed).
+ */
+const FORGET_AFTER_MS = 2000
+
+/** Drops a peer's entry from the peer store unless it is connected or tagged. */
+async function forgetPeer (host: Libp2p, peer: PeerId): Promise<void> {
+  if (host.getConnections(peer).length > 0) return
+  const known = await host.peerStore.get(peer).catch(() => undefined)
+  if (known === undefined || known.tags.size > 0) return
+  await host.peerStore.delete(peer)
 }
 
 /**

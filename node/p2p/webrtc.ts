@@ -19,6 +19,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { ComponentLogger, IdentifyResult, Libp2p, Logger, PeerId, Startable } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
 import { WEBRTC_RETRY_BASE_MS, WEBRTC_RETRY_MAX_MS, defaultTiming } from '../timing.js'
+import { timeoutOrShutdown } from '../util/abort.js'
 
 /** @libp2p/webrtc's signaling protocol (not exported by it): a peer that speaks it accepts WebRTC dials. */
 export const WEBRTC_SIGNALING_PROTOCOL = '/webrtc-signaling/0.0.1'
@@ -128,7 +129,7 @@ export class WebRTCUpgrade implements Startable {
     this.stats.attempts++
     const started = Date.now()
     try {
-      await this.components.connectionManager.openConnection(address, { signal: AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.init.dialTimeoutMs)]) })
+      await this.components.connectionManager.openConnection(address, { signal: timeoutOrShutdown(this.init.dialTimeoutMs, this.shutdown.signal) })
       this.stats.upgraded++
       this.failures.delete(peer)
       this.log('direct WebRTC connection to %p in %d ms', peerId, Date.now() - started)
