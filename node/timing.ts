@@ -139,6 +139,12 @@ export const GUARD_BAN_BASE_MS = 60_000
 export const GUARD_BAN_MAX_MS = 24 * 3600_000
 /** A lone node's outside DHT queries wait this long (see p2p/host.ts throttleLonelyQueries). */
 export const LONELY_QUERY_DELAY_MS = 1000
-/** After a failed WebRTC upgrade, a peer's next try waits this long, doubling per failure up to the maximum (p2p/webrtc.ts). */
-export const WEBRTC_RETRY_BASE_MS = 30_000
+/**
+ * After a failed WebRTC upgrade, a peer's next try waits this long, doubling per failure up to
+ * the maximum (p2p/webrtc.ts). Seconds, not more: a try can fail at random, e.g. where nothing
+ * filters the peer's first ICE checks, libdatachannel 0.24 may start DTLS before it applied the
+ * SDP answer and reject the peer's certificate (about 1 try in 5 on one machine; upstream
+ * paullouisageneau/libdatachannel PR 1612), and the next try usually works.
+ */
+export const WEBRTC_RETRY_BASE_MS = 2_000
 export const WEBRTC_RETRY_MAX_MS = 10 * 60_000

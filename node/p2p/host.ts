@@ -74,6 +74,12 @@ export interface HostInit {
   runId: string
   listen: string[]
   announce?: string[]
+  /**
+   * Behind NAT: hold relay slots, listen for WebRTC upgrades, relay for no one, be a DHT client.
+   * Default: needsRelay(listen), i.e. no listen address is public and one is beyond loopback.
+   * Nodes on one machine set it to play volunteers behind NAT (test/p2p-webrtc).
+   */
+  behindNat?: boolean
   bootstrap?: string[]
   /** Find the run's peers on the local network by multicast DNS. */
   mdns?: boolean
@@ -123,8 +129,8 @@ export function mdnsServiceTag (runId: string): string {
 /** Builds and starts the host; its guard is already watching it. */
 export async function createHost (init: HostInit): Promise<Host> {
   const pingTimeout = init.pingTimeoutMs ?? defaultTiming.pingTimeoutMs
-  // Behind NAT: every listen address private, and not only loopback.
-  const relayClient = needsRelay(init.listen)
+  // Behind NAT: said so, or every listen address private, and not only loopback.
+  const relayClient = init.behindNat ?? needsRelay(init.listen)
   const guard = new PeerGuard(init.guard)
   const base = baseOptions(init)
   // ICE asks for the STUN servers when each WebRTC connection starts, once the host exists.

@@ -9,14 +9,16 @@
 // A NATed node listens on `/webrtc` (its relayed addresses get a `/webrtc` twin), and the side
 // that opened a relayed connection dials that twin as soon as identify says the peer speaks
 // the signaling protocol. libp2p's dialer does not do this by itself: it tries a peer's plain
-// relayed address first and stops at the limited connection that gives.
+// relayed address first and stops at the limited connection that gives. A failed try is
+// retried on the same relayed connection while it lasts (identify runs once per connection),
+// with backoff.
 //
 // Swarm keys: WebRTC connections skip libp2p's connection protector (pnet), but they can only
 // be set up through the signaling protocol on an existing libp2p connection, and every one of
 // those went through the protector; the SDP that travels there pins the DTLS certificate the
 // WebRTC connection must present. So only a peer that holds the key gets one.
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import type { ComponentLogger, IdentifyResult, Libp2p, Logger, PeerId, Startable } from '@libp2p/interface'
+import type { ComponentLogger, Connection, IdentifyResult, Libp2p, Logger, PeerId, Startable } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
 import { WEBRTC_RETRY_BASE_MS, WEBRTC_RETRY_MAX_MS, defaultTiming } from '../timing.js'
 import { timeoutOrShutdown } from '../util/abort.js'
@@ -91,8 +93,13 @@ export class WebRTCUpgrade implements Startable {
   private readonly init: Required<WebRTCUpgradeInit>
   private readonly dialing = new Set<string>()
   private readonly failures = new Map<string, Failures>()
+  /** The next try after a failure, by peer. */
+  private readonly retries = new Map<string, ReturnType<typeof setTimeout>>()
   private readonly shutdown = new AbortController()
-  private readonly onIdentify = (event: CustomEvent<IdentifyResult>): void => { this.consider(event.detail) }
+  private readonly onIdentify = (event: CustomEvent<IdentifyResult>): void => {
+    const { peerId, connection, protocols } = event.detail
+    if (protocols.includes(WEBRTC_SIGNALING_PROTOCOL)) this.consider(peerId, connection)
+  }
 
   constructor (private readonly components: WebRTCUpgradeComponents, init: WebRTCUpgradeInit = {}) {
     this.log = components.logger.forComponent('swarmtrain:p2p:webrtc')
@@ -111,21 +118,24 @@ export class WebRTCUpgrade implements Startable {
   stop (): void {
     this.components.events.removeEventListener('peer:identify', this.onIdentify)
     this.shutdown.abort()
+    for (const timer of this.retries.values()) clearTimeout(timer)
+    this.retries.clear()
   }
 
-  private consider ({ peerId, connection, protocols }: IdentifyResult): void {
+  /** Upgrades `relayed`, a relayed connection to a peer that speaks the signaling protocol, unless there is no need or it is too early. */
+  private consider (peerId: PeerId, relayed: Connection): void {
     const peer = peerId.toString()
     // One side dials, so that two peers do not open two WebRTC connections to each other.
-    if (connection.limits == null || connection.direction !== 'outbound') return
-    if (!protocols.includes(WEBRTC_SIGNALING_PROTOCOL) || this.dialing.has(peer)) return
+    if (relayed.limits == null || relayed.direction !== 'outbound' || relayed.status !== 'open' || this.dialing.has(peer)) return
     if (this.components.connectionManager.getConnections(peerId).some(c => c.limits == null && c.status === 'open')) return
     if ((this.failures.get(peer)?.retryAt ?? 0) > Date.now()) return
     this.dialing.add(peer)
-    void this.upgrade(peerId, webrtcAddress(connection.remoteAddr, peerId)).finally(() => this.dialing.delete(peer))
+    void this.upgrade(peerId, relayed).finally(() => this.dialing.delete(peer))
   }
 
-  private async upgrade (peerId: PeerId, address: Multiaddr): Promise<void> {
+  private async upgrade (peerId: PeerId, relayed: Connection): Promise<void> {
     const peer = peerId.toString()
+    const address = webrtcAddress(relayed.remoteAddr, peerId)
     this.stats.attempts++
     const started = Date.now()
     try {
@@ -140,6 +150,10 @@ export class WebRTCUpgrade implements Startable {
       this.failures.delete(peer)
       this.failures.set(peer, { count, retryAt: Date.now() + wait })
       if (this.failures.size > this.init.maxTracked) this.failures.delete(this.failures.keys().next().value as string)
+      clearTimeout(this.retries.get(peer))
+      const retry = setTimeout(() => { this.retries.delete(peer); this.consider(peerId, relayed) }, wait)
+      retry.unref()
+      this.retries.set(peer, retry)
       this.log('no direct WebRTC connection to %p (try %d, next in %d s): %e', peerId, count, Math.round(wait / 1000), err)
     }
   }
