@@ -137,8 +137,8 @@ export const GUARD_STRIKE_WINDOW_MS = 10 * 60_000
 /** ...three of them ban it this long, doubling with each ban up to the maximum. */
 export const GUARD_BAN_BASE_MS = 60_000
 export const GUARD_BAN_MAX_MS = 24 * 3600_000
-/** A lone node's outside DHT queries wait this long (see p2p/host.ts throttleLonelyQueries). */
-export const LONELY_QUERY_DELAY_MS = 1000
+/** Outside DHT queries start at most one per this many ms (see p2p/host.ts paceQueries). */
+export const DHT_QUERY_INTERVAL_MS = 250
 /**
  * After a failed WebRTC upgrade, a peer's next try waits this long, doubling per failure up to
  * the maximum (p2p/webrtc.ts). Seconds, not more: a try can fail at random, e.g. where nothing

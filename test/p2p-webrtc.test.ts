@@ -1,8 +1,8 @@
 // Two volunteers behind NAT meet through a relay and upgrade to a direct WebRTC connection
 // (node/p2p/webrtc.ts), on 127.0.0.1 without root; `npm run bench -- nat` shows the same
 // through real NATs, as root. Two public hosts relay and answer STUN, like relays A and B
-// there: a volunteer wants slots on two relays and searches the DHT until it has them, and with
-// a single relay that search soon gets it banned by the relay's guard. Two hosts set up as
+// there (a volunteer wants slots on two relays, and searches the DHT while it has fewer: the
+// last test checks that this search does not get it banned by the one relay it sees). Two hosts set up as
 // behind NAT (relay slots, a /webrtc listener, no relay service, DHT clients) reach each other
 // only through a relay until the upgrade. Here nothing filters the peers' first ICE checks, so
 // a try fails now and then (WEBRTC_RETRY_BASE_MS in node/timing.ts says why) and the upgrade's
@@ -89,11 +89,35 @@ test('two volunteers behind NAT meet through a relay, then hold a direct WebRTC 
     await waitFor('the connections through relay A to close', 10_000, async () => v2.getConnections(v1.peerId).every(c => c.limits == null) ? true : undefined, () => connectionsOf(v2, v1))
     assert.is(direct.status, 'open')
     assert.is(await askManifest(direct), runId)
+    // The volunteers now search the DHT for a second relay, through B alone: B must not ban them
+    // for it (their queries are paced; they used to pass its guard's stream rate within seconds).
+    await new Promise(resolve => setTimeout(resolve, 4000))
+    assert.is(b.services.guard.stats.strikes, 0, `relay B struck no one: ${JSON.stringify(b.services.guard.stats)}`)
+    assert.ok([v1, v2].every(v => v.getConnections(b.peerId).length > 0), 'both volunteers are still connected to relay B')
   } finally {
     await Promise.all(hosts.map(async h => { await h.stop() }))
     // A failed try leaves data channels whose native callbacks keep Node running after every
     // host stopped (@libp2p/webrtc 6.0.33 carries on with the closed peer connection).
     releaseWebRTC()
+  }
+})
+
+test('volunteers behind NAT with a single relay in sight keep their slots on it, unbanned', async () => {
+  const hosts: Host[] = []
+  try {
+    const relay = await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'] })
+    hosts.push(relay)
+    const address = relay.getMultiaddrs()[0].toString()
+    for (let i = 0; i < 2; i++) hosts.push(await createHost({ privateKey: await generateKeyPair('Ed25519'), runId, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [address], behindNat: true }))
+    const volunteers = hosts.slice(1)
+    await waitFor('both volunteers to hold a slot on the relay', 10_000, async () => volunteers.every(v => v.getMultiaddrs().some(isCircuit)) ? true : undefined)
+    // Each wants a second slot and searches the DHT for it, asking the relay: seconds later it
+    // was banned for passing the relay's stream rate (20 per second on the DHT protocol).
+    await new Promise(resolve => setTimeout(resolve, 6000))
+    assert.is(relay.services.guard.stats.strikes, 0, JSON.stringify(relay.services.guard.stats))
+    assert.ok(volunteers.every(v => v.getConnections(relay.peerId).length > 0 && v.getMultiaddrs().some(isCircuit)), 'both still connected, with their slots')
+  } finally {
+    await Promise.all(hosts.map(async h => { await h.stop() }))
   }
 })
 

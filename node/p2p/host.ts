@@ -27,7 +27,8 @@ import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { dhtProtocol } from '../../protocols/ids.js'
-import { LONELY_QUERY_DELAY_MS, defaultTiming } from '../timing.js'
+import { DHT_QUERY_INTERVAL_MS, defaultTiming } from '../timing.js'
+import { sleep } from '../util/abort.js'
 import { version } from '../version.js'
 import { nodeLogger } from './logger.js'
 import { PeerGuard, type PeerGuardInit } from './guard.js'
@@ -163,7 +164,7 @@ export async function createHost (init: HostInit): Promise<Host> {
       webrtcUpgrade: webrtcUpgrade({ dialTimeoutMs: init.dialTimeoutMs }),
       // A node behind NAT can be neither a relay nor a STUN server: nobody outside could reach it.
       ...(relayClient ? {} : { relay: circuitRelayServer({ reservations: relayLimits }), stun: stunResponder() }),
-      dht: (components: KadDHTComponents) => throttleLonelyQueries(kadDHT({
+      dht: (components: KadDHTComponents) => paceQueries(kadDHT({
         protocol: dhtProtocol(init.runId),
         logPrefix: 'swarmtrain:dht',
         // Every reachable peer of a run is a server: runs are small and often on one LAN or
@@ -203,16 +204,23 @@ export function hostNetworkStatus (host: Host): NetworkStatus {
 
 
 /**
- * A lone node's queries end at once (allowQueryWithZeroPeers), and libp2p's random walk (relay
- * discovery and AutoNAT use it) then re-queries in a loop of microtasks that starves the event
- * loop: nothing else runs, not even the bootstrap dial. Outside queries while the routing table
- * is empty wait a little first; the DHT's own queries are not affected.
+ * Outside DHT queries (getClosestPeers: libp2p's random walk, which relay discovery and AutoNAT
+ * use, and our puts and provides) start at most one per DHT_QUERY_INTERVAL_MS. The random walk
+ * re-queries in a loop for as long as it wants peers, and a query ends at once when the node
+ * knows no peer (allowQueryWithZeroPeers: a loop of microtasks that starved the event loop, even
+ * the bootstrap dial) or only one (which it then asks over and over: a volunteer behind NAT that
+ * wants a second relay slot with one public node in sight passed that node's guard's 20 streams
+ * per second and was banned within seconds). The DHT's own queries are not affected.
  */
-function throttleLonelyQueries (dht: KadDHT): KadDHT {
+function paceQueries (dht: KadDHT): KadDHT {
   const single = dht as SingleKadDHT
   const query = single.getClosestPeers.bind(single)
+  let nextStart = 0
   single.getClosestPeers = async function * (key, options) {
-    if (single.routingTable.size === 0) await new Promise(resolve => setTimeout(resolve, LONELY_QUERY_DELAY_MS))
+    const now = Date.now()
+    const start = Math.max(now, nextStart)
+    nextStart = start + DHT_QUERY_INTERVAL_MS
+    if (start > now) await sleep(start - now, options?.signal)
     yield * query(key, options)
   }
   return dht
