@@ -137,6 +137,11 @@ export const GUARD_STRIKE_WINDOW_MS = 10 * 60_000
 /** ...three of them ban it this long, doubling with each ban up to the maximum. */
 export const GUARD_BAN_BASE_MS = 60_000
 export const GUARD_BAN_MAX_MS = 24 * 3600_000
+/**
+ * A stranger's peer store entry goes this long after its last connection closed (p2p/peers.ts):
+ * libp2p may still be writing to it (e.g. the protocol of a stream negotiated as it closed).
+ */
+export const PEER_FORGET_AFTER_MS = 2000
 /** Outside DHT queries start at most one per this many ms (see p2p/host.ts paceQueries). */
 export const DHT_QUERY_INTERVAL_MS = 250
 /**

@@ -6,6 +6,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { runIdOfProtocol } from '../../protocols/ids.js'
 import { PeerRefusedError } from './errors.js'
+import { PEER_FORGET_AFTER_MS } from '../timing.js'
 import type { Libp2p } from 'libp2p'
 
 /** The run ids a peer's protocol list names (normally exactly one). */
@@ -52,7 +53,7 @@ export function guardRun (host: Libp2p, runId: string, remembered = REMEMBERED_P
     const timer = setTimeout(() => {
       forgetting.delete(timer)
       if (!members.has(event.detail.toString())) forget(event.detail)
-    }, FORGET_AFTER_MS)
+    }, PEER_FORGET_AFTER_MS)
     timer.unref()
     forgetting.add(timer)
   }
@@ -67,12 +68,6 @@ export function guardRun (host: Libp2p, runId: string, remembered = REMEMBERED_P
 
 /** Peers of the run whose entries outlive their connections (a few MiB at most). */
 const REMEMBERED_PEERS = 512
-
-/**
- * How long after a peer's last connection closed its entry goes: libp2p may still be writing
- * to it (e.g. the protocol of a stream negotiated as the connection closed).
- */
-const FORGET_AFTER_MS = 2000
 
 /** Drops a peer's entry from the peer store unless it is connected or tagged. */
 async function forgetPeer (host: Libp2p, peer: PeerId): Promise<void> {
